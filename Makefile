@@ -1,0 +1,40 @@
+# podmigrate — the two commands that must keep working on a fresh machine:
+#   make demo    the main job on the built-in local cluster
+#   make test    the test suite (starts and stops its own local cluster)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE ?= $(CURDIR)/.localcluster
+NODES ?= 2
+
+.PHONY: deps venv cluster-up cluster-down test lint demo clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+deps:
+	bash localcluster/install-deps.sh
+
+cluster-up: deps venv
+	$(PY) -m localcluster up --state-dir $(STATE) --nodes $(NODES)
+
+cluster-down: venv
+	$(PY) -m localcluster down --state-dir $(STATE)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: deps venv
+	$(VENV)/bin/pytest -ra
+
+demo: deps venv
+	$(PY) -m localcluster demo --state-dir $(STATE)
+
+clean: cluster-down
+	rm -rf $(VENV)

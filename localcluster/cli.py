@@ -1,0 +1,47 @@
+"""``localcluster up|down|status``: the local cluster from a shell (and from make)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from localcluster import cluster
+
+DEFAULT_STATE = Path(__file__).resolve().parent.parent / ".localcluster"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="localcluster", description="A real Kubernetes control plane, a registry and CRIU nodes.")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the cluster and wait until every node is Ready")
+    p_up.add_argument("--nodes", type=int, default=2)
+    p_up.add_argument("--registry-port", type=int, default=cluster.DEFAULT_REGISTRY_PORT)
+    p_up.add_argument("--api-port", type=int, default=6443)
+    sub.add_parser("down", help="stop everything and remove the state directory")
+    sub.add_parser("status", help="print where the cluster is (kubeconfig, registry, nodes)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, registry_port=args.registry_port, api_port=args.api_port)
+            print(f"export KUBECONFIG={c.kubeconfig}")
+            print(f"# kubectl: {c.kubectl}   registry: {c.registry}")
+        elif args.command == "down":
+            stopped = cluster.down(state_dir=args.state_dir)
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        else:
+            c = cluster.Cluster.load(args.state_dir.resolve())
+            print(f"kubeconfig: {c.kubeconfig}\nkubectl: {c.kubectl}\nregistry: {c.registry}")
+            for n in c.nodes:
+                print(f"node: {n.name} {n.address}")
+            for name, ref in c.images.items():
+                print(f"image: {name} {ref}")
+    except (cluster.ClusterError, cluster.processes.ProcessError) as exc:
+        print(f"localcluster: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Bring the whole local cluster up and down: control plane, registry, test images, nodes.
+
+Layout under the state directory (default ``.localcluster/`` in the checkout):
+
+* ``controlplane/``   etcd, API server, controllers, scheduler, PKI, kubeconfigs (``controlplane``)
+* ``registry/``       the registry's storage; ``registry.yml`` its configuration
+* ``nodes/<name>/``   each node's kubelet/CRI-O state (pods, images, checkpoints, runc root)
+* ``logs/``, ``pids/`` the registry's and nodes' logs and PIDs (``processes``)
+* ``cluster.json``    where everything is: what tests and the demo read
+
+Nodes are ``node-1`` .. ``node-N`` on 127.0.1.1 .. 127.0.1.N, port 10250, so the API server
+reaches each at its InternalIP like a real kubelet. ``down`` stops the nodes first (each
+removes its containers, mounts, network namespaces and cgroups), then the registry, then the
+control plane, checks that nothing is left, and removes the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from localcluster import controlplane, processes, testimages
+
+CACHE: Final = Path(os.environ.get("PODMIGRATE_CACHE", Path.home() / ".cache" / "podmigrate"))
+INSTALL_DEPS: Final = Path(__file__).resolve().parent / "install-deps.sh"
+NODE_PORT: Final = 10250
+DEFAULT_REGISTRY_PORT: Final = 5310
+
+
+class ClusterError(processes.ProcessError):
+    """The local cluster cannot be brought up (or down) as asked; the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInfo:
+    name: str
+    address: str
+    state_dir: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cluster:
+    state_dir: str
+    kubeconfig: str
+    server: str
+    ca_cert: str
+    kubectl: str
+    registry: str
+    images: dict[str, str]
+    nodes: list[NodeInfo]
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Cluster:
+        path = state_dir / "cluster.json"
+        if not path.exists():
+            raise ClusterError(f"no local cluster at {state_dir} (run `make cluster-up`)")
+        data = json.loads(path.read_text())
+        data["nodes"] = [NodeInfo(**n) for n in data["nodes"]]
+        return cls(**data)
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / "cluster.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def controlplane(self) -> controlplane.ControlPlane:
+        return controlplane.ControlPlane.load(state_dir=Path(self.state_dir) / "controlplane")
+
+
+def tool(name: str) -> Path:
+    """A tool installed by install-deps.sh (cached builds first, then PATH)."""
+    cached = CACHE / "bin" / name
+    if cached.exists():
+        return cached
+    found = shutil.which(name)
+    if found is None:
+        raise ClusterError(f"{name} not found: run `bash {INSTALL_DEPS}` (or `make deps`) first")
+    return Path(found)
+
+
+def check_host() -> None:
+    """CRIU must pass `criu check` and runc must exist before any node starts."""
+    criu = tool("criu")
+    result = subprocess.run([str(criu), "check"], capture_output=True, text=True, check=False)
+    if result.returncode != 0 or "Looks good" not in result.stdout + result.stderr:
+        detail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        raise ClusterError(f"`{criu} check` failed, nodes cannot checkpoint here: {' | '.join(detail)}")
+    version = subprocess.run([str(criu), "--version"], capture_output=True, text=True, check=False).stdout
+    major = int(version.split("Version:")[1].split(".")[0]) if "Version:" in version else 0
+    if major < 4:
+        raise ClusterError(f"CRIU >= 4 is required, found: {version.strip()}")
+    tool("runc")
+    if os.geteuid() != 0:
+        raise ClusterError("the local cluster runs containers and network namespaces: run it as root")
+
+
+def _http_ok(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start_registry(*, launcher: processes.Launcher, state: Path, port: int) -> str:
+    address = f"127.0.0.1:{port}"
+    if not _port_free(port):
+        raise ClusterError(f"{address} is in use by something else; pass another --registry-port")
+    storage = state / "registry"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = state / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n"
+    )
+    launcher.launch(name="docker-registry", argv=[str(tool("docker-registry")), "serve", str(config)])
+    launcher.wait(name="docker-registry", what=f"GET http://{address}/v2/", ready=lambda: _http_ok(f"http://{address}/v2/"))
+    return address
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _nodes_ready(cp: controlplane.ControlPlane, names: list[str]) -> bool:
+    result = cp.kubectl("get", "nodes", "-o", "json", check=False)
+    if result.returncode != 0:
+        return False
+    ready = {
+        item["metadata"]["name"]
+        for item in json.loads(result.stdout)["items"]
+        for cond in item.get("status", {}).get("conditions", [])
+        if cond["type"] == "Ready" and cond["status"] == "True" and not item["spec"].get("taints")
+    }
+    return set(names) <= ready
+
+
+def up(*, state_dir: Path, nodes: int = 2, registry_port: int = DEFAULT_REGISTRY_PORT, api_port: int = 6443) -> Cluster:
+    """Start everything and wait until every node is Ready and untainted. Idempotent per state dir."""
+    state = state_dir.resolve()
+    if (state / "cluster.json").exists():
+        raise ClusterError(f"a local cluster is already recorded at {state}: run `localcluster down` first")
+    if not 1 <= nodes <= 20:
+        raise ClusterError("--nodes must be between 1 and 20")
+    started = time.monotonic()
+    check_host()
+    for sub in ("logs", "pids", "nodes"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    os.environ["PATH"] = f"{CACHE / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    cp = controlplane.start(state_dir=state / "controlplane", api_port=api_port)
+    launcher = processes.Launcher(state_dir=state, deadline=time.monotonic() + 180)
+    try:
+        registry = _start_registry(launcher=launcher, state=state, port=registry_port)
+        images = asyncio.run(testimages.build_and_push_all(registry=registry))
+        infos: list[NodeInfo] = []
+        for i in range(1, nodes + 1):
+            name, address = f"node-{i}", f"127.0.1.{i}"
+            node_state = state / "nodes" / name
+            node_state.mkdir(parents=True, exist_ok=True)
+            kubeconfig = cp.kubeconfig_for(user=name, cn=f"system:node:{name}", orgs=["system:nodes"])
+            cert, key = cp.issue_serving_cert(name=name, ips=[address], dns=[name])
+            launcher.launch(
+                name=name,
+                argv=[
+                    sys.executable, "-m", "localcluster.node.main", "--name", name, "--index", str(i),
+                    "--address", address, "--port", str(NODE_PORT), "--kubeconfig", str(kubeconfig),
+                    "--tls-cert", str(cert), "--tls-key", str(key), "--client-ca", str(cp.ca_cert),
+                    "--state-dir", str(node_state), "--plain-http-registry", registry,
+                ],
+            )
+            infos.append(NodeInfo(name=name, address=address, state_dir=str(node_state)))
+        names = [n.name for n in infos]
+        launcher.wait(name=names[0], what="every node Ready and untainted", ready=lambda: _nodes_ready(cp, names), interval=0.5)
+    except BaseException:
+        _stop_daemons(state)
+        cp.stop()
+        raise
+    cluster = Cluster(
+        state_dir=str(state),
+        kubeconfig=str(cp.kubeconfig),
+        server=cp.server,
+        ca_cert=str(cp.ca_cert),
+        kubectl=str(cp.bin_dir / "kubectl"),
+        registry=registry,
+        images=images,
+        nodes=infos,
+    )
+    cluster.save()
+    print(f"local cluster up in {time.monotonic() - started:.1f}s: {len(infos)} nodes, registry {registry}", file=sys.stderr)
+    return cluster
+
+
+def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
+    """Stop nodes (they clean up after themselves on SIGTERM), then the registry."""
+    stopped: list[str] = []
+    pids_dir = state / "pids"
+    if not pids_dir.exists():
+        return stopped
+    nodes = sorted(p.stem for p in pids_dir.glob("node-*.pid"))
+    for group in (nodes, ["docker-registry"]):
+        pids: dict[str, int] = {}
+        for name in group:
+            try:
+                pid = int(processes.pid_file(state_dir=state, name=name).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if processes.is_ours(pid=pid, name=name, state_dir=state):
+                pids[name] = pid
+        processes.terminate(pids=pids, state_dir=state, children={}, timeout=timeout)
+        stopped.extend(pids)
+        for name in group:
+            processes.pid_file(state_dir=state, name=name).unlink(missing_ok=True)
+    return stopped
+
+
+def leftovers(state: Path) -> list[str]:
+    """Anything of this cluster still on the machine: mounts, network namespaces, cgroups."""
+    found = [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in line]
+    netns = Path("/run/netns")
+    if netns.exists():
+        found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith("pm")]
+    cgroups = Path("/sys/fs/cgroup")
+    if cgroups.exists():
+        found += [f"cgroup {p}" for h in cgroups.iterdir() if h.is_dir() for p in h.glob("localcluster-node-*")]
+    return found
+
+
+def down(*, state_dir: Path) -> list[str]:
+    """Stop everything recorded under ``state_dir`` and remove it. Returns what was stopped."""
+    state = state_dir.resolve()
+    if not state.exists():
+        return []
+    stopped = _stop_daemons(state)
+    if (state / "controlplane").exists():
+        stopped += controlplane.stop_state_dir(state_dir=state / "controlplane")
+    left = leftovers(state)
+    if left:
+        raise ClusterError("cluster stopped but left behind: " + ", ".join(left))
+    shutil.rmtree(state)
+    return stopped

@@ -1,0 +1,522 @@
+"""Containers: CRI-O's half of the node (OCI spec, root filesystem, stdio, logs, exits).
+
+The kubelet half (``pods``) decides *what* should run and hands this module a
+``ContainerRequest``, the same facts a real kubelet sends in a CRI ``CreateContainer``:
+image, command, env, mounts, annotations, labels, log path. This module turns that into an
+OCI bundle the way CRI-O does, including the ``io.kubernetes.cri-o.Annotations`` annotation
+that a later restore requires, and runs it with runc.
+
+Details that matter for checkpoint/restore, learnt the hard way (FIELD-NOTES):
+
+* stdio are pipes owned by this process (as conmon does), never host files: CRIU cannot
+  dump an fd to a file outside the container's mounts, and runc re-attaches dumped stdio
+  pipes to new ones on restore;
+* the root filesystem is an overlay of the image, so the container's changes are exactly
+  the upper directory: that is the archive's ``rootfs-diff.tar``;
+* this process is a child subreaper, so container init processes (and restored ones)
+  become its children after runc exits, and their exit codes can be collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from localcluster.node.images import LocalImage
+from localcluster.node.runc import Runc, RuncError
+from ocicheckpoint import names
+
+log = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# CRI-O's default capabilities.
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_KILL",
+]
+MASKED_PATHS = [
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+]
+READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+class ContainerError(RuntimeError):
+    """CreateContainerError / RunContainerError, with the runtime's message."""
+
+    def __init__(self, message: str, *, reason: str = "CreateContainerError") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mount:
+    container_path: str
+    host_path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sandbox:
+    """What CRI-O knows of a pod sandbox: identity, its network namespace, its directory."""
+
+    uid: str
+    name: str
+    namespace: str
+    hostname: str
+    netns_path: Path
+    directory: Path
+
+
+@dataclass(kw_only=True)
+class ContainerRequest:
+    """A CRI CreateContainer request, as the kubelet half builds it."""
+
+    name: str
+    attempt: int
+    image_name: str
+    image: LocalImage
+    command: list[str]
+    args: list[str]
+    env: list[str]
+    working_dir: str
+    mounts: list[Mount]
+    annotations: dict[str, str]
+    labels: dict[str, str]
+    log_path: Path
+    memory_limit: int | None = None
+    cpu_shares: int | None = None
+
+
+@dataclass(kw_only=True)
+class Container:
+    id: str
+    sandbox: Sandbox
+    request: ContainerRequest
+    bundle: Path
+    pid: int = 0
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    restored: bool = False
+    stdin_w: int = -1
+    log_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and self.exit_code is None
+
+    @property
+    def rootfs(self) -> Path:
+        return self.bundle / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.bundle / "upper"
+
+
+def _spec_env(request: ContainerRequest) -> list[str]:
+    env: dict[str, str] = {}
+    for item in [DEFAULT_PATH, *request.image.config.env, *request.env]:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def resolve_argv(*, command: list[str], args: list[str], entrypoint: tuple[str, ...], cmd: tuple[str, ...]) -> list[str]:
+    """Kubernetes' rule for combining the pod's command/args with the image's entrypoint/cmd."""
+    if command:
+        return [*command, *args]
+    if args:
+        return [*entrypoint, *args]
+    return [*entrypoint, *cmd]
+
+
+def oci_spec(*, sandbox: Sandbox, request: ContainerRequest, container_id: str, cgroups_path: str) -> dict[str, Any]:
+    """The OCI runtime spec CRI-O would generate for this container."""
+    cfg = request.image.config
+    argv = resolve_argv(command=request.command, args=request.args, entrypoint=cfg.entrypoint, cmd=cfg.cmd)
+    if not argv:
+        raise ContainerError("no command specified")
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {
+            "destination": "/etc/hostname",
+            "type": "bind",
+            "source": str(sandbox.directory / "hostname"),
+            "options": ["rbind", "ro"],
+        },
+    ]
+    for m in request.mounts:
+        mounts.append(
+            {
+                "destination": m.container_path,
+                "type": "bind",
+                "source": m.host_path,
+                "options": ["rbind", "rprivate", "ro" if m.readonly else "rw"],
+            }
+        )
+    memory: dict[str, int] = {"limit": request.memory_limit} if request.memory_limit else {}
+    cpu: dict[str, int] = {"shares": request.cpu_shares} if request.cpu_shares else {}
+    annotations = {
+        names.CRIO_ANNOTATIONS_KEY: json.dumps(request.annotations, sort_keys=True),
+        "io.kubernetes.cri-o.Labels": json.dumps(request.labels, sort_keys=True),
+        "io.container.manager": "cri-o",
+        "io.kubernetes.cri-o.ContainerType": "container",
+        "io.kubernetes.cri-o.ContainerID": container_id,
+        "io.kubernetes.cri-o.SandboxID": sandbox.uid,
+        "io.kubernetes.cri-o.Image": request.image.image_id,
+        "io.kubernetes.cri-o.ImageName": request.image_name,
+        "io.kubernetes.cri-o.LogPath": str(request.log_path),
+        "io.kubernetes.pod.name": sandbox.name,
+        "io.kubernetes.pod.namespace": sandbox.namespace,
+        "io.kubernetes.pod.uid": sandbox.uid,
+        "io.kubernetes.container.name": request.name,
+    }
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": _spec_env(request),
+            "cwd": request.working_dir or cfg.working_dir or "/",
+            "capabilities": {k: DEFAULT_CAPABILITIES for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": sandbox.hostname,
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": {"devices": [{"allow": False, "access": "rwm"}], "memory": memory, "cpu": cpu},
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "network", "path": str(sandbox.netns_path)},
+            ],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }
+
+
+def _cri_log_line(stream: str, line: bytes) -> bytes:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    partial = "F" if line.endswith(b"\n") else "P"
+    return f"{now} {stream} {partial} ".encode() + line.rstrip(b"\n") + b"\n"
+
+
+async def _pump(fd: int, *, stream: str, log_path: Path) -> None:
+    """Copy a container's output pipe into its CRI-format log file until the pipe closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    try:
+        with log_path.open("ab", buffering=0) as out:
+            while line := await reader.readline():
+                out.write(_cri_log_line(stream, line))
+    except (asyncio.CancelledError, ValueError):
+        pass
+    finally:
+        transport.close()
+
+
+def format_cri_log(data: bytes, *, tail: int | None = None, timestamps: bool = False) -> bytes:
+    """CRI-format log lines as ``kubectl logs`` shows them (partial lines joined)."""
+    lines = data.splitlines()
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    out = bytearray()
+    for raw in lines:
+        parts = raw.split(b" ", 3)
+        if len(parts) < 4:
+            continue
+        ts, _stream, tag, text = parts
+        if timestamps:
+            out += ts + b" "
+        out += text + (b"\n" if tag == b"F" else b"")
+    return bytes(out)
+
+
+def read_cri_log(path: Path, *, tail: int | None = None, timestamps: bool = False) -> bytes:
+    return format_cri_log(path.read_bytes(), tail=tail, timestamps=timestamps) if path.exists() else b""
+
+
+class ContainerRuntime:
+    """CRI-O's container lifecycle on top of runc, for one node."""
+
+    def __init__(self, *, runc: Runc, state_dir: Path, cgroup_parent: str) -> None:
+        self.runc = runc
+        self.state_dir = state_dir
+        self.cgroup_parent = cgroup_parent
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def container_id(self, sandbox: Sandbox, request: ContainerRequest) -> str:
+        return f"{sandbox.uid}-{request.name}-{request.attempt}"
+
+    async def _prepare(self, *, sandbox: Sandbox, request: ContainerRequest) -> Container:
+        cid = self.container_id(sandbox, request)
+        bundle = self.state_dir / cid
+        await self._unmount(bundle / "rootfs")
+        shutil.rmtree(bundle, ignore_errors=True)
+        for sub in ("rootfs", "upper", "work"):
+            (bundle / sub).mkdir(parents=True)
+        lower = request.image.root
+        opts = f"lowerdir={lower},upperdir={bundle / 'upper'},workdir={bundle / 'work'}"
+        proc = await asyncio.create_subprocess_exec(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            opts,
+            str(bundle / "rootfs"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ContainerError(f"mounting the root filesystem: {err.decode().strip()}")
+        container = Container(id=cid, sandbox=sandbox, request=request, bundle=bundle)
+        spec = oci_spec(
+            sandbox=sandbox, request=request, container_id=cid, cgroups_path=f"{self.cgroup_parent}/{sandbox.uid}/{cid}"
+        )
+        for m in spec["mounts"]:
+            if m["type"] == "bind":
+                target = container.rootfs / m["destination"].lstrip("/")
+                if Path(m["source"]).is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if not target.exists():
+                        target.touch()
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return container
+
+    def _stdio(self, container: Container) -> tuple[tuple[int, int, int], list[int]]:
+        """Pipes for the container's stdin/stdout/stderr; returns (child ends, our read ends)."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        container.stdin_w = in_w  # held open, never written: stdin stays a live pipe
+        return (in_r, out_w, err_w), [out_r, err_r]
+
+    def _start_pumps(self, container: Container, readers: list[int]) -> None:
+        for fd, stream in zip(readers, ("stdout", "stderr"), strict=True):
+            container.log_tasks.append(asyncio.create_task(_pump(fd, stream=stream, log_path=container.request.log_path)))
+
+    async def _launch(self, container: Container, *, restore_from: Path | None) -> None:
+        child, readers = self._stdio(container)
+        pid_file = container.bundle / "pid"
+        try:
+            if restore_from is None:
+                await self.runc.run_detached(container_id=container.id, bundle=container.bundle, pid_file=pid_file, stdio=child)
+            else:
+                work = container.bundle / "restore-work"
+                work.mkdir(exist_ok=True)
+                await self.runc.restore_detached(
+                    container_id=container.id,
+                    bundle=container.bundle,
+                    image_path=restore_from,
+                    work_path=work,
+                    pid_file=pid_file,
+                    stdio=child,
+                )
+        except RuncError as exc:
+            for fd in (*readers, container.stdin_w):
+                os.close(fd)
+            container.stdin_w = -1
+            with contextlib.suppress(RuncError):
+                await self.runc.delete(container_id=container.id)
+            raise ContainerError(str(exc), reason="RunContainerError") from None
+        finally:
+            for fd in child:
+                os.close(fd)
+        container.pid = int(pid_file.read_text())
+        container.started_at = datetime.now(UTC)
+        self._start_pumps(container, readers)
+
+    async def start(self, *, sandbox: Sandbox, request: ContainerRequest) -> Container:
+        container = await self._prepare(sandbox=sandbox, request=request)
+        try:
+            await self._launch(container, restore_from=None)
+        except ContainerError:
+            await self._unmount(container.rootfs)
+            raise
+        return container
+
+    async def restore(self, *, sandbox: Sandbox, request: ContainerRequest, checkpoint: Path) -> Container:
+        """Start ``request`` by restoring the CRIU images in ``checkpoint``; request.image is the base image.
+
+        ``checkpoint`` is an unpacked checkpoint archive; its rootfs diff is applied on top
+        of the base image first (CRI-O's order).
+        """
+        container = await self._prepare(sandbox=sandbox, request=request)
+        try:
+            diff = checkpoint / names.ROOTFS_DIFF_TAR
+            if diff.exists():
+                await _run_checked("tar", "-x", "-f", str(diff), "-C", str(container.rootfs), "--numeric-owner")
+            deleted = checkpoint / names.DELETED_FILES_FILE
+            if deleted.exists():
+                for path in json.loads(deleted.read_text() or "[]"):
+                    target = container.rootfs / str(path).lstrip("/")
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        target.unlink(missing_ok=True)
+            container.restored = True
+            await self._launch(container, restore_from=checkpoint / names.CHECKPOINT_DIRECTORY)
+        except ContainerError:
+            await self._unmount(container.rootfs)
+            raise
+        return container
+
+    def poll_exit(self, container: Container) -> bool:
+        """Collect the container's exit status if its init process has ended. True once exited."""
+        if container.exit_code is not None:
+            return True
+        if not container.pid:
+            return False
+        try:
+            pid, status = os.waitpid(container.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Not our child (e.g. this node restarted): ask whether the process still exists.
+            if Path(f"/proc/{container.pid}").exists():
+                return False
+            container.exit_code, container.finished_at = 255, datetime.now(UTC)
+            return True
+        if pid == 0:
+            return False
+        container.exit_code = os.waitstatus_to_exitcode(status)
+        if container.exit_code < 0:
+            container.exit_code = 128 - container.exit_code
+        container.finished_at = datetime.now(UTC)
+        return True
+
+    async def stop(self, container: Container, *, grace_seconds: float) -> None:
+        """SIGTERM, wait up to the grace period, then SIGKILL (what the kubelet asks of CRI-O)."""
+        if not container.running or self.poll_exit(container):
+            return
+        with contextlib.suppress(RuncError):
+            await self.runc.kill(container_id=container.id, signal="TERM")
+        deadline = asyncio.get_running_loop().time() + grace_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            if self.poll_exit(container):
+                return
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(RuncError):
+            await self.runc.kill(container_id=container.id, signal="KILL", all_processes=True)
+        for _ in range(100):
+            if self.poll_exit(container):
+                return
+            await asyncio.sleep(0.05)
+
+    async def remove(self, container: Container) -> None:
+        if container.running:
+            await self.stop(container, grace_seconds=0)
+        await self.runc.delete(container_id=container.id)
+        for task in container.log_tasks:
+            task.cancel()
+        if container.stdin_w >= 0:
+            os.close(container.stdin_w)
+            container.stdin_w = -1
+        await self._unmount(container.rootfs)
+        shutil.rmtree(container.bundle, ignore_errors=True)
+
+    async def _unmount(self, path: Path) -> None:
+        if os.path.ismount(path):
+            await _run_checked("umount", "-l", str(path))
+
+
+async def _run_checked(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise ContainerError(f"{argv[0]}: {err.decode().strip()}")
+
+
+def remove_cgroups(parent: str) -> None:
+    """rmdir a cgroup subtree (bottom-up) in every v1 hierarchy and the v2 one."""
+    base = Path("/sys/fs/cgroup")
+    roots = [p for p in base.iterdir() if p.is_dir()] if base.exists() else []
+    for hierarchy in roots:
+        top = hierarchy / parent.lstrip("/")
+        if not top.exists():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (deepest first), from /proc/self/mountinfo."""
+    prefix = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_all(path: Path) -> None:
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)

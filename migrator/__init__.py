@@ -1,0 +1,1 @@
+"""podmigrate's control service and CLI: move running pods between nodes with their state."""

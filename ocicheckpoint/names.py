@@ -1,0 +1,102 @@
+"""Every file name, annotation and media type of the checkpoint formats, as named constants.
+
+Nothing else in the project spells these strings. They come from upstream, not from us:
+
+* the archive layout is CRI-O's (the names are checkpointctl's ``lib/metadata.go``), which is
+  what ``POST /checkpoint`` on a kubelet leaves under ``/var/lib/kubelet/checkpoints``;
+* the image annotations are the ones each runtime looks for when a container's image is a
+  checkpoint (CRI-O, containerd, Podman), plus checkpointctl's descriptive
+  ``org.criu.checkpoint.*`` family;
+* the media types are the OCI image-spec's. CRI-O reads annotations only from an OCI
+  manifest, so checkpoint images are always OCI, never Docker v2.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- The checkpoint archive (CRI-O layout) -----------------------------------------------
+CHECKPOINT_DIRECTORY: Final = "checkpoint"  # CRIU's image files
+CONFIG_DUMP_FILE: Final = "config.dump"  # container metadata (JSON)
+SPEC_DUMP_FILE: Final = "spec.dump"  # the container's OCI runtime spec (JSON)
+ROOTFS_DIFF_TAR: Final = "rootfs-diff.tar"  # files changed in the container's rootfs
+DELETED_FILES_FILE: Final = "deleted.files"  # JSON list of rootfs paths deleted
+BIND_MOUNTS_FILE: Final = "bind.mounts"  # JSON list of the container's bind mounts
+STATS_DUMP_FILE: Final = "stats-dump"  # CRIU's dump statistics (protobuf)
+DUMP_LOG_FILE: Final = "dump.log"
+RESTORE_LOG_FILE: Final = "restore.log"
+CONTAINER_LOG_FILE: Final = "container.log"
+NETWORK_STATUS_FILE: Final = "network.status"  # Podman only
+DEVSHM_CHECKPOINT_TAR: Final = "devshm-checkpoint.tar"  # Podman only
+STATUS_DUMP_FILE: Final = "status.dump"  # containerd only
+
+# The kubelet's archive name: checkpoint-<pod>_<namespace>-<container>-<RFC 3339 time>.tar
+KUBELET_CHECKPOINTS_SUBDIR: Final = "checkpoints"
+KUBELET_ARCHIVE_PATTERN: Final = "checkpoint-{pod}_{namespace}-{container}-{timestamp}.tar"
+
+# Inside spec.dump: CRI-O keeps the container's Kubernetes annotations as one JSON string here
+# and refuses to restore an archive without it.
+CRIO_ANNOTATIONS_KEY: Final = "io.kubernetes.cri-o.Annotations"
+
+# Mounts CRI-O recreates itself on restore; every other mount of the original must be
+# requested again by the new container, or the restore is refused.
+CRIO_RESTORE_IGNORED_MOUNTS: Final = frozenset(
+    {
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/dev/shm",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/passwd",
+        "/etc/group",
+        "/run/secrets",
+        "/run/.containerenv",
+    }
+)
+
+# --- Annotations of a checkpoint image ------------------------------------------------------
+# Which runtime reads which key: CRI-O decides "this image is a checkpoint" from the first.
+ANNOTATION_CRIO_CHECKPOINT_NAME: Final = "io.kubernetes.cri-o.annotations.checkpoint.name"
+ANNOTATION_CONTAINERD_CHECKPOINT_NAME: Final = "org.criu.checkpoint.container.name"
+ANNOTATION_PODMAN_CHECKPOINT_NAME: Final = "io.podman.annotations.checkpoint.name"
+# checkpointctl's descriptive family.
+ANNOTATION_ENGINE: Final = "org.criu.checkpoint.engine"
+ANNOTATION_POD: Final = "org.criu.checkpoint.pod"
+ANNOTATION_NAMESPACE: Final = "org.criu.checkpoint.namespace"
+ANNOTATION_ROOTFS_IMAGE_NAME: Final = "org.criu.checkpoint.rootfsImageName"
+ANNOTATION_ROOTFS_IMAGE_ID: Final = "org.criu.checkpoint.rootfsImageID"
+ANNOTATION_RUNTIME: Final = "org.criu.checkpoint.runtime"
+ANNOTATION_CRIU_VERSION: Final = "org.criu.checkpoint.criu.version"
+ANNOTATION_HOST_ARCH: Final = "org.criu.checkpoint.host.arch"
+ANNOTATION_HOST_KERNEL: Final = "org.criu.checkpoint.host.kernel"
+ANNOTATION_CGROUP_VERSION: Final = "org.criu.checkpoint.cgroup.version"
+# Standard OCI annotation for when the image was made.
+ANNOTATION_OCI_CREATED: Final = "org.opencontainers.image.created"
+
+CHECKPOINT_NAME_ANNOTATIONS: Final = (
+    ANNOTATION_CRIO_CHECKPOINT_NAME,
+    ANNOTATION_CONTAINERD_CHECKPOINT_NAME,
+    ANNOTATION_PODMAN_CHECKPOINT_NAME,
+)
+
+# --- OCI media types -------------------------------------------------------------------------
+MEDIA_TYPE_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_TYPE_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+MEDIA_TYPE_OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+MEDIA_TYPE_OCI_LAYER_TAR: Final = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_TYPE_DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_TYPE_DOCKER_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+MANIFEST_MEDIA_TYPES: Final = (
+    MEDIA_TYPE_OCI_MANIFEST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_LIST,
+)
+GZIP_LAYER_MEDIA_TYPES: Final = frozenset({MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_DOCKER_LAYER_GZIP})
