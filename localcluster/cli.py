@@ -12,19 +12,20 @@ DEFAULT_STATE = Path(__file__).resolve().parent.parent / ".localcluster"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="localcluster", description="A real Kubernetes control plane, a registry and CRIU nodes.")
+    parser = argparse.ArgumentParser(
+        prog="localcluster", description="A real Kubernetes control plane, a registry and CRIU nodes."
+    )
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the cluster and wait until every node is Ready")
     p_up.add_argument("--nodes", type=int, default=2)
-    p_up.add_argument("--registry-port", type=int, default=cluster.DEFAULT_REGISTRY_PORT)
-    p_up.add_argument("--api-port", type=int, default=6443)
+    p_up.add_argument("--instance", type=int, default=0, help="0..5: run several clusters side by side")
     sub.add_parser("down", help="stop everything and remove the state directory")
     sub.add_parser("status", help="print where the cluster is (kubeconfig, registry, nodes)")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, registry_port=args.registry_port, api_port=args.api_port)
+            c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, instance=args.instance)
             print(f"export KUBECONFIG={c.kubeconfig}")
             print(f"# kubectl: {c.kubectl}   registry: {c.registry}")
         elif args.command == "down":

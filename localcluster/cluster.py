@@ -45,6 +45,7 @@ class ClusterError(processes.ProcessError):
 @dataclass(frozen=True, kw_only=True)
 class NodeInfo:
     name: str
+    index: int
     address: str
     state_dir: str
 
@@ -153,13 +154,21 @@ def _nodes_ready(cp: controlplane.ControlPlane, names: list[str]) -> bool:
     return set(names) <= ready
 
 
-def up(*, state_dir: Path, nodes: int = 2, registry_port: int = DEFAULT_REGISTRY_PORT, api_port: int = 6443) -> Cluster:
-    """Start everything and wait until every node is Ready and untainted. Idempotent per state dir."""
+def up(*, state_dir: Path, nodes: int = 2, instance: int = 0) -> Cluster:
+    """Start everything and wait until every node is Ready and untainted.
+
+    ``instance`` (0..5) lets several clusters share the machine: it shifts the API server
+    port (6443+k), the registry port (5310+k), the node addresses (127.0.<1+k>.N) and the
+    nodes' link-local pod ranges, so none of them collide.
+    """
+    if not 0 <= instance <= 5:
+        raise ClusterError("--instance must be between 0 and 5")
+    registry_port, api_port = DEFAULT_REGISTRY_PORT + instance, 6443 + instance
     state = state_dir.resolve()
     if (state / "cluster.json").exists():
         raise ClusterError(f"a local cluster is already recorded at {state}: run `localcluster down` first")
-    if not 1 <= nodes <= 20:
-        raise ClusterError("--nodes must be between 1 and 20")
+    if not 1 <= nodes <= 9:
+        raise ClusterError("--nodes must be between 1 and 9")
     started = time.monotonic()
     check_host()
     for sub in ("logs", "pids", "nodes"):
@@ -172,7 +181,7 @@ def up(*, state_dir: Path, nodes: int = 2, registry_port: int = DEFAULT_REGISTRY
         images = asyncio.run(testimages.build_and_push_all(registry=registry))
         infos: list[NodeInfo] = []
         for i in range(1, nodes + 1):
-            name, address = f"node-{i}", f"127.0.1.{i}"
+            name, address = f"node-{i}", f"127.0.{1 + instance}.{i}"
             node_state = state / "nodes" / name
             node_state.mkdir(parents=True, exist_ok=True)
             kubeconfig = cp.kubeconfig_for(user=name, cn=f"system:node:{name}", orgs=["system:nodes"])
@@ -180,13 +189,32 @@ def up(*, state_dir: Path, nodes: int = 2, registry_port: int = DEFAULT_REGISTRY
             launcher.launch(
                 name=name,
                 argv=[
-                    sys.executable, "-m", "localcluster.node.main", "--name", name, "--index", str(i),
-                    "--address", address, "--port", str(NODE_PORT), "--kubeconfig", str(kubeconfig),
-                    "--tls-cert", str(cert), "--tls-key", str(key), "--client-ca", str(cp.ca_cert),
-                    "--state-dir", str(node_state), "--plain-http-registry", registry,
+                    sys.executable,
+                    "-m",
+                    "localcluster.node.main",
+                    "--name",
+                    name,
+                    "--index",
+                    str(10 * instance + i),
+                    "--address",
+                    address,
+                    "--port",
+                    str(NODE_PORT),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--tls-cert",
+                    str(cert),
+                    "--tls-key",
+                    str(key),
+                    "--client-ca",
+                    str(cp.ca_cert),
+                    "--state-dir",
+                    str(node_state),
+                    "--plain-http-registry",
+                    registry,
                 ],
             )
-            infos.append(NodeInfo(name=name, address=address, state_dir=str(node_state)))
+            infos.append(NodeInfo(name=name, index=10 * instance + i, address=address, state_dir=str(node_state)))
         names = [n.name for n in infos]
         launcher.wait(name=names[0], what="every node Ready and untainted", ready=lambda: _nodes_ready(cp, names), interval=0.5)
     except BaseException:
@@ -232,14 +260,22 @@ def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
 
 
 def leftovers(state: Path) -> list[str]:
-    """Anything of this cluster still on the machine: mounts, network namespaces, cgroups."""
+    """Anything of this cluster still on the machine: mounts, network namespaces, cgroups, veths."""
     found = [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in line]
+    try:
+        nodes = Cluster.load(state).nodes
+    except (ClusterError, OSError, ValueError, TypeError):
+        nodes = []
+    prefixes = tuple(f"pm{n.index:02d}" for n in nodes)
     netns = Path("/run/netns")
-    if netns.exists():
-        found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith("pm")]
+    if netns.exists() and prefixes:
+        found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith(prefixes)]
+    links = Path("/sys/class/net")
+    if prefixes:
+        found += [f"link {p.name}" for p in links.iterdir() if p.name.startswith(prefixes)]
     cgroups = Path("/sys/fs/cgroup")
-    if cgroups.exists():
-        found += [f"cgroup {p}" for h in cgroups.iterdir() if h.is_dir() for p in h.glob("localcluster-node-*")]
+    names = {f"localcluster-n{n.index:02d}" for n in nodes}
+    found += [f"cgroup {h / name}" for h in cgroups.iterdir() if h.is_dir() for name in names if (h / name).exists()]
     return found
 
 

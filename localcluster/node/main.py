@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> None:
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     become_subreaper()
-    cgroup_parent = f"/localcluster-{args.name}"
+    cgroup_parent = f"/localcluster-n{args.index:02d}"
     runc = Runc(root=state / "runc")
     await _cleanup_previous(runc=runc, state=state, index=args.index, cgroup_parent=cgroup_parent)
 

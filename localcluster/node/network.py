@@ -52,15 +52,15 @@ class NetworkAllocator:
     """Hands out /30 slots of one node's link-local /24 and builds the namespaces."""
 
     def __init__(self, *, node_index: int) -> None:
-        if not 1 <= node_index <= 99:
-            raise ValueError("node index must be 1..99")
+        if not 1 <= node_index <= 59:
+            raise ValueError("node index must be 1..59 (169.254.169.0/24 holds the metadata address)")
         self._node_index = node_index
         self._subnet = ipaddress.ip_network(f"169.254.{100 + node_index}.0/24")
         self._used: dict[str, int] = {}
 
     def _names(self, pod_uid: str) -> tuple[str, str]:
         short = pod_uid.replace("-", "")[:8]
-        return f"{NETNS_PREFIX}{self._node_index}-{short}", f"pm{self._node_index}{short}"[:15]
+        return f"{NETNS_PREFIX}{self._node_index:02d}-{short}", f"pm{self._node_index:02d}{short}"
 
     async def setup(self, *, pod_uid: str) -> PodNetwork:
         netns, host_if = self._names(pod_uid)
@@ -74,7 +74,7 @@ class NetworkAllocator:
         net = PodNetwork(netns=netns, host_if=host_if, pod_ip=pod_ip, host_ip=host_ip)
         if (NETNS_DIR / netns).exists():
             return net
-        peer = f"{host_if}p"[:15]
+        peer = f"{host_if}p"
         try:
             await _ip("netns", "add", netns)
             await _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)
@@ -99,7 +99,7 @@ class NetworkAllocator:
 
 async def remove_all(*, node_index: int) -> None:
     """Delete every namespace (and so every veth) a node with this index created."""
-    prefix = f"{NETNS_PREFIX}{node_index}-"
+    prefix = f"{NETNS_PREFIX}{node_index:02d}-"
     if not NETNS_DIR.exists():
         return
     for entry in NETNS_DIR.iterdir():
@@ -107,5 +107,5 @@ async def remove_all(*, node_index: int) -> None:
             await _ip("netns", "del", entry.name, check=False)
     for line in (await _ip("-o", "link", "show", check=False)).splitlines():
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
-        if name.startswith(f"pm{node_index}") and len(name) >= 10:
+        if name.startswith(f"pm{node_index:02d}") and len(name) == 12:
             await _ip("link", "del", name, check=False)
