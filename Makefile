@@ -30,8 +30,9 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+PYTEST_ARGS ?= -ra
 test: deps venv
-	$(VENV)/bin/pytest -ra
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: deps venv
 	$(PY) -m localcluster demo --state-dir $(STATE)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from localcluster import cluster
+from localcluster import cluster, demo
 
 DEFAULT_STATE = Path(__file__).resolve().parent.parent / ".localcluster"
 
@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--instance", type=int, default=0, help="0..5: run several clusters side by side")
     sub.add_parser("down", help="stop everything and remove the state directory")
     sub.add_parser("status", help="print where the cluster is (kubeconfig, registry, nodes)")
+    p_demo = sub.add_parser("demo", help="checkpoint a warmed-up app on one node and restore it on another")
+    p_demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, instance=args.instance)
             print(f"export KUBECONFIG={c.kubeconfig}")
             print(f"# kubectl: {c.kubectl}   registry: {c.registry}")
+        elif args.command == "demo":
+            demo.run(state_dir=args.state_dir.resolve(), keep=args.keep)
         elif args.command == "down":
             stopped = cluster.down(state_dir=args.state_dir)
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"node: {n.name} {n.address}")
             for name, ref in c.images.items():
                 print(f"image: {name} {ref}")
-    except (cluster.ClusterError, cluster.processes.ProcessError) as exc:
+    except (cluster.ClusterError, cluster.processes.ProcessError, RuntimeError) as exc:
         print(f"localcluster: error: {exc}", file=sys.stderr)
         return 1
     return 0

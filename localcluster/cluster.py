@@ -134,6 +134,8 @@ def _start_registry(*, launcher: processes.Launcher, state: Path, port: int) -> 
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # Like the registry itself (Go sets SO_REUSEADDR): a TIME_WAIT left by a previous run is not "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -8,13 +8,12 @@
 #   1. apt packages of the host's own release: runc iproute2 iptables busybox-static
 #      python3 xz-utils tar ca-certificates openssl util-linux (apt-get update only when
 #      needed; iptables because CRIU locks a container's netns with iptables-restore).
-#   2. CRIU >= 4:
-#        Debian 13: `apt-get install criu` (4.1.1).
-#        Debian 12: bookworm's criu 3.17 fails `criu check` on current kernels, so criu
-#        4.1.1 is built from trixie's orig tarball, fetched with a PRIVATE apt
-#        configuration under $CACHE/apt-trixie (own sources.list, lists and cache; the
-#        host's dpkg database and sources are never touched, nothing from trixie is
-#        installed), against bookworm's -dev packages, into $CACHE/criu-4.1.1/.
+#   2. CRIU 4.2.1, built on Debian 12 and 13 alike from Debian sid's orig tarball, fetched
+#      with a PRIVATE apt configuration under $CACHE/apt-trixie (own sources.list, lists and
+#      cache; the host's dpkg database and sources are never touched, nothing from trixie or
+#      sid is installed), against the host's own -dev packages, into $CACHE/criu-4.2.1/.
+#      Why not a distribution criu: bookworm's 3.17 fails `criu check` on current kernels,
+#      and trixie's 4.1.1 cannot dump a process with a TCP socket on kernels >= 6.16.
 #      `criu check` must say "Looks good".
 #   3. docker-registry (distribution 2.8): `apt-get download` + `dpkg-deb -x` into
 #      $CACHE/docker-registry-<version>/ (its postinst would start a system service).
@@ -31,15 +30,18 @@
 #   PODMIGRATE_CACHE   cache directory (default: $HOME/.cache/podmigrate)
 #   PODMIGRATE_REFRESH=1  ignore cached docker-registry/checkpointctl/criu and fetch again
 #
-# Writes outside the cache: apt/dpkg state of the host (step 1 and criu build deps) and,
-# on Debian 12 only, the symlink /usr/local/sbin/criu -> $CACHE/criu-4.1.1/sbin/criu
+# Writes outside the cache: apt/dpkg state of the host (step 1 and criu build deps) and
+# the symlink /usr/local/sbin/criu -> $CACHE/criu-4.2.1/sbin/criu
 # (runc runs `criu` from PATH, and /usr/local/sbin comes before /usr/sbin).
 set -euo pipefail
 set -o errtrace
 
 CACHE="${PODMIGRATE_CACHE:-$HOME/.cache/podmigrate}"
 REFRESH="${PODMIGRATE_REFRESH:-0}"
-CRIU_VERSION=4.1.1
+# 4.2.1, not trixie's 4.1.1: on kernels >= 6.16 getsockopt(SO_PASSCRED/SO_PASSSEC) on an inet
+# socket fails with EOPNOTSUPP and criu 4.1.1 aborts the dump of any process with a TCP socket
+# ("sockets: Can't get 1:16 opt: Operation not supported"); 4.2 only asks AF_UNIX/netlink sockets.
+CRIU_VERSION=4.2.1
 CRIU_DIR="$CACHE/criu-$CRIU_VERSION"
 BIN="$CACHE/bin"
 PRIV="$CACHE/apt-trixie"          # private apt configuration (Debian 12 only)
@@ -224,7 +226,8 @@ priv_apt_setup() {
   mkdir -p "$PRIV/lists/partial" "$PRIV/cache/archives/partial" "$PRIV/empty.d"
   local want
   want="deb [signed-by=$DEBIAN_KEYRING] $mirror trixie main
-deb-src [signed-by=$DEBIAN_KEYRING] $mirror trixie main"
+deb-src [signed-by=$DEBIAN_KEYRING] $mirror trixie main
+deb-src [signed-by=$DEBIAN_KEYRING] $mirror sid main"
   if [[ ! -f $PRIV/sources.list || $(cat "$PRIV/sources.list") != "$want" ]]; then
     printf '%s\n' "$want" > "$PRIV/sources.list"
     rm -f "$PRIV/lists/"*_InRelease "$PRIV/lists/"*_Packages* "$PRIV/lists/"*_Sources*
@@ -301,7 +304,7 @@ fetch_criu_orig() {
   ver=$(priv_apt_cache showsrc criu 2>/dev/null | sed -n 's/^Version: //p' \
         | grep -E "^$CRIU_VERSION(-|$)" | sort -V | tail -n1 || true)
   if [[ -z $ver ]]; then
-    FETCH_ERR="trixie (on $(host_mirror)) has no source package criu $CRIU_VERSION"; return 1
+    FETCH_ERR="Debian sid (on $(host_mirror)) has no source package criu $CRIU_VERSION"; return 1
   fi
   log "fetching criu_$CRIU_VERSION.orig tarball of trixie source package criu $ver"
   mkdir -p "$dir"
@@ -348,15 +351,11 @@ build_criu() {
   rm -rf "$build"
 }
 
-if [[ $OS_VER == 13 ]]; then
-  apt_install criu
-  CRIU_BIN=$(command -v criu || true)
-  [[ -n $CRIU_BIN ]] || die "criu not on PATH after apt-get install criu"
-else
-  CRIU_BIN="$CRIU_DIR/sbin/criu"
-  if [[ $REFRESH == 1 || ! -f $CRIU_DIR/.complete || ! -x $CRIU_BIN ]]; then
-    build_criu
-  fi
+# Built from source on Debian 12 and 13 alike: neither release ships a criu that dumps TCP
+# sockets on this kernel (see CRIU_VERSION).
+CRIU_BIN="$CRIU_DIR/sbin/criu"
+if [[ $REFRESH == 1 || ! -f $CRIU_DIR/.complete || ! -x $CRIU_BIN ]]; then
+  build_criu
 fi
 criu_ver=$("$CRIU_BIN" --version 2>&1 | sed -n 's/^Version: *//p' | head -n1 || true)
 [[ ${criu_ver%%.*} =~ ^[0-9]+$ && ${criu_ver%%.*} -ge 4 ]] \
@@ -365,14 +364,12 @@ check_out=$("$CRIU_BIN" check 2>&1 || true)
 grep -q "Looks good" <<<"$check_out" \
   || die "'$CRIU_BIN check' does not say 'Looks good': $(tail -n1 <<<"$check_out")"
 link criu "$CRIU_BIN"
-if [[ $OS_VER == 12 ]]; then
-  # The one write outside the cache: runc execs `criu` from PATH, and bookworm's
-  # criu 3.17 (if installed in /usr/sbin) must not be the one it finds.
-  mkdir -p /usr/local/sbin
-  ln -sfn "$CRIU_BIN" /usr/local/sbin/criu
-  [[ $(readlink -f /usr/local/sbin/criu) == "$(readlink -f "$CRIU_BIN")" ]] \
-    || die "/usr/local/sbin/criu does not point to $CRIU_BIN"
-fi
+# The one write outside the cache: runc execs `criu` from PATH, and a distribution criu
+# (if installed in /usr/sbin) must not be the one it finds.
+mkdir -p /usr/local/sbin
+ln -sfn "$CRIU_BIN" /usr/local/sbin/criu
+[[ $(readlink -f /usr/local/sbin/criu) == "$(readlink -f "$CRIU_BIN")" ]] \
+  || die "/usr/local/sbin/criu does not point to $CRIU_BIN"
 
 # ================================================================ 3. docker-registry
 step "3/4 docker-registry"

@@ -151,13 +151,16 @@ async def push(image: TestImage, *, registry: str, session: aiohttp.ClientSessio
     client = RegistryClient(host=registry, session=session, plain_http=True)
     layer_path = work / f"{image.repository.replace('/', '_')}.tar"
     layer = await asyncio.to_thread(_layer, image.rootfs, layer_path)
-    await client.push_blob_file(repository=image.repository, path=layer_path, descriptor=layer)
     config_bytes = oci.build_config(diff_ids=[layer.digest], entrypoint=image.entrypoint, cmd=image.cmd, env=image.env)
     config = oci.Descriptor(media_type=names.MEDIA_TYPE_OCI_CONFIG, digest=oci.sha256_bytes(config_bytes), size=len(config_bytes))
-    await client.push_blob_bytes(repository=image.repository, data=config_bytes, descriptor=config)
     manifest = oci.build_manifest(config=config, layers=[layer])
-    await client.push_manifest(
-        repository=image.repository, reference=image.tag, manifest=manifest, media_type=names.MEDIA_TYPE_OCI_MANIFEST
+    await client.push_image(
+        repository=image.repository,
+        tag=image.tag,
+        layers=[(layer, layer_path)],
+        config=config,
+        config_bytes=config_bytes,
+        manifest=manifest,
     )
     return f"{registry}/{image.repository}:{image.tag}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,24 @@ class RegistryClient:
         async with self._session.put(url, data=manifest, headers={**self._headers, "Content-Type": media_type}) as resp:
             await self._check(resp, f"push manifest {repository}:{reference}", 201)
             return resp.headers.get("Docker-Content-Digest") or sha256_bytes(manifest)
+
+    async def push_image(
+        self,
+        *,
+        repository: str,
+        tag: str,
+        layers: Sequence[tuple[Descriptor, Path]],
+        config: Descriptor,
+        config_bytes: bytes,
+        manifest: bytes,
+    ) -> str:
+        """Push a whole OCI image (layers streamed from files, then config, then manifest); returns its digest."""
+        for descriptor, path in layers:
+            await self.push_blob_file(repository=repository, path=path, descriptor=descriptor)
+        await self.push_blob_bytes(repository=repository, data=config_bytes, descriptor=config)
+        return await self.push_manifest(
+            repository=repository, reference=tag, manifest=manifest, media_type=names.MEDIA_TYPE_OCI_MANIFEST
+        )
 
     async def get_manifest(self, *, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of a manifest or index, by tag or digest."""

@@ -97,6 +97,7 @@ class Sandbox:
     hostname: str
     netns_path: Path
     directory: Path
+    ip: str = ""
 
 
 @dataclass(kw_only=True)
@@ -214,6 +215,11 @@ def oci_spec(*, sandbox: Sandbox, request: ContainerRequest, container_id: str, 
         names.CRIO_ANNOTATIONS_KEY: json.dumps(request.annotations, sort_keys=True),
         "io.kubernetes.cri-o.Labels": json.dumps(request.labels, sort_keys=True),
         "io.container.manager": "cri-o",
+        "io.kubernetes.cri-o.Metadata": json.dumps({"name": request.name, "attempt": request.attempt}),
+        "io.kubernetes.cri-o.Name": f"k8s_{request.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_{request.attempt}",
+        "io.kubernetes.cri-o.SandboxName": f"k8s_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_0",
+        "io.kubernetes.cri-o.Created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "io.kubernetes.cri-o.IP.0": sandbox.ip,
         "io.kubernetes.cri-o.ContainerType": "container",
         "io.kubernetes.cri-o.ContainerID": container_id,
         "io.kubernetes.cri-o.SandboxID": sandbox.uid,

@@ -303,6 +303,7 @@ class PodWorker:
             hostname=hostname,
             netns_path=net.netns_path,
             directory=self.pod_dir,
+            ip=net.pod_ip,
         )
         self._set_condition("PodReadyToStartContainers", True)
 

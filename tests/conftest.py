@@ -1,0 +1,107 @@
+"""Shared fixtures: one real local cluster per test session.
+
+The cluster is the real thing (upstream API server, controllers, scheduler, registry, CRIU
+nodes), started once per session because it takes ~10 s warm. Set PODMIGRATE_TEST_CLUSTER
+to the state directory of a cluster you already started (``make cluster-up``) to reuse it
+while iterating; otherwise the session starts its own and tears it down, checking that
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster import cluster as lc
+
+
+class Kube:
+    """kubectl against the test cluster, as a person would use it."""
+
+    def __init__(self, c: lc.Cluster) -> None:
+        self.cluster = c
+        self.kubeconfig = c.kubeconfig
+
+    def run(
+        self, *args: str, check: bool = True, input: str | None = None, kubeconfig: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.cluster.kubectl, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(self, manifest: str) -> None:
+        self.run("apply", "-f", "-", input=manifest)
+
+    def get(self, kind: str, name: str = "", namespace: str = "default") -> dict[str, Any]:
+        args = ["get", kind] + ([name] if name else []) + ["-n", namespace, "-o", "json"]
+        return json.loads(self.run(*args).stdout)
+
+    def logs(self, pod: str, namespace: str = "default", *extra: str) -> str:
+        return self.run("logs", pod, "-n", namespace, *extra).stdout
+
+    def token(self, service_account: str, namespace: str = "default") -> str:
+        return self.run("create", "token", service_account, "-n", namespace).stdout.strip()
+
+
+def wait_for(what: str, predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.5) -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (AssertionError, KeyError, IndexError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lc.Cluster]:
+    existing = os.environ.get("PODMIGRATE_TEST_CLUSTER")
+    if existing:
+        yield lc.Cluster.load(Path(existing).resolve())
+        return
+    state = tmp_path_factory.mktemp("cluster")
+    started = time.monotonic()
+    c = lc.up(state_dir=state, nodes=2)
+    print(f"\nlocal cluster up in {time.monotonic() - started:.1f}s")
+    try:
+        yield c
+    finally:
+        lc.down(state_dir=state)
+        assert not state.exists(), "cluster down must remove its state directory"
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: lc.Cluster) -> Kube:
+    return Kube(cluster)
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (pods stopped with grace 0)."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].rstrip("-")
+    kube.run("create", "namespace", name)
+    wait_for("default ServiceAccount", lambda: kube.run("get", "sa", "default", "-n", name, check=False).returncode == 0)
+    yield name
+    kube.run("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", "--wait=false", check=False)
+    kube.run("delete", "namespace", name, "--wait=false", check=False)
