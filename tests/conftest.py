@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,3 +106,137 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     yield name
     kube.run("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", "--wait=false", check=False)
     kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --- podmigrate itself, installed on the local cluster ---------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_PORT = 10260
+
+
+def token_kubeconfig(cluster: lc.Cluster, *, token: str, path: Path) -> Path:
+    """A kubeconfig whose user is a bearer token (a ServiceAccount), like in-cluster credentials."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority": cluster.ca_cert}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+        "current-context": "sa",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+class Podmigrate:
+    """The control service and one agent per node, run as processes with their ServiceAccounts' tokens."""
+
+    def __init__(self, *, cluster: lc.Cluster, kube: Kube, workdir: Path, otlp_endpoint: str) -> None:
+        self.cluster = cluster
+        self.kube = kube
+        self.workdir = workdir
+        self.otlp_endpoint = otlp_endpoint
+        self.repository = f"{cluster.registry}/podmigrate-checkpoints"
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        kube.run("apply", "-k", str(REPO / "manifests" / "crd"))
+        kube.run("apply", "-k", str(REPO / "manifests" / "rbac"))
+        wait_for("CRD established", lambda: kube.run("get", "podmigrations", "-A", check=False).returncode == 0)
+        self.controller_kubeconfig = token_kubeconfig(
+            cluster, token=kube.token("podmigrate-controller", "podmigrate-system"), path=workdir / "controller.kubeconfig"
+        )
+        self.agent_kubeconfig = token_kubeconfig(
+            cluster, token=kube.token("podmigrate-agent", "podmigrate-system"), path=workdir / "agent.kubeconfig"
+        )
+        cp = cluster.controlplane()
+        self.agent_certs = {n.name: cp.issue_serving_cert(name=f"agent-{n.name}", ips=[n.address]) for n in cluster.nodes}
+
+    def _env(self, service: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=self.otlp_endpoint, OTEL_SERVICE_NAME=service, OTEL_BSP_SCHEDULE_DELAY="200")
+        return env
+
+    def _spawn(self, name: str, argv: list[str], service: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(service), cwd=REPO
+        )
+
+    def start_agent(self, node: lc.NodeInfo) -> None:
+        cert, key = self.agent_certs[node.name]
+        self.agents[node.name] = self._spawn(
+            f"agent-{node.name}",
+            [
+                sys.executable, "-m", "node_agent.main", "--node-name", node.name, "--kubeconfig", str(self.agent_kubeconfig),
+                "--listen", f"{node.address}:{AGENT_PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
+                "--plain-http-registry", self.cluster.registry,
+            ],
+            "podmigrate-agent",
+        )  # fmt: skip
+
+    def start_controller(self) -> None:
+        self.controller = self._spawn(
+            "controller",
+            [
+                sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
+                "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT), "--agent-ca", self.cluster.ca_cert,
+            ],
+            "podmigrate-controller",
+        )  # fmt: skip
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill_controller(self) -> None:
+        """SIGKILL: no chance to clean up or flush, like a crashed pod."""
+        self._stop(self.controller, kill=True)
+        self.controller = None
+
+    def stop(self) -> None:
+        self._stop(self.controller)
+        for proc in self.agents.values():
+            self._stop(proc)
+
+    def migration(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.kube.get("podmigration", name, namespace)
+
+    def wait_done(self, namespace: str, name: str, *, timeout: float = 180) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            m = self.migration(namespace, name)
+            return m if (m.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+        return wait_for(f"PodMigration {name} to finish", done, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[Any]:
+    from tests.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def podmigrate(cluster: lc.Cluster, kube: Kube, otlp: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podmigrate]:
+    pm = Podmigrate(cluster=cluster, kube=kube, workdir=tmp_path_factory.mktemp("podmigrate"), otlp_endpoint=otlp.endpoint)
+    for node in cluster.nodes:
+        pm.start_agent(node)
+    pm.start_controller()
+    time.sleep(1.0)
+    try:
+        yield pm
+    finally:
+        pm.stop()

@@ -91,7 +91,9 @@ async def checkpoint_container(*, runc: Runc, container: Container, checkpoints_
         try:
             await runc.checkpoint(container_id=container.id, image_path=images, work_path=work, leave_running=True)
         except RuncError as exc:
-            raise ContainerError(f"failed to checkpoint container {container.id}: {exc}{_criu_errors(work / 'dump.log')}") from None
+            raise ContainerError(
+                f"failed to checkpoint container {container.id}: {exc}{_criu_errors(work / 'dump.log')}"
+            ) from None
         spec = json.loads((container.bundle / "config.json").read_text())
         bind_mounts = [m for m in spec["mounts"] if m.get("type") == "bind"]
         (work / names.SPEC_DUMP_FILE).write_text(json.dumps(spec, indent=1))

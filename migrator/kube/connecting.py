@@ -17,3 +17,17 @@ async def api_client(*, kubeconfig: str | Path | None = None, context: str | Non
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(path) if path else None, context=context, client_configuration=cfg)
     return client.ApiClient(configuration=cfg)
+
+
+async def bearer_token(api: client.ApiClient) -> str | None:
+    """This client's own bearer token (a ServiceAccount's), re-read on each call: in-cluster tokens rotate.
+
+    None for identities without one (client certificates). Used where a component must prove
+    who it is to something other than the API server (the agent to the kubelet, the control
+    service to the agents).
+    """
+    value = await api.configuration.get_api_key_with_prefix("BearerToken")
+    if not value:
+        return None
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else value

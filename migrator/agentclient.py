@@ -1,0 +1,119 @@
+"""The control service's side of the node agent's HTTP contract (``node_agent.contract``).
+
+Agents listen on their node's InternalIP at one well-known port (a DaemonSet with host
+networking in a real cluster, one process per node in the local cluster), so finding the
+agent of a node needs nothing but the Node object. Calls carry the control service's own
+ServiceAccount token (the agent asks the API server whether it may drive migrations) and the
+migration's ``traceparent``. Connection failures and 5xx answers of the agent *itself* are
+transient (an agent restarting) and retried with bounded back-off; what the agent reports as
+the kubelet's or the registry's failure is final for that attempt and surfaces as the reason.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+from node_agent import contract
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+
+class AgentError(RuntimeError):
+    def __init__(self, message: str, *, status: int, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.stage = stage
+
+
+class AgentUnreachable(AgentError):
+    pass
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, AgentUnreachable)
+
+
+def node_address(node: Mapping[str, Any]) -> str:
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address["type"] == "InternalIP":
+            return str(address["address"])
+    raise AgentError(f"node {node['metadata']['name']} has no InternalIP", status=0)
+
+
+class AgentClient:
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        token: Callable[[], Awaitable[str | None]],
+        port: int,
+        ca_file: str | None,
+        attempts: int = 5,
+    ) -> None:
+        self._session = session
+        self._token = token
+        self._port = port
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else False
+        self._scheme = "https" if ca_file else "http"
+        self._attempts = attempts
+
+    def url(self, node: Mapping[str, Any], path: str) -> str:
+        return f"{self._scheme}://{node_address(node)}:{self._port}{path}"
+
+    async def _call(
+        self, method: str, url: str, *, body: Mapping[str, Any] | None, traceparent: str | None, timeout: float
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {await self._token()}"}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    async with self._session.request(
+                        method, url, json=body, headers=headers, ssl=self._ssl, timeout=aiohttp.ClientTimeout(total=timeout)
+                    ) as resp:
+                        data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                        if resp.status < 400:
+                            return data
+                        message = (data or {}).get("error") if isinstance(data, dict) else None
+                        error = AgentError(message or f"HTTP {resp.status}", status=resp.status, stage=(data or {}).get("stage"))
+                        if resp.status in (500, 503) and not error.stage:
+                            raise AgentUnreachable(str(error), status=resp.status)
+                        raise error
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    raise AgentUnreachable(f"agent at {url} unreachable: {exc or type(exc).__name__}", status=0) from None
+        raise AssertionError("unreachable")
+
+    async def checkpoint(
+        self, *, node: Mapping[str, Any], request: contract.CheckpointRequest, traceparent: str | None
+    ) -> contract.CheckpointResponse:
+        url = self.url(node, contract.PATH_CHECKPOINT)
+        data = await self._call(
+            "POST", url, body=request.to_json(), traceparent=traceparent, timeout=request.timeout_seconds * 4 + 60
+        )
+        return contract.CheckpointResponse.from_json(data)
+
+    async def thaw(self, *, node: Mapping[str, Any], namespace: str, pod: str, traceparent: str | None) -> None:
+        url = self.url(node, contract.PATH_THAW)
+        try:
+            await self._call(
+                "POST", url, body=contract.PodRef(namespace=namespace, pod=pod).to_json(), traceparent=traceparent, timeout=30
+            )
+        except AgentError as exc:
+            if exc.status != 404:  # the pod is gone: nothing left to thaw
+                raise
+
+    async def delete_image(self, *, node: Mapping[str, Any], image: str, traceparent: str | None) -> None:
+        url = self.url(node, contract.PATH_IMAGES)
+        try:
+            await self._call("DELETE", url, body={"image": image}, traceparent=traceparent, timeout=30)
+        except AgentError as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,1 @@
+"""Reconcilers: one per custom resource, level-triggered, every step recorded in status first."""

@@ -1,0 +1,165 @@
+"""Which node can take a pod: the scheduler's hard rules, checked before anything is frozen.
+
+A migration bypasses the scheduler (the replacement pod is bound to its node by name, because
+its memory must land where its checkpoint is restored), so the control service must refuse a
+target the scheduler would have refused: not Ready, cordoned, a taint the pod does not
+tolerate, a node selector or required node affinity it does not match, or not enough
+allocatable CPU, memory or pod slots left. Among the nodes that fit, the one with the most
+free resources wins, which spreads a drain's pods.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+
+
+def parse_quantity(text: str | int | float) -> float:
+    """A Kubernetes resource quantity ("250m", "64Mi", "1e3", 2) in base units."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _QUANTITY.match(text.strip())
+    if not match or match.group(2) not in ("", *_SUFFIXES):
+        raise ValueError(f"invalid quantity {text!r}")
+    return float(match.group(1)) * _SUFFIXES.get(match.group(2), 1)
+
+
+def pod_requests(pod: Mapping[str, Any]) -> dict[str, float]:
+    """Effective requests: max(sum of containers, each init container), like the scheduler."""
+    total: dict[str, float] = {}
+    for c in pod["spec"].get("containers") or []:
+        for key, value in ((c.get("resources") or {}).get("requests") or {}).items():
+            total[key] = total.get(key, 0.0) + parse_quantity(value)
+    for c in pod["spec"].get("initContainers") or []:
+        for key, value in ((c.get("resources") or {}).get("requests") or {}).items():
+            total[key] = max(total.get(key, 0.0), parse_quantity(value))
+    return total
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    node: str
+    fits: bool
+    reason: str = ""
+    free_score: float = 0.0
+
+
+def _is_ready(node: Mapping[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        op = tol.get("operator") or "Equal"
+        if not tol.get("key") and op == "Exists":
+            return True
+        if tol.get("key") != taint.get("key"):
+            continue
+        if op == "Exists" or tol.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def _match_expression(expr: Mapping[str, Any], value: str | None) -> bool:
+    op, values = expr["operator"], expr.get("values") or []
+    if op == "In":
+        return value is not None and value in values
+    if op == "NotIn":
+        return value is None or value not in values
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    if op in ("Gt", "Lt") and value is not None and values:
+        try:
+            return int(value) > int(values[0]) if op == "Gt" else int(value) < int(values[0])
+        except ValueError:
+            return False
+    return False
+
+
+def _affinity_ok(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    required = (
+        ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        or {}
+    ).get("nodeSelectorTerms")
+    if not required:
+        return True
+    labels = node["metadata"].get("labels") or {}
+    fields = {"metadata.name": node["metadata"]["name"]}
+    for term in required:  # terms are ORed, expressions ANDed
+        exprs_ok = all(_match_expression(e, labels.get(e["key"])) for e in term.get("matchExpressions") or [])
+        fields_ok = all(_match_expression(e, fields.get(e["key"])) for e in term.get("matchFields") or [])
+        if exprs_ok and fields_ok and (term.get("matchExpressions") or term.get("matchFields")):
+            return True
+    return False
+
+
+def check(*, pod: Mapping[str, Any], node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]]) -> Verdict:
+    """Would the scheduler put ``pod`` on ``node``, given the pods already there?"""
+    name = node["metadata"]["name"]
+    if not _is_ready(node):
+        return Verdict(node=name, fits=False, reason=f"node {name} is not Ready")
+    if (node.get("spec") or {}).get("unschedulable"):
+        return Verdict(node=name, fits=False, reason=f"node {name} is cordoned (unschedulable)")
+    tolerations = pod["spec"].get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(taint, tolerations):
+            return Verdict(
+                node=name, fits=False, reason=f"node {name} has taint {taint['key']}:{taint['effect']} the pod does not tolerate"
+            )
+    labels = node["metadata"].get("labels") or {}
+    for key, value in (pod["spec"].get("nodeSelector") or {}).items():
+        if labels.get(key) != value:
+            return Verdict(node=name, fits=False, reason=f"node {name} does not match nodeSelector {key}={value}")
+    if not _affinity_ok(pod, node):
+        return Verdict(node=name, fits=False, reason=f"node {name} does not match the pod's required node affinity")
+    allocatable = {k: parse_quantity(v) for k, v in ((node.get("status") or {}).get("allocatable") or {}).items()}
+    used: dict[str, float] = {}
+    count = 0
+    for other in pods_on_node:
+        if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        count += 1
+        for key, value in pod_requests(other).items():
+            used[key] = used.get(key, 0.0) + value
+    if "pods" in allocatable and count + 1 > allocatable["pods"]:
+        return Verdict(node=name, fits=False, reason=f"node {name} has no pod slot left ({count} pods)")
+    score = 0.0
+    for key, want in pod_requests(pod).items():
+        if key not in allocatable:
+            continue
+        free = allocatable[key] - used.get(key, 0.0)
+        if want > free:
+            return Verdict(node=name, fits=False, reason=f"node {name} has {free:g} {key} free, the pod requests {want:g}")
+    for key in ("cpu", "memory"):
+        if allocatable.get(key):
+            score += (allocatable[key] - used.get(key, 0.0) - pod_requests(pod).get(key, 0.0)) / allocatable[key]
+    return Verdict(node=name, fits=True, free_score=score)
+
+
+def choose(
+    *,
+    pod: Mapping[str, Any],
+    nodes: Iterable[Mapping[str, Any]],
+    pods_by_node: Mapping[str, list[Mapping[str, Any]]],
+    exclude: str,
+) -> tuple[Verdict | None, list[Verdict]]:
+    """The best node for ``pod`` other than ``exclude`` (its current node), and every verdict."""
+    verdicts = [
+        check(pod=pod, node=node, pods_on_node=pods_by_node.get(node["metadata"]["name"], []))
+        for node in nodes
+        if node["metadata"]["name"] != exclude
+    ]
+    fitting = sorted((v for v in verdicts if v.fits), key=lambda v: (-v.free_score, v.node))
+    return (fitting[0] if fitting else None), verdicts

@@ -1,0 +1,100 @@
+"""The control service's entry point: watch PodMigrations, reconcile each until it is done.
+
+On start it lists every PodMigration and resumes those that are not finished: that is all a
+restart needs, because every step is recorded in status before the next begins. It calls
+agents with its own ServiceAccount token, so it must run with one (in-cluster, or a kubeconfig
+whose user is a token); client-certificate identities are refused at start with a clear error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from migrator import api
+from migrator.agentclient import AgentClient
+from migrator.controllers.podmigration import PodMigrationReconciler, Settings
+from migrator.dispatching import Dispatcher, Key
+from migrator.kube.connecting import api_client, bearer_token
+from migrator.kube.watching import list_and_watch
+from migrator.tracing import StoredIdGenerator, flush
+from telemetry.setup import setup_tracing
+
+log = logging.getLogger("migrator")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="podmigrate-controller", description="The podmigrate control service.")
+    p.add_argument("--kubeconfig", help="kubeconfig whose user is the controller's ServiceAccount token (default: in-cluster)")
+    p.add_argument("--context")
+    p.add_argument("--checkpoint-repository", required=True, help="host[:port]/path where checkpoint images go")
+    p.add_argument("--agent-port", type=int, default=10260)
+    p.add_argument("--agent-ca", help="CA bundle that signed the agents' serving certificates (plain HTTP without it)")
+    p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    setup_tracing(service_name="podmigrate-controller", id_generator=StoredIdGenerator())
+    kube = await api_client(kubeconfig=args.kubeconfig, context=args.context)
+    if not await bearer_token(kube):
+        raise SystemExit(
+            "podmigrate-controller: error: needs a ServiceAccount token (in-cluster, or a kubeconfig with a token user)"
+        )
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    session = aiohttp.ClientSession()
+    agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
+    reconciler = PodMigrationReconciler(
+        core=core, custom=custom, agents=agents,
+        settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
+    )  # fmt: skip
+
+    async def fetch(key: Key) -> dict[str, Any] | None:
+        try:
+            return await custom.get_namespaced_custom_object(api.GROUP, api.VERSION, key[0], api.PLURAL, key[1])
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    dispatcher = Dispatcher(fetch=fetch, reconcile=reconciler.reconcile)
+
+    async def watch() -> None:
+        async for event in list_and_watch(
+            custom.list_cluster_custom_object, group=api.GROUP, version=api.VERSION, plural=api.PLURAL
+        ):
+            obj = event.object
+            if event.type in ("SYNCED", "DELETED") or obj is None:
+                continue
+            if (obj.get("status") or {}).get("phase") in api.TERMINAL_PHASES:
+                continue
+            dispatcher.notify((obj["metadata"]["namespace"], obj["metadata"]["name"]))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(watch())
+    log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
+    await stop.wait()
+    watcher.cancel()
+    await dispatcher.stop()
+    flush()
+    await session.close()
+    await kube.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Checkpoint archives on this node: read once, describe, and delete.
+
+The kubelet leaves an uncompressed tar under its checkpoints directory and never deletes it.
+The archive *is* the checkpoint image's layer (``ocicheckpoint.image``), so the agent needs
+its sha256 and what ``config.dump`` says (base image, runtime) before it can build the
+manifest. Both come from a single sequential pass: every byte read is hashed in-process
+(hashlib ~1 GB/s, FIELD-NOTES) while the tar stream is parsed, and ``config.dump`` is picked
+out on the way. No second read, no external ``sha256sum``.
+
+Archives hold the container's memory (secrets): the agent deletes each one as soon as it is
+pushed or the checkpoint failed, and refuses to touch anything but a regular ``.tar`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocicheckpoint import names
+from ocicheckpoint.image import CHUNK, CheckpointInfo
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_DUMP_BYTES = 4 << 20
+
+
+class ArchiveError(RuntimeError):
+    """The kubelet's archive is missing, not a file, or not a checkpoint archive."""
+
+
+class _HashingReader:
+    """A read-only file wrapper that hashes and counts every byte handed out."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.hasher.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchiveFacts:
+    path: Path
+    digest: str  # sha256:... of the whole file (= layer digest = diff_id)
+    size: int
+    config_dump: dict[str, Any]
+
+    @property
+    def base_image(self) -> str:
+        """The image the restored container runs on; the target node must have it (CRI-O never pulls it)."""
+        return str(self.config_dump.get("rootfsImageName") or self.config_dump.get("rootfsImage") or "")
+
+
+def inspect_archive(path: Path) -> ArchiveFacts:
+    """Hash the archive and read its ``config.dump`` in one sequential pass (blocking: run it in a thread)."""
+    config: dict[str, Any] | None = None
+    try:
+        with path.open("rb") as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE or not member.isfile():
+                        continue
+                    if member.size > MAX_CONFIG_DUMP_BYTES:
+                        raise ArchiveError(f"{names.CONFIG_DUMP_FILE} in {path} is {member.size} bytes: not a checkpoint")
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        config = json.loads(fh.read())
+            reader.drain()  # the end-of-archive padding belongs to the layer too
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise ArchiveError(f"reading checkpoint archive {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ArchiveError(f"{path} has no {names.CONFIG_DUMP_FILE}: not a checkpoint archive")
+    return ArchiveFacts(path=path, digest="sha256:" + reader.hasher.hexdigest(), size=reader.size, config_dump=config)
+
+
+def checkpoint_info(
+    *, facts: ArchiveFacts, pod: str, namespace: str, container: str, criu_version: str, engine: str, cgroup_version: str
+) -> CheckpointInfo:
+    """The image annotations' facts: the archive's own metadata plus what only this node knows."""
+    dump = facts.config_dump
+    return CheckpointInfo(
+        container=container,
+        pod=pod,
+        namespace=namespace,
+        rootfs_image_name=str(dump.get("rootfsImageName") or dump.get("rootfsImage") or ""),
+        rootfs_image_ref=str(dump.get("rootfsImageRef") or ""),
+        runtime=str(dump.get("runtime") or "unknown"),
+        criu_version=criu_version,
+        engine=engine,
+        cgroup_version=cgroup_version,
+    )
+
+
+def archive_on_host(reported: str, *, host_root: Path) -> Path:
+    """Where the kubelet's archive is as this process sees it (``host_root`` when the host is mounted elsewhere)."""
+    given = Path(reported)
+    if not given.is_absolute() or ".." in given.parts or given.suffix != ".tar":
+        raise ArchiveError(f"kubelet reported an unexpected archive path {reported!r}")
+    path = host_root / given.relative_to("/")
+    if path.is_symlink() or not path.is_file():
+        raise ArchiveError(f"checkpoint archive {path} is not a regular file on this node")
+    return path
+
+
+def remove_archive(path: Path) -> None:
+    """Delete an archive; never raises (a leftover is logged loudly: it holds process memory)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("could not delete checkpoint archive %s (it holds process memory): %s", path, exc)
+
+
+def criu_version(*, binary: str = "criu") -> str:
+    """``criu --version``'s number, or "unknown" when CRIU is not visible to the agent."""
+    found = shutil.which(binary)
+    if found is None:
+        return "unknown"
+    try:
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    match = re.search(r"Version:\s*(\S+)", out)
+    return match.group(1) if match else "unknown"

@@ -1,0 +1,415 @@
+"""Checkpointing a pod on this node: freeze, kubelet checkpoint, pack, push, delete -- or undo.
+
+The order is the point:
+
+1. read the pod: it must exist (404), be bound to *this* node and be Running (409);
+2. freeze every running container of the pod (``freezer``) *before* the first checkpoint, so
+   no container acts after its own checkpoint or after another's;
+3. per container, ask the kubelet for an archive (one at a time, as the runtime would anyway);
+   as soon as an archive exists its pack-and-push starts in the background, overlapping the
+   next container's checkpoint: hash + ``config.dump`` in one pass, build the image
+   (``ocicheckpoint.image``), push it (``publishing``), delete the archive;
+4. answer with each image pinned by digest. The pod stays frozen: the caller thaws it (a
+   failed migration) or deletes it (a finished one).
+
+On any failure everything this request did is undone: pushes in flight are cancelled,
+archives deleted, images already pushed for it deleted, and the containers *this request*
+froze are thawed (a pod that was already frozen stays frozen: someone else froze it).
+Requests for the same pod (checkpoint, thaw) are serialized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from node_agent import archives
+from node_agent.archives import ArchiveError, ArchiveFacts
+from node_agent.contract import (
+    CheckpointRequest,
+    CheckpointResponse,
+    ContainerCheckpoint,
+    ContainerTimings,
+    FrozenState,
+    PodRef,
+    Stage,
+)
+from node_agent.errors import AgentError
+from node_agent.freezer import CgroupFreezer, FreezeError, container_id_from_status
+from node_agent.kubelet import KubeletEndpoint, KubeletError
+from node_agent.metrics import AgentMetrics
+from node_agent.pods import NodeView, PodSource, PodView
+from node_agent.publishing import Publisher
+from ocicheckpoint.image import checkpoint_image
+from ocicheckpoint.reference import parse_reference
+from ocicheckpoint.registry import RegistryError
+
+log = logging.getLogger(__name__)
+
+OUTCOME_BY_STAGE: dict[Stage, str] = {"freeze": "freeze_failed", "checkpoint": "checkpoint_failed", "push": "push_failed"}
+
+
+class Kubelet(Protocol):
+    async def checkpoint(
+        self, *, endpoint: KubeletEndpoint, namespace: str, pod: str, container: str, timeout_seconds: int
+    ) -> str: ...
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Frozen:
+    name: str
+    cgroup: Path
+
+
+def _throughput(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds if seconds > 0 else 0.0
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        pods: PodSource,
+        freezer: CgroupFreezer,
+        kubelet: Kubelet,
+        publisher: Publisher,
+        metrics: AgentMetrics,
+        criu_version: str,
+        host_root: Path = Path("/"),
+        freeze_timeout_s: float = 10.0,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self._pods = pods
+        self._freezer = freezer
+        self._kubelet = kubelet
+        self._publisher = publisher
+        self._metrics = metrics
+        self._criu_version = criu_version
+        self._host_root = host_root
+        self._freeze_timeout = freeze_timeout_s
+        self._tracer = tracer or trace.get_tracer("node_agent")
+        self._locks = KeyedLocks()
+
+    # --- reading the pod --------------------------------------------------------------------
+    async def _pod_here(self, ref: PodRef, *, stage: Stage | None, running: bool) -> PodView:
+        try:
+            pod = await self._pods.read_pod(namespace=ref.namespace, name=ref.pod)
+        except Exception as exc:
+            raise AgentError(f"reading pod {ref.namespace}/{ref.pod}: {exc}", status=500, stage=stage) from exc
+        if pod is None:
+            raise AgentError(f'pod "{ref.namespace}/{ref.pod}" not found', status=404, stage=stage)
+        if pod.node_name != self.node_name:
+            raise AgentError(
+                f'pod "{ref.namespace}/{ref.pod}" runs on node "{pod.node_name}", this agent is on "{self.node_name}"',
+                status=409,
+                stage=stage,
+            )
+        if running and pod.phase != "Running":
+            raise AgentError(f'pod "{ref.namespace}/{ref.pod}" is {pod.phase}, not Running', status=409, stage=stage)
+        return pod
+
+    def _cgroup(self, name: str, container_id: str) -> Path | None:
+        try:
+            return self._freezer.find(container_id_from_status(container_id))
+        except FreezeError as exc:
+            raise AgentError(f"container {name}: {exc}", status=500, stage="freeze") from None
+
+    # --- freeze / thaw ----------------------------------------------------------------------
+    async def _freeze_pod(self, pod: PodView, *, frozen_by_us: list[_Frozen]) -> None:
+        """Freeze every running container; what this call froze is appended to ``frozen_by_us`` as it goes."""
+        running = pod.running_container_ids()
+        with self._tracer.start_as_current_span(
+            "agent.freeze",
+            attributes={
+                "pod": pod.name,
+                "namespace": pod.namespace,
+                "node": self.node_name,
+                "containers": sorted(running),
+                "cgroup.version": self._freezer.version,
+            },
+        ) as span:
+            already = []
+            for name, cid in running.items():
+                cgroup = self._cgroup(name, cid)
+                if cgroup is None:
+                    raise AgentError(
+                        f"no cgroup for running container {name} ({cid}) under {self._freezer.hierarchy}",
+                        status=500,
+                        stage="freeze",
+                    )
+                try:
+                    if self._freezer.state(cgroup) == "FROZEN":
+                        already.append(name)
+                        continue
+                    frozen_by_us.append(_Frozen(name=name, cgroup=cgroup))
+                    await self._freezer.freeze(cgroup, timeout=self._freeze_timeout)
+                except (FreezeError, OSError) as exc:
+                    raise AgentError(f"freezing container {name}: {exc}", status=500, stage="freeze") from None
+            span.set_attribute("already_frozen", already)
+
+    async def _rollback(self, frozen_by_us: list[_Frozen]) -> None:
+        for item in reversed(frozen_by_us):
+            try:
+                await self._freezer.thaw(item.cgroup, timeout=self._freeze_timeout)
+                self._metrics.thaws.inc(reason="rollback")
+            except FreezeError as exc:
+                log.error("rollback: could not thaw container %s (%s): %s", item.name, item.cgroup, exc)
+
+    async def _unpublish(self, pushed: list[ContainerCheckpoint]) -> None:
+        """Delete the images of a failed request's containers that did get pushed (they hold process memory too)."""
+        for item in pushed:
+            try:
+                await self._publisher.delete(image=parse_reference(item.image))
+            except Exception as exc:
+                log.error("could not delete image %s of a failed checkpoint: %s", item.image, exc)
+
+    def _state_of(self, pod: PodView) -> FrozenState:
+        states: dict[str, str] = {}
+        for name, cid in pod.running_container_ids().items():
+            cgroup = self._cgroup(name, cid)
+            states[name] = "absent" if cgroup is None else self._freezer.state(cgroup)
+        return FrozenState(frozen=bool(states) and all(s == "FROZEN" for s in states.values()), containers=states)
+
+    async def frozen(self, ref: PodRef) -> FrozenState:
+        pod = await self._pod_here(ref, stage=None, running=False)
+        try:
+            return self._state_of(pod)
+        except (FreezeError, OSError) as exc:
+            raise AgentError(f"reading freezer state: {exc}", status=500, stage="freeze") from None
+
+    async def thaw(self, ref: PodRef, *, parent: otel_context.Context | None = None) -> list[str]:
+        """Thaw every container of the pod that is frozen; returns their names (idempotent)."""
+        with self._tracer.start_as_current_span(
+            "agent.thaw", context=parent, kind=SpanKind.SERVER, attributes={"pod": ref.pod, "namespace": ref.namespace}
+        ) as span:
+            async with self._locks.hold((ref.namespace, ref.pod)):
+                pod = await self._pod_here(ref, stage=None, running=False)
+                thawed = []
+                for name, cid in pod.known_container_ids().items():
+                    cgroup = self._cgroup(name, cid)
+                    if cgroup is None:
+                        continue
+                    try:
+                        if self._freezer.state(cgroup) != "THAWED":
+                            await self._freezer.thaw(cgroup, timeout=self._freeze_timeout)
+                            thawed.append(name)
+                    except (FreezeError, OSError) as exc:
+                        raise AgentError(f"thawing container {name}: {exc}", status=500, stage="freeze") from None
+                self._metrics.thaws.inc(len(thawed), reason="request")
+                span.set_attribute("thawed", thawed)
+                return thawed
+
+    # --- checkpoint -------------------------------------------------------------------------
+    async def checkpoint(self, req: CheckpointRequest, *, parent: otel_context.Context | None = None) -> CheckpointResponse:
+        started = time.monotonic()
+        with self._tracer.start_as_current_span(
+            "agent.checkpoint",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"pod": req.pod, "namespace": req.namespace, "node": self.node_name, "freeze": req.freeze},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                async with self._locks.hold((req.namespace, req.pod)):
+                    response = await self._checkpoint(req, started=started)
+            except AgentError as exc:
+                # 404/409: the pod or container is not (or no longer) something to checkpoint here.
+                rejected = exc.status in (400, 404, 409)
+                self._metrics.checkpoints.inc(outcome="rejected" if rejected else OUTCOME_BY_STAGE[exc.stage or "checkpoint"])
+                span.set_status(Status(StatusCode.ERROR, exc.message))
+                span.set_attributes({"error.stage": exc.stage or "", "http.response.status_code": exc.status})
+                raise
+            except Exception as exc:
+                self._metrics.checkpoints.inc(outcome="checkpoint_failed")
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            total = time.monotonic() - started
+            self._metrics.checkpoints.inc(outcome="success")
+            self._metrics.duration.observe(total, phase="total")
+            span.set_attributes({"frozen": response.frozen, "containers": [c.name for c in response.containers]})
+            return response
+
+    async def _checkpoint(self, req: CheckpointRequest, *, started: float) -> CheckpointResponse:
+        pod = await self._pod_here(PodRef(namespace=req.namespace, pod=req.pod), stage="checkpoint", running=True)
+        wanted = req.containers or pod.containers
+        unknown = [name for name in wanted if name not in pod.containers]
+        if unknown:
+            raise AgentError(
+                f'container "{unknown[0]}" not found in pod "{req.namespace}/{req.pod}"', status=404, stage="checkpoint"
+            )
+        try:
+            node = await self._pods.read_node(name=self.node_name)
+        except Exception as exc:
+            raise AgentError(f"reading node {self.node_name}: {exc}", status=500, stage="checkpoint") from exc
+
+        frozen_by_us: list[_Frozen] = []
+        kubelet_archives: list[Path] = []
+        pushes: list[asyncio.Task[ContainerCheckpoint]] = []
+        freeze_s = 0.0
+        try:
+            if req.freeze:
+                t0 = time.monotonic()
+                await self._freeze_pod(pod, frozen_by_us=frozen_by_us)
+                freeze_s = time.monotonic() - t0
+                self._metrics.duration.observe(freeze_s, phase="freeze")
+            multiple = len(wanted) > 1
+            for name in wanted:
+                archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=name)
+                kubelet_archives.append(archive)
+                pushes.append(
+                    asyncio.create_task(
+                        self._pack_and_push(
+                            req, node=node, container=name, archive=archive, checkpoint_s=checkpoint_s, multiple=multiple
+                        )
+                    )
+                )
+                failed = next((t for t in pushes if t.done() and not t.cancelled() and t.exception()), None)
+                if failed is not None:
+                    await failed  # raises its error: stop checkpointing the rest
+            results = await asyncio.gather(*pushes)
+        except BaseException:
+            for task in pushes:
+                task.cancel()
+            outcomes = await asyncio.gather(*pushes, return_exceptions=True)
+            await self._rollback(frozen_by_us)
+            await self._unpublish([o for o in outcomes if isinstance(o, ContainerCheckpoint)])
+            raise
+        finally:
+            for archive in kubelet_archives:
+                archives.remove_archive(archive)
+        frozen = True
+        if not req.freeze:
+            try:
+                frozen = self._state_of(pod).frozen
+            except (AgentError, FreezeError, OSError):
+                frozen = False
+        return CheckpointResponse(frozen=frozen, containers=tuple(results), freeze_s=freeze_s, total_s=time.monotonic() - started)
+
+    async def _kubelet_checkpoint(self, req: CheckpointRequest, *, node: NodeView, container: str) -> tuple[Path, float]:
+        with self._tracer.start_as_current_span(
+            "kubelet.checkpoint",
+            attributes={
+                "pod": req.pod,
+                "namespace": req.namespace,
+                "container": container,
+                "node": self.node_name,
+                "kubelet": node.kubelet.base_url,
+            },
+        ) as span:
+            t0 = time.monotonic()
+            try:
+                reported = await self._kubelet.checkpoint(
+                    endpoint=node.kubelet,
+                    namespace=req.namespace,
+                    pod=req.pod,
+                    container=container,
+                    timeout_seconds=req.timeout_seconds,
+                )
+            except KubeletError as exc:
+                status = 404 if exc.status == 404 else 502
+                raise AgentError(str(exc), status=status, stage="checkpoint") from None
+            elapsed = time.monotonic() - t0
+            try:
+                archive = archives.archive_on_host(reported, host_root=self._host_root)
+            except ArchiveError as exc:
+                raise AgentError(str(exc), status=500, stage="checkpoint") from None
+            size = archive.stat().st_size
+            span.set_attributes({"bytes": size, "archive": str(archive)})
+            self._metrics.duration.observe(elapsed, phase="checkpoint")
+            self._metrics.archive_bytes.inc(size)
+            return archive, elapsed
+
+    async def _pack_and_push(
+        self, req: CheckpointRequest, *, node: NodeView, container: str, archive: Path, checkpoint_s: float, multiple: bool
+    ) -> ContainerCheckpoint:
+        common = {"pod": req.pod, "namespace": req.namespace, "container": container, "node": self.node_name}
+        try:
+            with self._tracer.start_as_current_span("image.pack", attributes=common) as span:
+                t0 = time.monotonic()
+                try:
+                    facts: ArchiveFacts = await asyncio.to_thread(archives.inspect_archive, archive)
+                except ArchiveError as exc:
+                    raise AgentError(str(exc), status=500, stage="checkpoint") from None
+                info = archives.checkpoint_info(
+                    facts=facts,
+                    pod=req.pod,
+                    namespace=req.namespace,
+                    container=container,
+                    criu_version=self._criu_version,
+                    engine=node.engine,
+                    cgroup_version=self._freezer.version,
+                )
+                image = checkpoint_image(archive=archive, info=info, archive_digest=facts.digest)
+                pack_s = time.monotonic() - t0
+                span.set_attributes({"bytes": facts.size, "digest": facts.digest, "throughput": _throughput(facts.size, pack_s)})
+                self._metrics.duration.observe(pack_s, phase="pack")
+
+            ref = req.repository
+            tag = req.tag_for(container, multiple=multiple)
+            with self._tracer.start_as_current_span(
+                "registry.push", attributes={**common, "registry": ref.registry, "repository": ref.repository, "tag": tag}
+            ) as span:
+                t0 = time.monotonic()
+                try:
+                    pushed = await self._publisher.push(image=image, registry=ref.registry, repository=ref.repository, tag=tag)
+                except RegistryError as exc:
+                    raise AgentError(f"pushing to {ref.registry}/{ref.repository}: {exc}", status=500, stage="push") from None
+                except Exception as exc:  # connection errors and timeouts, after the retries ran out
+                    raise AgentError(f"pushing to {ref.registry}/{ref.repository}: {exc!r}", status=500, stage="push") from None
+                push_s = time.monotonic() - t0
+                span.set_attributes(
+                    {
+                        "bytes": pushed.uploaded_bytes,
+                        "digest": pushed.manifest_digest,
+                        "throughput": _throughput(pushed.uploaded_bytes, push_s),
+                    }
+                )
+                self._metrics.duration.observe(push_s, phase="push")
+                self._metrics.pushed_bytes.inc(pushed.uploaded_bytes)
+        finally:
+            archives.remove_archive(archive)  # holds process memory: never keep it past this point
+        image_bytes = image.layer.size + image.config.size + len(image.manifest_bytes)
+        return ContainerCheckpoint(
+            name=container,
+            image=f"{ref.registry}/{ref.repository}:{tag}@{pushed.manifest_digest}",
+            digest=pushed.manifest_digest,
+            base_image=facts.base_image,
+            archive_bytes=facts.size,
+            image_bytes=image_bytes,
+            timings=ContainerTimings(checkpoint_s=checkpoint_s, pack_s=pack_s, push_s=push_s),
+        )

@@ -1,0 +1,266 @@
+"""The node agent's HTTP contract: paths, request and response bodies, defined once.
+
+The agent parses requests with these classes and the control service's agent client can
+build them with the same classes, so the two sides cannot drift apart. Parsing validates
+everything a caller controls (names, image repository, tag, timeout) before any work starts;
+a bad body is a ``ContractError`` (HTTP 400), never a half-done checkpoint.
+
+Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
+
+* ``POST /v1/checkpoint``  ``CheckpointRequest`` -> ``CheckpointResponse``
+* ``POST /v1/thaw``        ``PodRef`` -> ``{"frozen": false, "thawed": [names]}``
+* ``GET  /v1/frozen``      ``?namespace=&pod=`` -> ``FrozenState``
+* ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` -> ``{"deleted": bool}``
+* ``GET /healthz``, ``GET /metrics`` (no authentication)
+
+Errors are ``{"error": "...", "stage": "freeze|checkpoint|push"}`` (stage only where one applies).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from ocicheckpoint.reference import Reference, parse_reference
+
+PATH_CHECKPOINT: Final = "/v1/checkpoint"
+PATH_THAW: Final = "/v1/thaw"
+PATH_FROZEN: Final = "/v1/frozen"
+PATH_IMAGES: Final = "/v1/images"
+PATH_HEALTHZ: Final = "/healthz"
+PATH_METRICS: Final = "/metrics"
+
+Stage = Literal["freeze", "checkpoint", "push"]
+
+DEFAULT_TIMEOUT_SECONDS: Final = 60
+MAX_TIMEOUT_SECONDS: Final = 3600
+
+# Kubernetes' own rules: namespaces and container names are DNS labels, pod names DNS subdomains.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# The OCI distribution spec's tag grammar.
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+class ContractError(ValueError):
+    """A request body or query that does not follow the contract (HTTP 400)."""
+
+
+def _string(data: Mapping[str, Any], key: str, *, pattern: re.Pattern[str], what: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ContractError(f"{key!r} must be a valid {what}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodRef:
+    """Which pod: the body of ``/v1/thaw`` and the query of ``/v1/frozen``."""
+
+    namespace: str
+    pod: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PodRef:
+        if not isinstance(data, Mapping):
+            raise ContractError("expected a JSON object")
+        return cls(
+            namespace=_string(data, "namespace", pattern=_DNS_LABEL, what="namespace name"),
+            pod=_string(data, "pod", pattern=_DNS_SUBDOMAIN, what="pod name"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "pod": self.pod}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointRequest:
+    """Freeze (optionally) and checkpoint a pod's containers into images under ``image_repository``.
+
+    ``containers`` None means every container of the pod. With one container the image is
+    tagged ``tag``; with several, each is tagged ``<tag>-<container>`` (callers should use the
+    digest-pinned ``image`` of the response anyway). ``timeout_seconds`` bounds each kubelet
+    checkpoint call (the kubelet's own ``?timeout=``).
+    """
+
+    namespace: str
+    pod: str
+    image_repository: str
+    tag: str
+    containers: tuple[str, ...] | None = None
+    freeze: bool = True
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def repository(self) -> Reference:
+        return parse_reference(self.image_repository)
+
+    def tag_for(self, container: str, *, multiple: bool) -> str:
+        if not multiple:
+            return self.tag
+        tag = f"{self.tag}-{container}"
+        return tag[:128]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckpointRequest:
+        if not isinstance(data, Mapping):
+            raise ContractError("expected a JSON object")
+        ref = PodRef.from_json(data)
+        repo = data.get("image_repository")
+        if not isinstance(repo, str):
+            raise ContractError("'image_repository' must be a string like host:port/repository")
+        try:
+            parsed = parse_reference(repo)
+        except ValueError as exc:
+            raise ContractError(f"'image_repository': {exc}") from None
+        if parsed.tag or parsed.digest:
+            raise ContractError("'image_repository' must not carry a tag or digest: pass the tag as 'tag'")
+        tag = _string(data, "tag", pattern=_TAG, what="image tag")
+        containers: tuple[str, ...] | None = None
+        raw = data.get("containers")
+        if raw is not None:
+            if not isinstance(raw, list) or not raw or not all(isinstance(c, str) and _DNS_LABEL.match(c) for c in raw):
+                raise ContractError("'containers' must be a non-empty list of container names (or absent for all)")
+            if len(set(raw)) != len(raw):
+                raise ContractError("'containers' lists a container twice")
+            containers = tuple(raw)
+        freeze = data.get("freeze", True)
+        if not isinstance(freeze, bool):
+            raise ContractError("'freeze' must be true or false")
+        timeout = data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
+            raise ContractError(f"'timeout_seconds' must be an integer between 1 and {MAX_TIMEOUT_SECONDS}")
+        return cls(
+            namespace=ref.namespace,
+            pod=ref.pod,
+            image_repository=repo,
+            tag=tag,
+            containers=containers,
+            freeze=freeze,
+            timeout_seconds=timeout,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "image_repository": self.image_repository,
+            "tag": self.tag,
+            "freeze": self.freeze,
+            "timeout_seconds": self.timeout_seconds,
+        }
+        if self.containers is not None:
+            out["containers"] = list(self.containers)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerTimings:
+    checkpoint_s: float
+    pack_s: float
+    push_s: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"checkpoint_s": round(self.checkpoint_s, 4), "pack_s": round(self.pack_s, 4), "push_s": round(self.push_s, 4)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerCheckpoint:
+    """One container's checkpoint image: ``image`` is ``host/repo:tag@sha256:...`` (pull by it)."""
+
+    name: str
+    image: str
+    digest: str
+    base_image: str
+    archive_bytes: int
+    image_bytes: int
+    timings: ContainerTimings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "image": self.image,
+            "digest": self.digest,
+            "base_image": self.base_image,
+            "archive_bytes": self.archive_bytes,
+            "image_bytes": self.image_bytes,
+            "timings": self.timings.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ContainerCheckpoint:
+        t = data["timings"]
+        return cls(
+            name=str(data["name"]),
+            image=str(data["image"]),
+            digest=str(data["digest"]),
+            base_image=str(data["base_image"]),
+            archive_bytes=int(data["archive_bytes"]),
+            image_bytes=int(data["image_bytes"]),
+            timings=ContainerTimings(checkpoint_s=float(t["checkpoint_s"]), pack_s=float(t["pack_s"]), push_s=float(t["push_s"])),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointResponse:
+    """``frozen``: whether the pod is frozen now (it stays frozen until ``/v1/thaw``)."""
+
+    frozen: bool
+    containers: tuple[ContainerCheckpoint, ...]
+    freeze_s: float = 0.0
+    total_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frozen": self.frozen,
+            "containers": [c.to_json() for c in self.containers],
+            "timings": {"freeze_s": round(self.freeze_s, 4), "total_s": round(self.total_s, 4)},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckpointResponse:
+        timings = data.get("timings") or {}
+        return cls(
+            frozen=bool(data["frozen"]),
+            containers=tuple(ContainerCheckpoint.from_json(c) for c in data["containers"]),
+            freeze_s=float(timings.get("freeze_s", 0.0)),
+            total_s=float(timings.get("total_s", 0.0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrozenState:
+    """``frozen`` is true when every running container of the pod is frozen; ``containers`` has each one's state."""
+
+    frozen: bool
+    containers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frozen": self.frozen, "containers": dict(self.containers)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteImageRequest:
+    image: Reference
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeleteImageRequest:
+        if not isinstance(data, Mapping) or not isinstance(data.get("image"), str):
+            raise ContractError("expected {'image': 'host/repository@sha256:...'}")
+        try:
+            ref = parse_reference(data["image"])
+        except ValueError as exc:
+            raise ContractError(f"'image': {exc}") from None
+        if not ref.digest:
+            raise ContractError("'image' must be pinned by digest (host/repository@sha256:...)")
+        return cls(image=ref)
+
+
+def error_body(message: str, *, stage: Stage | None = None) -> dict[str, Any]:
+    """The JSON of every error answer: one line of text, and the stage when it is known."""
+    out: dict[str, Any] = {"error": " ".join(message.split())}
+    if stage is not None:
+        out["stage"] = stage
+    return out

@@ -1,0 +1,149 @@
+"""``podmigrate-agent`` / ``python -m node_agent.main``: one agent per node, wired from flags.
+
+In a cluster it runs as a privileged DaemonSet pod (it writes cgroup freezer files and
+deletes the kubelet's root-owned archives) with ``--node-name`` from the downward API and its
+ServiceAccount's in-cluster credentials; the kubelet's checkpoints directory must be visible
+at the same path (or under ``--host-root``). The only credentials it holds are its own:
+``nodes/checkpoint create``, ``pods``/``nodes get``, ``tokenreviews``/``subjectaccessreviews
+create`` (``node-agent/deploy/rbac.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from migrator.kube.connecting import api_client, bearer_token
+from node_agent import archives, tracing
+from node_agent.app import AgentApi
+from node_agent.auth import DEFAULT_TTL_S, KubeReviewer
+from node_agent.checkpointing import Checkpointer
+from node_agent.freezer import CgroupFreezer
+from node_agent.kubelet import KubeletClient, kubelet_ssl_context
+from node_agent.metrics import AgentMetrics
+from node_agent.pods import KubePods
+from node_agent.publishing import Publisher
+
+log = logging.getLogger("node_agent")
+
+DEFAULT_LISTEN = "0.0.0.0:10260"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="podmigrate-agent", description="podmigrate's per-node checkpoint agent.")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default: $NODE_NAME)")
+    p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port to serve on (default {DEFAULT_LISTEN})")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", default=None)
+    p.add_argument(
+        "--plain-http-registry", action="append", default=[], help="host:port of a registry served over plain HTTP (repeatable)"
+    )
+    p.add_argument("--kubelet-ca", default=None, help="CA for kubelet serving certificates (default: the cluster CA)")
+    p.add_argument("--cgroup-root", default="/sys/fs/cgroup", type=Path)
+    p.add_argument("--host-root", default="/", type=Path, help="where the host's / is mounted (archive paths are the host's)")
+    p.add_argument("--freeze-timeout", default=10.0, type=float, help="seconds to wait for a cgroup to freeze")
+    p.add_argument("--auth-cache-ttl", default=DEFAULT_TTL_S, type=float, help="seconds to cache positive reviews")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    if not args.node_name:
+        p.error("--node-name (or $NODE_NAME) is required")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit():
+        p.error(f"--listen must be host:port, got {args.listen!r}")
+    args.listen_host, args.listen_port = host.strip("[]") or "0.0.0.0", int(port)
+    return args
+
+
+async def run(args: argparse.Namespace) -> None:
+    tracing.setup_tracing()
+    api = await api_client(kubeconfig=args.kubeconfig)
+    cfg = api.configuration
+
+    async def own_token() -> str | None:
+        return await bearer_token(api)
+
+    kubelet_ca = args.kubelet_ca or cfg.ssl_ca_cert
+    if not kubelet_ca:
+        raise SystemExit("no CA to verify kubelets with: pass --kubelet-ca (the kubeconfig has none)")
+    has_token = bool(await own_token())
+    kubelet_tls = kubelet_ssl_context(
+        ca_file=kubelet_ca,
+        client_cert=None if has_token else cfg.cert_file,
+        client_key=None if has_token else cfg.key_file,
+    )
+    kubelet_session = aiohttp.ClientSession()
+    registry_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=120))
+    metrics = AgentMetrics()
+    freezer = CgroupFreezer(root=args.cgroup_root)
+    publisher = Publisher(session=registry_session, plain_http_registries=frozenset(args.plain_http_registry))
+    checkpointer = Checkpointer(
+        node_name=args.node_name,
+        pods=KubePods(api=api),
+        freezer=freezer,
+        kubelet=KubeletClient(session=kubelet_session, ssl_context=kubelet_tls, token=own_token),
+        publisher=publisher,
+        metrics=metrics,
+        criu_version=archives.criu_version(),
+        host_root=args.host_root,
+        freeze_timeout_s=args.freeze_timeout,
+        tracer=tracing.tracer(),
+    )
+    agent = AgentApi(
+        checkpointer=checkpointer,
+        publisher=publisher,
+        reviewer=KubeReviewer(api=api),
+        metrics=metrics,
+        auth_ttl_s=args.auth_cache_ttl,
+    )
+    serving_tls = None
+    if args.tls_cert:
+        serving_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        serving_tls.load_cert_chain(args.tls_cert, args.tls_key)
+    runner = web.AppRunner(agent.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.listen_host, args.listen_port, ssl_context=serving_tls)
+    await site.start()
+    scheme = "https" if serving_tls else "http"
+    log.info(
+        "agent for node %s serving %s://%s:%d (cgroups %s under %s)",
+        args.node_name,
+        scheme,
+        args.listen_host,
+        args.listen_port,
+        freezer.version,
+        freezer.hierarchy,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Frozen pods stay frozen: the freeze is the migration's state, not this process's.
+    log.info("agent for node %s shutting down", args.node_name)
+    await runner.cleanup()
+    await kubelet_session.close()
+    await registry_session.close()
+    await api.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Pushing checkpoint images to a registry (and deleting them after a migration), with retries.
+
+``ocicheckpoint.registry.RegistryClient`` moves the bytes (the layer streams from the archive
+file in one monolithic PUT) and deliberately retries nothing; this module decides what is
+transient: connection errors, timeouts, 408/429 and 5xx. Each step (layer, config, manifest)
+is retried on its own, a bounded number of times with exponential backoff, so a hiccup on the
+manifest does not re-upload a large layer (and a layer the registry already has is skipped).
+A digest mismatch or a 4xx is a bug or a policy refusal: retrying would not help.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+
+from ocicheckpoint import names
+from ocicheckpoint.image import CheckpointImage
+from ocicheckpoint.reference import Reference
+from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DigestMismatch):
+        return False
+    if isinstance(exc, RegistryError):
+        return exc.status is None or exc.status in (408, 429) or exc.status >= 500
+    return isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushResult:
+    manifest_digest: str
+    uploaded_bytes: int  # what went over the wire (blobs the registry already had are not counted)
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        plain_http_registries: frozenset[str] = frozenset(),
+        attempts: int = 4,
+        backoff_initial_s: float = 0.25,
+        backoff_max_s: float = 4.0,
+    ) -> None:
+        self._session = session
+        self._plain_http = plain_http_registries
+        self._attempts = attempts
+        self._backoff_initial = backoff_initial_s
+        self._backoff_max = backoff_max_s
+
+    def client(self, registry: str) -> RegistryClient:
+        return RegistryClient(host=registry, session=self._session, plain_http=registry in self._plain_http)
+
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("%s failed (attempt %d/%d): %s; retrying", what, state.attempt_number, self._attempts, exc)
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=self._backoff_initial, max=self._backoff_max),
+            retry=retry_if_exception(is_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                return await step()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def push(self, *, image: CheckpointImage, registry: str, repository: str, tag: str) -> PushResult:
+        """Layer (streamed from the archive file), then config, then the manifest under ``tag``."""
+        reg = self.client(registry)
+        uploaded = 0
+        if await self._retrying(
+            f"push layer {image.layer.digest}",
+            lambda: reg.push_blob_file(repository=repository, path=image.layer_path, descriptor=image.layer),
+        ):
+            uploaded += image.layer.size
+        if await self._retrying(
+            f"push config {image.config.digest}",
+            lambda: reg.push_blob_bytes(repository=repository, data=image.config_bytes, descriptor=image.config),
+        ):
+            uploaded += image.config.size
+        digest = await self._retrying(
+            f"push manifest {repository}:{tag}",
+            lambda: reg.push_manifest(
+                repository=repository, reference=tag, manifest=image.manifest_bytes, media_type=names.MEDIA_TYPE_OCI_MANIFEST
+            ),
+        )
+        uploaded += len(image.manifest_bytes)
+        if digest != image.manifest_digest:
+            log.warning("registry reports manifest digest %s, expected %s", digest, image.manifest_digest)
+        return PushResult(manifest_digest=image.manifest_digest, uploaded_bytes=uploaded)
+
+    async def delete(self, *, image: Reference) -> bool:
+        """Delete a manifest by digest; False when the registry does not have it."""
+        if not image.digest:
+            raise ValueError("only digest-pinned images can be deleted")
+        reg = self.client(image.registry)
+        digest = image.digest
+        return await self._retrying(f"delete {image}", lambda: reg.delete_manifest(repository=image.repository, digest=digest))

@@ -1,0 +1,5 @@
+"""OpenTelemetry for every podmigrate process: tracer setup from the standard environment.
+
+The control service and the node agents export to the same backend and join one trace per
+migration (W3C ``traceparent`` over HTTP), so their setup lives here, once.
+"""

@@ -1,0 +1,170 @@
+"""Archive inspection (one pass: digest, size, config.dump), image building from it, and small helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from agent_fakes import make_archive
+from node_agent import archives, tracing
+from node_agent.archives import ArchiveError, archive_on_host, checkpoint_info, inspect_archive
+from node_agent.contract import CheckpointRequest, ContractError
+from node_agent.metrics import Counter, Histogram
+
+from ocicheckpoint import names
+from ocicheckpoint.image import checkpoint_image, parse_manifest
+
+
+def _sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_inspect_hashes_the_whole_file_and_reads_config_dump(tmp_path: Path) -> None:
+    archive = make_archive(tmp_path / "a.tar", container="counter", extra_bytes=3 << 20)
+    facts = inspect_archive(archive)
+    assert facts.digest == _sha256(archive)  # end-of-archive padding included
+    assert facts.size == archive.stat().st_size
+    assert facts.config_dump["name"] == "counter"
+    assert facts.base_image.startswith("127.0.0.1:5313/podmigrate/counter@sha256:")
+
+
+def test_inspect_reads_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = make_archive(tmp_path / "a.tar", container="c", extra_bytes=5 << 20)
+    read = 0
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object):
+        fh = real_open(self, *args, **kwargs)
+        real_read = fh.read
+
+        def read_and_count(n: int = -1) -> bytes:
+            nonlocal read
+            data = real_read(n)
+            read += len(data)
+            return data
+
+        fh.read = read_and_count
+        return fh
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    inspect_archive(archive)
+    assert read == archive.stat().st_size
+
+
+def test_inspect_handles_long_names_and_dot_slash(tmp_path: Path) -> None:
+    path = tmp_path / "pax.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        long = tarfile.TarInfo("checkpoint/" + "x" * 200)
+        long.size = 10
+        tar.addfile(long, io.BytesIO(b"0123456789"))
+        data = json.dumps({"rootfsImage": "r:1/img:v1", "runtime": "runc"}).encode()
+        member = tarfile.TarInfo("./config.dump")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    facts = inspect_archive(path)
+    assert facts.digest == _sha256(path)
+    assert facts.base_image == "r:1/img:v1"
+
+
+def test_not_a_checkpoint_archive(tmp_path: Path) -> None:
+    path = tmp_path / "plain.tar"
+    with tarfile.open(path, "w") as tar:
+        member = tarfile.TarInfo("hello")
+        tar.addfile(member, io.BytesIO(b""))
+    with pytest.raises(ArchiveError, match=r"no config\.dump"):
+        inspect_archive(path)
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(ArchiveError):
+        inspect_archive(tmp_path / "junk.tar")
+
+
+def test_checkpoint_image_from_the_facts(tmp_path: Path) -> None:
+    archive = make_archive(tmp_path / "a.tar", container="counter")
+    facts = inspect_archive(archive)
+    info = checkpoint_info(
+        facts=facts, pod="p", namespace="ns", container="counter", criu_version="4.1.1", engine="CRI-O", cgroup_version="v1"
+    )
+    image = checkpoint_image(archive=archive, info=info, archive_digest=facts.digest)
+    manifest = parse_manifest(image.manifest_bytes)
+    assert manifest.checkpoint_container == "counter"
+    assert manifest.layers[0].digest == facts.digest
+    assert manifest.annotations[names.ANNOTATION_ROOTFS_IMAGE_NAME] == facts.base_image
+    assert manifest.annotations[names.ANNOTATION_ROOTFS_IMAGE_ID] == "sha256:" + "b" * 64
+    assert manifest.annotations[names.ANNOTATION_NAMESPACE] == "ns"
+
+
+def test_archive_on_host(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    real = host / "var/lib/kubelet/checkpoints/checkpoint-p_ns-c-1.tar"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"x")
+    assert archive_on_host("/var/lib/kubelet/checkpoints/checkpoint-p_ns-c-1.tar", host_root=host) == real
+    link = real.with_name("link.tar")
+    os.symlink("/etc/passwd", link)
+    for bad in (
+        "relative.tar",
+        "/var/lib/kubelet/checkpoints/../../../etc/shadow.tar",
+        "/etc/passwd",
+        str(link).removeprefix(str(host)),
+    ):
+        with pytest.raises(ArchiveError):
+            archive_on_host(bad, host_root=host)
+
+
+def test_criu_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\necho 'Version: 4.1.1'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert archives.criu_version() == "4.1.1"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert archives.criu_version() == "unknown"
+
+
+def test_contract_round_trip() -> None:
+    body = {
+        "namespace": "default",
+        "pod": "counter",
+        "containers": ["a", "b"],
+        "image_repository": "127.0.0.1:5313/ckpt/counter",
+        "tag": "m-1",
+        "freeze": True,
+        "timeout_seconds": 30,
+    }
+    req = CheckpointRequest.from_json(body)
+    assert req.to_json() == body
+    assert req.repository.registry == "127.0.0.1:5313"
+    assert req.tag_for("a", multiple=True) == "m-1-a"
+    assert req.tag_for("a", multiple=False) == "m-1"
+    defaults = CheckpointRequest.from_json({k: body[k] for k in ("namespace", "pod", "image_repository", "tag")})
+    assert (defaults.freeze, defaults.timeout_seconds, defaults.containers) == (True, 60, None)
+    with pytest.raises(ContractError):
+        CheckpointRequest.from_json({**body, "containers": ["a", "a"]})
+
+
+def test_metrics_text_format() -> None:
+    counter = Counter(name="c_total", help_text="help")
+    counter.inc(outcome='we"ird\n')
+    hist = Histogram(name="h_seconds", help_text="help", buckets=(0.1, 1.0))
+    hist.observe(0.5, phase="x")
+    hist.observe(5, phase="x")
+    text = "\n".join(counter.render() + hist.render())
+    assert 'c_total{outcome="we\\"ird\\n"} 1' in text
+    assert 'h_seconds_bucket{phase="x",le="0.1"} 0' in text
+    assert 'h_seconds_bucket{phase="x",le="1"} 1' in text
+    assert 'h_seconds_bucket{phase="x",le="+Inf"} 2' in text
+    assert 'h_seconds_sum{phase="x"} 5.5' in text
+    assert 'h_seconds_count{phase="x"} 2' in text
+
+
+def test_incoming_context() -> None:
+    from opentelemetry import trace
+
+    ctx = tracing.incoming_context({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    span_context = trace.get_current_span(ctx).get_span_context()
+    assert f"{span_context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"

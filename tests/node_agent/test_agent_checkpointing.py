@@ -1,0 +1,356 @@
+"""The agent's HTTP API in-process: response shape, image contents, rollback, retries, spans, metrics.
+
+The API server and kubelet are fakes; the freezer runs on a fake cgroup tree, and images are
+built by ``ocicheckpoint`` and pushed by the real registry client to a fake registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from agent_fakes import NODE, FakeKubelet, FakePods, FakeRegistry, container_id, make_cgroup_tree, pod_json
+from aiohttp.test_utils import TestClient, TestServer
+from node_agent.app import AgentApi
+from node_agent.auth import Caller, Decision
+from node_agent.checkpointing import Checkpointer
+from node_agent.contract import CheckpointResponse
+from node_agent.freezer import CgroupFreezer
+from node_agent.kubelet import KubeletError
+from node_agent.metrics import AgentMetrics
+from node_agent.publishing import Publisher
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from ocicheckpoint import names
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+class AllowAll:
+    async def authenticate(self, token: str) -> Caller | None:
+        return Caller(username="driver")
+
+    async def authorize(self, caller: Caller, *, namespace: str | None) -> Decision:
+        return Decision(allowed=True)
+
+
+@dataclass
+class Agent:
+    client: TestClient
+    registry: FakeRegistry
+    registry_host: str
+    kubelet: FakeKubelet
+    cgroups: dict[str, Path]
+    freezer: CgroupFreezer
+    spans: InMemorySpanExporter
+    metrics: AgentMetrics
+    archives_dir: Path
+
+    async def call(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
+        headers = {"Authorization": "Bearer t", "traceparent": TRACEPARENT}
+        resp = await self.client.request(method, path, json=body, headers=headers)
+        return resp.status, await resp.json()
+
+    def checkpoint_body(self, pod: str = "counter", **extra: object) -> dict:
+        return {"namespace": "default", "pod": pod, "image_repository": f"{self.registry_host}/ckpt/{pod}", "tag": "t1", **extra}
+
+    def state(self, pod: str, container: str) -> str:
+        return self.freezer.state(self.cgroups[container_id(pod, container)])
+
+
+PODS = {
+    "counter": {"counter": True},
+    "pair": {"app": True, "sidecar": True},
+    "halfdone": {"runner": True, "done": False},
+}
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    registry = FakeRegistry()
+    registry_server = TestServer(registry.app())
+    await registry_server.start_server()
+    registry_host = f"{registry_server.host}:{registry_server.port}"
+
+    pods = FakePods(
+        *(pod_json(name=name, containers=containers) for name, containers in PODS.items()),
+        pod_json(name="elsewhere", node="node-2"),
+        pod_json(name="pending", phase="Pending", containers={"counter": False}),
+    )
+    ids = [container_id(pod, c) for pod, containers in PODS.items() for c, running in containers.items() if running]
+    cgroups = make_cgroup_tree(tmp_path / "cgroup", container_ids=ids)
+    freezer = CgroupFreezer(root=tmp_path / "cgroup")
+    archives_dir = tmp_path / "checkpoints"
+    archives_dir.mkdir()
+    kubelet = FakeKubelet(directory=archives_dir)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    metrics = AgentMetrics()
+    session = aiohttp.ClientSession()
+    publisher = Publisher(session=session, plain_http_registries=frozenset({registry_host}), backoff_initial_s=0.01)
+    checkpointer = Checkpointer(
+        node_name=NODE,
+        pods=pods,
+        freezer=freezer,
+        kubelet=kubelet,
+        publisher=publisher,
+        metrics=metrics,
+        criu_version="4.1.1",
+        tracer=provider.get_tracer("test"),
+    )
+    api = AgentApi(
+        checkpointer=checkpointer, publisher=publisher, reviewer=AllowAll(), metrics=metrics, tracer=provider.get_tracer("test")
+    )
+    client = TestClient(TestServer(api.app))
+    await client.start_server()
+    yield Agent(
+        client=client,
+        registry=registry,
+        registry_host=registry_host,
+        kubelet=kubelet,
+        cgroups=cgroups,
+        freezer=freezer,
+        spans=spans,
+        metrics=metrics,
+        archives_dir=archives_dir,
+    )
+    await client.close()
+    await session.close()
+    await registry_server.close()
+
+
+async def test_checkpoint_freezes_first_pushes_the_image_and_deletes_the_archive(agent: Agent) -> None:
+    agent.kubelet.observe_frozen = lambda c: agent.state("counter", c) == "FROZEN"
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert status == 200, body
+    parsed = CheckpointResponse.from_json(body)  # the contract's own parser accepts it
+    assert parsed.frozen is True
+    assert set(body) == {"frozen", "containers", "timings"}
+    (item,) = body["containers"]
+    assert set(item) == {"name", "image", "digest", "base_image", "archive_bytes", "image_bytes", "timings"}
+    assert set(item["timings"]) == {"checkpoint_s", "pack_s", "push_s"}
+    assert item["name"] == "counter"
+    assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/counter:t1@sha256:[0-9a-f]{{64}}", item["image"])
+    assert item["image"].endswith("@" + item["digest"])
+    assert item["base_image"] == "127.0.0.1:5313/podmigrate/counter@sha256:" + "b" * 64
+
+    # Frozen before the kubelet was called, still frozen now; the archive is gone.
+    assert agent.kubelet.frozen_during_call == {"counter": True}
+    assert agent.state("counter", "counter") == "FROZEN"
+    assert list(agent.archives_dir.iterdir()) == []
+
+    # The image: an OCI manifest with the checkpoint annotations, the archive as its only layer.
+    manifest = json.loads(agent.registry.manifests[item["digest"]])
+    assert agent.registry.tags["ckpt/counter:t1"] == item["digest"]
+    assert manifest["mediaType"] == names.MEDIA_TYPE_OCI_MANIFEST
+    assert manifest["annotations"][names.ANNOTATION_CRIO_CHECKPOINT_NAME] == "counter"
+    assert manifest["annotations"][names.ANNOTATION_POD] == "counter"
+    assert manifest["annotations"][names.ANNOTATION_CRIU_VERSION] == "4.1.1"
+    assert manifest["annotations"][names.ANNOTATION_RUNTIME] == "runc"
+    (layer,) = manifest["layers"]
+    archive_bytes = agent.registry.blobs[layer["digest"]]
+    assert layer["digest"] == "sha256:" + hashlib.sha256(archive_bytes).hexdigest()
+    assert layer["size"] == item["archive_bytes"] == len(archive_bytes)
+    config = json.loads(agent.registry.blobs[manifest["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]]
+    assert item["image_bytes"] == layer["size"] + manifest["config"]["size"] + len(agent.registry.manifests[item["digest"]])
+
+    status, frozen = await agent.call("GET", "/v1/frozen?namespace=default&pod=counter")
+    assert (status, frozen) == (200, {"frozen": True, "containers": {"counter": "FROZEN"}})
+
+
+async def test_spans_continue_the_callers_trace(agent: Agent) -> None:
+    status, _ = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert status == 200
+    spans = {s.name: s for s in agent.spans.get_finished_spans()}
+    assert set(spans) >= {"agent.checkpoint", "agent.freeze", "kubelet.checkpoint", "image.pack", "registry.push"}
+    root = spans["agent.checkpoint"]
+    assert f"{root.context.trace_id:032x}" == TRACE_ID
+    assert f"{root.parent.span_id:016x}" == "00f067aa0ba902b7"
+    for name in ("agent.freeze", "kubelet.checkpoint", "image.pack", "registry.push"):
+        assert spans[name].parent.span_id == root.context.span_id, name
+    assert spans["kubelet.checkpoint"].attributes["container"] == "counter"
+    assert spans["kubelet.checkpoint"].attributes["node"] == NODE
+    push = spans["registry.push"].attributes
+    assert push["bytes"] > 0
+    assert push["digest"].startswith("sha256:")
+    assert push["throughput"] > 0
+    assert spans["image.pack"].attributes["digest"].startswith("sha256:")
+
+
+async def test_every_container_is_frozen_before_the_first_checkpoint(agent: Agent) -> None:
+    agent.kubelet.observe_frozen = lambda _c: all(agent.state("pair", c) == "FROZEN" for c in ("app", "sidecar"))
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body("pair"))
+    assert status == 200, body
+    assert agent.kubelet.frozen_during_call == {"app": True, "sidecar": True}
+    assert [c["name"] for c in body["containers"]] == ["app", "sidecar"]
+    assert sorted(agent.registry.tags) == ["ckpt/pair:t1-app", "ckpt/pair:t1-sidecar"]  # one tag per container
+    assert list(agent.archives_dir.iterdir()) == []
+
+
+async def test_kubelet_failure_is_502_and_undoes_everything(agent: Agent) -> None:
+    agent.kubelet.fail["sidecar"] = KubeletError(
+        "kubelet answered 500: checkpointing of default/pair/sidecar failed: boom", status=500
+    )
+    agent.kubelet.delay_before_failure = 0.5  # "app" is pushed by then
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body("pair"))
+    assert status == 502
+    assert body == {"error": "kubelet answered 500: checkpointing of default/pair/sidecar failed: boom", "stage": "checkpoint"}
+    assert agent.state("pair", "app") == agent.state("pair", "sidecar") == "THAWED"
+    assert list(agent.archives_dir.iterdir()) == []
+    assert any(r.startswith("PUT /v2/ckpt/pair/manifests/t1-app") for r in agent.registry.requests)
+    assert agent.registry.manifests == {}  # "app" was pushed, then deleted again
+    assert agent.metrics.checkpoints.value(outcome="checkpoint_failed") == 1
+    assert agent.metrics.thaws.value(reason="rollback") == 2
+    failed = [
+        s for s in agent.spans.get_finished_spans() if s.name == "kubelet.checkpoint" and s.status.status_code == StatusCode.ERROR
+    ]
+    assert [s.attributes["container"] for s in failed] == ["sidecar"]
+
+
+async def test_kubelet_404_is_404(agent: Agent) -> None:
+    agent.kubelet.fail["counter"] = KubeletError('kubelet answered 404: container "counter" not found', status=404)
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert (status, body["stage"]) == (404, "checkpoint")
+    assert agent.state("counter", "counter") == "THAWED"
+
+
+async def test_not_running_container_leaves_the_pod_thawed(agent: Agent) -> None:
+    agent.kubelet.fail["done"] = KubeletError("kubelet answered 500: container is not running", status=500)
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body("halfdone", containers=["done"]))
+    assert status == 502
+    assert "container is not running" in body["error"]
+    assert agent.state("halfdone", "runner") == "THAWED"
+
+
+async def test_registry_down_is_500_push_and_undoes_everything(agent: Agent) -> None:
+    agent.registry.fail = [500] * 20
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert (status, body["stage"]) == (500, "push")
+    assert "HTTP 500" in body["error"]
+    assert agent.state("counter", "counter") == "THAWED"
+    assert list(agent.archives_dir.iterdir()) == []
+    assert len(agent.registry.requests) == 4  # bounded: four attempts of the first step, then give up
+
+
+async def test_transient_registry_errors_are_retried(agent: Agent) -> None:
+    agent.registry.fail = [503, 502]
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert status == 200, body
+    assert body["containers"][0]["digest"] in agent.registry.manifests
+
+
+async def test_registry_client_errors_are_not_retried(agent: Agent) -> None:
+    agent.registry.fail = [403]
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert (status, body["stage"]) == (500, "push")
+    assert len(agent.registry.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("pod", "extra", "status", "text"),
+    [
+        ("nope", {}, 404, 'pod "default/nope" not found'),
+        ("counter", {"containers": ["ghost"]}, 404, 'container "ghost" not found'),
+        ("elsewhere", {}, 409, 'runs on node "node-2"'),
+        ("pending", {}, 409, "is Pending, not Running"),
+    ],
+)
+async def test_refusals_happen_before_any_freeze(agent: Agent, pod: str, extra: dict, status: int, text: str) -> None:
+    got, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body(pod, **extra))
+    assert got == status
+    assert text in body["error"]
+    assert agent.kubelet.calls == []
+    assert agent.state("counter", "counter") == "THAWED"
+    assert agent.metrics.checkpoints.value(outcome="rejected") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"namespace": "default", "pod": "counter", "tag": "t1"},
+        {"namespace": "default", "pod": "counter", "image_repository": "no-registry", "tag": "t1"},
+        {"namespace": "default", "pod": "counter", "image_repository": "r:5000/x:tagged", "tag": "t1"},
+        {"namespace": "default", "pod": "counter", "image_repository": "r:5000/x", "tag": "bad tag"},
+        {"namespace": "Default", "pod": "counter", "image_repository": "r:5000/x", "tag": "t1"},
+        {"namespace": "default", "pod": "counter", "image_repository": "r:5000/x", "tag": "t1", "containers": []},
+        {"namespace": "default", "pod": "counter", "image_repository": "r:5000/x", "tag": "t1", "freeze": "yes"},
+        {"namespace": "default", "pod": "counter", "image_repository": "r:5000/x", "tag": "t1", "timeout_seconds": 0},
+        [],
+    ],
+)
+async def test_bad_bodies_are_400(agent: Agent, body: object) -> None:
+    status, answer = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 400
+    assert "error" in answer
+    assert agent.kubelet.calls == []
+
+
+async def test_an_already_frozen_pod_stays_frozen_after_a_failure(agent: Agent) -> None:
+    cgroup = agent.cgroups[container_id("counter", "counter")]
+    (cgroup / "freezer.state").write_text("FROZEN")  # frozen by an earlier request
+    agent.kubelet.fail["counter"] = KubeletError("kubelet answered 500: boom", status=500)
+    status, _ = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert status == 502
+    assert agent.state("counter", "counter") == "FROZEN"
+
+
+async def test_without_freeze_the_pod_keeps_running(agent: Agent) -> None:
+    status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body(freeze=False))
+    assert status == 200
+    assert body["frozen"] is False
+    assert agent.state("counter", "counter") == "THAWED"
+    assert not any(s.name == "agent.freeze" for s in agent.spans.get_finished_spans())
+
+
+async def test_thaw_is_idempotent(agent: Agent) -> None:
+    assert (await agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "counter"})) == (
+        200,
+        {"frozen": False, "thawed": []},
+    )
+    assert (await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body()))[0] == 200
+    assert (await agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "counter"})) == (
+        200,
+        {"frozen": False, "thawed": ["counter"]},
+    )
+    assert agent.state("counter", "counter") == "THAWED"
+    assert (await agent.call("GET", "/v1/frozen?namespace=default&pod=counter"))[1]["frozen"] is False
+    assert (await agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "nope"}))[0] == 404
+    assert (await agent.call("GET", "/v1/frozen?namespace=default&pod=nope"))[0] == 404
+    assert (await agent.call("GET", "/v1/frozen?namespace=default"))[0] == 400
+
+
+async def test_delete_image(agent: Agent) -> None:
+    _, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    image = body["containers"][0]["image"]
+    assert await agent.call("DELETE", "/v1/images", {"image": image}) == (200, {"deleted": True})
+    assert agent.registry.manifests == {}
+    status, answer = await agent.call("DELETE", "/v1/images", {"image": image})
+    assert (status, answer["deleted"]) == (404, False)
+    assert (await agent.call("DELETE", "/v1/images", {"image": f"{agent.registry_host}/ckpt/counter:t1"}))[0] == 400
+
+
+async def test_metrics_and_healthz(agent: Agent) -> None:
+    await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    assert (await agent.client.get("/healthz")).status == 200
+    resp = await agent.client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await resp.text()
+    assert 'podmigrate_agent_checkpoints_total{outcome="success"} 1' in text
+    assert 'podmigrate_agent_checkpoint_duration_seconds_count{phase="checkpoint"} 1' in text
+    assert 'podmigrate_agent_checkpoint_duration_seconds_bucket{phase="total",le="+Inf"} 1' in text
+    assert re.search(r"^podmigrate_agent_pushed_bytes_total \d+$", text, re.M)
+    assert re.search(r"^process_resident_memory_bytes \d+$", text, re.M)
+    assert re.search(r"^process_resident_memory_peak_bytes \d+$", text, re.M)

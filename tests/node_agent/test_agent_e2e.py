@@ -1,0 +1,445 @@
+"""The node agent against a real local cluster: real API server (TokenReview, SubjectAccessReview,
+RBAC), real kubelet checkpoint API, runc + CRIU, cgroup v1 freezer, and the real registry.
+
+The agent runs as its own process with a ServiceAccount token limited to exactly what
+``node-agent/deploy/rbac.yaml`` grants, on node-1's address, over HTTPS with a certificate
+from the cluster CA. Callers are ServiceAccounts too: one that may update
+``podmigrations/status`` cluster-wide, one that may only in namespace ``default``, and one
+that may not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_localcluster import AGENT_SRC, REPO, LocalCluster
+
+from localcluster.controlplane import ControlPlane
+from ocicheckpoint import names
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE = "podmigrate-system"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+CALLERS = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: migrator, namespace: {NAMESPACE}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: ns-migrator, namespace: {NAMESPACE}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: nobody, namespace: {NAMESPACE}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: agent-e2e-migration-driver}}
+rules: [{{apiGroups: [podmigrate.io], resources: [podmigrations/status], verbs: [update]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: agent-e2e-migration-driver}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agent-e2e-migration-driver}}
+subjects: [{{kind: ServiceAccount, name: migrator, namespace: {NAMESPACE}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: agent-e2e-migration-driver, namespace: default}}
+rules: [{{apiGroups: [podmigrate.io], resources: [podmigrations/status], verbs: [update]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: agent-e2e-migration-driver, namespace: default}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: agent-e2e-migration-driver}}
+subjects: [{{kind: ServiceAccount, name: ns-migrator, namespace: {NAMESPACE}}}]
+"""
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http(url: str, *, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None, context: Any = None):
+    """(status, headers, body bytes) without proxies (loopback only)."""
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={**(headers or {})})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.build_opener(*handlers).open(req, timeout=120) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+@dataclass
+class RunningAgent:
+    url: str
+    tls: ssl.SSLContext
+    tokens: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def call(self, method: str, path: str, body: Any = None, *, caller: str | None = "migrator", traceparent: str = ""):
+        headers = {"Authorization": f"Bearer {self.tokens[caller]}"} if caller else {}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        status, _, raw = http(self.url + path, method=method, body=body, headers=headers, context=self.tls)
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _token(cluster: LocalCluster, name: str) -> str:
+    return cluster.kubectl("create", "token", name, "-n", NAMESPACE, "--duration=2h").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def agent(agent_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    c = agent_cluster
+    work = tmp_path_factory.mktemp("agent")
+    c.kubectl("apply", "-f", str(AGENT_SRC / "deploy" / "rbac.yaml"))
+    c.apply(CALLERS)
+    tokens = {name: _token(c, name) for name in ("migrator", "ns-migrator", "nobody")}
+
+    # The agent's kubeconfig: the cluster from the admin kubeconfig, the agent's own SA token as user.
+    admin = json.loads(Path(c.kubeconfig).read_text())
+    kubeconfig = work / "agent.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "podmigrate-agent", "user": {"token": _token(c, "podmigrate-agent")}}],
+                "contexts": [{"name": "agent", "context": {"cluster": admin["clusters"][0]["name"], "user": "podmigrate-agent"}}],
+                "current-context": "agent",
+            }
+        )
+    )
+    kubeconfig.chmod(0o600)
+    node = c.node("node-1")
+    address = node["address"]
+    cert, key = ControlPlane.load(state_dir=Path(c.state_dir) / "controlplane").issue_serving_cert(
+        name="podmigrate-agent-node-1", ips=[address]
+    )
+    port = _free_port(address)
+    stdout, stderr = work / "agent.stdout", work / "agent.stderr"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(AGENT_SRC), str(REPO)]),
+        "OTEL_TRACES_EXPORTER": "console",  # spans as JSON on stdout: the test finds its trace there
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    env.pop("KUBECONFIG", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "node_agent.main",
+        "--node-name",
+        "node-1",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--listen",
+        f"{address}:{port}",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--plain-http-registry",
+        c.registry,
+    ]
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
+    tls = ssl.create_default_context(cafile=c.info["ca_cert"])
+    running = RunningAgent(url=f"https://{address}:{port}", tls=tls, tokens=tokens, proc=proc, stdout=stdout, stderr=stderr)
+    try:
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"agent exited {proc.returncode}:\n{stderr.read_text()}")
+            try:
+                return http(running.url + "/healthz", context=tls)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30, what="the agent's /healthz")
+        yield running
+    finally:
+        proc.terminate()  # by PID: only the process this fixture started
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        print(f"--- agent stderr ---\n{stderr.read_text()[-4000:]}", file=sys.stderr)
+
+
+def _pod_manifest(name: str, *, node: str, image: str, containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": containers or [{"name": "counter", "image": image}],
+        },
+    }
+
+
+def _pod(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", "pod", name, "-n", "default", "-o", "json").stdout)
+
+
+def _running(cluster: LocalCluster, name: str, container: str) -> bool:
+    pod = _pod(cluster, name)
+    statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
+    return pod["status"].get("phase") == "Running" and "running" in (statuses.get(container, {}).get("state") or {})
+
+
+def log_lines(cluster: LocalCluster, pod: str, container: str = "counter") -> list[int]:
+    out = cluster.kubectl("logs", pod, "-c", container, "-n", "default").stdout
+    return [int(line) for line in out.split() if line.isdigit()]
+
+
+def last_count(cluster: LocalCluster, pod: str, container: str = "counter") -> int:
+    lines = log_lines(cluster, pod, container)
+    return lines[-1] if lines else 0
+
+
+@pytest.fixture(scope="module")
+def pods(agent_cluster: LocalCluster) -> Iterator[None]:
+    c = agent_cluster
+    counter = c.info["images"]["counter"]
+    c.apply(_pod_manifest("agent-counter", node="node-1", image=counter))
+    c.apply(_pod_manifest("agent-elsewhere", node="node-2", image=counter))
+    c.apply(
+        _pod_manifest(
+            "agent-halfdone",
+            node="node-1",
+            image=counter,
+            containers=[
+                {"name": "runner", "image": counter},
+                {"name": "done", "image": counter, "command": ["sh", "-c", "echo bye"]},
+            ],
+        )
+    )
+    wait_for(lambda: last_count(c, "agent-counter") >= 2, timeout=60, what="agent-counter counting")
+    wait_for(lambda: _running(c, "agent-elsewhere", "counter"), timeout=60, what="agent-elsewhere running")
+
+    def halfdone() -> bool:
+        statuses = {s["name"]: s["state"] for s in _pod(c, "agent-halfdone")["status"].get("containerStatuses") or []}
+        return "running" in statuses.get("runner", {}) and "terminated" in statuses.get("done", {})
+
+    wait_for(halfdone, timeout=60, what="agent-halfdone: runner running, done exited")
+    yield
+    c.kubectl("delete", "pod", "agent-counter", "agent-elsewhere", "agent-halfdone", "-n", "default", "--wait=false", check=False)
+
+
+def archives_left(cluster: LocalCluster, node: str = "node-1") -> list[str]:
+    directory = Path(cluster.node(node)["state_dir"]) / "kubelet" / "checkpoints"
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_health_and_metrics_need_no_token(agent: RunningAgent) -> None:
+    assert http(agent.url + "/healthz", context=agent.tls)[0] == 200
+    status, _, body = http(agent.url + "/metrics", context=agent.tls)
+    assert status == 200
+    assert "process_resident_memory_bytes" in body.decode()
+
+
+def test_without_a_valid_token_it_is_401(agent: RunningAgent, pods: None) -> None:
+    body = {"namespace": "default", "pod": "agent-counter"}
+    assert agent.call("POST", "/v1/thaw", body, caller=None)[0] == 401
+    agent.tokens["forged"] = "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl"
+    assert agent.call("POST", "/v1/thaw", body, caller="forged") == (401, {"error": "invalid bearer token"})
+
+
+def test_a_caller_that_does_not_drive_migrations_is_403(agent: RunningAgent, pods: None) -> None:
+    status, body = agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "agent-counter"}, caller="nobody")
+    assert status == 403
+    who = f"system:serviceaccount:{NAMESPACE}:nobody"
+    assert body["error"] == f'user "{who}" may not update podmigrations/status (podmigrate.io) in namespace "default"'
+    # Allowed in "default" only: fine there, refused cluster-wide (image deletion has no namespace).
+    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter", caller="ns-migrator")[0] == 200
+    status, body = agent.call("DELETE", "/v1/images", {"image": "127.0.0.1:1/x@sha256:" + "0" * 64}, caller="ns-migrator")
+    assert status == 403
+    assert "cluster-wide" in body["error"]
+
+
+def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
+    agent: RunningAgent, agent_cluster: LocalCluster, pods: None
+) -> None:
+    c = agent_cluster
+    registry = c.registry
+    request = {
+        "namespace": "default",
+        "pod": "agent-counter",
+        "image_repository": f"{registry}/checkpoints/agent-counter",
+        "tag": "e2e-1",
+        "freeze": True,
+        "timeout_seconds": 60,
+    }
+    started = time.monotonic()
+    status, body = agent.call("POST", "/v1/checkpoint", request, traceparent=TRACEPARENT)
+    wall = time.monotonic() - started
+    assert status == 200, body
+    assert body["frozen"] is True
+    (item,) = body["containers"]
+    print(f"\ncheckpoint of agent-counter: wall {wall:.3f}s, response {json.dumps(body)}", file=sys.stderr)
+    assert item["name"] == "counter"
+    assert re.fullmatch(rf"{re.escape(registry)}/checkpoints/agent-counter:e2e-1@sha256:[0-9a-f]{{64}}", item["image"])
+    assert item["base_image"].startswith(f"{registry}/podmigrate/counter@sha256:")
+
+    # The image is in the registry, by digest, with CRI-O's checkpoint annotation; the archive is its layer.
+    accept = {"Accept": names.MEDIA_TYPE_OCI_MANIFEST}
+    status, _, raw = http(f"http://{registry}/v2/checkpoints/agent-counter/manifests/{item['digest']}", headers=accept)
+    assert status == 200
+    manifest = json.loads(raw)
+    assert manifest["mediaType"] == names.MEDIA_TYPE_OCI_MANIFEST
+    assert manifest["annotations"][names.ANNOTATION_CRIO_CHECKPOINT_NAME] == "counter"
+    assert manifest["annotations"][names.ANNOTATION_POD] == "agent-counter"
+    (layer,) = manifest["layers"]
+    assert layer["size"] == item["archive_bytes"]
+    assert http(f"http://{registry}/v2/checkpoints/agent-counter/blobs/{layer['digest']}", method="HEAD")[0] == 200
+
+    # The kubelet's archive (process memory) is gone.
+    assert archives_left(c) == []
+
+    # Frozen, and it stays frozen after the kubelet's checkpoint: the counter does not advance.
+    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter") == (
+        200,
+        {"frozen": True, "containers": {"counter": "FROZEN"}},
+    )
+    frozen_at = last_count(c, "agent-counter")
+    time.sleep(4)
+    assert last_count(c, "agent-counter") == frozen_at
+
+    # Thaw: it continues from where it stopped (same process, same shell variable).
+    assert agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "agent-counter"}) == (
+        200,
+        {"frozen": False, "thawed": ["counter"]},
+    )
+    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter")[1]["frozen"] is False
+    wait_for(lambda: last_count(c, "agent-counter") >= frozen_at + 2, timeout=10, what="the counter to advance after thaw")
+    lines = log_lines(c, "agent-counter")
+    after = lines[lines.index(frozen_at) :]
+    assert after[:3] == [frozen_at, frozen_at + 1, frozen_at + 2]
+
+    # The caller's trace continues in the agent: its spans carry our trace ID.
+    def spans() -> list[dict[str, Any]]:
+        text = agent.stdout.read_text()
+        found = []
+        for match in re.finditer(r"^\{.*?^\}", text, re.M | re.S):
+            span = json.loads(match.group(0))
+            if span["context"]["trace_id"] == f"0x{TRACE_ID}":
+                found.append(span)
+        return found
+
+    wanted = {"agent.checkpoint", "agent.freeze", "kubelet.checkpoint", "image.pack", "registry.push"}
+    names_seen = wait_for(
+        lambda: {s["name"] for s in spans()} >= wanted and {s["name"] for s in spans()},
+        timeout=10,
+        what="the agent's spans in our trace",
+    )
+    print(f"spans in trace {TRACE_ID}: {sorted(names_seen)}", file=sys.stderr)
+
+    # Cleanup after a migration: the image can be deleted, once.
+    assert agent.call("DELETE", "/v1/images", {"image": item["image"]}) == (200, {"deleted": True})
+    status, _, _ = http(f"http://{registry}/v2/checkpoints/agent-counter/manifests/{item['digest']}", headers=accept)
+    assert status == 404
+    assert agent.call("DELETE", "/v1/images", {"image": item["image"]})[0] == 404
+
+    _, _, metrics = http(agent.url + "/metrics", context=agent.tls)
+    assert 'podmigrate_agent_checkpoints_total{outcome="success"} 1' in metrics.decode()
+
+
+def test_a_kubelet_failure_is_502_and_leaves_the_pod_thawed(agent: RunningAgent, agent_cluster: LocalCluster, pods: None) -> None:
+    c = agent_cluster
+    request = {
+        "namespace": "default",
+        "pod": "agent-halfdone",
+        "containers": ["done"],  # exited: the kubelet answers 500 "container is not running"
+        "image_repository": f"{c.registry}/checkpoints/agent-halfdone",
+        "tag": "e2e-fail",
+    }
+    status, body = agent.call("POST", "/v1/checkpoint", request)
+    assert status == 502, body
+    assert body["stage"] == "checkpoint"
+    assert body["error"].startswith("kubelet answered 500:")
+    assert "container is not running" in body["error"]
+    # The request froze "runner" first; the failure thawed it again.
+    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-halfdone") == (
+        200,
+        {"frozen": False, "containers": {"runner": "THAWED"}},
+    )
+    before = last_count(c, "agent-halfdone", "runner")
+    wait_for(lambda: last_count(c, "agent-halfdone", "runner") > before, timeout=5, what="runner still counting")
+    assert archives_left(c) == []
+
+
+def test_an_unknown_container_is_404_and_the_pod_stays_thawed(
+    agent: RunningAgent, agent_cluster: LocalCluster, pods: None
+) -> None:
+    request = {
+        "namespace": "default",
+        "pod": "agent-counter",
+        "containers": ["nope"],
+        "image_repository": f"{agent_cluster.registry}/checkpoints/agent-counter",
+        "tag": "e2e-404",
+    }
+    status, body = agent.call("POST", "/v1/checkpoint", request)
+    assert (status, body["stage"]) == (404, "checkpoint")
+    assert 'container "nope" not found' in body["error"]
+    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter")[1]["frozen"] is False
+
+
+def test_a_pod_on_another_node_is_409(agent: RunningAgent, agent_cluster: LocalCluster, pods: None) -> None:
+    request = {
+        "namespace": "default",
+        "pod": "agent-elsewhere",
+        "image_repository": f"{agent_cluster.registry}/checkpoints/agent-elsewhere",
+        "tag": "e2e-409",
+    }
+    status, body = agent.call("POST", "/v1/checkpoint", request)
+    assert status == 409
+    assert 'runs on node "node-2"' in body["error"]
+    assert agent.call("POST", "/v1/checkpoint", {**request, "pod": "agent-missing"})[0] == 404

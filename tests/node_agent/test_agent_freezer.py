@@ -1,0 +1,151 @@
+"""The freezer's cgroup lookup and state machine, on fake cgroup trees (v1, v2, hybrid)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from node_agent.freezer import CgroupFreezer, FreezeError, cgroup_names, container_id_from_status
+
+CID = "0123abcd" * 8
+
+
+def _v1_cgroup(root: Path, *parts: str) -> Path:
+    d = root.joinpath("freezer", *parts)
+    d.mkdir(parents=True)
+    (d / "freezer.state").write_text("THAWED\n")
+    return d
+
+
+def _v2_cgroup(base: Path, *parts: str) -> Path:
+    d = base.joinpath(*parts)
+    d.mkdir(parents=True)
+    (d / "cgroup.freeze").write_text("0\n")
+    (d / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    return d
+
+
+def test_container_id_from_status() -> None:
+    assert container_id_from_status(f"cri-o://{CID}") == CID
+    assert container_id_from_status(f"containerd://{CID}") == CID
+    assert container_id_from_status(CID) == CID
+    for bad in ("cri-o://../../etc", "cri-o://a/b", "cri-o://", ""):
+        with pytest.raises(FreezeError):
+            container_id_from_status(bad)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("localcluster-n31", "pod-uid", CID),  # cgroupfs driver: the local cluster's layout
+        ("kubepods.slice", "kubepods-burstable.slice", "kubepods-burstable-pod1.slice", f"crio-{CID}.scope"),  # systemd
+        ("kubepods", "burstable", "pod1", f"crio-{CID}"),  # cgroupfs driver with CRI-O's prefix
+    ],
+)
+def test_find_v1_every_naming(tmp_path: Path, parts: tuple[str, ...]) -> None:
+    expected = _v1_cgroup(tmp_path, *parts)
+    _v1_cgroup(tmp_path, "kubepods", f"crio-conmon-{CID}.scope")  # conmon's cgroup must not match
+    (tmp_path / "unified").mkdir()
+    freezer = CgroupFreezer(root=tmp_path)
+    assert freezer.version == "v1"
+    assert freezer.hierarchy == tmp_path / "freezer"
+    assert freezer.find(CID) == expected
+    assert freezer.find("f" * 64) is None
+
+
+def test_find_is_cached_and_revalidated(tmp_path: Path) -> None:
+    first = _v1_cgroup(tmp_path, "a", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    assert freezer.find(CID) == first
+    (first / "freezer.state").unlink()
+    first.rmdir()
+    moved = _v1_cgroup(tmp_path, "b", CID)
+    assert freezer.find(CID) == moved
+
+
+def test_cgroup_names() -> None:
+    assert cgroup_names("x") >= {"x", "crio-x.scope", "crio-x"}
+
+
+async def test_freeze_and_thaw_v1(tmp_path: Path) -> None:
+    cg = _v1_cgroup(tmp_path, "pod", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    await freezer.freeze(cg, timeout=1)
+    assert (cg / "freezer.state").read_text() == "FROZEN"
+    assert freezer.state(cg) == "FROZEN"
+    await freezer.thaw(cg, timeout=1)
+    assert freezer.state(cg) == "THAWED"
+
+
+async def test_v1_waits_through_freezing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may report FREEZING for a while; freeze() waits (and asks again) until FROZEN."""
+    cg = _v1_cgroup(tmp_path, "pod", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    answers = iter(["FREEZING", "FREEZING", "FROZEN"])
+    monkeypatch.setattr(freezer, "state", lambda _cg: next(answers))
+    await freezer.freeze(cg, timeout=1)
+
+
+async def test_v1_freeze_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cg = _v1_cgroup(tmp_path, "pod", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    monkeypatch.setattr(freezer, "state", lambda _cg: "FREEZING")
+    with pytest.raises(FreezeError, match="still FREEZING"):
+        await freezer.freeze(cg, timeout=0.05)
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+async def test_freeze_and_thaw_v2(tmp_path: Path, hybrid: bool) -> None:
+    if hybrid:  # no v1 freezer mounted: the unified hierarchy under <root>/unified
+        base = tmp_path / "unified"
+        base.mkdir()
+    else:
+        base = tmp_path
+        (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    cg = _v2_cgroup(base, "kubepods.slice", f"crio-{CID}.scope")
+    freezer = CgroupFreezer(root=tmp_path)
+    assert freezer.version == "v2"
+    assert freezer.hierarchy == base
+    assert freezer.find(CID) == cg
+
+    async def kernel() -> None:  # what the kernel does a little after "1" is written to cgroup.freeze
+        for _ in range(1000):
+            if (cg / "cgroup.freeze").read_text().strip() == "1":
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.02)
+        (cg / "cgroup.events").write_text("populated 1\nfrozen 1\n")
+
+    task = asyncio.create_task(kernel())
+    assert freezer.state(cg) == "THAWED"
+    await freezer.freeze(cg, timeout=1)
+    await task
+    assert freezer.state(cg) == "FROZEN"
+
+    (cg / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    await freezer.thaw(cg, timeout=1)
+    assert (cg / "cgroup.freeze").read_text() == "0"
+    assert freezer.state(cg) == "THAWED"
+
+
+async def test_v2_freeze_times_out_when_kernel_never_confirms(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("")
+    cg = _v2_cgroup(tmp_path, "x", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    with pytest.raises(FreezeError):
+        await freezer.freeze(cg, timeout=0.05)
+    assert freezer.state(cg) == "FREEZING"
+
+
+async def test_thaw_of_a_vanished_cgroup_is_quiet(tmp_path: Path) -> None:
+    cg = _v1_cgroup(tmp_path, "pod", CID)
+    (cg / "freezer.state").unlink()
+    cg.rmdir()
+    await CgroupFreezer(root=tmp_path).thaw(cg, timeout=0.1)
+
+
+async def test_freeze_of_a_vanished_cgroup_fails(tmp_path: Path) -> None:
+    (tmp_path / "freezer").mkdir()
+    with pytest.raises(FreezeError):
+        await CgroupFreezer(root=tmp_path).freeze(tmp_path / "freezer" / "gone", timeout=0.1)
