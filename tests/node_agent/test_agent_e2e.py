@@ -2,7 +2,7 @@
 RBAC), real kubelet checkpoint API, runc + CRIU, cgroup v1 freezer, and the real registry.
 
 The agent runs as its own process with a ServiceAccount token limited to exactly what
-``node-agent/deploy/rbac.yaml`` grants, on node-1's address, over HTTPS with a certificate
+``manifests/rbac`` grants, on node-1's address, over HTTPS with a certificate
 from the cluster CA. Callers are ServiceAccounts too: one that may update
 ``podmigrations/status`` cluster-wide, one that may only in namespace ``default``, and one
 that may not at all.
@@ -134,7 +134,7 @@ def _token(cluster: LocalCluster, name: str) -> str:
 def agent(agent_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
     c = agent_cluster
     work = tmp_path_factory.mktemp("agent")
-    c.kubectl("apply", "-f", str(AGENT_SRC / "deploy" / "rbac.yaml"))
+    c.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
     c.apply(CALLERS)
     tokens = {name: _token(c, name) for name in ("migrator", "ns-migrator", "nobody")}
 
