@@ -5,7 +5,7 @@ deletes the kubelet's root-owned archives) with ``--node-name`` from the downwar
 ServiceAccount's in-cluster credentials; the kubelet's checkpoints directory must be visible
 at the same path (or under ``--host-root``). The only credentials it holds are its own:
 ``nodes/checkpoint create``, ``pods``/``nodes get``, ``tokenreviews``/``subjectaccessreviews
-create`` (``node-agent/deploy/rbac.yaml``).
+create`` (``manifests/rbac/agent.yaml``).
 """
 
 from __future__ import annotations
