@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from migrator import api
@@ -38,7 +39,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-port", type=int, default=10260)
     p.add_argument("--agent-ca", help="CA bundle that signed the agents' serving certificates (plain HTTP without it)")
     p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
+    p.add_argument("--health-port", type=int, default=8080, help="serve GET /healthz on this port (liveness); 0: off")
     return p.parse_args(argv)
+
+
+async def serve_health(*, port: int, watcher: asyncio.Task[None]) -> web.AppRunner:
+    """GET /healthz: 200 while the PodMigration watch runs, 503 once it has died (the kubelet then restarts us)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="watch stopped\n") if watcher.done() else web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host="0.0.0.0", port=port).start()
+    return runner
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -82,9 +98,12 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch())
+    health = await serve_health(port=args.health_port, watcher=watcher) if args.health_port else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()
     watcher.cancel()
+    if health is not None:
+        await health.cleanup()
     await dispatcher.stop()
     flush()
     await session.close()

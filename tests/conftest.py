@@ -181,6 +181,7 @@ class Podmigrate:
             [
                 sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
                 "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT), "--agent-ca", self.cluster.ca_cert,
+                "--health-port", "0",
             ],
             "podmigrate-controller",
         )  # fmt: skip

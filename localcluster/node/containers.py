@@ -63,6 +63,17 @@ MASKED_PATHS = [
     "/proc/scsi",
     "/sys/firmware",
 ]
+# runc reads CRIU options from the file this annotation names (default /etc/criu/runc.conf):
+# the knob a CRI-O node's operator has for checkpoint/restore behaviour.
+CRIU_CONFIG_ANNOTATION = "org.criu.config"
+# What this node's file says, and why:
+#  tcp-close: a connection open at the checkpoint is restored closed. Restoring it "established"
+#    cannot work on another node, where the pod has a new IP; the client sees a reset and retries.
+#    Nothing acknowledged is lost: the process was frozen before the dump, so every reply it sent
+#    was for a request it had already applied.
+#  skip-in-flight: connections still in a listening socket's accept queue (clients that
+#    connected while the pod was frozen) are dropped rather than failing the whole checkpoint.
+CRIU_OPTIONS = "tcp-close\nskip-in-flight\n"
 READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
@@ -165,7 +176,9 @@ def resolve_argv(*, command: list[str], args: list[str], entrypoint: tuple[str, 
     return [*entrypoint, *cmd]
 
 
-def oci_spec(*, sandbox: Sandbox, request: ContainerRequest, container_id: str, cgroups_path: str) -> dict[str, Any]:
+def oci_spec(
+    *, sandbox: Sandbox, request: ContainerRequest, container_id: str, cgroups_path: str, criu_config: Path | None = None
+) -> dict[str, Any]:
     """The OCI runtime spec CRI-O would generate for this container."""
     cfg = request.image.config
     argv = resolve_argv(command=request.command, args=request.args, entrypoint=cfg.entrypoint, cmd=cfg.cmd)
@@ -231,6 +244,8 @@ def oci_spec(*, sandbox: Sandbox, request: ContainerRequest, container_id: str, 
         "io.kubernetes.pod.uid": sandbox.uid,
         "io.kubernetes.container.name": request.name,
     }
+    if criu_config is not None:
+        annotations[CRIU_CONFIG_ANNOTATION] = str(criu_config)
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -313,6 +328,8 @@ class ContainerRuntime:
         self.state_dir = state_dir
         self.cgroup_parent = cgroup_parent
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.criu_config = state_dir / "criu-runc.conf"
+        self.criu_config.write_text(CRIU_OPTIONS)
 
     def container_id(self, sandbox: Sandbox, request: ContainerRequest) -> str:
         return f"{sandbox.uid}-{request.name}-{request.attempt}"
@@ -342,7 +359,11 @@ class ContainerRuntime:
             raise ContainerError(f"mounting the root filesystem: {err.decode().strip()}")
         container = Container(id=cid, sandbox=sandbox, request=request, bundle=bundle)
         spec = oci_spec(
-            sandbox=sandbox, request=request, container_id=cid, cgroups_path=f"{self.cgroup_parent}/{sandbox.uid}/{cid}"
+            sandbox=sandbox,
+            request=request,
+            container_id=cid,
+            cgroups_path=f"{self.cgroup_parent}/{sandbox.uid}/{cid}",
+            criu_config=self.criu_config,
         )
         for m in spec["mounts"]:
             if m["type"] == "bind":

@@ -100,12 +100,16 @@ async def run(args: argparse.Namespace) -> None:
                 return worker
         return None
 
+    async def node_annotations() -> dict[str, str]:
+        return dict((await core.read_node(args.name)).metadata.annotations or {})
+
     server = KubeletServer(
         node_name=args.name,
         auth_api=client.AuthenticationV1Api(api),
         authz_api=client.AuthorizationV1Api(api),
         find_pod=find_pod,
         checkpoints_dir=state / "kubelet" / "checkpoints",
+        node_annotations=node_annotations,
     )
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()

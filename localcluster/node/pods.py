@@ -42,7 +42,7 @@ from localcluster.node.containers import (
 )
 from localcluster.node.images import ImagePullError, ImageStore, LocalImage
 from localcluster.node.network import NetworkAllocator, NetworkError
-from localcluster.node.restoring import RestoreError, prepare_restore
+from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION, RestoreError, prepare_restore
 from localcluster.node.volumes import VolumeError, VolumeManager, field_value
 
 log = logging.getLogger(__name__)
@@ -381,6 +381,9 @@ class PodWorker:
         request = await self._request(slot, image=image, image_name=image_name)
         assert self._sandbox is not None
         if image.manifest.checkpoint_container:
+            node = await self.ctx.core.read_node(self.ctx.name)
+            if refused := (node.metadata.annotations or {}).get(FAIL_RESTORES_ANNOTATION):
+                raise RestoreError(f"restore of container {slot.name} failed: {refused}")
             plan = prepare_restore(checkpoint=image, request=request, images=self.ctx.images)
             request.image = plan.base_image
             container = await self.ctx.runtime.restore(sandbox=self._sandbox, request=request, checkpoint=image.root)

@@ -24,6 +24,13 @@ from localcluster.node.containers import ContainerRequest
 from localcluster.node.images import ImageStore, LocalImage
 from ocicheckpoint import names
 
+# Fault injection for tests, at the node's own interface: while its Node carries this
+# annotation, the node refuses every restore with the annotation's text, as a node with a
+# broken or mismatched CRIU would. Product code cannot tell it from a real restore failure.
+FAIL_RESTORES_ANNOTATION = "localcluster.podmigrate.io/fail-restores"
+# Likewise for the kubelet's checkpoint API: it answers 500 with the annotation's text.
+FAIL_CHECKPOINTS_ANNOTATION = "localcluster.podmigrate.io/fail-checkpoints"
+
 
 class RestoreError(RuntimeError):
     reason = "CreateContainerError"

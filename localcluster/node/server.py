@@ -30,6 +30,7 @@ from kubernetes_asyncio import client
 from localcluster.node.checkpointing import checkpoint_container
 from localcluster.node.containers import ContainerError, format_cri_log, read_cri_log
 from localcluster.node.pods import PodWorker
+from localcluster.node.restoring import FAIL_CHECKPOINTS_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class KubeletServer:
         authz_api: client.AuthorizationV1Api,
         find_pod: Callable[[str, str], PodWorker | None],
         checkpoints_dir: Path,
+        node_annotations: Callable[[], Awaitable[dict[str, str]]],
         runc_checkpoint: Callable[..., Awaitable[Path]] = checkpoint_container,
     ) -> None:
+        self._node_annotations = node_annotations
         self._node = node_name
         self._auth = auth_api
         self._authz = authz_api
@@ -148,6 +151,8 @@ class KubeletServer:
             return web.Response(
                 status=500, text=f"checkpointing of {worker.namespace}/{worker.name}/{name} failed: container is not running"
             )
+        if refused := (await self._node_annotations()).get(FAIL_CHECKPOINTS_ANNOTATION):
+            return web.Response(status=500, text=f"checkpointing of {worker.namespace}/{worker.name}/{name} failed ({refused})")
         timeout = float(request.query.get("timeout") or 0) or None
         try:
             archive = await asyncio.wait_for(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -90,3 +93,206 @@ def test_counter_moves_to_the_other_node_and_continues(
     }
     assert float(status["downtimeSeconds"]) > 0
     assert len(status["traceID"]) == 32
+
+
+def pod_ip(kube: Kube, namespace: str, name: str) -> str:
+    return str(kube.get("pod", name, namespace)["status"].get("podIP") or "")
+
+
+def test_warm_app_serves_again_at_once_with_its_memory(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    warmup = 15
+    kube.apply(warmup_pod(namespace, cluster.nodes[0].name, cluster.images["warmup"], warmup=warmup))
+    wait_for("app warm and Ready", lambda: ready(kube, namespace, "app"), timeout=90)
+    ip = pod_ip(kube, namespace, "app")
+    for i in range(10):
+        http("POST", f"http://{ip}:8080/write?key=k{i}&value=v{i}")
+    before = http("GET", f"http://{ip}:8080/state")
+    kube.apply(migration(namespace, "app"))
+    status = podmigrate.wait_done(namespace, "move-app")["status"]
+    assert status["phase"] == "Succeeded", status
+    pod = wait_for("Ready on the target", lambda: ready(kube, namespace, "app"))
+    assert pod["spec"]["nodeName"] == cluster.nodes[1].name
+    restore = next(p for p in status["phases"] if p["name"] == "restore")
+    from migrator.controllers.podmigration import parse_time
+
+    took = (parse_time(restore["end"]) - parse_time(restore["start"])).total_seconds()
+    assert took < warmup / 2, f"serving again took {took:.1f}s; a cold start warms up for {warmup}s"
+    after = http("GET", f"http://{pod['status']['podIP']}:8080/state")
+    assert after["boot_id"] == before["boot_id"] and after["warm"], "the same warmed-up process, not a new one"
+    assert http("GET", f"http://{pod['status']['podIP']}:8080/dump") == {f"k{i}": f"v{i}" for i in range(10)}
+
+
+class Writer(threading.Thread):
+    """A client that keeps writing during the move and remembers what the app acknowledged."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace, self.pod = kube, namespace, pod
+        self.acked: list[str] = []
+        self.failed = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        ip, i = pod_ip(self.kube, self.namespace, self.pod), 0
+        while not self.done.is_set():
+            key = f"w{i}"
+            i += 1
+            try:
+                reply = http("POST", f"http://{ip}:8080/write?key={key}&value={i}", timeout=1.0)
+                if reply.get("ok"):
+                    self.acked.append(key)
+            except (OSError, urllib.error.URLError, ValueError):
+                self.failed += 1  # not acknowledged: it may or may not have landed
+                time.sleep(0.1)
+                with contextlib.suppress(AssertionError):
+                    ip = pod_ip(self.kube, self.namespace, self.pod) or ip
+            time.sleep(0.02)
+
+
+def test_no_acknowledged_write_is_lost(kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str) -> None:
+    kube.apply(warmup_pod(namespace, cluster.nodes[0].name, cluster.images["warmup"], warmup=2))
+    wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=60)
+    writer = Writer(kube, namespace, "app")
+    writer.start()
+    wait_for("writes flowing", lambda: len(writer.acked) >= 20)
+    kube.apply(migration(namespace, "app"))
+    status = podmigrate.wait_done(namespace, "move-app")["status"]
+    assert status["phase"] == "Succeeded", status
+    acked_at_end = len(writer.acked)
+    wait_for("writes flowing to the restored pod", lambda: len(writer.acked) >= acked_at_end + 20, timeout=30)
+    writer.done.set()
+    writer.join(timeout=10)
+    stored = http("GET", f"http://{pod_ip(kube, namespace, 'app')}:8080/dump")
+    lost = [k for k in writer.acked if k not in stored]
+    assert not lost, f"{len(lost)} acknowledged writes lost (of {len(writer.acked)}): {lost[:10]}"
+    assert writer.failed > 0, "some writes must have hit the frozen source and been left unacknowledged"
+
+
+def test_checkpoint_failure_leaves_the_source_running(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    from localcluster.node.restoring import FAIL_CHECKPOINTS_ANNOTATION
+
+    source = cluster.nodes[0].name
+    kube.apply(warmup_pod(namespace, source, cluster.images["warmup"], warmup=1))
+    pod = wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=60)
+    ip = pod["status"]["podIP"]
+    before = http("GET", f"http://{ip}:8080/state")
+    kube.run("annotate", "node", source, f"{FAIL_CHECKPOINTS_ANNOTATION}=criu dump failed (injected)", "--overwrite")
+    try:
+        kube.apply(migration(namespace, "app"))
+        status = podmigrate.wait_done(namespace, "move-app")["status"]
+    finally:
+        kube.run("annotate", "node", source, f"{FAIL_CHECKPOINTS_ANNOTATION}-")
+    assert status["phase"] == "Failed" and status["reason"] == "CheckpointFailed", status
+    assert "criu dump failed (injected)" in status["message"], "the kubelet's own words reach the user"
+    assert "left running" in status["message"]
+    after_pod = kube.get("pod", "app", namespace)
+    assert after_pod["metadata"]["uid"] == pod["metadata"]["uid"] and after_pod["spec"]["nodeName"] == source
+    after = http("GET", f"http://{ip}:8080/state")
+    assert after["boot_id"] == before["boot_id"], "the very same process serves on, not frozen"
+    http("POST", f"http://{ip}:8080/write?key=after&value=1")
+    events = kube.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=move-app", "-o", "json").stdout
+    assert "CheckpointFailed" in events
+
+
+def test_restore_failure_restores_the_pod_on_its_source(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION
+
+    source, target = cluster.nodes[0].name, cluster.nodes[1].name
+    kube.apply(counter_pod(namespace, source, cluster.images["counter"]))
+    wait_for("counting", lambda: len(kube.logs("counter", namespace).split()) >= 3)
+    kube.run("annotate", "node", target, f"{FAIL_RESTORES_ANNOTATION}=CRIU version mismatch (injected)", "--overwrite")
+    try:
+        kube.apply(migration(namespace, "counter", target=target))
+        before = int(kube.logs("counter", namespace).split()[-1])
+        status = podmigrate.wait_done(namespace, "move-counter")["status"]
+    finally:
+        kube.run("annotate", "node", target, f"{FAIL_RESTORES_ANNOTATION}-")
+    assert status["phase"] == "Failed" and status["reason"] == "RestoreFailed", status
+    assert "injected" in status["message"] and "restored on its source node" in status["message"]
+    pod = wait_for("running again", lambda: ready(kube, namespace, "counter"))
+    assert pod["spec"]["nodeName"] == source
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    first = wait_for("restored output", lambda: [int(x) for x in kube.logs("counter", namespace).split()][:1])[0]
+    assert first > before, "restored from the checkpoint, not restarted from zero"
+
+
+def test_killing_the_control_service_mid_migration(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    kube.apply(warmup_pod(namespace, cluster.nodes[0].name, cluster.images["warmup"], warmup=1, ballast=300))
+    pod = wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=90)
+    ip = pod["status"]["podIP"]
+    for i in range(5):
+        http("POST", f"http://{ip}:8080/write?key=k{i}&value=v{i}")
+    before = http("GET", f"http://{ip}:8080/state")
+    kube.apply(migration(namespace, "app"))
+    wait_for(
+        "the checkpoint in flight",
+        lambda: (podmigrate.migration(namespace, "move-app").get("status") or {}).get("step") == "Checkpoint",
+        interval=0.05,
+    )
+    podmigrate.kill_controller()
+    time.sleep(2)
+    podmigrate.start_controller()
+    status = podmigrate.wait_done(namespace, "move-app")["status"]
+    assert status["phase"] == "Succeeded", status
+    pods = kube.get("pods", namespace=namespace)["items"]
+    assert [p["metadata"]["name"] for p in pods] == ["app"], "exactly one copy"
+    new = wait_for("Ready", lambda: ready(kube, namespace, "app"))
+    after = http("GET", f"http://{new['status']['podIP']}:8080/state")
+    assert after["boot_id"] == before["boot_id"] and after["keys"] == 5
+
+
+def test_a_bad_spec_is_rejected_by_the_api_server(kube: Kube, podmigrate: Podmigrate, namespace: str) -> None:
+    bad = kube.run("apply", "-f", "-", input=migration(namespace, "Bad_Name"), check=False)
+    assert bad.returncode != 0 and "spec.podName" in bad.stderr
+    short = kube.run("apply", "-f", "-", input=migration(namespace, "x", extra="  timeoutSeconds: 1\n"), check=False)
+    assert short.returncode != 0 and "spec.timeoutSeconds" in short.stderr and "10" in short.stderr
+    policy = kube.run("apply", "-f", "-", input=migration(namespace, "x", extra="  onFailure: Pray\n"), check=False)
+    assert policy.returncode != 0 and "RestoreSource" in policy.stderr
+
+
+def test_a_missing_pod_fails_with_a_reason(kube: Kube, podmigrate: Podmigrate, namespace: str) -> None:
+    kube.apply(migration(namespace, "ghost"))
+    status = podmigrate.wait_done(namespace, "move-ghost", timeout=30)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "PodNotFound"
+    assert f'pod "{namespace}/ghost" not found' in status["message"]
+
+
+def test_the_migration_is_one_trace_with_the_agents_spans_inside(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, otlp: Any, namespace: str
+) -> None:
+    kube.apply(counter_pod(namespace, cluster.nodes[1].name, cluster.images["counter"]))
+    wait_for("counting", lambda: len(kube.logs("counter", namespace).split()) >= 2)
+    kube.apply(migration(namespace, "counter"))
+    status = podmigrate.wait_done(namespace, "move-counter")["status"]
+    assert status["phase"] == "Succeeded", status
+    trace_id = status["traceID"]
+    phase_names = {p["name"] for p in status["phases"]}
+
+    def complete() -> list[Any] | None:
+        spans = otlp.trace(trace_id)
+        names = {s.name for s in spans}
+        have_phases = {f"migration.{p}" for p in phase_names} <= names
+        return spans if have_phases and "migration" in names and "kubelet.checkpoint" in names else None
+
+    spans = wait_for("the whole trace at the OTLP receiver", complete, timeout=30)
+    roots = [s for s in spans if not s.parent_span_id]
+    assert len(roots) == 1 and roots[0].name == "migration" and roots[0].service == "podmigrate-controller"
+    by_id = {s.span_id: s for s in spans}
+    for s in spans:
+        if s.parent_span_id:
+            assert s.parent_span_id in by_id, f"{s.name} hangs off a span that is not in the trace"
+    checkpoint = next(s for s in spans if s.name == "migration.checkpoint")
+    assert checkpoint.parent_span_id == roots[0].span_id
+    agent = [s for s in spans if s.service == "podmigrate-agent"]
+    assert {"agent.checkpoint", "kubelet.checkpoint", "registry.push"} <= {s.name for s in agent}
+    top = next(s for s in agent if s.name == "agent.checkpoint")
+    assert top.parent_span_id == checkpoint.span_id, "the agent's work sits inside the checkpoint phase"
+    assert any(s.name == "migration.downtime" for s in spans)

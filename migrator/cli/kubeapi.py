@@ -1,0 +1,245 @@
+"""The few Kubernetes API calls the CLI makes, behind a protocol the tests fake.
+
+Everything comes back as plain JSON-shaped dicts (camelCase keys, as ``kubectl get -o json``
+shows them), so commands and printing never see client models. Every way a call can fail,
+a refused connection, 401, 403, a CRD that is not installed, a validation error, becomes one
+``CliError`` line here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from migrator import api
+from migrator.cli.errors import CliError
+from migrator.kube.connecting import api_client
+from migrator.kube.watching import list_and_watch
+
+REQUEST_TIMEOUT: Final = 30  # seconds per API call: a black-holed server must not hang the CLI
+RETRIES_429: Final = 5
+FIELD_MANAGER: Final = "kubectl-migrate"
+SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+CRD_HINT: Final = (
+    f"the server has no {api.PLURAL}.{api.GROUP} resource: is the PodMigration CRD installed? "
+    "(kubectl apply -f manifests/crd/podmigrations.yaml)"
+)
+
+
+class Api(Protocol):
+    """What the commands need from the cluster. Reads return None for "not found"."""
+
+    default_namespace: str
+
+    async def read_pod(self, *, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def read_node(self, *, name: str) -> dict[str, Any] | None: ...
+
+    async def create_migration(self, *, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def read_migration(self, *, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list_migrations(self, *, namespace: str | None) -> list[dict[str, Any]]: ...
+
+    async def list_events(self, *, namespace: str, name: str) -> list[dict[str, Any]]: ...
+
+    def watch_migration(self, *, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        """The PodMigration now and after every change, forever; None once it is deleted."""
+        ...
+
+
+Connect = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+def _status_body(exc: client.ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _names_an_object(exc: client.ApiException) -> bool:
+    """A 404 for a missing object names it; a 404 for a missing resource type (no CRD) does not."""
+    return bool((_status_body(exc).get("details") or {}).get("name"))
+
+
+def api_error(exc: client.ApiException) -> CliError:
+    """One line for an API error: the server's own message (it names the field, user or rule)."""
+    message = _status_body(exc).get("message") or exc.reason or "no message"
+    if exc.status == 401:
+        return CliError(f"unauthorized (401): the API server rejected the credentials in the kubeconfig ({message})")
+    if exc.status == 403:
+        return CliError(f"forbidden (403): {message}")
+    if exc.status == 404 and not _names_an_object(exc):
+        return CliError(CRD_HINT)
+    return CliError(message if exc.status in (409, 422) else f"{exc.status} {exc.reason}: {message}")
+
+
+def connection_error(exc: BaseException, *, server: str) -> CliError:
+    detail = str(exc) or type(exc).__name__
+    return CliError(f"cannot reach the Kubernetes API server at {server}: {detail}")
+
+
+def _retry_after(exc: client.ApiException) -> float:
+    try:
+        return min(max(float((exc.headers or {}).get("Retry-After", 1)), 0.1), 2.0)
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class KubeApi:
+    """The real thing: kubernetes_asyncio against the kubeconfig's cluster."""
+
+    def __init__(self, *, api_client: client.ApiClient, default_namespace: str) -> None:
+        self.client = api_client
+        self.default_namespace = default_namespace
+        self.server = str(api_client.configuration.host)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    async def _call(self, call: Callable[[], Awaitable[Any]], *, none_if_missing: bool = False) -> Any:
+        for attempt in range(RETRIES_429 + 1):
+            try:
+                result = await call()
+            except client.ApiException as exc:
+                if exc.status == 429 and attempt < RETRIES_429:
+                    # As client-go does: the server asks us to come back (e.g. a new CRD's storage is starting).
+                    await asyncio.sleep(_retry_after(exc))
+                    continue
+                if exc.status == 404 and none_if_missing and _names_an_object(exc):
+                    return None
+                raise api_error(exc) from None
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise connection_error(exc, server=self.server) from None
+            return self.client.sanitize_for_serialization(result)
+        raise AssertionError("unreachable")
+
+    async def read_pod(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            lambda: self.core.read_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT), none_if_missing=True
+        )
+
+    async def read_node(self, *, name: str) -> dict[str, Any] | None:
+        return await self._call(lambda: self.core.read_node(name, _request_timeout=REQUEST_TIMEOUT), none_if_missing=True)
+
+    async def create_migration(self, *, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            lambda: self.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, body, field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+
+    async def read_migration(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            lambda: self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+            none_if_missing=True,
+        )
+
+    async def list_migrations(self, *, namespace: str | None) -> list[dict[str, Any]]:
+        def call() -> Awaitable[Any]:
+            if namespace is None:
+                return self.custom.list_cluster_custom_object(
+                    api.GROUP, api.VERSION, api.PLURAL, _request_timeout=REQUEST_TIMEOUT
+                )
+            return self.custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
+
+        return list((await self._call(call)).get("items") or [])
+
+    async def list_events(self, *, namespace: str, name: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind={api.KIND},involvedObject.name={name}"
+        listing = await self._call(
+            lambda: self.core.list_namespaced_event(namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        )
+        return list(listing.get("items") or [])
+
+    async def watch_migration(self, *, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        # list_and_watch resumes after dropped connections and re-lists after 410 Gone; a re-list
+        # that no longer contains the object means it was deleted in between.
+        listed = False
+        events = list_and_watch(
+            self.custom.list_namespaced_custom_object,
+            group=api.GROUP,
+            version=api.VERSION,
+            namespace=namespace,
+            plural=api.PLURAL,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=60,
+        )
+        async with aclosing(events):
+            async for event in events:
+                if event.type == "SYNCED":
+                    if not listed:
+                        yield None
+                    listed = False
+                elif event.type == "DELETED":
+                    yield None
+                else:
+                    listed = True
+                    yield event.object
+
+
+def kubeconfig_path(kubeconfig: str | None) -> str | None:
+    """kubectl's order: --kubeconfig, then $KUBECONFIG (a path list), then ~/.kube/config."""
+    if kubeconfig:
+        return kubeconfig
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"]
+    default = Path("~/.kube/config").expanduser()
+    return str(default) if default.exists() else None
+
+
+def default_namespace(*, kubeconfig: str | None, context: str | None) -> str:
+    """The context's namespace; in a pod without a kubeconfig, the ServiceAccount's; else "default"."""
+    path = kubeconfig_path(kubeconfig)
+    if path is None:
+        if SERVICE_ACCOUNT_NAMESPACE.exists():
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        return "default"
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=path)
+    except (ConfigException, OSError, ValueError, TypeError, AssertionError, KeyError):
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
+def _context_names(path: str) -> set[str]:
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file=path)
+    except (ConfigException, OSError, ValueError, TypeError, AssertionError, KeyError):
+        return set()
+    return {str(c.get("name")) for c in contexts}
+
+
+@asynccontextmanager
+async def connect(*, kubeconfig: str | None, context: str | None) -> AsyncIterator[Api]:
+    """An ``Api`` for the kubeconfig and context kubectl would use; closed on exit."""
+    path = kubeconfig_path(kubeconfig)
+    if kubeconfig and not Path(kubeconfig).expanduser().exists():
+        raise CliError(f'kubeconfig "{kubeconfig}" does not exist')
+    if path and not any(Path(p).expanduser().exists() for p in path.split(os.pathsep) if p):
+        raise CliError(f'no kubeconfig file found at KUBECONFIG="{path}"')
+    if path and context and context not in _context_names(path):
+        raise CliError(f'context "{context}" not found in the kubeconfig ({path})')
+    try:
+        c = await api_client(kubeconfig=path, context=context)
+    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        raise CliError(f"cannot load the kubeconfig ({path or '~/.kube/config'}): {exc}") from None
+    try:
+        yield KubeApi(api_client=c, default_namespace=default_namespace(kubeconfig=kubeconfig, context=context))
+    finally:
+        await c.close()

@@ -1,0 +1,60 @@
+"""``kubectl-migrate``'s entry point: parse, connect, run one command, map failures to exit codes.
+
+Nothing escapes as a traceback: a ``CliError`` is its one line, Ctrl-C is exit 130, and an
+unexpected exception is still one line (with its type) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from migrator.cli import commands, kubeapi
+from migrator.cli.arguments import parse_args
+from migrator.cli.commands import Io
+from migrator.cli.errors import EXIT_ERROR, CliError, one_line
+from migrator.cli.kubeapi import Connect
+
+
+async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
+    async with connect(kubeconfig=args.kubeconfig, context=args.context) as kube:
+        namespace = args.namespace or kube.default_namespace
+        if args.command == "pod":
+            return await commands.migrate_pod(
+                kube=kube,
+                io=io,
+                namespace=namespace,
+                pod_name=args.name,
+                target=args.to,
+                wait=args.wait,
+                timeout=args.timeout,
+                on_failure=args.on_failure,
+                retain_checkpoint=args.retain_checkpoint,
+            )
+        if args.command == "get":
+            return await commands.get_migrations(
+                kube=kube, io=io, namespace=namespace, name=args.name, all_namespaces=args.all_namespaces, output=args.output
+            )
+        return await commands.describe_migration(kube=kube, io=io, namespace=namespace, name=args.name)
+
+
+def main(argv: Sequence[str] | None = None, *, connect: Connect = kubeapi.connect, io: Io | None = None) -> int:
+    io = io or Io()
+    # kubernetes_asyncio logs warnings (e.g. "Config not found") that would add lines to our one-line errors.
+    logging.getLogger().addHandler(logging.NullHandler())
+    try:
+        args = parse_args(argv)
+        return asyncio.run(run(args, connect=connect, io=io))
+    except CliError as exc:
+        io.error(exc.message)
+        return exc.code
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except KeyboardInterrupt:
+        io.error("interrupted (a PodMigration already created goes on in the cluster)")
+        return 130
+    except Exception as exc:
+        io.error(f"unexpected {type(exc).__name__}: {one_line(str(exc))}")
+        return EXIT_ERROR
