@@ -239,13 +239,14 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0) -> Cluster:
 
 
 def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
-    """Stop nodes (they clean up after themselves on SIGTERM), then the registry."""
+    """Stop podmigrate's daemons, then the nodes (they clean up after themselves on SIGTERM), then the registry."""
     stopped: list[str] = []
     pids_dir = state / "pids"
     if not pids_dir.exists():
         return stopped
     nodes = sorted(p.stem for p in pids_dir.glob("node-*.pid"))
-    for group in (nodes, ["docker-registry"]):
+    podmigrate = sorted(p.stem for p in pids_dir.glob("podmigrate-*.pid"))  # installed by localcluster.podmigrate
+    for group in (podmigrate, nodes, ["docker-registry"]):
         pids: dict[str, int] = {}
         for name in group:
             try:

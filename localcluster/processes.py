@@ -40,20 +40,32 @@ def pid_file(*, state_dir: Path, name: str) -> Path:
     return state_dir / "pids" / f"{name}.pid"
 
 
+DAEMON_ENV = "LOCALCLUSTER_DAEMON"
+
+
+def daemon_tag(*, state_dir: Path, name: str) -> str:
+    """The value of ``DAEMON_ENV`` in every process ``Launcher`` starts: who it is, for which cluster."""
+    return f"{state_dir}:{name}"
+
+
 def is_ours(*, pid: int, name: str, state_dir: Path) -> bool:
     """True if ``pid`` is a live (non-zombie) ``name`` process started for ``state_dir``.
 
-    PIDs are recycled, so a number in a file is not proof: the process's argv[0] must
-    be the binary ``name`` (or ``name`` one of its arguments, as in ``--name node-1``) and
-    one of its arguments must point into this state dir.
+    PIDs are recycled, so a number in a file is not proof. The process must carry our tag in
+    its environment (``Launcher`` sets it), or, for processes started otherwise, argv[0] must
+    be the binary ``name`` (or ``name`` one of its arguments, as in ``--name node-1``) and one
+    of its arguments must point into this state dir.
     """
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except (OSError, IndexError):
         return False
     if state in ("Z", "X") or not argv:
         return False
+    if os.fsencode(f"{DAEMON_ENV}={daemon_tag(state_dir=state_dir, name=name)}") in environ:
+        return True
     if Path(os.fsdecode(argv[0])).name != name and os.fsencode(name) not in argv[1:]:
         return False
     marker = os.fsencode(state_dir)
@@ -108,7 +120,7 @@ class Launcher:
     def log(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
 
-    def launch(self, *, name: str, argv: Sequence[str]) -> None:
+    def launch(self, *, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         log_path = self.log(name)
         with log_path.open("ab") as log:
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -122,6 +134,7 @@ class Launcher:
                 cwd=self.state_dir,
                 start_new_session=True,  # out of the caller's process group: no stray SIGINT
                 close_fds=True,
+                env={**os.environ, **(env or {}), DAEMON_ENV: daemon_tag(state_dir=self.state_dir, name=name)},
             )
         self.children[name] = child
         pid_file(state_dir=self.state_dir, name=name).write_text(f"{child.pid}\n")

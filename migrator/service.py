@@ -39,11 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-port", type=int, default=10260)
     p.add_argument("--agent-ca", help="CA bundle that signed the agents' serving certificates (plain HTTP without it)")
     p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
-    p.add_argument("--health-port", type=int, default=8080, help="serve GET /healthz on this port (liveness); 0: off")
+    p.add_argument("--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness); empty: off")
     return p.parse_args(argv)
 
 
-async def serve_health(*, port: int, watcher: asyncio.Task[None]) -> web.AppRunner:
+async def serve_health(*, address: str, watcher: asyncio.Task[None]) -> web.AppRunner:
     """GET /healthz: 200 while the PodMigration watch runs, 503 once it has died (the kubelet then restarts us)."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -53,7 +53,8 @@ async def serve_health(*, port: int, watcher: asyncio.Task[None]) -> web.AppRunn
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host="0.0.0.0", port=port).start()
+    host, _, port = address.rpartition(":")
+    await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port)).start()
     return runner
 
 
@@ -98,7 +99,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch())
-    health = await serve_health(port=args.health_port, watcher=watcher) if args.health_port else None
+    health = await serve_health(address=args.health_address, watcher=watcher) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()
     watcher.cancel()

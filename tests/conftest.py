@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,105 +109,19 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 
 # --- podmigrate itself, installed on the local cluster ---------------------------------------
 
-REPO = Path(__file__).resolve().parent.parent
-AGENT_PORT = 10260
-
-
-def token_kubeconfig(cluster: lc.Cluster, *, token: str, path: Path) -> Path:
-    """A kubeconfig whose user is a bearer token (a ServiceAccount), like in-cluster credentials."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority": cluster.ca_cert}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return path
-
 
 class Podmigrate:
-    """The control service and one agent per node, run as processes with their ServiceAccounts' tokens."""
+    """podmigrate installed on the test cluster (``localcluster.podmigrate``), plus test conveniences."""
 
-    def __init__(self, *, cluster: lc.Cluster, kube: Kube, workdir: Path, otlp_endpoint: str) -> None:
-        self.cluster = cluster
+    def __init__(self, *, kube: Kube, installation: Any) -> None:
         self.kube = kube
-        self.workdir = workdir
-        self.otlp_endpoint = otlp_endpoint
-        self.repository = f"{cluster.registry}/podmigrate-checkpoints"
-        self.controller: subprocess.Popen[bytes] | None = None
-        self.agents: dict[str, subprocess.Popen[bytes]] = {}
-        kube.run("apply", "-k", str(REPO / "manifests" / "crd"))
-        kube.run("apply", "-k", str(REPO / "manifests" / "rbac"))
-        wait_for("CRD established", lambda: kube.run("get", "podmigrations", "-A", check=False).returncode == 0)
-        self.controller_kubeconfig = token_kubeconfig(
-            cluster, token=kube.token("podmigrate-controller", "podmigrate-system"), path=workdir / "controller.kubeconfig"
-        )
-        self.agent_kubeconfig = token_kubeconfig(
-            cluster, token=kube.token("podmigrate-agent", "podmigrate-system"), path=workdir / "agent.kubeconfig"
-        )
-        cp = cluster.controlplane()
-        self.agent_certs = {n.name: cp.issue_serving_cert(name=f"agent-{n.name}", ips=[n.address]) for n in cluster.nodes}
-
-    def _env(self, service: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=self.otlp_endpoint, OTEL_SERVICE_NAME=service, OTEL_BSP_SCHEDULE_DELAY="200")
-        return env
-
-    def _spawn(self, name: str, argv: list[str], service: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("ab")
-        return subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(service), cwd=REPO
-        )
-
-    def start_agent(self, node: lc.NodeInfo) -> None:
-        cert, key = self.agent_certs[node.name]
-        self.agents[node.name] = self._spawn(
-            f"agent-{node.name}",
-            [
-                sys.executable, "-m", "node_agent.main", "--node-name", node.name, "--kubeconfig", str(self.agent_kubeconfig),
-                "--listen", f"{node.address}:{AGENT_PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
-                "--plain-http-registry", self.cluster.registry,
-            ],
-            "podmigrate-agent",
-        )  # fmt: skip
-
-    def start_controller(self) -> None:
-        self.controller = self._spawn(
-            "controller",
-            [
-                sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
-                "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT), "--agent-ca", self.cluster.ca_cert,
-                "--health-port", "0",
-            ],
-            "podmigrate-controller",
-        )  # fmt: skip
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self.installation = installation
 
     def kill_controller(self) -> None:
-        """SIGKILL: no chance to clean up or flush, like a crashed pod."""
-        self._stop(self.controller, kill=True)
-        self.controller = None
+        self.installation.kill_controller()
 
-    def stop(self) -> None:
-        self._stop(self.controller)
-        for proc in self.agents.values():
-            self._stop(proc)
+    def start_controller(self) -> None:
+        self.installation.start_controller()
 
     def migration(self, namespace: str, name: str) -> dict[str, Any]:
         return self.kube.get("podmigration", name, namespace)
@@ -231,13 +144,11 @@ def otlp() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def podmigrate(cluster: lc.Cluster, kube: Kube, otlp: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podmigrate]:
-    pm = Podmigrate(cluster=cluster, kube=kube, workdir=tmp_path_factory.mktemp("podmigrate"), otlp_endpoint=otlp.endpoint)
-    for node in cluster.nodes:
-        pm.start_agent(node)
-    pm.start_controller()
-    time.sleep(1.0)
+def podmigrate(cluster: lc.Cluster, kube: Kube, otlp: Any) -> Iterator[Podmigrate]:
+    from localcluster import podmigrate as install
+
+    installation = install.install(cluster, otlp_endpoint=otlp.endpoint)
     try:
-        yield pm
+        yield Podmigrate(kube=kube, installation=installation)
     finally:
-        pm.stop()
+        installation.stop()

@@ -21,12 +21,13 @@ import yaml
 from kubernetes_asyncio import client
 
 from localcluster import cluster as lc
+from localcluster.podmigrate import token_kubeconfig
 from migrator.cli import commands, main, printing
 from migrator.cli.arguments import parse_args, parse_duration
 from migrator.cli.commands import Io
 from migrator.cli.errors import CliError
 from migrator.cli.kubeapi import api_error, default_namespace
-from tests.conftest import Kube, Podmigrate, token_kubeconfig, wait_for
+from tests.conftest import Kube, Podmigrate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -822,7 +823,8 @@ def test_cli_on_the_local_cluster(kube: Kube, cluster: lc.Cluster, namespace: st
     )
     assert_one_line_error(kubectl_plugin(cluster, "describe", "nope", "-n", namespace), "error: podmigration")
 
-    # The whole install renders and passes the API server's checks.
+    # The whole install renders and passes the API server's checks (its namespace must exist for a dry run).
+    kube.run("apply", "-k", str(REPO / "manifests" / "rbac"))
     dry_run = kube.run("apply", "-k", str(REPO / "manifests"), "--dry-run=server")
     assert "daemonset.apps/podmigrate-agent" in dry_run.stdout and "deployment.apps/podmigrate-controller" in dry_run.stdout
 
