@@ -1,133 +1,29 @@
-"""The local cluster's demo: a stateful, slow-to-warm app checkpointed on one node, restored on another.
+"""The demo: a slow-to-warm, stateful app moved between nodes with ``kubectl migrate``, state intact.
 
-It does by hand, through the same interfaces a real cluster offers, what podmigrate automates:
-the kubelet's ``POST /checkpoint`` with a ServiceAccount token that may only
-``create nodes/checkpoint``, the archive turned into a checkpoint OCI image and pushed to the
-registry, and a pod on the other node whose image is that checkpoint image. The app's
-in-memory writes and its warm-up survive; the cold start it would otherwise pay is measured
-first, for comparison.
+It brings up the local cluster, installs podmigrate the way the tests do (CRD, RBAC, the
+control service and one agent per node, each with its own ServiceAccount token), starts the
+warm-up app on node-1 and measures its cold start, writes some data into its memory, then runs
+``kubectl migrate pod app --to node-2 --wait`` through kubectl's plugin mechanism, exactly as
+an operator would. It checks that the moved app is the same process (same boot id, same data,
+restartCount 0) and compares how long it took to serve again with the cold start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import ssl
+import os
 import subprocess
-import tarfile
+import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aiohttp
-
 from localcluster import cluster as lc
-from ocicheckpoint import image as oci
-from ocicheckpoint import names
-from ocicheckpoint.registry import RegistryClient
+from localcluster import podmigrate
 
-CHECKPOINTER = """apiVersion: v1
-kind: ServiceAccount
-metadata: {name: demo-checkpointer, namespace: default}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: demo-node-checkpoint}
-rules:
-- {apiGroups: [""], resources: [nodes/checkpoint], verbs: [create]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: demo-node-checkpoint}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: demo-node-checkpoint}
-subjects: [{kind: ServiceAccount, name: demo-checkpointer, namespace: default}]
-"""
-
-
-def kubelet_checkpoint(*, cluster: lc.Cluster, node: lc.NodeInfo, namespace: str, pod: str, container: str, token: str) -> Path:
-    """``POST /checkpoint/...`` on a node's kubelet API; returns the archive path it reports."""
-    ctx = ssl.create_default_context(cafile=cluster.ca_cert)
-    url = f"https://{node.address}:{lc.NODE_PORT}/checkpoint/{namespace}/{pod}/{container}?timeout=60"
-    req = urllib.request.Request(url, method="POST", data=b"", headers={"Authorization": f"Bearer {token}"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
-    try:
-        with opener.open(req, timeout=120) as resp:
-            (path,) = json.loads(resp.read())["items"]
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"kubelet checkpoint failed: HTTP {exc.code}: {exc.read().decode().strip()}") from None
-    return Path(path)
-
-
-def push_checkpoint_archive(
-    *, registry: str, archive: Path, repository: str, tag: str, container: str, pod: str, namespace: str
-) -> str:
-    """Turn a kubelet archive into a checkpoint image in the registry; returns its reference."""
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile(names.CONFIG_DUMP_FILE)
-        config_dump = json.loads(member.read()) if member else {}
-    info = oci.CheckpointInfo(
-        container=container,
-        pod=pod,
-        namespace=namespace,
-        rootfs_image_name=config_dump.get("rootfsImageName", ""),
-        rootfs_image_ref=config_dump.get("rootfsImageRef", ""),
-        runtime="runc",
-        criu_version="4.1.1",
-    )
-    img = oci.checkpoint_image(archive=archive, info=info)
-
-    async def push() -> str:
-        async with aiohttp.ClientSession() as session:
-            client = RegistryClient(host=registry, session=session, plain_http=True)
-            return await client.push_image(
-                repository=repository,
-                tag=tag,
-                layers=[(img.layer, img.layer_path)],
-                config=img.config,
-                config_bytes=img.config_bytes,
-                manifest=img.manifest_bytes,
-            )
-
-    digest = asyncio.run(push())
-    return f"{registry}/{repository}:{tag}@{digest}"
-
-
-class _Kubectl:
-    def __init__(self, c: lc.Cluster) -> None:
-        self.c = c
-
-    def __call__(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [self.c.kubectl, f"--kubeconfig={self.c.kubeconfig}", *args], input=stdin, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
-
-    def pod(self, name: str) -> dict:
-        return json.loads(self("get", "pod", name, "-o", "json"))
-
-    def wait_ready(self, name: str, timeout: float = 120) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            statuses = self.pod(name)["status"].get("containerStatuses") or []
-            if statuses and statuses[0]["ready"]:
-                return time.monotonic() - started
-            time.sleep(0.2)
-        raise RuntimeError(f"pod {name} not Ready after {timeout}s: {self.pod(name)['status']}")
-
-
-def _http(method: str, url: str) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(urllib.request.Request(url, method=method, data=b"" if method == "POST" else None), timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def _app_pod(name: str, node: str, image: str) -> str:
-    return f"""apiVersion: v1
+APP = """apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, labels: {{app: warmup}}}}
+metadata: {{name: app, namespace: default, labels: {{app: warmup}}}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 1
@@ -139,56 +35,84 @@ spec:
 """
 
 
+class _Kubectl:
+    """kubectl with the cluster's admin kubeconfig, and the venv's bin on PATH for the plugin."""
+
+    def __init__(self, c: lc.Cluster) -> None:
+        self.c = c
+        self.env = dict(os.environ, KUBECONFIG=c.kubeconfig, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+
+    def __call__(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
+        if show:
+            print(f"$ kubectl {' '.join(args)}", flush=True)
+        result = subprocess.run(
+            [self.c.kubectl, *args], input=stdin, capture_output=not show, text=True, check=False, env=self.env
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {(result.stderr or '').strip()}")
+        return result.stdout or ""
+
+    def pod(self, name: str) -> dict:
+        return json.loads(self("get", "pod", name, "-o", "json"))
+
+    def wait_ready(self, name: str, timeout: float = 120) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            statuses = self.pod(name)["status"].get("containerStatuses") or []
+            if statuses and statuses[0]["ready"]:
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"pod {name} not Ready after {timeout}s")
+
+
+def _http(method: str, url: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.request.Request(url, method=method, data=b"" if method == "POST" else None), timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def run(*, state_dir: Path, keep: bool) -> None:
-    say = lambda text: print(f"demo: {text}", flush=True)  # noqa: E731
+    def say(text: str) -> None:
+        print(f"demo: {text}", flush=True)
+
     fresh = not (state_dir / "cluster.json").exists()
     c = lc.up(state_dir=state_dir, nodes=2) if fresh else lc.Cluster.load(state_dir)
-    kubectl = _Kubectl(c)
-    source, target = c.nodes[0], c.nodes[1]
+    installation = None
     try:
-        say(f"cluster: {', '.join(n.name for n in c.nodes)}; registry {c.registry}")
-        kubectl("apply", "-f", "-", stdin=CHECKPOINTER + "---\n" + _app_pod("app", source.name, c.images["warmup"]))
+        installation = podmigrate.install(c)
+        kubectl = _Kubectl(c)
+        source, target = c.nodes[0].name, c.nodes[1].name
+        say(f"cluster up: {', '.join(n.name for n in c.nodes)}; podmigrate installed (controller + {len(c.nodes)} agents)")
+        kubectl("apply", "-f", "-", stdin=APP.format(node=source, image=c.images["warmup"]))
         cold = kubectl.wait_ready("app")
-        say(f"app warmed up and Ready on {source.name} after a cold start of {cold:.1f}s")
+        say(f"app warmed up and Ready on {source} after a cold start of {cold:.1f}s")
         ip = kubectl.pod("app")["status"]["podIP"]
         for i in range(5):
             _http("POST", f"http://{ip}:8080/write?key=k{i}&value=v{i}")
         before = _http("GET", f"http://{ip}:8080/state")
-        say(f"wrote 5 keys; app state: boot {before['boot_id']}, {before['writes']} writes")
+        say(f"wrote 5 keys into its memory; process boot id {before['boot_id']}")
+        kubectl("migrate", "pod", "app", "--to", target, "--wait", show=True)
+        pod = kubectl.pod("app")
+        after = _http("GET", f"http://{pod['status']['podIP']}:8080/state")
+        values = [_http("GET", f"http://{pod['status']['podIP']}:8080/read?key=k{i}")["value"] for i in range(5)]
+        restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+        (migration,) = json.loads(kubectl("get", "podmigrations", "-o", "json"))["items"]
+        status = migration["status"]
+        restore = next(p for p in status["phases"] if p["name"] == "restore")
+        from migrator.controllers.podmigration import parse_time
 
-        token = kubectl("create", "token", "demo-checkpointer").strip()
-        started = time.monotonic()
-        archive = kubelet_checkpoint(cluster=c, node=source, namespace="default", pod="app", container="app", token=token)
-        say(f"kubelet checkpoint on {source.name}: {archive.name} ({archive.stat().st_size / 1e6:.1f} MB)")
-        image = push_checkpoint_archive(
-            registry=c.registry,
-            archive=archive,
-            repository="checkpoints/demo",
-            tag="app",
-            container="app",
-            pod="app",
-            namespace="default",
-        )
-        archive.unlink()
-        say(f"checkpoint image pushed: {image}")
-        # CRI-O restores only on top of a base image already on the node: pull it there first.
-        kubectl("apply", "-f", "-", stdin=_app_pod("prepull", target.name, c.images["warmup"]))
-        kubectl("delete", "pod", "app", "--grace-period=1")
-        kubectl("apply", "-f", "-", stdin=_app_pod("app", target.name, image))
-        restored = kubectl.wait_ready("app")
-        total = time.monotonic() - started
-        ip2 = kubectl.pod("app")["status"]["podIP"]
-        after = _http("GET", f"http://{ip2}:8080/state")
-        values = [_http("GET", f"http://{ip2}:8080/read?key=k{i}")["value"] for i in range(5)]
+        serving = (parse_time(restore["end"]) - parse_time(restore["start"])).total_seconds()
+        say(f"now on {pod['spec']['nodeName']}: boot id {after['boot_id']}, keys {values}, restartCount {restarts}")
         say(
-            f"restored on {target.name}, Ready {restored:.1f}s after creation"
-            f" ({total:.1f}s end to end); the cold start took {cold:.1f}s"
+            f"served again {serving:.1f}s after the replacement pod was created (cold start: {cold:.1f}s); "
+            f"downtime {float(status['downtimeSeconds']):.1f}s; trace {status['traceID']}"
         )
-        say(f"same process state: boot {after['boot_id']} (was {before['boot_id']}), keys {values}")
-        restarts = kubectl.pod("app")["status"]["containerStatuses"][0]["restartCount"]
+        kubectl("migrate", "describe", migration["metadata"]["name"], show=True)
         if after["boot_id"] != before["boot_id"] or values != [f"v{i}" for i in range(5)] or restarts != 0:
-            raise RuntimeError("the restored app lost its state")
-        say("OK: in-memory state and warm-up survived the move")
+            raise RuntimeError("the moved app lost its state")
+        say("OK: the app moved with its memory and did not warm up again")
     finally:
+        if installation is not None and not keep:
+            installation.stop()
         if fresh and not keep:
             lc.down(state_dir=state_dir)

@@ -42,8 +42,8 @@ class Step(StrEnum):
     """The state machine's steps, in order; each is recorded in status before it runs."""
 
     VALIDATE = "Validate"
-    CHECKPOINT = "Checkpoint"
     PREPARE_TARGET = "PrepareTarget"
+    CHECKPOINT = "Checkpoint"
     REMOVE_SOURCE = "RemoveSource"
     CREATE_TARGET = "CreateTarget"
     WAIT_READY = "WaitReady"
@@ -57,8 +57,8 @@ class Step(StrEnum):
 
 PHASE_OF_STEP: Final = {
     Step.VALIDATE: Phase.PENDING,
+    Step.PREPARE_TARGET: Phase.PENDING,
     Step.CHECKPOINT: Phase.CHECKPOINTING,
-    Step.PREPARE_TARGET: Phase.RESTORING,
     Step.REMOVE_SOURCE: Phase.RESTORING,
     Step.CREATE_TARGET: Phase.RESTORING,
     Step.WAIT_READY: Phase.RESTORING,

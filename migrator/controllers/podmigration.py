@@ -9,8 +9,9 @@ a create that finds our own pod adopts it).
 
 The invariant the steps keep: at every instant exactly one copy of the pod may run.
 
-    Validate -> Checkpoint (agent freezes the source, kubelet checkpoints, image pushed)
-             -> PrepareTarget (base images pulled on the target: CRI-O restores only from local storage)
+    Validate -> PrepareTarget (base images pulled on the target: CRI-O restores only from local
+                storage; done before the freeze, so it is not downtime)
+             -> Checkpoint (agent freezes the source, kubelet checkpoints, image pushed)
              -> RemoveSource (the frozen source is deleted; only now is ``sourceRemoved`` true)
              -> CreateTarget (same name, bound to the target, images = checkpoint images)
              -> WaitReady -> Cleanup -> Succeeded
@@ -386,17 +387,20 @@ class PodMigrationReconciler:
                 reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no other node"
                 return self._fail_validation(m, "NoNodeFits", f"no node can take pod {m.pod_name}: {reasons}")
             target = best.node
+        images = [
+            s["imageID"].removeprefix("docker-pullable://") for s in status.get("containerStatuses") or [] if s.get("imageID")
+        ]
         m.status.update(
             sourceNode=source,
             targetNode=target,
             podUID=meta["uid"],
+            baseImages=sorted(set(images)),
             originalPod={
                 "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
                 "spec": spec,
             },
         )
-        self._enter(m, Step.CHECKPOINT)
-        m.status["frozenAt"] = m.status["phases"][-1]["start"]
+        self._enter(m, Step.PREPARE_TARGET)
 
     def _fail_validation(self, m: Migration, reason: str, message: str) -> None:
         """Nothing was touched yet: fail straight away (no thaw needed, but ThawSource is harmless)."""
@@ -432,7 +436,7 @@ class PodMigrationReconciler:
         await self._event(
             m, "Checkpointed", f"{len(response.containers)} container(s) checkpointed on {m.status['sourceNode']}, source frozen"
         )
-        self._enter(m, Step.PREPARE_TARGET)
+        self._enter(m, Step.REMOVE_SOURCE)
 
     def _prepull_name(self, m: Migration) -> str:
         return f"{m.pod_name[:40]}-prepull-{m.uid[:8]}"
@@ -448,7 +452,7 @@ class PodMigrationReconciler:
                 raise
 
     async def _prepare_target(self, m: Migration) -> None:
-        bases = sorted({c["baseImage"] for c in m.status.get("containers") or [] if c.get("baseImage")})
+        bases = list(m.status.get("baseImages") or [])
         name = self._prepull_name(m)
         pod = await self._pod(m.namespace, name)
         if pod is None:
@@ -494,7 +498,8 @@ class PodMigrationReconciler:
         if len(pulled) < len(bases):
             raise Wait()
         await self._delete_pod(m.namespace, name)
-        self._enter(m, Step.REMOVE_SOURCE)
+        self._enter(m, Step.CHECKPOINT)
+        m.status["frozenAt"] = m.status["phases"][-1]["start"]
 
     async def _remove_source(self, m: Migration) -> None:
         pod = await self._pod(m.namespace, m.pod_name)

@@ -913,7 +913,7 @@ def test_wait_follows_a_real_migration(kube: Kube, cluster: lc.Cluster, podmigra
     name = lines[0].removeprefix("podmigration.podmigrate.io/").removesuffix(" created")
     steps = [line.split(" ", 1)[1] for line in lines[1:-1]]
     assert steps[0].startswith("Pending") and steps[-1] == "Succeeded Done", result.stdout
-    for step in ("Checkpointing Checkpoint", "Restoring PrepareTarget", "Restoring WaitReady", "Completing Cleanup"):
+    for step in ("Pending PrepareTarget", "Checkpointing Checkpoint", "Restoring WaitReady", "Completing Cleanup"):
         assert step in steps, result.stdout  # a watch sees every step the controller records
     assert lines[-1].startswith(f"podmigration.podmigrate.io/{name} Succeeded: pod counter moved from {source} to {target}")
     assert "[downtime " in lines[-1] and ", total " in lines[-1]
@@ -921,7 +921,7 @@ def test_wait_follows_a_real_migration(kube: Kube, cluster: lc.Cluster, podmigra
     described = kubectl_plugin(cluster, "describe", name, "-n", namespace).stdout
     assert "  Phase:       Succeeded" in described and "Checkpointed" in described and "Restored" in described
     rows = [row.split()[0] for row in described.split("Phases:\n")[1].split("Conditions:")[0].splitlines()[1:]]
-    assert rows[:3] == ["validate", "checkpoint", "prepare-target"] and "restore" in rows, described
+    assert rows[:3] == ["validate", "prepare-target", "checkpoint"] and "restore" in rows, described
 
 
 def test_watch_turns_list_and_watch_events_into_states(monkeypatch: pytest.MonkeyPatch) -> None:

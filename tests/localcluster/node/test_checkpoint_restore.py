@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import subprocess
 import tarfile
@@ -10,11 +12,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from localcluster import cluster as lc
-from localcluster import demo
+from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.registry import RegistryClient
 from tests.conftest import Kube, wait_for
 
 CHECKPOINT_ROLE = """apiVersion: rbac.authorization.k8s.io/v1
@@ -23,6 +27,54 @@ metadata: {name: test-node-checkpoint}
 rules:
 - {apiGroups: [""], resources: [nodes/checkpoint], verbs: [create]}
 """
+
+
+def kubelet_checkpoint(*, cluster: lc.Cluster, node: lc.NodeInfo, namespace: str, pod: str, container: str, token: str) -> Path:
+    """``POST /checkpoint/...`` on a node's kubelet API; returns the archive path it reports."""
+    ctx = ssl.create_default_context(cafile=cluster.ca_cert)
+    url = f"https://{node.address}:{lc.NODE_PORT}/checkpoint/{namespace}/{pod}/{container}?timeout=60"
+    req = urllib.request.Request(url, method="POST", data=b"", headers={"Authorization": f"Bearer {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    try:
+        with opener.open(req, timeout=120) as resp:
+            (path,) = json.loads(resp.read())["items"]
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"kubelet checkpoint failed: HTTP {exc.code}: {exc.read().decode().strip()}") from None
+    return Path(path)
+
+
+def push_checkpoint_archive(
+    *, registry: str, archive: Path, repository: str, tag: str, container: str, pod: str, namespace: str
+) -> str:
+    """Turn a kubelet archive into a checkpoint image in the registry; returns its reference."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(names.CONFIG_DUMP_FILE)
+        config_dump = json.loads(member.read()) if member else {}
+    info = oci.CheckpointInfo(
+        container=container,
+        pod=pod,
+        namespace=namespace,
+        rootfs_image_name=config_dump.get("rootfsImageName", ""),
+        rootfs_image_ref=config_dump.get("rootfsImageRef", ""),
+        runtime="runc",
+        criu_version="4.1.1",
+    )
+    img = oci.checkpoint_image(archive=archive, info=info)
+
+    async def push() -> str:
+        async with aiohttp.ClientSession() as session:
+            client = RegistryClient(host=registry, session=session, plain_http=True)
+            return await client.push_image(
+                repository=repository,
+                tag=tag,
+                layers=[(img.layer, img.layer_path)],
+                config=img.config,
+                config_bytes=img.config_bytes,
+                manifest=img.manifest_bytes,
+            )
+
+    digest = asyncio.run(push())
+    return f"{registry}/{repository}:{tag}@{digest}"
 
 
 def kubelet_post(cluster: lc.Cluster, node: lc.NodeInfo, path: str, token: str | None) -> tuple[int, str]:
@@ -68,7 +120,7 @@ def start_counter(kube: Kube, cluster: lc.Cluster, namespace: str, name: str, no
 
 
 def push_checkpoint(cluster: lc.Cluster, archive: Path, *, repository: str, tag: str) -> str:
-    return demo.push_checkpoint_archive(
+    return push_checkpoint_archive(
         registry=cluster.registry,
         archive=archive,
         repository=repository,
@@ -80,7 +132,7 @@ def push_checkpoint(cluster: lc.Cluster, archive: Path, *, repository: str, tag:
 
 
 def checkpoint(cluster: lc.Cluster, node: lc.NodeInfo, token: str, namespace: str, pod: str) -> Path:
-    return demo.kubelet_checkpoint(cluster=cluster, node=node, namespace=namespace, pod=pod, container="counter", token=token)
+    return kubelet_checkpoint(cluster=cluster, node=node, namespace=namespace, pod=pod, container="counter", token=token)
 
 
 def test_checkpoint_needs_nodes_checkpoint_permission(
