@@ -62,6 +62,10 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poke.wait(), delay)
 
+    def active(self) -> int:
+        """Objects being reconciled now (a worker is running for them)."""
+        return sum(1 for task in self._tasks.values() if not task.done())
+
     async def stop(self) -> None:
         for task in self._tasks.values():
             task.cancel()

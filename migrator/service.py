@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from typing import Any
 
 import aiohttp
@@ -25,7 +24,9 @@ from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.dispatching import Dispatcher, Key
 from migrator.kube.connecting import api_client, bearer_token
 from migrator.kube.watching import list_and_watch
+from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
+from telemetry.logcontext import setup_logging
 from telemetry.setup import setup_tracing
 
 log = logging.getLogger("migrator")
@@ -39,18 +40,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-port", type=int, default=10260)
     p.add_argument("--agent-ca", help="CA bundle that signed the agents' serving certificates (plain HTTP without it)")
     p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
-    p.add_argument("--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness); empty: off")
+    p.add_argument(
+        "--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness) and GET /metrics; empty: off"
+    )
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
     return p.parse_args(argv)
 
 
-async def serve_health(*, address: str, watcher: asyncio.Task[None]) -> web.AppRunner:
+async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: ControllerMetrics) -> web.AppRunner:
     """GET /healthz: 200 while the PodMigration watch runs, 503 once it has died (the kubelet then restarts us)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(status=503, text="watch stopped\n") if watcher.done() else web.Response(text="ok\n")
 
     app = web.Application()
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = address.rpartition(":")
@@ -68,8 +77,10 @@ async def run(args: argparse.Namespace) -> None:
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
     session = aiohttp.ClientSession()
     agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
+    # The gauge reads the dispatcher (created below) at scrape time.
+    metrics = ControllerMetrics(in_flight=lambda: float(dispatcher.active()))
     reconciler = PodMigrationReconciler(
-        core=core, custom=custom, agents=agents,
+        core=core, custom=custom, agents=agents, metrics=metrics,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
     )  # fmt: skip
 
@@ -99,7 +110,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch())
-    health = await serve_health(address=args.health_address, watcher=watcher) if args.health_address else None
+    health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()
     watcher.cancel()
@@ -112,8 +123,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    setup_logging(json_output=args.log_format == "json")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from migrator import api, placement, tracing
 from migrator.agentclient import AgentClient, AgentError
 from migrator.api import OnFailure, Phase, Step
 from migrator.kube.patching import Gone, patch_custom_status
+from migrator.metrics import ControllerMetrics
+from telemetry import logcontext
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class Migration:
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
         self.obj = obj
+        self.events: list[tuple[str, str]] = []  # (reason, message) to record once status is saved
         self.meta = obj["metadata"]
         self.spec: Mapping[str, Any] = obj.get("spec") or {}
         self.status: dict[str, Any] = copy.deepcopy(dict(obj.get("status") or {}))
@@ -138,8 +141,15 @@ class Migration:
 
 class PodMigrationReconciler:
     def __init__(
-        self, *, core: client.CoreV1Api, custom: client.CustomObjectsApi, agents: AgentClient, settings: Settings
+        self,
+        *,
+        core: client.CoreV1Api,
+        custom: client.CustomObjectsApi,
+        agents: AgentClient,
+        settings: Settings,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.core = core
         self.custom = custom
         self.agents = agents
@@ -163,12 +173,16 @@ class PodMigrationReconciler:
         m = Migration(obj)
         if m.phase in api.TERMINAL_PHASES:
             return None
+        logcontext.migration.set(f"{m.namespace}/{m.name}")
+        logcontext.trace_id.set(str(m.status.get("traceID", "")))
         if "traceID" not in m.status:
             start = now()
             m.status.update(
                 traceID=tracing.new_trace_id(), rootSpanID=tracing.new_span_id(), startTime=iso(start), phases=[], conditions=[]
             )
             self._enter(m, Step.VALIDATE)
+            logcontext.trace_id.set(m.status["traceID"])
+            log.info("migrating pod %s", m.pod_name)
             await self._save(m)
             await self._event(m, "Started", f"migrating pod {m.pod_name}")
         while True:
@@ -207,6 +221,9 @@ class PodMigrationReconciler:
             name=m.name,
             status=m.status,
         )
+        events, m.events = m.events, []
+        for reason, message in events:
+            await self._event(m, reason, message)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _close_phase(self, m: Migration, *, error: str | None = None) -> None:
@@ -235,6 +252,7 @@ class PodMigrationReconciler:
             return
         m.status["phase"] = api.PHASE_OF_STEP[step].value
         m.status.setdefault("phases", []).append({"name": SPAN_NAMES[step], "spanID": tracing.new_span_id(), "start": iso(now())})
+        m.events.append((step.value, f"{api.PHASE_OF_STEP[step].value}: step {step.value} ({SPAN_NAMES[step]})"))
 
     def _attributes(self, m: Migration) -> dict[str, Any]:
         attrs: dict[str, Any] = {"k8s.namespace.name": m.namespace, "k8s.pod.name": m.pod_name, "podmigrate.migration": m.name}
@@ -298,6 +316,9 @@ class PodMigrationReconciler:
             error=message if failed else None,
         )
         tracing.flush()
+        if self.metrics is not None:
+            self.metrics.observe_finished(m.status)
+        log.info("%s/%s %s: %s: %s", m.namespace, m.name, phase.value, reason, message)
         await self._event(m, reason, message, warning=failed)
 
     async def _event(self, m: Migration, reason: str, message: str, *, warning: bool = False) -> None:
@@ -312,10 +333,21 @@ class PodMigrationReconciler:
             source=client.V1EventSource(component="podmigrate-controller"), first_timestamp=when, last_timestamp=when, count=1,
             reporting_component="podmigrate-controller", reporting_instance="podmigrate-controller",
         )  # fmt: skip
-        try:
-            await self.core.create_namespaced_event(m.namespace, body)
-        except client.ApiException as exc:
-            log.warning("event %s for %s/%s not recorded: %s", reason, m.namespace, m.name, exc.reason)
+        pod_uid = (m.status.get("newPod") or {}).get("uid") or m.status.get("podUID")
+        bodies = [body]
+        if pod_uid:
+            on_pod = copy.copy(body)
+            on_pod.metadata = client.V1ObjectMeta(generate_name=f"{m.pod_name}.", namespace=m.namespace)
+            on_pod.involved_object = client.V1ObjectReference(
+                api_version="v1", kind="Pod", name=m.pod_name, namespace=m.namespace, uid=pod_uid
+            )
+            on_pod.message = f"[{m.name}] {body.message}"
+            bodies.append(on_pod)
+        for event in bodies:
+            try:
+                await self.core.create_namespaced_event(m.namespace, event)
+            except client.ApiException as exc:
+                log.warning("event %s for %s/%s not recorded: %s", reason, m.namespace, m.name, exc.reason)
 
     # --- reading the world ----------------------------------------------------------------
     async def _pod(self, namespace: str, name: str) -> dict[str, Any] | None:

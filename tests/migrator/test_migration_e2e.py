@@ -94,6 +94,23 @@ def test_counter_moves_to_the_other_node_and_continues(
     assert float(status["downtimeSeconds"]) > 0
     assert len(status["traceID"]) == 32
 
+    # The story is told by Events (kubectl describe) and by the metrics endpoint.
+    described = kube.run("describe", "podmigration", "move-counter", "-n", namespace).stdout
+    for step in ("Validate", "PrepareTarget", "Checkpoint", "RemoveSource", "CreateTarget", "WaitReady", "Cleanup", "Migrated"):
+        assert step in described, f"no {step} event in:\n{described}"
+    pod_events = kube.run(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=Pod,involvedObject.name=counter"
+    ).stdout
+    assert "[move-counter]" in pod_events
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{podmigrate.installation.health_address}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'podmigrate_migrations_total{outcome="Succeeded",reason="Migrated"}' in metrics
+    assert "podmigrate_migration_downtime_seconds_count" in metrics
+    assert 'podmigrate_migration_phase_duration_seconds_count{phase="checkpoint"}' in metrics
+    archived = [line for line in metrics.splitlines() if line.startswith("podmigrate_checkpoint_archive_bytes_total ")]
+    assert archived and float(archived[0].split()[1]) >= container["archiveBytes"]
+
 
 def pod_ip(kube: Kube, namespace: str, name: str) -> str:
     return str(kube.get("pod", name, namespace)["status"].get("podIP") or "")
