@@ -23,6 +23,8 @@ ANNOTATION_CHECKPOINT_IMAGES: Final = "podmigrate.io/checkpoint-images"  # JSON 
 ANNOTATION_ORIGINAL_IMAGES: Final = "podmigrate.io/original-images"  # JSON {container: image}
 ANNOTATION_SKIPPED_INIT: Final = "podmigrate.io/init-containers-skipped"
 LABEL_PREPULL: Final = "podmigrate.io/prepull-for"
+# Held on every unfinished PodMigration: its deletion waits until the pod runs somewhere again.
+FINALIZER: Final = "podmigrate.io/pod-restored"
 
 
 class Phase(StrEnum):

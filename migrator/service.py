@@ -101,7 +101,8 @@ async def run(args: argparse.Namespace) -> None:
             obj = event.object
             if event.type in ("SYNCED", "DELETED") or obj is None:
                 continue
-            if (obj.get("status") or {}).get("phase") in api.TERMINAL_PHASES:
+            finished = (obj.get("status") or {}).get("phase") in api.TERMINAL_PHASES
+            if finished and api.FINALIZER not in (obj["metadata"].get("finalizers") or []):
                 continue
             dispatcher.notify((obj["metadata"]["namespace"], obj["metadata"]["name"]))
 

@@ -171,8 +171,13 @@ class PodMigrationReconciler:
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         """Drive one PodMigration as far as it can go now; seconds until the next look, or None when done."""
         m = Migration(obj)
+        deleting = bool(m.meta.get("deletionTimestamp"))
         if m.phase in api.TERMINAL_PHASES:
+            if deleting:
+                await self._release(m)
             return None
+        if not deleting and api.FINALIZER not in (m.meta.get("finalizers") or []):
+            await self._hold(m)
         logcontext.migration.set(f"{m.namespace}/{m.name}")
         logcontext.trace_id.set(str(m.status.get("traceID", "")))
         if "traceID" not in m.status:
@@ -188,8 +193,11 @@ class PodMigrationReconciler:
         while True:
             step = m.step
             if step == Step.DONE:
+                if m.meta.get("deletionTimestamp"):
+                    await self._release(m)
                 return None
             self._check_deadline(m)
+            self._check_cancelled(m)
             before = json.dumps(m.status, sort_keys=True)
             try:
                 await self.steps[step](m)
@@ -200,6 +208,35 @@ class PodMigrationReconciler:
             except Gone:
                 return None
             await self._save(m)
+
+    async def _hold(self, m: Migration) -> None:
+        """Add our finalizer: deleting a PodMigration mid-flight must not leave its pod frozen or gone."""
+        finalizers = [*(m.meta.get("finalizers") or []), api.FINALIZER]
+        await self._patch_meta(m, {"metadata": {"finalizers": finalizers, "resourceVersion": m.meta["resourceVersion"]}})
+
+    async def _release(self, m: Migration) -> None:
+        finalizers = [f for f in m.meta.get("finalizers") or [] if f != api.FINALIZER]
+        if finalizers != list(m.meta.get("finalizers") or []):
+            await self._patch_meta(m, {"metadata": {"finalizers": finalizers, "resourceVersion": m.meta["resourceVersion"]}})
+
+    async def _patch_meta(self, m: Migration, body: dict[str, Any]) -> None:
+        # resourceVersion in the patch makes it conditional: a 409 means someone changed the list meanwhile,
+        # and the dispatcher's retry re-reads the object and tries again.
+        try:
+            await self.custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, m.namespace, api.PLURAL, m.name, body, _content_type="application/merge-patch+json"
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _check_cancelled(self, m: Migration) -> None:
+        """A deleted PodMigration is cancelled: roll back if the source still exists, else finish bringing the pod back."""
+        if not m.meta.get("deletionTimestamp") or m.status.get("failure"):
+            return
+        message = "the PodMigration was deleted (cancelled)"
+        if m.step in (Step.VALIDATE, Step.PREPARE_TARGET, Step.CHECKPOINT):
+            self._fail_before_removal(m, "Cancelled", message)
 
     def _check_deadline(self, m: Migration) -> None:
         timeout = int(m.spec.get("timeoutSeconds") or 300)
@@ -541,6 +578,16 @@ class PodMigrationReconciler:
             self._enter(m, Step.CREATE_TARGET)
             return
         if not pod["metadata"].get("deletionTimestamp"):
+            # The point of no return: look at the PodMigration itself once more, a cancellation
+            # that arrived while the checkpoint ran must still be able to thaw the source.
+            try:
+                fresh = await self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, m.namespace, api.PLURAL, m.name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+                fresh = {"metadata": {"deletionTimestamp": "gone"}}
+            if fresh["metadata"].get("deletionTimestamp"):
+                return self._fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
             # The source is frozen: a short grace is all it can use, and SIGKILL ends it without thawing first.
             await self._delete_pod(m.namespace, m.pod_name, uid=m.status["podUID"], grace=1)
         raise Wait(0.2)

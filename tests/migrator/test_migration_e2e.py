@@ -313,3 +313,29 @@ def test_the_migration_is_one_trace_with_the_agents_spans_inside(
     top = next(s for s in agent if s.name == "agent.checkpoint")
     assert top.parent_span_id == checkpoint.span_id, "the agent's work sits inside the checkpoint phase"
     assert any(s.name == "migration.downtime" for s in spans)
+
+
+def test_deleting_a_migration_mid_flight_leaves_the_pod_running(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    source = cluster.nodes[0].name
+    kube.apply(warmup_pod(namespace, source, cluster.images["warmup"], warmup=1, ballast=200))
+    pod = wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=90)
+    before = http("GET", f"http://{pod['status']['podIP']}:8080/state")
+    kube.apply(migration(namespace, "app"))
+    wait_for(
+        "the checkpoint in flight",
+        lambda: (podmigrate.migration(namespace, "move-app").get("status") or {}).get("step") == "Checkpoint",
+        interval=0.05,
+    )
+    assert "podmigrate.io/pod-restored" in podmigrate.migration(namespace, "move-app")["metadata"]["finalizers"]
+    kube.run("delete", "podmigration", "move-app", "-n", namespace, "--wait=false")
+    wait_for(
+        "the PodMigration gone (finalizer released)",
+        lambda: kube.run("get", "podmigration", "move-app", "-n", namespace, check=False).returncode != 0,
+        timeout=60,
+    )
+    after_pod = kube.get("pod", "app", namespace)
+    assert after_pod["metadata"]["uid"] == pod["metadata"]["uid"], "the source pod was never removed"
+    after = http("GET", f"http://{pod['status']['podIP']}:8080/state")
+    assert after["boot_id"] == before["boot_id"], "and it is thawed: it answers"
