@@ -1,4 +1,4 @@
-"""The command line: ``kubectl migrate pod|get|describe`` and kubectl's connection flags.
+"""The command line: ``kubectl migrate pod|get|describe|timeline`` and kubectl's connection flags.
 
 ``--kubeconfig``, ``--context`` and ``-n/--namespace`` are accepted before and after the command,
 as kubectl does (``kubectl migrate -n prod get`` and ``kubectl migrate get -n prod``). Usage
@@ -18,6 +18,7 @@ from migrator.cli.errors import CliError
 PROG: Final = "kubectl migrate"
 DEFAULT_TIMEOUT: Final = 300.0
 OUTPUTS: Final = ("json", "yaml", "name")
+TIMELINE_OUTPUTS: Final = ("text", "svg", "html")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -27,6 +28,7 @@ EXAMPLES: Final = """examples:
   kubectl migrate pod web -n shop                let the control service pick the target node
   kubectl migrate get -A                         every PodMigration in the cluster
   kubectl migrate describe web-x7k2p             status, per-phase timings and events of one migration
+  kubectl migrate timeline web-x7k2p -o svg      its phases and downtime on a time axis, as web-x7k2p-timeline.svg
 
 exit codes: 0 done (or created), 1 error or migration Failed, 2 --wait timed out"""
 
@@ -55,6 +57,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def _width(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid width "{text}" (a whole number of columns or pixels)') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'invalid width "{text}": must be positive')
+    return value
 
 
 def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -120,6 +132,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     describe.add_argument("name", metavar="NAME", help="the PodMigration")
     _connection_flags(describe, suppress=True)
+
+    timeline = commands.add_parser(
+        "timeline",
+        help="draw one PodMigration's phases and downtime on a time axis (text, SVG or HTML)",
+        description="One row per phase on a common time axis, the downtime (frozen until Ready) marked, "
+        "with the outcome, total time and checkpoint size; a running migration is drawn up to now.",
+        epilog="exit codes: 0 drawn (whatever the migration's outcome), 1 error",
+    )
+    timeline.add_argument("name", metavar="NAME", help="the PodMigration")
+    timeline.add_argument(
+        "-o",
+        "--output",
+        choices=TIMELINE_OUTPUTS,
+        default="text",
+        help="text: a chart on stdout (default); svg: a standalone image; html: a page around it",
+    )
+    timeline.add_argument(
+        "--file",
+        metavar="PATH",
+        help="where to write it (default for svg/html: NAME-timeline.svg|.html; text goes to stdout); - for stdout",
+    )
+    timeline.add_argument(
+        "--width",
+        type=_width,
+        metavar="N",
+        help="text: columns (default: the terminal's width, else 100); svg/html: pixels (default 960)",
+    )
+    timeline.add_argument(
+        "--ascii",
+        action="store_true",
+        help="text: ASCII only (# and =), the default unless stdout is a UTF-8 terminal",
+    )
+    _connection_flags(timeline, suppress=True)
     return parser
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, TextIO
 
-from migrator import api
+from migrator import api, timeline
 from migrator.cli import printing
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
@@ -199,4 +201,59 @@ async def describe_migration(*, kube: Api, io: Io, namespace: str, name: str) ->
         if not uid or (e.get("involvedObject") or {}).get("uid") in (None, "", uid)
     ]
     io.print(printing.describe(obj, events=events, now=io.now()))
+    return EXIT_OK
+
+
+# --- kubectl migrate timeline ---------------------------------------------------------------
+def utf8_terminal(stream: TextIO) -> bool:
+    """Unicode blocks only where they show: a terminal that decodes UTF-8."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    encoding = str(getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    return tty and encoding == "utf8"
+
+
+def terminal_columns(stream: TextIO) -> int | None:
+    try:
+        return (os.get_terminal_size(stream.fileno()).columns or None) if stream.isatty() else None
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f'cannot write "{path}": {exc.strerror or exc}') from None
+
+
+async def migration_timeline(
+    *,
+    kube: Api,
+    io: Io,
+    namespace: str,
+    name: str,
+    output: str,
+    path: str | None,
+    width: int | None,
+    ascii_only: bool,
+) -> int:
+    """Draw the PodMigration's phases: text on stdout (or --file), svg/html into NAME-timeline.<output> (or --file)."""
+    obj = await _read_or_fail(kube=kube, namespace=namespace, name=name)
+    chart = timeline.build(obj, now=io.now())
+    if output == "text":
+        columns = width or terminal_columns(io.out) or timeline.DEFAULT_COLUMNS
+        document = timeline.render_text(chart, width=columns, unicode=not ascii_only and utf8_terminal(io.out))
+    elif output == "svg":
+        document = timeline.render_svg(chart, width=width or timeline.DEFAULT_SVG_WIDTH)
+    else:
+        document = timeline.render_html(chart, width=width or timeline.DEFAULT_SVG_WIDTH)
+    path = path or (None if output == "text" else f"{name}-timeline.{output}")
+    if path in (None, "-"):
+        io.print(document.rstrip("\n"))
+        return EXIT_OK
+    _write(path, document.rstrip("\n") + "\n")
+    io.print(f"{printing.ref(obj)} timeline written to {path}")
     return EXIT_OK

@@ -37,6 +37,17 @@ async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
             return await commands.get_migrations(
                 kube=kube, io=io, namespace=namespace, name=args.name, all_namespaces=args.all_namespaces, output=args.output
             )
+        if args.command == "timeline":
+            return await commands.migration_timeline(
+                kube=kube,
+                io=io,
+                namespace=namespace,
+                name=args.name,
+                output=args.output,
+                path=args.file,
+                width=args.width,
+                ascii_only=args.ascii,
+            )
         return await commands.describe_migration(kube=kube, io=io, namespace=namespace, name=args.name)
 
 

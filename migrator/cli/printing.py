@@ -14,38 +14,13 @@ from typing import Any, Final
 import yaml
 
 from migrator import api
+from migrator.units import NONE, format_bytes, format_duration, parse_time
 
 RESOURCE: Final = f"{api.PLURAL[:-1]}.{api.GROUP}"  # podmigration.podmigrate.io, as kubectl names it
-NONE: Final = "-"
 PADDING: Final = 3  # kubectl's tabwriter padding
 
 
 # --- values ---------------------------------------------------------------------------------
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def format_duration(seconds: float | None) -> str:
-    """A measured duration: ``850ms``, ``2.3s``, ``4m10s``, ``1h2m``."""
-    if seconds is None:
-        return NONE
-    if seconds < 0:
-        seconds = 0.0
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60}s"
-    return f"{whole // 3600}h{whole % 3600 // 60}m"
-
-
 def format_age(seconds: float) -> str:
     """An age as kubectl prints it (``HumanDuration``): ``45s``, ``4m10s``, ``15m``, ``3h20m``, ``5d``."""
     s = int(seconds)
@@ -68,17 +43,6 @@ def format_age(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24}d"
     return f"{hours // (24 * 365)}y"
-
-
-def format_bytes(count: int | None) -> str:
-    if count is None:
-        return NONE
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def age_of(obj: Mapping[str, Any], *, now: datetime) -> str:

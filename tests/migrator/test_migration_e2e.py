@@ -111,6 +111,22 @@ def test_counter_moves_to_the_other_node_and_continues(
     archived = [line for line in metrics.splitlines() if line.startswith("podmigrate_checkpoint_archive_bytes_total ")]
     assert archived and float(archived[0].split()[1]) >= container["archiveBytes"]
 
+    # And by the timeline, on the terminal and as a picture.
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    cli = [str(Path(sys.executable).parent / "kubectl-migrate"), f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
+    text = subprocess.run([*cli, "timeline", "move-counter", "--ascii"], capture_output=True, text=True, check=True).stdout
+    for phase in status["phases"]:
+        assert phase["name"] in text
+    assert "downtime" in text
+    svg_path = Path(cluster.state_dir) / "move-counter.svg"
+    subprocess.run([*cli, "timeline", "move-counter", "-o", "svg", "--file", str(svg_path)], capture_output=True, check=True)
+    root = ET.parse(svg_path).getroot()
+    assert root.tag.endswith("svg") and "checkpoint" in "".join(root.itertext())
+
 
 def pod_ip(kube: Kube, namespace: str, name: str) -> str:
     return str(kube.get("pod", name, namespace)["status"].get("podIP") or "")

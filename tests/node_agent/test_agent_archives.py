@@ -14,10 +14,10 @@ from agent_fakes import make_archive
 from node_agent import archives, tracing
 from node_agent.archives import ArchiveError, archive_on_host, checkpoint_info, inspect_archive
 from node_agent.contract import CheckpointRequest, ContractError
-from telemetry.metrics import Counter, Histogram
 
 from ocicheckpoint import names
 from ocicheckpoint.image import checkpoint_image, parse_manifest
+from telemetry.metrics import Counter, Histogram
 
 
 def _sha256(path: Path) -> str:
