@@ -306,11 +306,14 @@ class ControlPlane:
         serving.directory.mkdir(parents=True, exist_ok=True)
         return pki.issue_cert(ca=serving, name=name, cn=name, sans_ip=ips, sans_dns=dns, server=True)
 
-    def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the matching kubectl against this cluster (admin unless ``kubeconfig``)."""
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the matching kubectl against this cluster (admin unless ``kubeconfig``); ``input`` is its stdin."""
         return subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
             check=check,

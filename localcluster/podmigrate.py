@@ -46,6 +46,7 @@ class Installation:
     controller_kubeconfig: Path
     agent_kubeconfig: Path
     health_address: str
+    webhook_address: str
     otlp_endpoint: str | None
 
     @property
@@ -75,6 +76,7 @@ class Installation:
         )  # fmt: skip
 
     def start_controller(self) -> None:
+        cert, key = self.cluster.controlplane().issue_serving_cert(name="podmigrate-webhook", ips=["127.0.0.1"])
         launcher = self._launcher()
         launcher.launch(
             name=CONTROLLER,
@@ -82,6 +84,7 @@ class Installation:
                 sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
                 "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT),
                 "--agent-ca", self.cluster.ca_cert, "--health-address", self.health_address,
+                "--webhook-address", self.webhook_address, "--webhook-cert", str(cert), "--webhook-key", str(key),
             ],
             env=self._env(CONTROLLER),
         )  # fmt: skip
@@ -165,9 +168,46 @@ def install(cluster: Cluster, *, otlp_endpoint: str | None = None) -> Installati
         controller_kubeconfig=token_kubeconfig(cluster, token=token(CONTROLLER), path=workdir / "controller.kubeconfig"),
         agent_kubeconfig=token_kubeconfig(cluster, token=token("podmigrate-agent"), path=workdir / "agent.kubeconfig"),
         health_address=f"127.0.0.1:{_free_loopback_port()}",
+        webhook_address=f"127.0.0.1:{_free_loopback_port()}",
         otlp_endpoint=otlp_endpoint,
     )
     for node in cluster.nodes:
         inst.start_agent(node.name)
     inst.start_controller()
+    register_webhook(cluster, address=inst.webhook_address)
     return inst
+
+
+def register_webhook(cluster: Cluster, *, address: str) -> None:
+    """The MutatingWebhookConfiguration that sends pod creations to the control service's webhook.
+
+    In a cluster it points at the controller's Service (``manifests/deploy/webhook.yaml``); here
+    the API server reaches the controller process on loopback.
+    """
+    import base64
+
+    ca_bundle = base64.b64encode(Path(cluster.ca_cert).read_bytes()).decode()
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "podmigrate"},
+        "webhooks": [
+            {
+                "name": "restore.podmigrate.io",
+                "clientConfig": {"url": f"https://{address}/mutate-pods", "caBundle": ca_bundle},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
+                    ]
+                },
+            }
+        ],
+    }
+    result = cluster.controlplane().kubectl("apply", "-f", "-", check=False, input=json.dumps(config))
+    if result.returncode != 0:
+        raise ClusterError(f"registering the webhook: {result.stderr.strip()}")

@@ -47,7 +47,8 @@ class Step(StrEnum):
     PREPARE_TARGET = "PrepareTarget"
     CHECKPOINT = "Checkpoint"
     REMOVE_SOURCE = "RemoveSource"
-    CREATE_TARGET = "CreateTarget"
+    CREATE_TARGET = "CreateTarget"  # bare pods: we recreate it
+    AWAIT_REPLACEMENT = "AwaitReplacement"  # controller-owned pods: its controller does, the webhook restores
     WAIT_READY = "WaitReady"
     CLEANUP = "Cleanup"
     # Failure paths.
@@ -63,6 +64,7 @@ PHASE_OF_STEP: Final = {
     Step.CHECKPOINT: Phase.CHECKPOINTING,
     Step.REMOVE_SOURCE: Phase.RESTORING,
     Step.CREATE_TARGET: Phase.RESTORING,
+    Step.AWAIT_REPLACEMENT: Phase.RESTORING,
     Step.WAIT_READY: Phase.RESTORING,
     Step.CLEANUP: Phase.COMPLETING,
     Step.THAW_SOURCE: Phase.ROLLING_BACK,

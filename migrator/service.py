@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from migrator.kube.connecting import api_client, bearer_token
 from migrator.kube.watching import list_and_watch
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
+from migrator.webhook import RestoreSlots, Webhook
 from telemetry.logcontext import setup_logging
 from telemetry.setup import setup_tracing
 
@@ -44,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness) and GET /metrics; empty: off"
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--webhook-address", default="", help="host:port for the pod-restore admission webhook (HTTPS); empty: off")
+    p.add_argument("--webhook-cert", help="serving certificate of the webhook (the API server must trust its CA)")
+    p.add_argument("--webhook-key")
     return p.parse_args(argv)
 
 
@@ -67,6 +72,19 @@ async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: Co
     return runner
 
 
+async def serve_webhook(*, args: argparse.Namespace, slots: RestoreSlots) -> web.AppRunner:
+    """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
+    if not (args.webhook_cert and args.webhook_key):
+        raise SystemExit("podmigrate-controller: error: --webhook-address needs --webhook-cert and --webhook-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.webhook_cert, args.webhook_key)
+    runner = web.AppRunner(Webhook(slots=slots).app, access_log=None)
+    await runner.setup()
+    host, _, port = args.webhook_address.rpartition(":")
+    await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context).start()
+    return runner
+
+
 async def run(args: argparse.Namespace) -> None:
     setup_tracing(service_name="podmigrate-controller", id_generator=StoredIdGenerator())
     kube = await api_client(kubeconfig=args.kubeconfig, context=args.context)
@@ -79,8 +97,9 @@ async def run(args: argparse.Namespace) -> None:
     agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
     # The gauge reads the dispatcher (created below) at scrape time.
     metrics = ControllerMetrics(in_flight=lambda: float(dispatcher.active()))
+    slots = RestoreSlots()
     reconciler = PodMigrationReconciler(
-        core=core, custom=custom, agents=agents, metrics=metrics,
+        core=core, custom=custom, agents=agents, metrics=metrics, slots=slots,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
     )  # fmt: skip
 
@@ -111,12 +130,14 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch())
+    webhook = await serve_webhook(args=args, slots=slots) if args.webhook_address else None
     health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()
     watcher.cancel()
-    if health is not None:
-        await health.cleanup()
+    for runner in (health, webhook):
+        if runner is not None:
+            await runner.cleanup()
     await dispatcher.stop()
     flush()
     await session.close()

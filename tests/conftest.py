@@ -100,7 +100,11 @@ def kube(cluster: lc.Cluster) -> Kube:
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (pods stopped with grace 0)."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].rstrip("-")
+    import hashlib
+    import re
+
+    readable = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower().replace("_", "-"))[:40].strip("-")
+    name = f"t-{readable}-{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]}"
     kube.run("create", "namespace", name)
     wait_for("default ServiceAccount", lambda: kube.run("get", "sa", "default", "-n", name, check=False).returncode == 0)
     yield name

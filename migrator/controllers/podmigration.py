@@ -40,6 +40,7 @@ from migrator.agentclient import AgentClient, AgentError
 from migrator.api import OnFailure, Phase, Step
 from migrator.kube.patching import Gone, patch_custom_status
 from migrator.metrics import ControllerMetrics
+from migrator.webhook import RestoreSlots, Slot
 from telemetry import logcontext
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ SPAN_NAMES = {
     Step.PREPARE_TARGET: "prepare-target",
     Step.REMOVE_SOURCE: "remove-source",
     Step.CREATE_TARGET: "create-target",
+    Step.AWAIT_REPLACEMENT: "await-replacement",
     Step.WAIT_READY: "restore",
     Step.CLEANUP: "cleanup",
     Step.THAW_SOURCE: "rollback-thaw-source",
@@ -67,6 +69,8 @@ SPAN_NAMES = {
     Step.RECREATE: "rollback-recreate",
 }
 POLL = 0.5
+# Controllers whose replacement pod the webhook turns into the restore (see migrator.webhook).
+OWNERS_RESTORED_BY_WEBHOOK = frozenset({"ReplicaSet", "StatefulSet"})
 
 
 def now() -> datetime:
@@ -148,8 +152,10 @@ class PodMigrationReconciler:
         agents: AgentClient,
         settings: Settings,
         metrics: ControllerMetrics | None = None,
+        slots: RestoreSlots | None = None,
     ) -> None:
         self.metrics = metrics
+        self.slots = slots
         self.core = core
         self.custom = custom
         self.agents = agents
@@ -160,6 +166,7 @@ class PodMigrationReconciler:
             Step.PREPARE_TARGET: self._prepare_target,
             Step.REMOVE_SOURCE: self._remove_source,
             Step.CREATE_TARGET: self._create_target,
+            Step.AWAIT_REPLACEMENT: self._await_replacement,
             Step.WAIT_READY: self._wait_ready,
             Step.CLEANUP: self._cleanup,
             Step.THAW_SOURCE: self._thaw_source,
@@ -245,7 +252,7 @@ class PodMigrationReconciler:
         message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step {m.step}"
         if m.step in (Step.VALIDATE, Step.CHECKPOINT, Step.PREPARE_TARGET):
             self._fail_before_removal(m, "Timeout", message)
-        elif m.step in (Step.CREATE_TARGET, Step.WAIT_READY) and not m.status.get("failure"):
+        elif m.step in (Step.CREATE_TARGET, Step.AWAIT_REPLACEMENT, Step.WAIT_READY) and not m.status.get("failure"):
             self._fail_after_removal(m, "Timeout", message)
 
     async def _save(self, m: Migration) -> None:
@@ -422,11 +429,11 @@ class PodMigrationReconciler:
             problem = ("StaticPod", f"pod {m.pod_name} is a static (mirror) pod: the kubelet owns it, it cannot be moved")
         elif controller and controller.get("kind") == "DaemonSet":
             problem = ("DaemonSetPod", f"pod {m.pod_name} belongs to DaemonSet {controller['name']}: it must stay on its node")
-        elif controller:
+        elif controller and controller.get("kind") not in OWNERS_RESTORED_BY_WEBHOOK:
             problem = (
-                "ControllerOwned",
-                f"pod {m.pod_name} is managed by {controller['kind']} {controller['name']}; moving controller-owned pods "
-                "is not supported by a single PodMigration yet (the controller would replace it)",
+                "UnsupportedController",
+                f"pod {m.pod_name} is managed by {controller['kind']} {controller['name']}; only bare pods and pods of "
+                f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be moved",
             )
         elif spec.get("hostNetwork"):
             problem = ("HostNetwork", f"pod {m.pod_name} uses the host network: its sockets cannot move with it")
@@ -459,6 +466,8 @@ class PodMigrationReconciler:
         images = [
             s["imageID"].removeprefix("docker-pullable://") for s in status.get("containerStatuses") or [] if s.get("imageID")
         ]
+        if controller:
+            m.status["owner"] = {"kind": controller["kind"], "name": controller["name"], "uid": controller["uid"]}
         m.status.update(
             sourceNode=source,
             targetNode=target,
@@ -571,11 +580,13 @@ class PodMigrationReconciler:
         m.status["frozenAt"] = m.status["phases"][-1]["start"]
 
     async def _remove_source(self, m: Migration) -> None:
+        if m.status.get("owner"):
+            self._open_slot(m, node=m.status["targetNode"])
         pod = await self._pod(m.namespace, m.pod_name)
         if pod is None or pod["metadata"]["uid"] != m.status["podUID"]:
             m.status["sourceRemoved"] = True
             m.status["frozen"] = False
-            self._enter(m, Step.CREATE_TARGET)
+            self._enter(m, Step.AWAIT_REPLACEMENT if m.status.get("owner") else Step.CREATE_TARGET)
             return
         if not pod["metadata"].get("deletionTimestamp"):
             # The point of no return: look at the PodMigration itself once more, a cancellation
@@ -656,13 +667,80 @@ class PodMigrationReconciler:
                 return f"container {s['name']} exited after the restore"
         return None
 
+    # --- controller-owned pods ----------------------------------------------------------------
+    def _open_slot(self, m: Migration, *, node: str) -> None:
+        if self.slots is None:
+            return
+        owner = m.status["owner"]
+        original = m.status["originalPod"]
+        self.slots.open(
+            Slot(
+                migration=f"{m.namespace}/{m.name}",
+                migration_uid=m.uid,
+                namespace=m.namespace,
+                owner_uid=owner["uid"],
+                pod_name=m.pod_name if owner["kind"] == "StatefulSet" else None,
+                node=node,
+                images=m.images(),
+                source_node=m.status["sourceNode"],
+                original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
+            )
+        )
+
+    async def _owned_pods(self, m: Migration) -> list[dict[str, Any]]:
+        """Pods of the migrated pod's controller, in its namespace, newest last."""
+        owner_uid = m.status["owner"]["uid"]
+        pods = [
+            self.core.api_client.sanitize_for_serialization(p) for p in (await self.core.list_namespaced_pod(m.namespace)).items
+        ]
+        owned = [p for p in pods if any(o.get("uid") == owner_uid for o in p["metadata"].get("ownerReferences") or [])]
+        return sorted(owned, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+    async def _find_restored(self, m: Migration, *, exclude: set[str]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Our restored replacement (annotated by the webhook), and the owner's other new pods."""
+        ours, others = None, []
+        for pod in await self._owned_pods(m):
+            meta = pod["metadata"]
+            if meta["uid"] in exclude or meta.get("deletionTimestamp"):
+                continue
+            if (meta.get("annotations") or {}).get(api.ANNOTATION_MIGRATION_UID) == m.uid:
+                ours = pod
+            else:
+                others.append(pod)
+        return ours, others
+
+    async def _await_replacement(self, m: Migration) -> None:
+        """The controller's replacement, made a restore by the webhook, must appear."""
+        self._open_slot(m, node=m.status["targetNode"])
+        ours, others = await self._find_restored(m, exclude={m.status["podUID"]})
+        if ours is not None:
+            if self.slots is not None:
+                self.slots.close(m.uid)
+            meta = ours["metadata"]
+            m.status["newPod"] = {"name": meta["name"], "uid": meta["uid"], "node": m.status["targetNode"]}
+            self._enter(m, Step.WAIT_READY)
+            return
+        removed_at = parse_time(m.status["phases"][-1]["start"])
+        cold = [p for p in others if parse_time(p["metadata"]["creationTimestamp"]) >= removed_at - timedelta(seconds=1)]
+        if cold and now() - removed_at > timedelta(seconds=20):
+            if self.slots is not None:
+                self.slots.close(m.uid)
+            name = cold[-1]["metadata"]["name"]
+            await self._finish(
+                m, phase=Phase.FAILED, reason="ReplacementNotRestored",
+                message=f"{m.status['owner']['kind']} {m.status['owner']['name']} replaced the pod with {name}, which started "
+                "without the checkpoint (is the podmigrate webhook registered and reachable?); in-memory state lost",
+            )  # fmt: skip
+            return
+        raise Wait()
+
     async def _wait_ready(self, m: Migration) -> None:
-        pod = await self._pod(m.namespace, m.pod_name)
+        pod = await self._pod(m.namespace, m.status["newPod"]["name"])
         if pod is None or pod["metadata"]["uid"] != m.status["newPod"]["uid"]:
             return self._fail_after_removal(m, "TargetPodLost", f"the restored pod on {m.status['targetNode']} was deleted")
         if self._ready(pod):
             m.status["readyAt"] = iso(now())
-            await self._event(m, "Restored", f"pod {m.pod_name} restored and Ready on {m.status['targetNode']}")
+            await self._event(m, "Restored", f"pod {pod['metadata']['name']} restored and Ready on {m.status['targetNode']}")
             self._enter(m, Step.CLEANUP)
             return
         failure = self._container_failure(pod)
@@ -732,8 +810,50 @@ class PodMigrationReconciler:
             return True
         return False if self._container_failure(pod) else None
 
+    async def _owned_rollback(self, m: Migration, *, restore: bool) -> bool | None:
+        """Rollback for a controller-owned pod: delete our failed pod and let the controller replace it,
+        as a restore on the source node (``restore``) or cold. True when up, False when failed, None to wait."""
+        record = m.status.setdefault("rollbackPod", {"failed": m.status.get("newPod", {}).get("uid", "")})
+        if restore:
+            self._open_slot(m, node=m.status["sourceNode"])
+        elif self.slots is not None:
+            self.slots.close(m.uid)
+        failed_uid = record["failed"]
+        for pod in await self._owned_pods(m):
+            meta = pod["metadata"]
+            if meta["uid"] == failed_uid and not meta.get("deletionTimestamp"):
+                await self._delete_pod(m.namespace, meta["name"], uid=failed_uid)
+                raise Wait(0.3)
+        ours, others = await self._find_restored(m, exclude={failed_uid, m.status["podUID"]})
+        candidate = ours if restore else (others[-1] if others else ours)
+        if candidate is None:
+            return None
+        if restore and self.slots is not None:
+            self.slots.close(m.uid)
+        record["uid"] = candidate["metadata"]["uid"]
+        m.status["newPod"] = {
+            "name": candidate["metadata"]["name"],
+            "uid": record["uid"],
+            "node": candidate["spec"].get("nodeName", ""),
+        }
+        if self._ready(candidate) if restore else (candidate.get("status") or {}).get("phase") == "Running":
+            return True
+        return False if self._container_failure(candidate) else None
+
     async def _restore_source(self, m: Migration) -> None:
         failure = m.status["failure"]
+        if m.status.get("owner"):
+            owned = await self._owned_rollback(m, restore=True)
+            if owned is None:
+                raise Wait()
+            if owned:
+                await self._delete_images(m)
+                message = f"{failure['message']}; the pod was restored on its source node {m.status['sourceNode']} (state kept)"
+                return await self._finish(m, phase=Phase.FAILED, reason=failure["reason"], message=message)
+            m.status["rollbackPod"] = {"failed": m.status["newPod"]["uid"]}
+            m.status["failure"]["message"] += f"; restoring on {m.status['sourceNode']} failed too"
+            self._enter(m, Step.RECREATE, error="restore on the source node failed")
+            return
         outcome = await self._replace_and_wait(m, node=m.status["sourceNode"], from_checkpoint=True, need_ready=True)
         if outcome is None:
             raise Wait()
@@ -749,6 +869,16 @@ class PodMigrationReconciler:
 
     async def _recreate(self, m: Migration) -> None:
         failure = m.status["failure"]
+        if m.status.get("owner"):
+            owned = await self._owned_rollback(m, restore=False)
+            if owned is None:
+                raise Wait()
+            await self._delete_images(m)
+            owner = m.status["owner"]
+            message = (
+                f"{failure['message']}; {owner['kind']} {owner['name']} replaced the pod from its template (in-memory state lost)"
+            )
+            return await self._finish(m, phase=Phase.FAILED, reason=failure["reason"], message=message)
         outcome = await self._replace_and_wait(m, node=None, from_checkpoint=False, need_ready=False)
         if outcome is None:
             raise Wait()

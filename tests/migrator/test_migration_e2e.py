@@ -355,3 +355,85 @@ def test_deleting_a_migration_mid_flight_leaves_the_pod_running(
     assert after_pod["metadata"]["uid"] == pod["metadata"]["uid"], "the source pod was never removed"
     after = http("GET", f"http://{pod['status']['podIP']}:8080/state")
     assert after["boot_id"] == before["boot_id"], "and it is thawed: it answers"
+
+
+class ReplicaWatch(threading.Thread):
+    """Counts a controller's pods (not terminating) throughout a test, as a watcher would."""
+
+    def __init__(self, kube: Kube, namespace: str, selector: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace, self.selector = kube, namespace, selector
+        self.counts: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            pods = json.loads(self.kube.run("get", "pods", "-n", self.namespace, "-l", self.selector, "-o", "json").stdout)[
+                "items"
+            ]
+            self.counts.append(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp")))
+            time.sleep(0.1)
+
+
+def _owned_counter(kind: str, namespace: str, image: str) -> str:
+    extra = "  serviceName: db\n" if kind == "StatefulSet" else ""
+    name = "db" if kind == "StatefulSet" else "web"
+    return f"""apiVersion: apps/v1
+kind: {kind}
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {1 if kind == "StatefulSet" else 2}
+{extra}  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: counter
+        image: {image}
+        resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
+"""
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+def test_controller_owned_pod_is_restored_by_its_own_controller(
+    kind: str, kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    name = "db" if kind == "StatefulSet" else "web"
+    replicas = 1 if kind == "StatefulSet" else 2
+    kube.apply(_owned_counter(kind, namespace, cluster.images["counter"]))
+
+    def running() -> list[dict[str, Any]]:
+        pods = kube.get("pods", namespace=namespace)["items"]
+        live = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        return live if len(live) == replicas else []
+
+    pods = wait_for(f"{replicas} running pods", running, timeout=60)
+    victim = pods[0]
+    pod_name, source = victim["metadata"]["name"], victim["spec"]["nodeName"]
+    target = next(n.name for n in cluster.nodes if n.name != source)
+    owner_uid = next(o["uid"] for o in victim["metadata"]["ownerReferences"] if o.get("controller"))
+    wait_for("counting", lambda: len(kube.logs(pod_name, namespace).split()) >= 3)
+    watch = ReplicaWatch(kube, namespace, f"app={name}")
+    watch.start()
+    kube.apply(migration(namespace, pod_name, target=target, name="move-owned"))
+    before = int(kube.logs(pod_name, namespace).split()[-1])
+    status = podmigrate.wait_done(namespace, "move-owned")["status"]
+    watch.done.set()
+    watch.join(timeout=5)
+    assert status["phase"] == "Succeeded", status
+    new_name = status["newPod"]["name"]
+    if kind == "StatefulSet":
+        assert new_name == pod_name, "a StatefulSet pod keeps its name and identity"
+    new = kube.get("pod", new_name, namespace)
+    assert new["spec"]["nodeName"] == target
+    assert [o["uid"] for o in new["metadata"]["ownerReferences"] if o.get("controller")] == [owner_uid], (
+        "owned by the same controller"
+    )
+    assert new["status"]["containerStatuses"][0]["restartCount"] == 0
+    first = wait_for("restored output", lambda: [int(x) for x in kube.logs(new_name, namespace).split()][:1])[0]
+    assert first > before, "the controller's replacement is the restore, not a cold start"
+    assert watch.counts and min(watch.counts) >= replicas - 1 and max(watch.counts) <= replicas + 1, watch.counts
+    time.sleep(2)
+    final = [p for p in kube.get("pods", namespace=namespace)["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(final) == replicas, "the controller kept its replica count (no cold duplicate, nothing deleted)"

@@ -1,0 +1,156 @@
+"""The mutating admission webhook that turns a controller's replacement pod into the restore.
+
+Why a webhook: a ReplicaSet's or StatefulSet's pod cannot simply be recreated by us, because
+its controller owns the replica count. Delete it and the controller creates a replacement at
+once, cold; create one ourselves and the controller deletes the surplus (or, for a
+StatefulSet, the name is taken). So the migration lets the controller do what it does anyway
+and changes only *what* it creates: when the source pod (already frozen and checkpointed) is
+deleted, the controller's replacement pod passes through this webhook, which binds it to the
+target node and swaps its images for the checkpoint images. The restored pod is owned by the
+same controller, a StatefulSet pod keeps its name and identity, and the replica count never
+leaves [replicas-1, replicas+1].
+
+Each migration of a controller-owned pod opens one *slot* (owner UID, and the pod name for a
+StatefulSet); a slot is claimed by exactly one pod creation, so a concurrent scale-up can never
+produce a second restored copy. Slots live in memory and are re-opened by the reconciler on
+every pass (level-triggered), so a restarted control service rebuilds them from status.
+
+The webhook's failure policy is Ignore: if it is down, the controller's replacement starts
+cold, which the migration detects and reports (state lost, but never zero copies).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from migrator import api
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = 15.0  # a claimed slot whose pod never showed up is offered again after this
+
+
+@dataclass(kw_only=True)
+class Slot:
+    migration: str  # namespace/name
+    migration_uid: str
+    namespace: str
+    owner_uid: str
+    pod_name: str | None  # StatefulSet pods keep their name; ReplicaSet pods get a new one
+    node: str
+    images: dict[str, str]
+    source_node: str
+    original_images: dict[str, str]
+    claimed_at: float | None = None
+    extra_annotations: dict[str, str] = field(default_factory=dict)
+
+
+class RestoreSlots:
+    """Open restore slots, keyed by migration UID."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Slot] = {}
+
+    def open(self, slot: Slot) -> None:
+        current = self._slots.get(slot.migration_uid)
+        if current is not None:
+            slot.claimed_at = current.claimed_at if current.node == slot.node else None
+        self._slots[slot.migration_uid] = slot
+
+    def close(self, migration_uid: str) -> None:
+        self._slots.pop(migration_uid, None)
+
+    def release(self, migration_uid: str) -> None:
+        """The claimed pod is not there (creation failed, or it was deleted): offer the slot again."""
+        slot = self._slots.get(migration_uid)
+        if slot is not None:
+            slot.claimed_at = None
+
+    def claim(self, pod: Mapping[str, Any], *, namespace: str) -> Slot | None:
+        meta = pod.get("metadata") or {}
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+        if owner is None:
+            return None
+        now = time.monotonic()
+        for slot in self._slots.values():
+            if slot.namespace != namespace or slot.owner_uid != owner.get("uid"):
+                continue
+            if slot.pod_name is not None and slot.pod_name != meta.get("name"):
+                continue
+            if slot.claimed_at is not None and now - slot.claimed_at < CLAIM_TIMEOUT:
+                continue
+            slot.claimed_at = now
+            return slot
+        return None
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
+    """The JSONPatch that makes the controller's pod a restore of the checkpoint on ``slot.node``."""
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/spec/nodeName", "value": slot.node}]
+    annotations = {
+        api.ANNOTATION_MIGRATION: slot.migration,
+        api.ANNOTATION_MIGRATION_UID: slot.migration_uid,
+        api.ANNOTATION_RESTORED_FROM: slot.source_node,
+        api.ANNOTATION_CHECKPOINT_IMAGES: json.dumps(slot.images, sort_keys=True),
+        api.ANNOTATION_ORIGINAL_IMAGES: json.dumps(slot.original_images, sort_keys=True),
+        **slot.extra_annotations,
+    }
+    spec = pod.get("spec") or {}
+    if spec.get("initContainers"):
+        annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec["initContainers"])
+        ops.append({"op": "remove", "path": "/spec/initContainers"})
+    if (pod.get("metadata") or {}).get("annotations"):
+        ops += [{"op": "add", "path": f"/metadata/annotations/{_escape(k)}", "value": v} for k, v in annotations.items()]
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    for i, container in enumerate(spec.get("containers") or []):
+        if container["name"] in slot.images:
+            ops.append({"op": "replace" if "image" in container else "add", "path": f"/spec/containers/{i}/image",
+                        "value": slot.images[container["name"]]})  # fmt: skip
+            ops.append({"op": "add", "path": f"/spec/containers/{i}/imagePullPolicy", "value": "IfNotPresent"})
+    return ops
+
+
+def review_response(uid: str, *, patch: list[dict[str, Any]] | None = None, allowed: bool = True) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+class Webhook:
+    def __init__(self, *, slots: RestoreSlots) -> None:
+        self.slots = slots
+        self.app = web.Application()
+        self.app.router.add_post("/mutate-pods", self.mutate_pods)
+
+    async def mutate_pods(self, request: web.Request) -> web.Response:
+        review = await request.json()
+        req = review.get("request") or {}
+        uid = str(req.get("uid", ""))
+        pod = req.get("object") or {}
+        if req.get("operation") != "CREATE" or req.get("kind", {}).get("kind") != "Pod":
+            return web.json_response(review_response(uid))
+        slot = self.slots.claim(pod, namespace=str(req.get("namespace", "")))
+        if slot is None:
+            return web.json_response(review_response(uid))
+        log.info(
+            "restoring %s's replacement pod on %s for %s",
+            pod.get("metadata", {}).get("generateName") or pod.get("metadata", {}).get("name"),
+            slot.node,
+            slot.migration,
+        )
+        return web.json_response(review_response(uid, patch=restore_patch(pod, slot)))
