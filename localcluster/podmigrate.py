@@ -208,6 +208,24 @@ def register_webhook(cluster: Cluster, *, address: str) -> None:
             }
         ],
     }
-    result = cluster.controlplane().kubectl("apply", "-f", "-", check=False, input=json.dumps(config))
-    if result.returncode != 0:
-        raise ClusterError(f"registering the webhook: {result.stderr.strip()}")
+    evictions = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "podmigrate-evictions"},
+        "webhooks": [
+            {
+                "name": "evictions.podmigrate.io",
+                "clientConfig": {"url": f"https://{address}/intercept-evictions", "caBundle": ca_bundle},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/eviction"]}],
+                "failurePolicy": "Ignore",
+                "sideEffects": "NoneOnDryRun",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+                "namespaceSelector": {"matchLabels": {"podmigrate.io/migrate-on-evict": "true"}},
+            }
+        ],
+    }
+    for doc in (config, evictions):
+        result = cluster.controlplane().kubectl("apply", "-f", "-", check=False, input=json.dumps(doc))
+        if result.returncode != 0:
+            raise ClusterError(f"registering the webhook: {result.stderr.strip()}")

@@ -23,6 +23,9 @@ ANNOTATION_CHECKPOINT_IMAGES: Final = "podmigrate.io/checkpoint-images"  # JSON 
 ANNOTATION_ORIGINAL_IMAGES: Final = "podmigrate.io/original-images"  # JSON {container: image}
 ANNOTATION_SKIPPED_INIT: Final = "podmigrate.io/init-containers-skipped"
 LABEL_PREPULL: Final = "podmigrate.io/prepull-for"
+LABEL_EVICTION: Final = "podmigrate.io/instead-of-eviction"  # on PodMigrations the eviction webhook creates
+# Namespaces labelled with this ("true") have their pods migrated instead of evicted.
+LABEL_MIGRATE_ON_EVICT: Final = "podmigrate.io/migrate-on-evict"
 # Held on every unfinished PodMigration: its deletion waits until the pod runs somewhere again.
 FINALIZER: Final = "podmigrate.io/pod-restored"
 
@@ -76,3 +79,54 @@ PHASE_OF_STEP: Final = {
 class OnFailure(StrEnum):
     RESTORE_SOURCE = "RestoreSource"
     RECREATE = "Recreate"
+
+
+# --- NodeDrain (manifests/crd/nodedrains.yaml): a node emptied by migrating its pods -------------
+DRAIN_PLURAL: Final = "nodedrains"
+DRAIN_KIND: Final = "NodeDrain"
+# On the PodMigrations a drain creates: the NodeDrain's name (they also carry an ownerReference to it).
+LABEL_DRAIN: Final = "podmigrate.io/drain"
+# On a Node: "true" asks the control service for a NodeDrain named auto-<node> (AUTO_DRAIN_PREFIX).
+ANNOTATION_DRAIN_REQUEST: Final = "podmigrate.io/drain"
+ANNOTATION_DRAIN_POLICY: Final = "podmigrate.io/drain-policy"  # Evict or Block (default) for that drain
+LABEL_AUTO_DRAIN: Final = "podmigrate.io/auto-drain"  # "true" on NodeDrains created from the annotation
+AUTO_DRAIN_PREFIX: Final = "auto-"
+# Held on every NodeDrain: its deletion first lets in-flight migrations finish and uncordons the node
+# if (and only if) the drain cordoned it.
+DRAIN_FINALIZER: Final = "podmigrate.io/uncordon"
+
+
+class DrainPhase(StrEnum):
+    PENDING = "Pending"  # accepted, the node not cordoned yet
+    CORDONED = "Cordoned"  # cordoned; its pods are being listed and classified
+    DRAINING = "Draining"  # migrations (and, with Evict, evictions) under way
+    SUCCEEDED = "Succeeded"
+    BLOCKED = "Blocked"  # a pod can be neither migrated nor (by policy or kind) evicted: nothing more is done
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"  # the NodeDrain was deleted before it finished
+
+
+DRAIN_TERMINAL_PHASES: Final = frozenset({DrainPhase.SUCCEEDED, DrainPhase.BLOCKED, DrainPhase.FAILED, DrainPhase.CANCELLED})
+
+
+class PodAction(StrEnum):
+    MIGRATE = "migrate"
+    EVICT = "evict"
+    SKIP = "skip"
+
+
+class PodOutcome(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in-progress"
+    MIGRATED = "migrated"
+    EVICTED = "evicted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+POD_FINISHED_OUTCOMES: Final = frozenset({PodOutcome.MIGRATED, PodOutcome.EVICTED, PodOutcome.SKIPPED, PodOutcome.FAILED})
+
+
+class UnmigratablePolicy(StrEnum):
+    EVICT = "Evict"  # evict them through the Eviction API (PodDisruptionBudgets honoured), as kubectl drain does
+    BLOCK = "Block"  # stop in phase Blocked, deleting nothing

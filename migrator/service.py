@@ -72,13 +72,15 @@ async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: Co
     return runner
 
 
-async def serve_webhook(*, args: argparse.Namespace, slots: RestoreSlots) -> web.AppRunner:
+async def serve_webhook(
+    *, args: argparse.Namespace, slots: RestoreSlots, core: client.CoreV1Api, custom: client.CustomObjectsApi
+) -> web.AppRunner:
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
     if not (args.webhook_cert and args.webhook_key):
         raise SystemExit("podmigrate-controller: error: --webhook-address needs --webhook-cert and --webhook-key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.webhook_cert, args.webhook_key)
-    runner = web.AppRunner(Webhook(slots=slots).app, access_log=None)
+    runner = web.AppRunner(Webhook(slots=slots, core=core, custom=custom).app, access_log=None)
     await runner.setup()
     host, _, port = args.webhook_address.rpartition(":")
     await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context).start()
@@ -130,7 +132,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch())
-    webhook = await serve_webhook(args=args, slots=slots) if args.webhook_address else None
+    webhook = await serve_webhook(args=args, slots=slots, core=core, custom=custom) if args.webhook_address else None
     health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()

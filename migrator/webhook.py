@@ -15,6 +15,9 @@ StatefulSet); a slot is claimed by exactly one pod creation, so a concurrent sca
 produce a second restored copy. Slots live in memory and are re-opened by the reconciler on
 every pass (level-triggered), so a restarted control service rebuilds them from status.
 
+It also intercepts ``pods/eviction`` in namespaces that opt in (``intercept_evictions``), so a
+plain ``kubectl drain`` migrates their pods instead of killing them.
+
 The webhook's failure policy is Ignore: if it is down, the controller's replacement starts
 cold, which the migration detects and reports (state lost, but never zero copies).
 """
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from kubernetes_asyncio import client
 
 from migrator import api
 
@@ -123,19 +127,98 @@ def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
     return ops
 
 
-def review_response(uid: str, *, patch: list[dict[str, Any]] | None = None, allowed: bool = True) -> dict[str, Any]:
+def review_response(
+    uid: str, *, patch: list[dict[str, Any]] | None = None, allowed: bool = True, code: int = 0, message: str = ""
+) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        reasons = {429: "TooManyRequests", 404: "NotFound"}  # what evicting tools act on (retry / pod gone)
+        response["status"] = {"code": code or 403, "message": message, "reason": reasons.get(code, "Forbidden")}
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
+def eviction_migration_name(pod: str, pod_uid: str) -> str:
+    """One PodMigration per pod (per incarnation): retried evictions find it again."""
+    return f"evict-{pod[:45]}-{pod_uid[:8]}"
+
+
 class Webhook:
-    def __init__(self, *, slots: RestoreSlots) -> None:
+    def __init__(
+        self, *, slots: RestoreSlots, core: client.CoreV1Api | None = None, custom: client.CustomObjectsApi | None = None
+    ) -> None:
         self.slots = slots
+        self.core = core
+        self.custom = custom
         self.app = web.Application()
         self.app.router.add_post("/mutate-pods", self.mutate_pods)
+        self.app.router.add_post("/intercept-evictions", self.intercept_evictions)
+
+    async def _node_cordoned(self, node: str | None) -> bool:
+        if not node or self.core is None:
+            return False
+        try:
+            return bool((await self.core.read_node(node)).spec.unschedulable)
+        except client.ApiException:
+            return False
+
+    async def intercept_evictions(self, request: web.Request) -> web.Response:
+        """Migrate instead of evict, for namespaces that opted in (label ``podmigrate.io/migrate-on-evict``).
+
+        ``kubectl drain``, the cluster autoscaler and upgrade tools evict pods through
+        ``pods/eviction``. Here the eviction is answered 429 ("try again later", exactly what a
+        PodDisruptionBudget answers) while a PodMigration moves the pod; the evicting tool
+        retries, and once the pod it knew (by UID) is gone it carries on as if evicted. If the
+        migration fails, the next retry is let through: the pod is evicted as it would have been.
+        """
+        review = await request.json()
+        req = review.get("request") or {}
+        uid = str(req.get("uid", ""))
+        namespace, pod_name = str(req.get("namespace", "")), str(req.get("name", ""))
+        if req.get("dryRun") or self.core is None or self.custom is None or not pod_name:
+            return web.json_response(review_response(uid))
+        try:
+            pod = await self.core.read_namespaced_pod(pod_name, namespace)
+        except client.ApiException:
+            return web.json_response(review_response(uid))
+        annotations = pod.metadata.annotations or {}
+        if annotations.get(api.ANNOTATION_MIGRATION_UID) and not await self._node_cordoned(pod.spec.node_name):
+            # An evicting tool retries by pod *name*; after a move that name belongs to the restored pod on a
+            # healthy node. 404 is what the tool would get had the pod been evicted: it moves on, the pod lives.
+            where = annotations.get(api.ANNOTATION_MIGRATION, "")
+            message = f"pod {pod_name} was migrated off the drained node ({where}); it is not on that node any more"
+            return web.json_response(review_response(uid, allowed=False, code=404, message=message))
+        name = eviction_migration_name(pod_name, pod.metadata.uid)
+        try:
+            existing = await self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                return web.json_response(review_response(uid))
+            existing = None
+        if existing is None:
+            body = {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "metadata": {"name": name, "namespace": namespace, "labels": {api.LABEL_EVICTION: "true"}},
+                "spec": {"podName": pod_name},
+            }
+            try:
+                await self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, body)
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    log.warning("eviction of %s/%s: cannot create %s: %s", namespace, pod_name, name, exc.reason)
+                    return web.json_response(review_response(uid))
+            phase = "Pending"
+        else:
+            phase = (existing.get("status") or {}).get("phase") or "Pending"
+        if phase == api.Phase.FAILED:
+            reason = (existing or {}).get("status", {}).get("reason", "")
+            log.info("eviction of %s/%s allowed: its migration %s failed (%s)", namespace, pod_name, name, reason)
+            return web.json_response(review_response(uid))
+        message = f"podmigrate is migrating pod {pod_name} instead of evicting it (podmigration {name}: {phase}); retry later"
+        return web.json_response(review_response(uid, allowed=False, code=429, message=message))
 
     async def mutate_pods(self, request: web.Request) -> web.Response:
         review = await request.json()

@@ -437,3 +437,41 @@ def test_controller_owned_pod_is_restored_by_its_own_controller(
     time.sleep(2)
     final = [p for p in kube.get("pods", namespace=namespace)["items"] if not p["metadata"].get("deletionTimestamp")]
     assert len(final) == replicas, "the controller kept its replica count (no cold duplicate, nothing deleted)"
+
+
+def test_a_plain_kubectl_drain_migrates_opted_in_pods(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    source = cluster.nodes[0].name
+    kube.run("label", "namespace", namespace, "podmigrate.io/migrate-on-evict=true")
+    kube.apply(counter_pod(namespace, source, cluster.images["counter"]))
+    wait_for("counting", lambda: len(kube.logs("counter", namespace).split()) >= 3)
+    old_uid = kube.get("pod", "counter", namespace)["metadata"]["uid"]
+    before = int(kube.logs("counter", namespace).split()[-1])
+    try:
+        # --force: kubectl drain insists on it for a pod without a controller (it would be lost; here it moves).
+        drained = kube.run(
+            "drain",
+            source,
+            "--ignore-daemonsets",
+            "--force",
+            "--pod-selector",
+            "app=counter",
+            "--timeout=150s",
+            check=False,
+        )
+        assert drained.returncode == 0, drained.stderr
+        assert "migrating pod counter instead of evicting it" in drained.stderr, (
+            "kubectl drain saw the webhook's answer and retried"
+        )
+        # kubectl drain is done once the pod it knew (by UID) is gone; the restore follows within seconds.
+        (created,) = kube.get("podmigrations", namespace=namespace)["items"]
+        assert created["metadata"]["labels"]["podmigrate.io/instead-of-eviction"] == "true"
+        status = podmigrate.wait_done(namespace, created["metadata"]["name"])["status"]
+        assert status["phase"] == "Succeeded", status
+        pod = kube.get("pod", "counter", namespace)
+        assert pod["metadata"]["uid"] != old_uid and pod["spec"]["nodeName"] != source
+        first = wait_for("restored output", lambda: [int(x) for x in kube.logs("counter", namespace).split()][:1])[0]
+        assert first > before, "migrated with its state, not evicted and restarted"
+    finally:
+        kube.run("uncordon", source)
