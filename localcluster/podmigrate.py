@@ -179,53 +179,24 @@ def install(cluster: Cluster, *, otlp_endpoint: str | None = None) -> Installati
 
 
 def register_webhook(cluster: Cluster, *, address: str) -> None:
-    """The MutatingWebhookConfiguration that sends pod creations to the control service's webhook.
+    """Register the webhooks of ``manifests/deploy/webhook.yaml``, pointed at the controller process.
 
-    In a cluster it points at the controller's Service (``manifests/deploy/webhook.yaml``); here
-    the API server reaches the controller process on loopback.
+    In a cluster they reach the controller's Service; here the API server reaches the process on
+    loopback, so only ``clientConfig`` changes (a URL and the cluster CA as caBundle).
     """
     import base64
 
+    import yaml
+
     ca_bundle = base64.b64encode(Path(cluster.ca_cert).read_bytes()).decode()
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "podmigrate"},
-        "webhooks": [
-            {
-                "name": "restore.podmigrate.io",
-                "clientConfig": {"url": f"https://{address}/mutate-pods", "caBundle": ca_bundle},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-                "failurePolicy": "Ignore",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
-                    ]
-                },
-            }
-        ],
-    }
-    evictions = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "podmigrate-evictions"},
-        "webhooks": [
-            {
-                "name": "evictions.podmigrate.io",
-                "clientConfig": {"url": f"https://{address}/intercept-evictions", "caBundle": ca_bundle},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/eviction"]}],
-                "failurePolicy": "Ignore",
-                "sideEffects": "NoneOnDryRun",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 10,
-                "namespaceSelector": {"matchLabels": {"podmigrate.io/migrate-on-evict": "true"}},
-            }
-        ],
-    }
-    for doc in (config, evictions):
+    docs = list(yaml.safe_load_all((MANIFESTS / "deploy" / "webhook.yaml").read_text()))
+    for doc in docs:
+        if not doc["kind"].endswith("WebhookConfiguration"):
+            continue
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://{address}{path}", "caBundle": ca_bundle}
+        doc["metadata"].pop("annotations", None)
         result = cluster.controlplane().kubectl("apply", "-f", "-", check=False, input=json.dumps(doc))
         if result.returncode != 0:
-            raise ClusterError(f"registering the webhook: {result.stderr.strip()}")
+            raise ClusterError(f"registering webhook {doc['metadata']['name']}: {result.stderr.strip()}")
