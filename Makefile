@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STATE ?= $(CURDIR)/.localcluster
 NODES ?= 2
 
-.PHONY: deps venv cluster-up cluster-down test lint demo clean
+.PHONY: deps venv cluster-up cluster-down test lint demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,12 @@ test: deps venv
 
 demo: deps venv
 	$(PY) -m localcluster demo --state-dir $(STATE)
+
+# A benchmark, not a test: its own cluster (instance 5), numbers and ratios, no speed assertions.
+# make bench BENCH_ARGS="--sizes 64,256 --repeat 3 --json /tmp/bench.json"
+BENCH_ARGS ?=
+bench: deps venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV)

@@ -11,8 +11,9 @@ from typing import Any
 
 MIB = 1 << 20
 
-# The PodMigration phases, in the order the controller runs them (``migrator.controllers.podmigration.SPAN_NAMES``).
-PHASES = ("validate", "checkpoint", "prepare-target", "remove-source", "create-target", "restore", "cleanup")
+# The PodMigration phase names (``migrator.controllers.podmigration.SPAN_NAMES``). The report orders its
+# columns as the controller actually ran them (``phase_order``); this order is only the fallback.
+PHASES = ("validate", "prepare-target", "checkpoint", "remove-source", "create-target", "restore", "cleanup")
 # What the source node's agent times inside the checkpoint phase (``podmigrate_agent_checkpoint_duration_seconds``).
 AGENT_PHASES = ("freeze", "checkpoint", "pack", "push", "total")
 AGENT_DURATION = "podmigrate_agent_checkpoint_duration_seconds"
@@ -94,6 +95,33 @@ def phase_durations(phases: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
+def downtime_phases(status: Mapping[str, Any]) -> list[str]:
+    """Names of the phases that ran during the downtime window (``frozenAt`` .. ``readyAt``)."""
+    frozen, ready = status.get("frozenAt"), status.get("readyAt")
+    if not frozen or not ready:
+        return []
+    start, end = parse_time(frozen), parse_time(ready)
+    out: list[str] = []
+    for record in status.get("phases") or []:
+        if not record.get("start") or not record.get("end"):
+            continue
+        # Overlap, not containment: the restore phase closes a millisecond after readyAt is stamped.
+        if parse_time(record["start"]) < end and parse_time(record["end"]) > start and record["name"] not in out:
+            out.append(record["name"])
+    return out
+
+
+def phase_order(runs: Iterable[Sequence[str]]) -> list[str]:
+    """Phase names in the order they ran: the longest run's order, then names only other runs had."""
+    runs = [list(r) for r in runs]
+    order = max(runs, key=len, default=[])
+    for names in runs:
+        order += [n for n in names if n not in order]
+    if not order:
+        return list(PHASES)
+    return order
+
+
 def total_seconds(status: Mapping[str, Any]) -> float | None:
     """startTime -> completionTime: the whole migration as the control service recorded it."""
     return seconds_between(status.get("startTime"), status.get("completionTime"))
@@ -112,6 +140,21 @@ def container_bytes(status: Mapping[str, Any], key: str) -> int | None:
     """Sum of ``containers[].<key>`` (archiveBytes, imageBytes); None when no container reports it."""
     values = [c[key] for c in status.get("containers") or [] if isinstance(c.get(key), int)]
     return sum(values) if values else None
+
+
+# --- CRIU --display-stats -------------------------------------------------------------------
+
+_CRIU_TIME = re.compile(r"^(?P<name>[A-Za-z][A-Za-z ]*?) time: (?P<us>\d+) us$")
+
+
+def criu_stat_times(output: str) -> dict[str, float]:
+    """``criu dump|restore --display-stats`` lines ``Memory write time: 257157 us`` -> {"memory write": 0.257157}."""
+    out: dict[str, float] = {}
+    for line in output.splitlines():
+        match = _CRIU_TIME.match(line.strip())
+        if match:
+            out[match["name"].lower()] = int(match["us"]) / 1e6
+    return out
 
 
 # --- Prometheus text --------------------------------------------------------------------------

@@ -110,6 +110,13 @@ class AgentClient:
             if exc.status != 404:  # the pod is gone: nothing left to thaw
                 raise
 
+    async def kill(self, *, node: Mapping[str, Any], namespace: str, pod: str, traceparent: str | None) -> list[str]:
+        """End the frozen source's containers (they never run again); the pod can then go without a grace period."""
+        url = self.url(node, contract.PATH_KILL)
+        body = contract.PodRef(namespace=namespace, pod=pod).to_json()
+        data = await self._call("POST", url, body=body, traceparent=traceparent, timeout=30)
+        return list(data.get("killed") or [])
+
     async def delete_image(self, *, node: Mapping[str, Any], image: str, traceparent: str | None) -> None:
         url = self.url(node, contract.PATH_IMAGES)
         try:

@@ -1,4 +1,4 @@
-"""The command line: ``kubectl migrate pod|get|describe|timeline`` and kubectl's connection flags.
+"""The command line: ``kubectl migrate pod|drain|get|describe|timeline`` and kubectl's connection flags.
 
 ``--kubeconfig``, ``--context`` and ``-n/--namespace`` are accepted before and after the command,
 as kubectl does (``kubectl migrate -n prod get`` and ``kubectl migrate get -n prod``). Usage
@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
-from migrator.api import OnFailure
+from migrator.api import OnFailure, UnmigratablePolicy
 from migrator.cli.errors import CliError
 
 PROG: Final = "kubectl migrate"
 DEFAULT_TIMEOUT: Final = 300.0
+DEFAULT_DRAIN_TIMEOUT: Final = 1800.0
+# "get drains", "describe drain NAME", "get nodedrain/NAME": the words that mean NodeDrains, as kubectl spells kinds.
+DRAIN_KINDS: Final = ("drain", "drains", "nodedrain", "nodedrains", "nd", "nodedrain.podmigrate.io", "nodedrains.podmigrate.io")
+# kubectl's boolean flags take "=true|false"; argparse gets --flag / --no-flag.
+BOOLEAN_FLAGS: Final = ("--ignore-daemonsets", "--delete-emptydir-data")
 OUTPUTS: Final = ("json", "yaml", "name")
 TIMELINE_OUTPUTS: Final = ("text", "svg", "html")
 
@@ -29,6 +35,9 @@ EXAMPLES: Final = """examples:
   kubectl migrate get -A                         every PodMigration in the cluster
   kubectl migrate describe web-x7k2p             status, per-phase timings and events of one migration
   kubectl migrate timeline web-x7k2p -o svg      its phases and downtime on a time axis, as web-x7k2p-timeline.svg
+  kubectl migrate drain node-1 --dry-run         what would move where if node-1 were drained (nothing changes)
+  kubectl migrate drain node-1 --wait            cordon node-1 and migrate its pods away, following each pod
+  kubectl migrate get drains                     every NodeDrain and how far it got
 
 exit codes: 0 done (or created), 1 error or migration Failed, 2 --wait timed out"""
 
@@ -118,19 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pod.add_argument("--retain-checkpoint", action="store_true", help="keep the checkpoint images in the registry after success")
     _connection_flags(pod, suppress=True)
+    _drain_parser(commands)
 
-    get = commands.add_parser("get", help="list PodMigrations (or show one)", description="List PodMigrations, or show one.")
-    get.add_argument("name", metavar="NAME", nargs="?", help="one PodMigration")
+    get = commands.add_parser(
+        "get",
+        help="list PodMigrations (or show one); get drains: NodeDrains",
+        description="List PodMigrations, or show one; 'get drains [NAME]' does the same for NodeDrains.",
+    )
+    get.add_argument("name", metavar="NAME", nargs="?", help="one PodMigration; or 'drains' for NodeDrains")
+    get.add_argument("drain_name", metavar="DRAIN", nargs="?", help=argparse.SUPPRESS)
     get.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     get.add_argument("-o", "--output", choices=OUTPUTS, help="json, yaml or name instead of the table")
     _connection_flags(get, suppress=True)
 
     describe = commands.add_parser(
         "describe",
-        help="show one PodMigration in detail",
-        description="Spec, status, per-phase timings and events of one PodMigration.",
+        help="show one PodMigration (or NodeDrain: describe drain NAME) in detail",
+        description="Spec, status, per-phase timings and events of one PodMigration; "
+        "'describe drain NAME': spec, status, every pod and events of one NodeDrain.",
     )
-    describe.add_argument("name", metavar="NAME", help="the PodMigration")
+    describe.add_argument("name", metavar="NAME", help="the PodMigration; or 'drain' followed by a NodeDrain's name")
+    describe.add_argument("drain_name", metavar="DRAIN", nargs="?", help=argparse.SUPPRESS)
     _connection_flags(describe, suppress=True)
 
     timeline = commands.add_parser(
@@ -168,8 +185,134 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drain_parser(commands: Any) -> None:
+    drain = commands.add_parser(
+        "drain",
+        help="empty a node by migrating its pods (creates a NodeDrain)",
+        description="Cordon NODE and move its pods to other nodes with their memory (one PodMigration each), "
+        "the way kubectl drain evicts them; the flags mirror kubectl drain's. PodDisruptionBudgets are honoured.",
+        epilog="exit codes: 0 created (or Succeeded with --wait; --dry-run: would succeed), "
+        "1 error, a pod failed, Blocked or Failed (--dry-run: would be Blocked), 2 --wait timed out",
+    )
+    drain.add_argument("node", metavar="NODE", help="the node to drain (node/NODE works too)")
+    drain.add_argument("--pod-selector", metavar="SELECTOR", default="", help="only pods matching this label selector")
+    drain.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=DEFAULT_DRAIN_TIMEOUT,
+        metavar="DURATION",
+        help="no new migration starts after this (spec.timeoutSeconds; e.g. 10m; default 30m)",
+    )
+    drain.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would move where (and what blocks); nothing is cordoned or created (--dry-run=client)",
+    )
+    drain.add_argument(
+        "--ignore-daemonsets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave DaemonSet pods on the node (default true; =false: they block the drain)",
+    )
+    drain.add_argument(
+        "--delete-emptydir-data",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="move pods with emptyDir volumes anyway; their emptyDir files are not carried, only memory (default false)",
+    )
+    drain.add_argument(
+        "--max-concurrent", type=_concurrency, default=2, metavar="N", help="pods in flight at once (1-20, default 2)"
+    )
+    drain.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="only to this node (repeat, or comma-separate, for several; default: any node that fits)",
+    )
+    drain.add_argument("--target-selector", metavar="KEY=VALUE,...", help="only to nodes with these labels")
+    drain.add_argument(
+        "--on-unmigratable",
+        choices=[p.value.lower() for p in UnmigratablePolicy],
+        default=UnmigratablePolicy.BLOCK.value.lower(),
+        help="a pod that cannot be migrated: block (default: stop, evict nothing) or evict it as kubectl drain would",
+    )
+    drain.add_argument("--wait", action="store_true", help="follow the drain pod by pod until it is done")
+    _connection_flags(drain, suppress=True)
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid count "{text}"') from None
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f'invalid count "{text}": must be between 1 and 20')
+    return value
+
+
+def _kubectl_style(argv: Sequence[str]) -> list[str]:
+    """``--flag=true|false`` for boolean flags and ``--dry-run=client|none``, as kubectl spells them."""
+    result = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if eq and flag in BOOLEAN_FLAGS:
+            if value.lower() not in ("true", "false"):
+                raise CliError(f'invalid value "{value}" for {flag} (true or false)')
+            result.append(flag if value.lower() == "true" else f"--no-{flag[2:]}")
+        elif eq and flag == "--dry-run":
+            if value not in ("client", "none"):
+                raise CliError(f'--dry-run="{value}" is not supported: use --dry-run (or --dry-run=client)')
+            if value == "client":
+                result.append(flag)
+        else:
+            result.append(arg)
+    return result
+
+
+def target_selector(text: str | None) -> dict[str, str]:
+    """``--target-selector pool=spare,zone=b``: equality only (it becomes spec.targetSelector)."""
+    labels = {}
+    for term in (text or "").split(","):
+        key, eq, value = term.strip().partition("=")
+        if not term.strip():
+            continue
+        if not eq or not key.strip() or "!" in key:
+            raise CliError(f'invalid --target-selector term "{term.strip()}" (use KEY=VALUE,...)')
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _drain_kind_and_name(args: argparse.Namespace) -> None:
+    """``get drains [NAME]``, ``get nd/NAME``, ``describe drain NAME``: a NodeDrain; anything else: a PodMigration."""
+    args.drains = False
+    name = args.name or ""
+    kind, slash, rest = name.partition("/")
+    if name in DRAIN_KINDS:
+        args.drains, args.name = True, args.drain_name
+    elif slash and kind in DRAIN_KINDS:
+        args.drains, args.name = True, rest
+    elif args.drain_name:
+        raise CliError(f"unexpected argument \"{args.drain_name}\" (see '{PROG} {args.command} --help')")
+    if args.command == "describe" and args.drains and not args.name:
+        raise CliError("describe drain needs the NodeDrain's name")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_kubectl_style(sys.argv[1:] if argv is None else argv))
+    if args.command == "drain":
+        args.node = args.node.removeprefix("nodes/").removeprefix("node/")
+        args.to = [n.strip() for value in args.to for n in value.split(",") if n.strip()]
+        args.target_selector = target_selector(args.target_selector)
+        if args.to and args.target_selector:
+            raise CliError("use --to or --target-selector, not both")
+        return args
+    if args.command in ("get", "describe"):
+        _drain_kind_and_name(args)
+        if args.drains:
+            if args.command == "get" and args.name and args.all_namespaces:
+                args.all_namespaces = False  # NodeDrains are cluster-scoped: -A changes nothing
+            return args
     prefixes = (
         ("pod/", "pods/")
         if args.command == "pod"

@@ -33,6 +33,11 @@ CRD_HINT: Final = (
     f"the server has no {api.PLURAL}.{api.GROUP} resource: is the PodMigration CRD installed? "
     "(kubectl apply -f manifests/crd/podmigrations.yaml)"
 )
+DRAIN_CRD_HINT: Final = (
+    f"the server has no {api.DRAIN_PLURAL}.{api.GROUP} resource: is the NodeDrain CRD installed? "
+    "(kubectl apply -f manifests/crd/nodedrains.yaml)"
+)
+EVENT_NAMESPACE: Final = "default"  # where Events about cluster-scoped objects (Nodes, NodeDrains) live
 
 
 class Api(Protocol):
@@ -56,6 +61,23 @@ class Api(Protocol):
         """The PodMigration now and after every change, forever; None once it is deleted."""
         ...
 
+    # NodeDrains (cluster-scoped) and what a drain's dry run needs to plan.
+    async def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    async def list_pods(self, *, node: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def create_drain(self, *, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def read_drain(self, *, name: str) -> dict[str, Any] | None: ...
+
+    async def list_drains(self) -> list[dict[str, Any]]: ...
+
+    async def list_drain_events(self, *, name: str) -> list[dict[str, Any]]: ...
+
+    def watch_drain(self, *, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        """The NodeDrain now and after every change, forever; None once it is deleted."""
+        ...
+
 
 Connect = Callable[..., AbstractAsyncContextManager[Api]]
 
@@ -73,7 +95,7 @@ def _names_an_object(exc: client.ApiException) -> bool:
     return bool((_status_body(exc).get("details") or {}).get("name"))
 
 
-def api_error(exc: client.ApiException) -> CliError:
+def api_error(exc: client.ApiException, *, crd_hint: str = CRD_HINT) -> CliError:
     """One line for an API error: the server's own message (it names the field, user or rule)."""
     message = _status_body(exc).get("message") or exc.reason or "no message"
     if exc.status == 401:
@@ -81,7 +103,7 @@ def api_error(exc: client.ApiException) -> CliError:
     if exc.status == 403:
         return CliError(f"forbidden (403): {message}")
     if exc.status == 404 and not _names_an_object(exc):
-        return CliError(CRD_HINT)
+        return CliError(crd_hint)
     return CliError(message if exc.status in (409, 422) else f"{exc.status} {exc.reason}: {message}")
 
 
@@ -107,7 +129,7 @@ class KubeApi:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
-    async def _call(self, call: Callable[[], Awaitable[Any]], *, none_if_missing: bool = False) -> Any:
+    async def _call(self, call: Callable[[], Awaitable[Any]], *, none_if_missing: bool = False, crd_hint: str = CRD_HINT) -> Any:
         for attempt in range(RETRIES_429 + 1):
             try:
                 result = await call()
@@ -118,7 +140,7 @@ class KubeApi:
                     continue
                 if exc.status == 404 and none_if_missing and _names_an_object(exc):
                     return None
-                raise api_error(exc) from None
+                raise api_error(exc, crd_hint=crd_hint) from None
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise connection_error(exc, server=self.server) from None
             return self.client.sanitize_for_serialization(result)
@@ -166,18 +188,18 @@ class KubeApi:
         )
         return list(listing.get("items") or [])
 
-    async def watch_migration(self, *, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+    def watch_migration(self, *, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        return self._watch_one(self.custom.list_namespaced_custom_object, name=name, namespace=namespace, plural=api.PLURAL)
+
+    @staticmethod
+    async def _watch_one(
+        list_fn: Callable[..., Awaitable[Any]], *, name: str, **kwargs: Any
+    ) -> AsyncIterator[dict[str, Any] | None]:
         # list_and_watch resumes after dropped connections and re-lists after 410 Gone; a re-list
         # that no longer contains the object means it was deleted in between.
         listed = False
         events = list_and_watch(
-            self.custom.list_namespaced_custom_object,
-            group=api.GROUP,
-            version=api.VERSION,
-            namespace=namespace,
-            plural=api.PLURAL,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=60,
+            list_fn, group=api.GROUP, version=api.VERSION, field_selector=f"metadata.name={name}", timeout_seconds=60, **kwargs
         )
         async with aclosing(events):
             async for event in events:
@@ -190,6 +212,53 @@ class KubeApi:
                 else:
                     listed = True
                     yield event.object
+
+    # --- NodeDrains -----------------------------------------------------------------------------
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        return list((await self._call(lambda: self.core.list_node(_request_timeout=REQUEST_TIMEOUT))).get("items") or [])
+
+    async def list_pods(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        selector = f"spec.nodeName={node}" if node else None
+        listing = await self._call(
+            lambda: self.core.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        )
+        return list(listing.get("items") or [])
+
+    async def create_drain(self, *, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            lambda: self.custom.create_cluster_custom_object(
+                api.GROUP, api.VERSION, api.DRAIN_PLURAL, body, field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT
+            ),
+            crd_hint=DRAIN_CRD_HINT,
+        )
+
+    async def read_drain(self, *, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            lambda: self.custom.get_cluster_custom_object(
+                api.GROUP, api.VERSION, api.DRAIN_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+            none_if_missing=True,
+            crd_hint=DRAIN_CRD_HINT,
+        )
+
+    async def list_drains(self) -> list[dict[str, Any]]:
+        listing = await self._call(
+            lambda: self.custom.list_cluster_custom_object(
+                api.GROUP, api.VERSION, api.DRAIN_PLURAL, _request_timeout=REQUEST_TIMEOUT
+            ),
+            crd_hint=DRAIN_CRD_HINT,
+        )
+        return list(listing.get("items") or [])
+
+    async def list_drain_events(self, *, name: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind={api.DRAIN_KIND},involvedObject.name={name}"
+        listing = await self._call(
+            lambda: self.core.list_namespaced_event(EVENT_NAMESPACE, field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        )
+        return list(listing.get("items") or [])
+
+    def watch_drain(self, *, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        return self._watch_one(self.custom.list_cluster_custom_object, name=name, plural=api.DRAIN_PLURAL)
 
 
 def kubeconfig_path(kubeconfig: str | None) -> str | None:

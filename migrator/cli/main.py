@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from migrator.cli import commands, kubeapi
+from migrator.cli import commands, drains, kubeapi
 from migrator.cli.arguments import parse_args
 from migrator.cli.commands import Io
 from migrator.cli.errors import EXIT_ERROR, CliError, one_line
@@ -33,6 +33,24 @@ async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
                 on_failure=args.on_failure,
                 retain_checkpoint=args.retain_checkpoint,
             )
+        if args.command == "drain":
+            spec = drains.drain_spec(
+                node=args.node,
+                pod_selector=args.pod_selector,
+                timeout=args.timeout,
+                dry_run=args.dry_run,
+                ignore_daemonsets=args.ignore_daemonsets,
+                delete_emptydir_data=args.delete_emptydir_data,
+                max_concurrent=args.max_concurrent,
+                to=args.to,
+                target_selector=args.target_selector,
+                on_unmigratable=args.on_unmigratable,
+            )
+            return await drains.drain_node(kube=kube, io=io, spec=spec, wait=args.wait)
+        if args.command == "get" and args.drains:
+            return await drains.get_drains(kube=kube, io=io, name=args.name, output=args.output)
+        if args.command == "describe" and args.drains:
+            return await drains.describe_drain(kube=kube, io=io, name=args.name)
         if args.command == "get":
             return await commands.get_migrations(
                 kube=kube, io=io, namespace=namespace, name=args.name, all_namespaces=args.all_namespaces, output=args.output
@@ -64,7 +82,7 @@ def main(argv: Sequence[str] | None = None, *, connect: Connect = kubeapi.connec
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except KeyboardInterrupt:
-        io.error("interrupted (a PodMigration already created goes on in the cluster)")
+        io.error("interrupted (a PodMigration or NodeDrain already created goes on in the cluster)")
         return 130
     except Exception as exc:
         io.error(f"unexpected {type(exc).__name__}: {one_line(str(exc))}")

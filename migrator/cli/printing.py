@@ -97,7 +97,7 @@ def migrations_table(items: Sequence[Mapping[str, Any]], *, now: datetime, all_n
     return table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
 
 
-def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+def without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     """As kubectl does by default: managedFields are noise for people."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     return {**obj, "metadata": meta}
@@ -105,8 +105,8 @@ def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def render(data: Any, *, output: str) -> str:
     """``-o json|yaml|name`` for one object or a list of them."""
-    items = [_without_managed_fields(o) for o in data] if isinstance(data, list) else None
-    data = _without_managed_fields(data) if items is None else data
+    items = [without_managed_fields(o) for o in data] if isinstance(data, list) else None
+    data = without_managed_fields(data) if items is None else data
     if output == "name":
         return "\n".join(ref(o) for o in (items if items is not None else [data]))
     document = (
@@ -118,7 +118,7 @@ def render(data: Any, *, output: str) -> str:
 
 
 # --- describe -------------------------------------------------------------------------------
-def _fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "") -> list[str]:
+def fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "") -> list[str]:
     width = max(len(k) for k, _ in pairs) + 2
     return [f"{indent}{(k + ':').ljust(width)}{NONE if v in (None, '') else v}".rstrip() for k, v in pairs]
 
@@ -174,13 +174,13 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     created = parse_time(meta.get("creationTimestamp"))
     new_pod = status.get("newPod") or {}
     timeout = spec.get("timeoutSeconds")
-    lines = _fields([
+    lines = fields([
         ("Name", meta["name"]),
         ("Namespace", meta.get("namespace")),
         ("Created", f"{meta.get('creationTimestamp')} ({format_age((now - created).total_seconds())} ago)" if created else None),
     ])  # fmt: skip
     lines.append("Spec:")
-    lines += _fields(
+    lines += fields(
         [
             ("Pod", spec.get("podName")),
             ("Target Node", spec.get("targetNode") or "<any node that fits>"),
@@ -194,7 +194,7 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     new_pod_text = None
     if new_pod.get("name"):
         new_pod_text = f"{new_pod['name']} on {new_pod.get('node') or '<scheduler>'} (uid {new_pod.get('uid') or NONE})"
-    lines += _fields(
+    lines += fields(
         [
             ("Phase", status.get("phase") or f"{api.Phase.PENDING.value} (not picked up by the control service yet)"),
             ("Step", status.get("step")),

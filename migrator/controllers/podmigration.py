@@ -599,9 +599,19 @@ class PodMigrationReconciler:
                 fresh = {"metadata": {"deletionTimestamp": "gone"}}
             if fresh["metadata"].get("deletionTimestamp"):
                 return self._fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
-            # The source is frozen: a short grace is all it can use, and SIGKILL ends it without thawing first.
-            await self._delete_pod(m.namespace, m.pod_name, uid=m.status["podUID"], grace=1)
-        raise Wait(0.2)
+            # The source is frozen. Its agent kills it without letting it thaw first, so the pod object
+            # can go at once; if the agent cannot, a short grace does the same through the kubelet
+            # (SIGTERM stays pending while frozen, then SIGKILL).
+            grace = 1
+            node = await self._node(m.status["sourceNode"])
+            if node is not None:
+                try:
+                    await self.agents.kill(node=node, namespace=m.namespace, pod=m.pod_name, traceparent=m.traceparent())
+                    grace = 0
+                except AgentError as exc:
+                    log.warning("agent could not kill the frozen source (%s); deleting with a grace period", exc)
+            await self._delete_pod(m.namespace, m.pod_name, uid=m.status["podUID"], grace=grace)
+        raise Wait(0.1)
 
     def _replacement(self, m: Migration, *, node: str | None, from_checkpoint: bool) -> dict[str, Any]:
         original = m.status["originalPod"]
@@ -746,7 +756,7 @@ class PodMigrationReconciler:
         failure = self._container_failure(pod)
         if failure:
             return self._fail_after_removal(m, "RestoreFailed", f"restore on {m.status['targetNode']} failed: {failure}")
-        raise Wait()
+        raise Wait(0.1)  # the pod is down: look often
 
     async def _delete_images(self, m: Migration) -> None:
         if m.spec.get("retainCheckpoint"):

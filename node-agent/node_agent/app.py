@@ -79,6 +79,7 @@ class AgentApi:
         )
         self.app.router.add_post(contract.PATH_CHECKPOINT, self.checkpoint)
         self.app.router.add_post(contract.PATH_THAW, self.thaw)
+        self.app.router.add_post(contract.PATH_KILL, self.kill)
         self.app.router.add_get(contract.PATH_FROZEN, self.frozen)
         self.app.router.add_delete(contract.PATH_IMAGES, self.delete_image)
         self.app.router.add_get(contract.PATH_HEALTHZ, self.healthz)
@@ -93,6 +94,11 @@ class AgentApi:
         ref = contract.PodRef.from_json(await _json_body(request))
         thawed = await self._checkpointer.thaw(ref, parent=tracing.incoming_context(request.headers))
         return web.json_response({"frozen": False, "thawed": thawed})
+
+    async def kill(self, request: web.Request) -> web.Response:
+        ref = contract.PodRef.from_json(await _json_body(request))
+        killed = await self._checkpointer.kill(ref, parent=tracing.incoming_context(request.headers))
+        return web.json_response({"killed": killed})
 
     async def frozen(self, request: web.Request) -> web.Response:
         ref = contract.PodRef.from_json(dict(request.query))

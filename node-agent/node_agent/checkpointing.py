@@ -232,6 +232,32 @@ class Checkpointer:
                 span.set_attribute("thawed", thawed)
                 return thawed
 
+    async def kill(self, ref: PodRef, *, parent: otel_context.Context | None = None) -> list[str]:
+        """End a frozen (checkpointed) pod's containers without letting them run again (idempotent).
+
+        The control service calls this before deleting a migrated source, so the deletion needs
+        no grace period: the containers are already dead, and were dead before they could thaw.
+        """
+        with self._tracer.start_as_current_span(
+            "agent.kill", context=parent, kind=SpanKind.SERVER, attributes={"pod": ref.pod, "namespace": ref.namespace}
+        ) as span:
+            async with self._locks.hold((ref.namespace, ref.pod)):
+                pod = await self._pod_here(ref, stage=None, running=False)
+                killed = []
+                for name, cid in pod.known_container_ids().items():
+                    cgroup = self._cgroup(name, cid)
+                    if cgroup is None:
+                        continue
+                    try:
+                        await self._freezer.kill_frozen(cgroup, timeout=self._freeze_timeout)
+                        killed.append(name)
+                    except FileNotFoundError:
+                        continue  # already gone
+                    except (FreezeError, OSError) as exc:
+                        raise AgentError(f"killing container {name}: {exc}", status=409, stage="freeze") from None
+                span.set_attribute("killed", killed)
+                return killed
+
     # --- checkpoint -------------------------------------------------------------------------
     async def checkpoint(self, req: CheckpointRequest, *, parent: otel_context.Context | None = None) -> CheckpointResponse:
         started = time.monotonic()

@@ -9,6 +9,7 @@ Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
 
 * ``POST /v1/checkpoint``  ``CheckpointRequest`` -> ``CheckpointResponse``
 * ``POST /v1/thaw``        ``PodRef`` -> ``{"frozen": false, "thawed": [names]}``
+* ``POST /v1/kill``        ``PodRef`` -> ``{"killed": [names]}`` (only frozen containers; 409 for a running one)
 * ``GET  /v1/frozen``      ``?namespace=&pod=`` -> ``FrozenState``
 * ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` -> ``{"deleted": bool}``
 * ``GET /healthz``, ``GET /metrics`` (no authentication)
@@ -27,6 +28,7 @@ from ocicheckpoint.reference import Reference, parse_reference
 
 PATH_CHECKPOINT: Final = "/v1/checkpoint"
 PATH_THAW: Final = "/v1/thaw"
+PATH_KILL: Final = "/v1/kill"
 PATH_FROZEN: Final = "/v1/frozen"
 PATH_IMAGES: Final = "/v1/images"
 PATH_HEALTHZ: Final = "/healthz"

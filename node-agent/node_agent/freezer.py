@@ -19,9 +19,11 @@ hybrid machine (this one) runc uses the v1 freezer, so v1 wins when it is mounte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Literal
@@ -127,6 +129,27 @@ class CgroupFreezer:
                 await asyncio.sleep(self._poll)
         except OSError as exc:
             raise FreezeError(f"freezing {cgroup}: {exc}") from None
+
+    async def kill_frozen(self, cgroup: Path, *, timeout: float = 10.0) -> int:
+        """SIGKILL every task of a *frozen* cgroup, then thaw it so they die; returns how many.
+
+        A frozen task cannot run, so the kill is pending when the cgroup thaws and the task dies
+        before it executes another instruction: a migrated source is ended without ever running
+        after its checkpoint. Refuses a cgroup that is not frozen (that would be a plain kill).
+        """
+        if self.state(cgroup) != "FROZEN":
+            raise FreezeError(f"{cgroup} is not frozen: refusing to kill a running container")
+        procs = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+        for pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await self.thaw(cgroup, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while (cgroup / "cgroup.procs").exists() and (cgroup / "cgroup.procs").read_text().split():
+            if time.monotonic() > deadline:
+                raise FreezeError(f"{cgroup} still has tasks {timeout:.1f}s after SIGKILL")
+            await asyncio.sleep(self._poll)
+        return len(procs)
 
     async def thaw(self, cgroup: Path, *, timeout: float = 10.0) -> None:
         try:

@@ -149,3 +149,32 @@ async def test_freeze_of_a_vanished_cgroup_fails(tmp_path: Path) -> None:
     (tmp_path / "freezer").mkdir()
     with pytest.raises(FreezeError):
         await CgroupFreezer(root=tmp_path).freeze(tmp_path / "freezer" / "gone", timeout=0.1)
+
+
+async def test_kill_refuses_a_container_that_is_not_frozen(tmp_path: Path) -> None:
+    cgroup = _v1_cgroup(tmp_path, "kubepods", "crio-abc.scope")
+    (cgroup / "freezer.state").write_text("THAWED")
+    (cgroup / "cgroup.procs").write_text("")
+    with pytest.raises(FreezeError, match="not frozen"):
+        await CgroupFreezer(root=tmp_path).kill_frozen(cgroup)
+
+
+async def test_kill_of_a_frozen_cgroup_kills_before_it_thaws(tmp_path: Path) -> None:
+    import subprocess
+
+    victim = subprocess.Popen(["sleep", "60"])
+    cgroup = _v1_cgroup(tmp_path, "kubepods", "crio-abc.scope")
+    (cgroup / "freezer.state").write_text("FROZEN")
+    (cgroup / "cgroup.procs").write_text(f"{victim.pid}\n")
+    order: list[str] = []
+    freezer = CgroupFreezer(root=tmp_path)
+
+    async def thaw(path: Path, *, timeout: float = 10.0) -> None:
+        order.append("thaw")
+        assert victim.wait(timeout=5) == -9, "SIGKILL was sent before the thaw"
+        (path / "freezer.state").write_text("THAWED")
+        (path / "cgroup.procs").write_text("")  # the kernel empties it as the tasks die
+
+    freezer.thaw = thaw  # type: ignore[method-assign]
+    assert await freezer.kill_frozen(cgroup) == 1
+    assert order == ["thaw"]

@@ -1,0 +1,836 @@
+"""The NodeDrain reconciler: empty a node by migrating its pods, one PodMigration per pod.
+
+Level-triggered and resumable like the PodMigration reconciler: every pass reads the NodeDrain
+and the world, does what can be done now, and each decision is recorded in ``status`` before it
+is acted on: that this drain cordons the node before the cordon, a pod's PodMigration name
+before it is created, a pod to evict before the eviction. A restarted control service finds in
+status which pods are done, which are in flight and which wait, and goes on from there.
+
+    Pending   -> the node is cordoned (``status.cordonedByDrain``: this drain holds the cordon)
+    Cordoned  -> its pods are listed once and classified (``migrator.drainplan``) into status.pods
+    Draining  -> at most maxConcurrent pods in flight: a PodMigration each, started only when a
+                 dry-run eviction passes and this drain's own disruptions leave room in every
+                 PodDisruptionBudget (``migrator.disruption``); with unmigratablePolicy Evict, an
+                 eviction for each pod that cannot be migrated
+              -> Succeeded; Blocked (a pod can be neither migrated nor evicted: nothing was
+                 evicted); Failed (a migration failed, or timeoutSeconds passed first)
+
+A dry-run drain (spec.dryRun) only plans: status.pods says what would move where, and nothing
+is cordoned. Deleting a NodeDrain cancels it (phase Cancelled): nothing new starts, migrations in
+flight finish (each has its own rollback), and the finalizer ``podmigrate.io/uncordon`` then
+uncordons the node if this drain holds the cordon and no other drain of the node does; the
+PodMigrations it created follow it (ownerReferences), finished by then.
+
+``AutoDrainReconciler`` turns the Node annotation ``podmigrate.io/drain: "true"`` into a
+NodeDrain ``auto-<node>`` (and its removal into that drain's deletion, which uncordons).
+``DrainControllers`` runs both with their watches and dispatchers, for the control service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+
+from migrator import api, disruption, drainplan
+from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
+from migrator.dispatching import Dispatcher, Key
+from migrator.drainplan import DrainSpec, SelectorError
+from migrator.kube.patching import MERGE_PATCH, Gone
+from migrator.kube.watching import list_and_watch
+
+log = logging.getLogger(__name__)
+
+POLL: Final = 1.0  # how often migrations in flight are looked at (a change of one also pokes its drain)
+RETRY: Final = 5.0  # a PodDisruptionBudget or an eviction said "not now": try again after this, as kubectl drain does
+MIGRATION_TIMEOUT: Final = 300  # each PodMigration's timeoutSeconds (its own default), at most the drain's
+EVENT_NAMESPACE: Final = "default"  # Events about cluster-scoped objects live here, as those about Nodes do
+COMPONENT: Final = "podmigrate-controller"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(when: datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Wait(Exception):
+    """Not an error: the drain needs the world to move; look again after ``seconds``."""
+
+    def __init__(self, seconds: float = POLL) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def unschedulable(node: Mapping[str, Any]) -> bool:
+    return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def counts(pods: list[Mapping[str, Any]]) -> dict[str, int]:
+    outcomes = Counter(p.get("outcome") for p in pods)
+    return {
+        "total": len(pods),
+        "migrated": outcomes[PodOutcome.MIGRATED],
+        "evicted": outcomes[PodOutcome.EVICTED],
+        "skipped": outcomes[PodOutcome.SKIPPED],
+        "failed": outcomes[PodOutcome.FAILED],
+    }
+
+
+class Drain:
+    """A NodeDrain and the status being built for it."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self.obj = obj
+        self.meta = obj["metadata"]
+        self.spec = DrainSpec.from_spec(obj.get("spec") or {})
+        self.status: dict[str, Any] = copy.deepcopy(dict(obj.get("status") or {}))
+        self.events: list[tuple[str, str, bool]] = []  # (reason, message, warning), recorded once status is saved
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.meta["uid"])
+
+    @property
+    def node(self) -> str:
+        return self.spec.node
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase") or "")
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.meta.get("deletionTimestamp"))
+
+    @property
+    def pods(self) -> list[dict[str, Any]]:
+        return self.status.setdefault("pods", [])
+
+    def having(self, outcome: PodOutcome) -> list[dict[str, Any]]:
+        return [p for p in self.pods if p.get("outcome") == outcome]
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """Pods still to be migrated or evicted, in order."""
+        return [p for p in self.having(PodOutcome.PENDING) if p.get("action") in (PodAction.MIGRATE, PodAction.EVICT)]
+
+    def in_flight_by_budget(self) -> Counter[str]:
+        return Counter(key for p in self.having(PodOutcome.IN_PROGRESS) for key in p.get("disruptionBudgets") or [])
+
+    def deadline(self) -> datetime:
+        return parse_time(self.status["startTime"]) + timedelta(seconds=self.spec.timeout_seconds)
+
+
+class World:
+    """The cluster as one pass of starts sees it: nodes, every pod, and PodDisruptionBudgets per namespace."""
+
+    def __init__(self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], policy: client.PolicyV1Api) -> None:
+        self.nodes = nodes
+        self.by_node = drainplan.group_by_node(pods)
+        self.index = {drainplan.pod_key(p): p for p in pods}
+        self._policy = policy
+        self._budgets: dict[str, list[disruption.Budget]] = {}
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.index.get((namespace, name))
+
+    async def budgets(self, namespace: str) -> list[disruption.Budget]:
+        if namespace not in self._budgets:
+            listing = await self._policy.list_namespaced_pod_disruption_budget(namespace)
+            pdbs = self._policy.api_client.sanitize_for_serialization(listing).get("items") or []
+            self._budgets[namespace] = disruption.budgets(pdbs)
+        return self._budgets[namespace]
+
+
+class NodeDrainReconciler:
+    def __init__(
+        self,
+        *,
+        core: client.CoreV1Api,
+        custom: client.CustomObjectsApi,
+        policy: client.PolicyV1Api,
+        poll: float = POLL,
+        retry: float = RETRY,
+    ) -> None:
+        self.core = core
+        self.custom = custom
+        self.policy = policy
+        self.poll = poll
+        self.retry = retry
+        self._next_eviction: dict[str, float] = {}  # pod uid -> monotonic time of the next attempt (pacing only)
+        self.steps = {
+            DrainPhase.PENDING: self._cordon,
+            DrainPhase.CORDONED: self._plan,
+            DrainPhase.DRAINING: self._drain,
+        }
+
+    # --- the loop -------------------------------------------------------------------------
+    async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
+        """Drive one NodeDrain as far as it can go now; seconds until the next look, or None when done."""
+        d = Drain(obj)
+        try:
+            if d.deleting:
+                return await self._attempt(d, self._cancel, save=False)
+            if d.phase in api.DRAIN_TERMINAL_PHASES:
+                return None
+            if api.DRAIN_FINALIZER not in (d.meta.get("finalizers") or []):
+                finalizers = [*(d.meta.get("finalizers") or []), api.DRAIN_FINALIZER]
+                await self._patch_meta(d, {"metadata": {"finalizers": finalizers}})
+            if "startTime" not in d.status:
+                d.status.update(phase=DrainPhase.PENDING.value, startTime=iso(now()), pods=[], conditions=[])
+                dry = " (dry run: nothing will be changed)" if d.spec.dry_run else ""
+                d.events.append(("Started", f"draining node {d.node}{dry}", False))
+                log.info("nodedrain %s: draining node %s%s", d.name, d.node, dry)
+                await self._save(d)
+            while d.phase not in api.DRAIN_TERMINAL_PHASES:
+                delay = await self._attempt(d, self.steps[DrainPhase(d.phase)])
+                if delay is not None:
+                    return delay
+            return None
+        except Gone:
+            return None
+
+    async def _attempt(self, d: Drain, step: Callable[[Drain], Awaitable[None]], *, save: bool = True) -> float | None:
+        """Run one step and save what it recorded; the seconds it asked to wait, or None when it completed."""
+        before = json.dumps(d.status, sort_keys=True)
+        try:
+            await step(d)
+        except Wait as wait:
+            if json.dumps(d.status, sort_keys=True) != before or d.events:
+                await self._save(d)
+            return wait.seconds
+        if save:
+            await self._save(d)
+        return None
+
+    async def _save(self, d: Drain) -> None:
+        d.status["counts"] = counts(d.pods)
+        try:
+            await self.custom.patch_cluster_custom_object_status(
+                api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name, {"status": d.status}, _content_type=MERGE_PATCH
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise Gone(f"{api.DRAIN_PLURAL}/{d.name}") from None
+            raise
+        events, d.events = d.events, []
+        for reason, message, warning in events:
+            await self._event(d, reason, message, warning=warning)
+
+    async def _patch_meta(self, d: Drain, body: dict[str, Any]) -> None:
+        # resourceVersion makes it conditional: a 409 means someone changed the object meanwhile,
+        # and the dispatcher's retry re-reads it and tries again.
+        body["metadata"]["resourceVersion"] = d.meta["resourceVersion"]
+        try:
+            await self.custom.patch_cluster_custom_object(
+                api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name, body, _content_type=MERGE_PATCH
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def _event(self, d: Drain, reason: str, message: str, *, warning: bool = False) -> None:
+        when = now()
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{d.name}.", namespace=EVENT_NAMESPACE),
+            involved_object=client.V1ObjectReference(api_version=api.API_VERSION, kind=api.DRAIN_KIND, name=d.name, uid=d.uid),
+            reason=reason, message=message[:1000], type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component=COMPONENT), first_timestamp=when, last_timestamp=when, count=1,
+            reporting_component=COMPONENT, reporting_instance=COMPONENT,
+        )  # fmt: skip
+        try:
+            await self.core.create_namespaced_event(EVENT_NAMESPACE, body)
+        except client.ApiException as exc:
+            log.warning("event %s for nodedrain %s not recorded: %s", reason, d.name, exc.reason)
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def _set_condition(self, d: Drain, kind: str, value: bool, reason: str, message: str) -> None:
+        conditions = [c for c in d.status.get("conditions") or [] if c["type"] != kind]
+        status = "True" if value else "False"
+        old = next((c for c in d.status.get("conditions") or [] if c["type"] == kind), None)
+        since = old["lastTransitionTime"] if old and old["status"] == status else iso(now())
+        conditions.append({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since})
+        d.status["conditions"] = conditions
+
+    def _finish(self, d: Drain, phase: DrainPhase, reason: str, message: str) -> None:
+        d.status.update(phase=phase.value, reason=reason, message=message, completionTime=iso(now()))
+        self._set_condition(d, "Complete", phase == DrainPhase.SUCCEEDED, reason, message)
+        d.events.append((reason, message, phase != DrainPhase.SUCCEEDED))
+        log.info("nodedrain %s %s: %s: %s", d.name, phase.value, reason, message)
+
+    @staticmethod
+    def _pod_done(entry: dict[str, Any], outcome: PodOutcome, reason: str) -> None:
+        entry.update(outcome=outcome.value, reason=reason, completionTime=iso(now()))
+
+    @staticmethod
+    def _not_started(entry: dict[str, Any], reason: str) -> None:
+        """Recorded as starting, but it never did (the drain was cancelled in between)."""
+        for key in ("startTime", "migration", "disruptionBudgets"):
+            entry.pop(key, None)
+        entry.update(outcome=PodOutcome.PENDING.value, reason=reason)
+
+    def _unmigratable(self, d: Drain, entry: dict[str, Any], why: str) -> None:
+        """unmigratablePolicy for a pod found unmigratable while draining: evict it later, or block the drain."""
+        for key in ("target", "startTime", "disruptionBudgets"):
+            entry.pop(key, None)
+        if d.spec.policy == UnmigratablePolicy.EVICT:
+            entry.update(action=PodAction.EVICT.value, outcome=PodOutcome.PENDING.value, reason=drainplan.evict_instead(why))
+            return
+        self._pod_done(entry, PodOutcome.FAILED, drainplan.not_evicted(why))
+        d.status.setdefault("blockedReasons", []).append(f"{entry['namespace']}/{entry['name']}: {why}")
+        d.events.append(("Unmigratable", f"pod {entry['namespace']}/{entry['name']} {drainplan.not_evicted(why)}", True))
+
+    # --- reading the world ----------------------------------------------------------------
+    def _plain(self, obj: Any) -> Any:
+        return self.core.api_client.sanitize_for_serialization(obj)
+
+    async def _node(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self.core.read_node(name))
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self.core.read_namespaced_pod(name, namespace))
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _migration(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _drains_of_node(self, d: Drain) -> list[dict[str, Any]]:
+        """The node's other NodeDrains."""
+        listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL)
+        return [
+            o for o in listing.get("items") or []
+            if (o.get("spec") or {}).get("nodeName") == d.node and o["metadata"]["uid"] != d.uid
+        ]  # fmt: skip
+
+    async def _world(self) -> World:
+        nodes = [self._plain(n) for n in (await self.core.list_node()).items]
+        pods = [self._plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
+        return World(nodes=nodes, pods=pods, policy=self.policy)
+
+    async def _set_unschedulable(self, node: str, value: bool) -> None:
+        # null removes the field, as kubectl uncordon leaves it.
+        await self.core.patch_node(node, {"spec": {"unschedulable": True if value else None}}, _content_type=MERGE_PATCH)
+
+    # --- steps ----------------------------------------------------------------------------
+    async def _cordon(self, d: Drain) -> None:
+        node = await self._node(d.node)
+        if node is None:
+            return self._finish(d, DrainPhase.FAILED, "NodeNotFound", f'node "{d.node}" not found')
+        others = await self._drains_of_node(d)
+        mine = (d.meta.get("creationTimestamp") or "", d.name)
+        for other in others:
+            theirs = (other["metadata"].get("creationTimestamp") or "", other["metadata"]["name"])
+            finished = (other.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
+            if not finished and not other["metadata"].get("deletionTimestamp") and theirs < mine:
+                return self._finish(
+                    d, DrainPhase.FAILED, "DrainInProgress",
+                    f"node {d.node} is already being drained by NodeDrain {other['metadata']['name']}",
+                )  # fmt: skip
+        if d.spec.dry_run:
+            return await self._plan(d)
+        if "cordonedByDrain" not in d.status:
+            # Recorded before the node is touched, so a cancel after a crash right here still uncordons.
+            # A cordon another NodeDrain holds is shared: the last drain holding it releases it.
+            held = any((o.get("status") or {}).get("cordonedByDrain") for o in others)
+            d.status["cordonedByDrain"] = not unschedulable(node) or held
+            await self._save(d)
+        if not unschedulable(node):
+            await self._set_unschedulable(d.node, True)
+            d.events.append(("Cordoned", f"node {d.node} cordoned", False))
+            self._set_condition(d, "Cordoned", True, "Cordoned", f"node {d.node} cordoned by this drain")
+        else:
+            who = "this drain" if d.status["cordonedByDrain"] else "someone else; it stays cordoned when this drain is deleted"
+            self._set_condition(d, "Cordoned", True, "AlreadyCordoned", f"node {d.node} was already cordoned (by {who})")
+        d.status["phase"] = DrainPhase.CORDONED.value
+
+    async def _plan(self, d: Drain) -> None:
+        """List the node's pods once and decide, for each, migrate (and where), evict or leave it."""
+        world = await self._world()
+        on_node = world.by_node.get(d.node, [])
+        try:
+            plan = drainplan.plan(spec=d.spec, pods=on_node, nodes=world.nodes, pods_by_node=world.by_node)
+        except SelectorError as exc:
+            return self._finish(d, DrainPhase.FAILED, "InvalidPodSelector", str(exc))
+        d.status["pods"] = [p.entry() for p in plan.pods]
+        moves = plan.count(PodAction.MIGRATE)
+        summary = f"{moves} pod(s) to migrate, {plan.count(PodAction.EVICT)} to evict, {plan.count(PodAction.SKIP)} left alone"
+        if plan.blocked:
+            d.status["blockedReasons"] = plan.blocked
+            dry = "dry run: the drain would stop here; " if d.spec.dry_run else ""
+            return self._finish(
+                d, DrainPhase.BLOCKED, "Unmigratable",
+                f"{dry}{len(plan.blocked)} pod(s) can be neither migrated nor evicted, so nothing was moved or evicted: "
+                + "; ".join(plan.blocked),
+            )  # fmt: skip
+        if d.spec.dry_run:
+            return self._finish(d, DrainPhase.SUCCEEDED, "DryRun", f"dry run: {summary}; nothing was changed")
+        d.events.append(("Planned", summary, False))
+        d.status["message"] = summary
+        d.status["phase"] = DrainPhase.DRAINING.value
+
+    async def _drain(self, d: Drain) -> None:
+        for entry in d.having(PodOutcome.IN_PROGRESS):
+            await self._follow(d, entry)
+        expired = now() >= d.deadline()
+        if not expired and not d.status.get("blockedReasons"):
+            await self._start(d)
+        if d.having(PodOutcome.IN_PROGRESS):
+            raise Wait(self.poll)
+        waiting = d.waiting()
+        if waiting and not expired and not d.status.get("blockedReasons"):
+            raise Wait(self.retry)  # a PodDisruptionBudget said not now
+        for entry in waiting:
+            if expired:
+                self._pod_done(entry, PodOutcome.FAILED, f"not started within timeoutSeconds ({d.spec.timeout_seconds}s)")
+            else:
+                entry["reason"] = "not started: the drain is blocked"
+        c = counts(d.pods)
+        tally = f"{c['migrated']} migrated, {c['evicted']} evicted, {c['skipped']} left alone, {c['failed']} failed"
+        if d.status.get("blockedReasons"):
+            reasons = "; ".join(d.status["blockedReasons"])
+            return self._finish(d, DrainPhase.BLOCKED, "Unmigratable", f"stopped ({tally}): cannot be migrated: {reasons}")
+        failed = d.having(PodOutcome.FAILED)
+        if failed:
+            reason = "Timeout" if expired else "MigrationFailed"
+            details = "; ".join(f"{p['namespace']}/{p['name']}: {p.get('reason', '')}" for p in failed)
+            return self._finish(d, DrainPhase.FAILED, reason, f"node {d.node} not drained ({tally}): {details}")
+        self._finish(d, DrainPhase.SUCCEEDED, "Drained", f"node {d.node} drained: {tally}")
+
+    async def _start(self, d: Drain) -> None:
+        """Start migrations (and evictions) while there is room: concurrency, then every PodDisruptionBudget."""
+        free = d.spec.max_concurrent - len(d.having(PodOutcome.IN_PROGRESS))
+        waiting = d.waiting()
+        if free <= 0 or not waiting:
+            return
+        world = await self._world()
+        windows = disruption.open_windows(d.in_flight_by_budget(), disruption.windows_from_status(d.status.get("budgets") or []))
+        d.status["budgets"] = disruption.windows_to_status(windows)
+        for entry in waiting:
+            if free <= 0 or d.status.get("blockedReasons"):
+                return
+            pod = world.pod(entry["namespace"], entry["name"])
+            if pod is None or pod["metadata"]["uid"] != entry.get("uid") or pod["spec"].get("nodeName") != d.node:
+                self._pod_done(entry, PodOutcome.SKIPPED, "gone from the node before its turn")
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                self._pod_done(entry, PodOutcome.SKIPPED, "deleted by someone else before its turn")
+                continue
+            if entry["action"] == PodAction.MIGRATE:
+                assigned: dict[str, list[Mapping[str, Any]]] = {}
+                for other in d.having(PodOutcome.IN_PROGRESS):
+                    source = world.pod(other["namespace"], other["name"])
+                    if other.get("target") and source is not None and source["spec"].get("nodeName") == d.node:
+                        assigned.setdefault(other["target"], []).append(source)
+                target, why = drainplan.choose_target(
+                    pod, spec=d.spec, nodes=world.nodes, pods_by_node=drainplan.with_assignments(world.by_node, assigned),
+                    prefer=str(entry.get("target") or ""),
+                )  # fmt: skip
+                if target is None:
+                    self._unmigratable(d, entry, why)
+                    if entry["action"] != PodAction.EVICT:
+                        continue
+                else:
+                    entry["target"] = target
+            budgets = disruption.covering(pod, await world.budgets(entry["namespace"]))
+            decision = disruption.check(pod, all_budgets=budgets, in_flight=d.in_flight_by_budget(), windows=windows)
+            if decision.allowed and entry["action"] == PodAction.MIGRATE:
+                decision = await self._dry_run_eviction(pod, decision)
+            if decision.refused:
+                self._pod_done(entry, PodOutcome.FAILED, f"cannot be disrupted: {decision.reason}")
+                continue
+            if not decision.allowed:
+                entry["reason"] = f"waiting: {decision.reason}; trying again every {self.retry:g}s"
+                continue
+            windows.update(decision.opens)
+            d.status["budgets"] = disruption.windows_to_status(windows)
+            entry.update(outcome=PodOutcome.IN_PROGRESS.value, startTime=iso(now()), disruptionBudgets=[b.key for b in budgets])
+            if entry["action"] == PodAction.MIGRATE:
+                entry["migration"] = drainplan.migration_name(d.node, entry["name"])
+                entry["reason"] = f"migrating to {entry['target']}"
+                await self._save(d)  # recorded before the PodMigration exists
+                await self._create_migration(d, entry)
+            else:
+                entry["reason"] = "evicting"
+                await self._save(d)  # recorded before the eviction
+                await self._follow_eviction(d, entry)
+            free -= 1
+
+    async def _dry_run_eviction(self, pod: Mapping[str, Any], decision: disruption.Decision) -> disruption.Decision:
+        """The API server's own PodDisruptionBudget verdict, without evicting anything."""
+        meta = pod["metadata"]
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=meta["name"], namespace=meta["namespace"]))
+        try:
+            await self.core.create_namespaced_pod_eviction(meta["name"], meta["namespace"], body, dry_run="All")
+        except client.ApiException as exc:
+            if exc.status == 429:
+                return disruption.Decision(allowed=False, reason=_api_message(exc))
+            if exc.status == 500 and "more than one" in _api_message(exc):
+                # The eviction API refuses pods under several PDBs outright; so does a drain (it cannot ask).
+                return disruption.Decision(allowed=False, reason=_api_message(exc), refused=True)
+            if exc.status != 404:  # 404: gone, the next pass sees it
+                raise
+        return decision
+
+    # --- following pods in flight -----------------------------------------------------------
+    async def _follow(self, d: Drain, entry: dict[str, Any]) -> None:
+        if entry["action"] == PodAction.MIGRATE:
+            await self._follow_migration(d, entry)
+        else:
+            await self._follow_eviction(d, entry)
+
+    def _ours(self, d: Drain, migration: Mapping[str, Any]) -> bool:
+        return any(o.get("uid") == d.uid for o in migration["metadata"].get("ownerReferences") or [])
+
+    async def _create_migration(self, d: Drain, entry: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {
+                "name": entry["migration"],
+                "namespace": entry["namespace"],
+                "labels": {api.LABEL_DRAIN: d.name},
+                # A namespaced object may have a cluster-scoped owner: deleting the drain deletes its migrations
+                # (after the drain's finalizer let them finish).
+                "ownerReferences": [
+                    {"apiVersion": api.API_VERSION, "kind": api.DRAIN_KIND, "name": d.name, "uid": d.uid, "controller": True}
+                ],
+            },
+            "spec": {
+                "podName": entry["name"],
+                "targetNode": entry["target"],
+                "timeoutSeconds": min(MIGRATION_TIMEOUT, d.spec.timeout_seconds),
+            },
+        }
+        try:
+            await self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, entry["namespace"], api.PLURAL, body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            return  # ours from a pass that died before it could say so, or someone else's: the next look tells
+        what = f"pod {entry['namespace']}/{entry['name']} to {entry['target']} (podmigration {entry['migration']})"
+        d.events.append(("Migrating", what, False))
+
+    async def _follow_migration(self, d: Drain, entry: dict[str, Any]) -> None:
+        namespace, name = entry["namespace"], entry["migration"]
+        migration = await self._migration(namespace, name)
+        if migration is not None and not self._ours(d, migration):
+            if migration["metadata"].get("deletionTimestamp") or await self._orphaned(migration):
+                entry["reason"] = f"waiting for an older PodMigration {name} to be removed"
+                return
+            why = f"a PodMigration {namespace}/{name} exists that this drain did not create"
+            return self._pod_done(entry, PodOutcome.FAILED, why)
+        if migration is None:
+            pod = await self._pod(namespace, entry["name"])
+            alive = pod is not None and pod["metadata"]["uid"] == entry["uid"] and not pod["metadata"].get("deletionTimestamp")
+            if alive and not d.deleting:
+                return await self._create_migration(d, entry)  # recorded, then the control service stopped before creating it
+            if alive:
+                return self._not_started(entry, "not started: the drain was cancelled")
+            return self._pod_done(entry, PodOutcome.FAILED, f"its PodMigration {name} was deleted before it finished")
+        status = migration.get("status") or {}
+        phase = status.get("phase") or api.Phase.PENDING.value
+        if phase == api.Phase.SUCCEEDED:
+            entry["target"] = status.get("targetNode") or entry.get("target", "")
+            return self._pod_done(entry, PodOutcome.MIGRATED, status.get("message") or "migrated")
+        if phase == api.Phase.FAILED:
+            why = f"{status.get('reason', 'Failed')}: {status.get('message', '')}"
+            refused = not status.get("sourceNode") and status.get("reason") not in ("Timeout", "Cancelled")
+            if refused:  # refused before it touched anything: the pod cannot be migrated
+                self._unmigratable(d, entry, f"its PodMigration refused it: {why}")
+                d.events.append(("MigrationRefused", f"pod {entry['namespace']}/{entry['name']}: {why}", True))
+                return
+            d.events.append(("MigrationFailed", f"pod {entry['namespace']}/{entry['name']}: {why}", True))
+            return self._pod_done(entry, PodOutcome.FAILED, f"migration failed: {why}")
+        step = f", {status['step']}" if status.get("step") else ""
+        entry["reason"] = f"migrating to {entry.get('target')} (podmigration {name}: {phase}{step})"
+
+    async def _orphaned(self, migration: Mapping[str, Any]) -> bool:
+        """Does it belong to a NodeDrain that is gone (so the garbage collector is about to delete it)?"""
+        for owner in migration["metadata"].get("ownerReferences") or []:
+            if owner.get("kind") != api.DRAIN_KIND:
+                continue
+            try:
+                drain = await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, owner["name"])
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return bool(drain["metadata"]["uid"] != owner.get("uid"))
+        return False
+
+    async def _follow_eviction(self, d: Drain, entry: dict[str, Any]) -> None:
+        """Evict through the Eviction API (PodDisruptionBudgets honoured); 429: again after ``retry`` seconds."""
+        namespace, name = entry["namespace"], entry["name"]
+        pod = await self._pod(namespace, name)
+        if pod is None or pod["metadata"]["uid"] != entry["uid"]:
+            self._next_eviction.pop(entry["uid"], None)
+            return self._pod_done(entry, PodOutcome.EVICTED, "evicted")
+        if pod["metadata"].get("deletionTimestamp"):
+            entry["reason"] = "evicted; terminating"
+            return
+        if d.deleting:
+            return self._not_started(entry, "not evicted: the drain was cancelled")
+        if time.monotonic() < self._next_eviction.get(entry["uid"], 0.0):
+            return
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            await self.core.create_namespaced_pod_eviction(name, namespace, body)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return self._pod_done(entry, PodOutcome.EVICTED, "evicted")
+            if exc.status != 429:
+                return self._pod_done(entry, PodOutcome.FAILED, f"eviction failed: {_api_message(exc)}")
+            self._next_eviction[entry["uid"]] = time.monotonic() + self.retry
+            entry["reason"] = f"eviction refused for now ({_api_message(exc)}); trying again every {self.retry:g}s"
+            return
+        self._next_eviction.pop(entry["uid"], None)
+        entry["reason"] = "evicted; terminating"
+        d.events.append(("Evicting", f"pod {namespace}/{name} evicted", False))
+
+    # --- cancel ---------------------------------------------------------------------------
+    async def _cancel(self, d: Drain) -> None:
+        """Deleted: start nothing new, let what is in flight finish, uncordon if this drain holds the cordon, let go."""
+        if d.phase not in api.DRAIN_TERMINAL_PHASES:
+            for entry in d.waiting():
+                entry["reason"] = "not started: the drain was cancelled"
+            d.status.update(phase=DrainPhase.CANCELLED.value, reason="Cancelled", message="the NodeDrain was deleted")
+            d.events.append(("Cancelled", "the NodeDrain was deleted: nothing new starts; what is in flight finishes", True))
+            await self._save(d)
+        for entry in d.having(PodOutcome.IN_PROGRESS):
+            await self._follow(d, entry)
+        if d.having(PodOutcome.IN_PROGRESS):
+            d.status["message"] = f"cancelled; waiting for {len(d.having(PodOutcome.IN_PROGRESS))} pod(s) in flight"
+            raise Wait(self.poll)
+        if d.phase == DrainPhase.CANCELLED and "completionTime" not in d.status:
+            c = counts(d.pods)
+            d.status.update(
+                completionTime=iso(now()),
+                message=f"cancelled: {c['migrated']} migrated, {c['evicted']} evicted, {c['failed']} failed before it stopped",
+            )
+            self._set_condition(d, "Complete", False, "Cancelled", d.status["message"])
+            await self._save(d)
+        if d.status.get("cordonedByDrain"):
+            others = await self._drains_of_node(d)
+            holders = [
+                o["metadata"]["name"] for o in others
+                if (o.get("status") or {}).get("cordonedByDrain") and not o["metadata"].get("deletionTimestamp")
+            ]  # fmt: skip
+            if not holders:
+                try:
+                    await self._set_unschedulable(d.node, False)
+                    await self._event(d, "Uncordoned", f"node {d.node} uncordoned")
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+        await self._release(d)
+
+    async def _release(self, d: Drain) -> None:
+        """Remove the finalizer, conditional on the object as it is now (status patches moved its resourceVersion)."""
+        try:
+            fresh = await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        finalizers = list(fresh["metadata"].get("finalizers") or [])
+        if api.DRAIN_FINALIZER not in finalizers:
+            return
+        d.meta["resourceVersion"] = fresh["metadata"]["resourceVersion"]
+        await self._patch_meta(d, {"metadata": {"finalizers": [f for f in finalizers if f != api.DRAIN_FINALIZER]}})
+
+
+def _api_message(exc: client.ApiException) -> str:
+    """The API server's own words (a 429 names the PodDisruptionBudget)."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    causes = [c.get("message") for c in (body.get("details") or {}).get("causes") or [] if c.get("message")]
+    message = body.get("message") or exc.reason or str(exc.status)
+    return f"{message} {'; '.join(causes)}".strip() if causes else str(message)
+
+
+# --- Nodes: the podmigrate.io/drain annotation -------------------------------------------------
+class AutoDrainReconciler:
+    """``podmigrate.io/drain: "true"`` on a Node: a NodeDrain ``auto-<node>`` exists (unless another drain of it does).
+
+    ``podmigrate.io/drain-policy: Evict`` makes it evict what cannot be migrated (default Block).
+    Without the annotation, an ``auto-<node>`` drain is deleted: that cancels it if it still runs,
+    and uncordons the node (the drain's finalizer), so the annotation is the node's desired state.
+    """
+
+    def __init__(self, *, custom: client.CustomObjectsApi) -> None:
+        self.custom = custom
+
+    async def reconcile(self, node: Mapping[str, Any]) -> float | None:
+        meta = node["metadata"]
+        name = str(meta["name"])
+        annotations = meta.get("annotations") or {}
+        wanted = str(annotations.get(api.ANNOTATION_DRAIN_REQUEST, "")).lower() == "true"
+        drain_name = drainplan.auto_drain_name(name)
+        listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL)
+        drains = [o for o in listing.get("items") or [] if (o.get("spec") or {}).get("nodeName") == name]
+        auto = next((o for o in drains if o["metadata"]["name"] == drain_name and self.automatic(o)), None)
+        if not wanted:
+            if auto is not None and not auto["metadata"].get("deletionTimestamp"):
+                log.info("node %s: annotation %s removed; deleting NodeDrain %s", name, api.ANNOTATION_DRAIN_REQUEST, drain_name)
+                await self._delete(drain_name)
+            return None
+        if drains:
+            return None
+        policy = self.policy(annotations.get(api.ANNOTATION_DRAIN_POLICY))
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.DRAIN_KIND,
+            "metadata": {"name": drain_name, "labels": {api.LABEL_AUTO_DRAIN: "true"}},
+            "spec": {"nodeName": name, "unmigratablePolicy": policy.value},
+        }
+        try:
+            await self.custom.create_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, body)
+            log.info(
+                "node %s: annotation %s=true: created NodeDrain %s (%s)", name, api.ANNOTATION_DRAIN_REQUEST, drain_name, policy
+            )
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        return None
+
+    @staticmethod
+    def automatic(drain: Mapping[str, Any]) -> bool:
+        return (drain["metadata"].get("labels") or {}).get(api.LABEL_AUTO_DRAIN) == "true"
+
+    @staticmethod
+    def policy(text: str | None) -> UnmigratablePolicy:
+        """The annotation's policy, case-insensitively; anything else is the safe default, Block."""
+        return UnmigratablePolicy.EVICT if str(text or "").strip().lower() == "evict" else UnmigratablePolicy.BLOCK
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self.custom.delete_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+# --- wiring -----------------------------------------------------------------------------------
+class DrainControllers:
+    """Both reconcilers, their dispatchers and watches: what the control service runs for drains.
+
+    Watches NodeDrains (each is reconciled until it is done), the PodMigrations drains created (a
+    change pokes its drain, so it does not wait for its next poll) and Nodes (only those with the
+    drain annotation, or that had it, or that have an auto drain, reach the auto-drain reconciler).
+    """
+
+    def __init__(self, *, core: client.CoreV1Api, custom: client.CustomObjectsApi, policy: client.PolicyV1Api) -> None:
+        self.core = core
+        self.custom = custom
+        self.drains = NodeDrainReconciler(core=core, custom=custom, policy=policy)
+        self.auto = AutoDrainReconciler(custom=custom)
+        self.drain_dispatcher = Dispatcher(fetch=self._fetch_drain, reconcile=self.drains.reconcile)
+        self.node_dispatcher = Dispatcher(fetch=self._fetch_node, reconcile=self.auto.reconcile)
+        self._annotated: set[str] = set()
+
+    async def _fetch_drain(self, key: Key) -> dict[str, Any] | None:
+        try:
+            return await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, key[1])
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _fetch_node(self, key: Key) -> dict[str, Any] | None:
+        try:
+            return self.core.api_client.sanitize_for_serialization(await self.core.read_node(key[1]))
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def watch(self) -> None:
+        """Run the three watches forever (until cancelled)."""
+        await asyncio.gather(self._watch_drains(), self._watch_migrations(), self._watch_nodes())
+
+    async def _watch_drains(self) -> None:
+        async for event in list_and_watch(
+            self.custom.list_cluster_custom_object, group=api.GROUP, version=api.VERSION, plural=api.DRAIN_PLURAL
+        ):
+            obj = event.object
+            if event.type == "SYNCED" or obj is None:
+                continue
+            meta = obj["metadata"]
+            if (meta.get("labels") or {}).get(api.LABEL_AUTO_DRAIN):
+                self.node_dispatcher.notify(("", str((obj.get("spec") or {}).get("nodeName", ""))))
+            if event.type == "DELETED":
+                continue
+            finished = (obj.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
+            if finished and not meta.get("deletionTimestamp"):
+                continue
+            self.drain_dispatcher.notify(("", meta["name"]))
+
+    async def _watch_migrations(self) -> None:
+        async for event in list_and_watch(
+            self.custom.list_cluster_custom_object,
+            group=api.GROUP, version=api.VERSION, plural=api.PLURAL, label_selector=api.LABEL_DRAIN,
+        ):  # fmt: skip
+            obj = event.object
+            if event.type in ("SYNC", "SYNCED") or obj is None:
+                continue
+            drain = (obj["metadata"].get("labels") or {}).get(api.LABEL_DRAIN)
+            if drain:
+                self.drain_dispatcher.notify(("", drain))
+
+    async def _watch_nodes(self) -> None:
+        async for event in list_and_watch(self.core.list_node):
+            node = event.object
+            if event.type == "SYNCED" or node is None:
+                continue
+            name = node.metadata.name
+            annotated = api.ANNOTATION_DRAIN_REQUEST in (node.metadata.annotations or {})
+            if event.type == "DELETED":
+                self._annotated.discard(name)
+                continue
+            if annotated or name in self._annotated:
+                self.node_dispatcher.notify(("", name))
+            if annotated:
+                self._annotated.add(name)
+            else:
+                self._annotated.discard(name)
+
+    def active(self) -> int:
+        return self.drain_dispatcher.active()
+
+    async def stop(self) -> None:
+        await self.drain_dispatcher.stop()
+        await self.node_dispatcher.stop()

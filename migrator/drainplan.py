@@ -1,0 +1,402 @@
+"""What draining a node means for each of its pods, decided without touching anything.
+
+Pure functions over the objects as the API returns them (JSON-shaped dicts) and a NodeDrain's
+spec, shared by the NodeDrain reconciler and ``kubectl migrate drain --dry-run``, so that the
+preview and the real drain cannot disagree. The pods are classified as ``kubectl drain`` does:
+
+- left alone (``skip``): pods the podSelector does not select, static (mirror) pods, DaemonSet
+  pods (with ignoreDaemonSets), finished pods and pods already being deleted;
+- blocking whatever the policy (kubectl drain refuses these too): DaemonSet pods without
+  ignoreDaemonSets, pods with emptyDir volumes without deleteEmptyDirData;
+- unmigratable (``unmigratablePolicy`` decides: evict them, or stop Blocked): pods a
+  PodMigration would refuse (host network, not Running, an owner whose replacement cannot be
+  restored) and pods no node can take;
+- everything else is migrated, each to the node that fits best, counting the pods this drain
+  already sends there, so a drain spreads its pods instead of piling them on the emptiest node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from migrator import placement
+from migrator.api import PodAction, PodOutcome, UnmigratablePolicy
+
+# The controllers whose pods a PodMigration can move (their replacement is restored by the webhook).
+# It lives with the PodMigration reconciler, which is the judge; a pod it would refuse is unmigratable here too.
+from migrator.controllers.podmigration import OWNERS_RESTORED_BY_WEBHOOK
+
+MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
+NAME_LIMIT: Final = 63  # PodMigration names from a drain, and NodeDrain names (they become label values)
+
+
+# --- the spec, with the CRD's defaults ------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class DrainSpec:
+    node: str
+    target_nodes: tuple[str, ...] = ()
+    target_selector: Mapping[str, str] = field(default_factory=dict)
+    pod_selector: str = ""
+    max_concurrent: int = 2
+    timeout_seconds: int = 1800
+    policy: UnmigratablePolicy = UnmigratablePolicy.BLOCK
+    delete_emptydir_data: bool = False
+    ignore_daemonsets: bool = True
+    dry_run: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> DrainSpec:
+        """A NodeDrain's ``spec`` (defaults filled in as the API server's schema would)."""
+        return cls(
+            node=str(spec["nodeName"]),
+            target_nodes=tuple(spec.get("targetNodes") or ()),
+            target_selector=dict(spec.get("targetSelector") or {}),
+            pod_selector=str(spec.get("podSelector") or ""),
+            max_concurrent=int(spec.get("maxConcurrent") or 2),
+            timeout_seconds=int(spec.get("timeoutSeconds") or 1800),
+            policy=UnmigratablePolicy(spec.get("unmigratablePolicy") or UnmigratablePolicy.BLOCK),
+            delete_emptydir_data=bool(spec.get("deleteEmptyDirData", False)),
+            ignore_daemonsets=bool(spec.get("ignoreDaemonSets", True)),
+            dry_run=bool(spec.get("dryRun", False)),
+        )
+
+
+# --- label selectors --------------------------------------------------------------------------
+class SelectorError(ValueError):
+    """A podSelector that kubectl would not accept either."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: str  # "=", "!=", "in", "notin", "exists", "!"
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.operator in ("=", "in"):
+            return value is not None and value in self.values
+        if self.operator in ("!=", "notin"):
+            return value is None or value not in self.values
+        if self.operator == "exists":
+            return value is not None
+        return value is None  # "!"
+
+
+_KEY = r"(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_SET_TERM = re.compile(rf"^({_KEY})\s+(in|notin)\s+\(([^()]*)\)$")
+_EQUALITY_TERM = re.compile(rf"^({_KEY})\s*(==|!=|=)\s*({_VALUE})$")
+_EXISTS_TERM = re.compile(rf"^(!?)\s*({_KEY})$")
+
+
+def _split_terms(text: str) -> list[str]:
+    """Commas separate terms, except inside ``in (a, b)``."""
+    terms, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            terms.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    terms.append("".join(current))
+    return [t.strip() for t in terms]
+
+
+def parse_selector(text: str) -> tuple[Requirement, ...]:
+    """A label selector in kubectl's syntax: ``app=web,tier!=db,env in (a,b),!legacy,canary``; empty selects all."""
+    if not text.strip():
+        return ()
+    requirements = []
+    for term in _split_terms(text):
+        if match := _SET_TERM.match(term):
+            values = tuple(v.strip() for v in match.group(3).split(","))
+            if not all(values) or not all(re.fullmatch(_VALUE, v) for v in values):
+                raise SelectorError(f'invalid values in "{term}"')
+            requirements.append(Requirement(match.group(1), match.group(2), values))
+        elif match := _EQUALITY_TERM.match(term):
+            op = "=" if match.group(2) == "==" else match.group(2)
+            requirements.append(Requirement(match.group(1), op, (match.group(3),)))
+        elif match := _EXISTS_TERM.match(term):
+            requirements.append(Requirement(match.group(2), "!" if match.group(1) else "exists"))
+        else:
+            raise SelectorError(f'invalid label selector term "{term}" in "{text}"')
+    return tuple(requirements)
+
+
+def selector_matches(requirements: Iterable[Requirement], labels: Mapping[str, str] | None) -> bool:
+    return all(r.matches(labels or {}) for r in requirements)
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
+    """A metav1.LabelSelector (matchLabels, matchExpressions); as in policy/v1, null selects nothing, {} everything."""
+    if selector is None:
+        return False
+    labels = labels or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
+    for expr in selector.get("matchExpressions") or []:
+        if expr.get("operator") not in ops:
+            return False
+        if not Requirement(expr["key"], ops[expr["operator"]], tuple(expr.get("values") or ())).matches(labels):
+            return False
+    return True
+
+
+# --- names -----------------------------------------------------------------------------------
+def _fit(name: str, *, seed: str, limit: int = NAME_LIMIT) -> str:
+    """``name`` if it fits in ``limit``; else a prefix of it and a hash of ``seed`` (still unique, still valid)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def migration_name(node: str, pod: str) -> str:
+    """The PodMigration a drain of ``node`` creates for ``pod`` (in the pod's namespace)."""
+    return _fit(f"drain-{node}-{pod}", seed=f"{node}/{pod}")
+
+
+def auto_drain_name(node: str) -> str:
+    """The NodeDrain the ``podmigrate.io/drain`` node annotation asks for."""
+    return _fit(f"auto-{node}", seed=node)
+
+
+def drain_generate_name(node: str) -> str:
+    """``generateName`` for a NodeDrain of ``node``: the API server appends 5 characters."""
+    return f"{node[: NAME_LIMIT - 6].rstrip('-.')}-"
+
+
+# --- one pod ---------------------------------------------------------------------------------
+def controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
+
+
+def owner_of(pod: Mapping[str, Any]) -> str:
+    """``Kind/name`` of the pod's controller; empty for a bare pod."""
+    owner = controller_of(pod)
+    return f"{owner['kind']}/{owner['name']}" if owner else ""
+
+
+def pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
+    return str(pod["metadata"].get("namespace", "")), str(pod["metadata"]["name"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """A pod judged on its own merits, before any node is considered."""
+
+    action: PodAction
+    reason: str = ""
+    blocks: bool = False  # blocks the drain whatever unmigratablePolicy says
+    unmigratable: bool = False  # cannot be migrated: unmigratablePolicy decides
+
+
+def judge(pod: Mapping[str, Any], *, spec: DrainSpec, selector: Sequence[Requirement]) -> Verdict:
+    meta, pod_spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    phase = status.get("phase") or "Unknown"
+    owner = controller_of(pod)
+    if not selector_matches(selector, meta.get("labels")):
+        return Verdict(action=PodAction.SKIP, reason="not selected by podSelector")
+    if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+        return Verdict(action=PodAction.SKIP, reason="static (mirror) pod: the kubelet owns it")
+    if phase in ("Succeeded", "Failed"):
+        return Verdict(action=PodAction.SKIP, reason=f"finished ({phase}): nothing runs to move")
+    if meta.get("deletionTimestamp"):
+        return Verdict(action=PodAction.SKIP, reason="already being deleted")
+    if owner and owner.get("kind") == "DaemonSet":
+        if spec.ignore_daemonsets:
+            return Verdict(action=PodAction.SKIP, reason=f"DaemonSet pod ({owner['name']}): stays, it tolerates the cordon")
+        return Verdict(
+            action=PodAction.SKIP,
+            blocks=True,
+            reason=f"managed by DaemonSet {owner['name']}: it can neither move nor leave (set ignoreDaemonSets to drain anyway)",
+        )
+    empty_dirs = [v["name"] for v in pod_spec.get("volumes") or [] if "emptyDir" in v]
+    if empty_dirs and not spec.delete_emptydir_data:
+        return Verdict(
+            action=PodAction.MIGRATE,
+            blocks=True,
+            reason=f"has emptyDir volume(s) {', '.join(empty_dirs)}: a checkpoint carries the processes' memory, not the "
+            "files in emptyDir (set deleteEmptyDirData to move it anyway with empty emptyDir volumes)",
+        )
+    problem = None
+    if pod_spec.get("hostNetwork"):
+        problem = "uses the host network: its sockets cannot move with it"
+    elif phase != "Running":
+        problem = f"is {phase}, not Running: there is no process to checkpoint"
+    elif owner and owner.get("kind") not in OWNERS_RESTORED_BY_WEBHOOK:
+        problem = (
+            f"managed by {owner['kind']} {owner['name']}: only bare pods and pods of "
+            f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be migrated"
+        )
+    if problem:
+        return Verdict(action=PodAction.MIGRATE, unmigratable=True, reason=problem)
+    reason = "emptyDir contents will not move (deleteEmptyDirData)" if empty_dirs else ""
+    return Verdict(action=PodAction.MIGRATE, reason=reason)
+
+
+# --- where to -----------------------------------------------------------------------------------
+def candidate_nodes(spec: DrainSpec, nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The nodes a drain may send pods to: targetNodes, or those with targetSelector's labels, or all; never its own."""
+    chosen = []
+    for node in nodes:
+        name = node["metadata"]["name"]
+        labels = node["metadata"].get("labels") or {}
+        if name == spec.node:
+            continue
+        if spec.target_nodes and name not in spec.target_nodes:
+            continue
+        if any(labels.get(k) != v for k, v in spec.target_selector.items()):
+            continue
+        chosen.append(node)
+    return chosen
+
+
+def with_assignments(
+    pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]], assigned: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The pods per node, plus those this drain has sent there but that have not landed yet."""
+    merged = {node: list(pods) for node, pods in pods_by_node.items()}
+    for node, pods in assigned.items():
+        there = {pod_key(p) for p in merged.get(node, [])}
+        merged.setdefault(node, []).extend(p for p in pods if pod_key(p) not in there)
+    return merged
+
+
+def choose_target(
+    pod: Mapping[str, Any],
+    *,
+    spec: DrainSpec,
+    nodes: Sequence[Mapping[str, Any]],
+    pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]],
+    prefer: str = "",
+) -> tuple[str | None, str]:
+    """The node for ``pod`` (``prefer`` while it still fits), or None and why no node can take it."""
+    candidates = candidate_nodes(spec, nodes)
+    by_node: Mapping[str, list[Mapping[str, Any]]] = {k: list(v) for k, v in pods_by_node.items()}
+    preferred = next((n for n in candidates if n["metadata"]["name"] == prefer), None)
+    if preferred is not None and placement.check(pod=pod, node=preferred, pods_on_node=by_node.get(prefer, [])).fits:
+        return prefer, ""
+    best, verdicts = placement.choose(pod=pod, nodes=candidates, pods_by_node=by_node, exclude=spec.node)
+    if best is not None:
+        return best.node, ""
+    missing = [n for n in spec.target_nodes if n not in {c["metadata"]["name"] for c in candidates}]
+    reasons = [v.reason for v in verdicts] + [f"node {n} not found" for n in missing]
+    if not reasons:
+        reasons = ["no node matches targetSelector" if spec.target_selector else "the cluster has no other node"]
+    return None, "no node can take it: " + "; ".join(reasons)
+
+
+# --- the whole node -----------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class PodPlan:
+    namespace: str
+    name: str
+    uid: str
+    owner: str
+    action: PodAction
+    reason: str = ""
+    target: str = ""
+    blocks: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        """The pod's line in NodeDrain ``status.pods`` before anything has happened to it."""
+        if self.blocks:
+            outcome = PodOutcome.FAILED
+        else:
+            outcome = PodOutcome.SKIPPED if self.action == PodAction.SKIP else PodOutcome.PENDING
+        record: dict[str, Any] = {
+            "namespace": self.namespace, "name": self.name, "uid": self.uid, "owner": self.owner,
+            "action": self.action.value, "outcome": outcome.value, "reason": self.reason,
+        }  # fmt: skip
+        if self.target:
+            record["target"] = self.target
+        return record
+
+
+@dataclass(kw_only=True)
+class Plan:
+    pods: list[PodPlan]
+    blocked: list[str]  # "<namespace>/<name>: why"; non-empty means the drain stops Blocked before it starts
+
+    def count(self, action: PodAction) -> int:
+        return sum(1 for p in self.pods if p.action == action and not p.blocks)
+
+
+def evict_instead(why: str) -> str:
+    return f"cannot be migrated ({why}); to be evicted instead (unmigratablePolicy Evict)"
+
+
+def not_evicted(why: str) -> str:
+    return f"cannot be migrated: {why} (unmigratablePolicy Block: not evicted)"
+
+
+def unmigratable(plan: PodPlan, why: str, *, policy: UnmigratablePolicy) -> str | None:
+    """Apply unmigratablePolicy to a pod that cannot be migrated; the blocking reason, or None if it is to be evicted."""
+    if policy == UnmigratablePolicy.EVICT:
+        plan.action, plan.target, plan.reason = PodAction.EVICT, "", evict_instead(why)
+        return None
+    plan.blocks, plan.reason = True, not_evicted(why)
+    return f"{plan.namespace}/{plan.name}: {why}"
+
+
+def plan(
+    *,
+    spec: DrainSpec,
+    pods: Iterable[Mapping[str, Any]],
+    nodes: Sequence[Mapping[str, Any]],
+    pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> Plan:
+    """Classify the node's ``pods`` and give each pod to migrate its target, spreading them.
+
+    ``pods_by_node`` is every node's pods (as placement needs them); the targets chosen here are
+    counted as they are made, so two pods that each fit a node alone do not both go there if
+    together they do not. Raises ``SelectorError`` for a bad podSelector.
+    """
+    selector = parse_selector(spec.pod_selector)
+    assigned: dict[str, list[Mapping[str, Any]]] = {}
+    plans, blocked = [], []
+    for pod in sorted(pods, key=pod_key):
+        namespace, name = pod_key(pod)
+        verdict = judge(pod, spec=spec, selector=selector)
+        p = PodPlan(
+            namespace=namespace, name=name, uid=str(pod["metadata"].get("uid", "")), owner=owner_of(pod),
+            action=verdict.action, reason=verdict.reason, blocks=verdict.blocks,
+        )  # fmt: skip
+        plans.append(p)
+        if verdict.blocks:
+            blocked.append(f"{namespace}/{name}: {verdict.reason}")
+            continue
+        if verdict.unmigratable:
+            if why := unmigratable(p, verdict.reason, policy=spec.policy):
+                blocked.append(why)
+            continue
+        if p.action != PodAction.MIGRATE:
+            continue
+        target, why = choose_target(pod, spec=spec, nodes=nodes, pods_by_node=with_assignments(pods_by_node, assigned))
+        if target is None:
+            if blocking := unmigratable(p, why, policy=spec.policy):
+                blocked.append(blocking)
+            continue
+        p.target = target
+        assigned.setdefault(target, []).append(pod)
+    return Plan(pods=plans, blocked=blocked)
+
+
+def group_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    by_node: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            by_node.setdefault(node, []).append(pod)
+    return by_node

@@ -1,0 +1,198 @@
+"""The benchmark's pure parts: statistics, ratios, status arithmetic, Prometheus parsing, rendering."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report, stats
+from bench.results import FloorRun, MigrationRun, SizeResult
+
+
+def test_median_ignores_unknown_values() -> None:
+    assert stats.median([3.0, None, 1.0, 2.0]) == 2.0
+    assert stats.median([1.0, 2.0]) == 1.5
+    assert stats.median([None, None]) is None
+    assert stats.median([]) is None
+    assert stats.spread([2.0, None, 5.0, 1.0]) == (1.0, 5.0)
+    assert stats.spread([None]) is None
+
+
+def test_ratio_is_none_when_it_cannot_be_computed() -> None:
+    assert stats.ratio(3.0, 1.5) == 2.0
+    assert stats.ratio(None, 1.0) is None
+    assert stats.ratio(1.0, None) is None
+    assert stats.ratio(1.0, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "n/a"), (1.0, "1.00x"), (9.994, "9.99x"), (24.04, "24.0x"), (99.94, "99.9x"), (123.4, "123x"), (0.5, "0.50x")],
+)
+def test_ratio_formatting(value: float | None, text: str) -> None:
+    assert stats.fmt_ratio(value) == text
+
+
+def test_seconds_bytes_and_percent_formatting() -> None:
+    assert stats.fmt_seconds(None) == "-"
+    assert stats.fmt_seconds(1.23456) == "1.235"
+    assert stats.fmt_mib(None) == "-"
+    assert stats.fmt_mib(3 * stats.MIB / 2) == "1.5"
+    assert stats.fmt_percent(1.0, 4.0) == "25%"
+    assert stats.fmt_percent(1.0, None) == "-"
+
+
+STATUS = {
+    "startTime": "2026-11-26T18:00:00.000Z",
+    "completionTime": "2026-11-26T18:00:05.250Z",
+    "downtimeSeconds": "4.125",
+    "phases": [
+        {"name": "validate", "start": "2026-11-26T18:00:00.000Z", "end": "2026-11-26T18:00:00.030Z"},
+        {"name": "checkpoint", "start": "2026-11-26T18:00:00.030Z", "end": "2026-11-26T18:00:01.000Z"},
+        {"name": "checkpoint", "start": "2026-11-26T18:00:02.000Z", "end": "2026-11-26T18:00:02.500Z"},
+        {"name": "restore", "start": "2026-11-26T18:00:03.000Z"},  # still open: not counted
+    ],
+    "containers": [{"name": "a", "archiveBytes": 100, "imageBytes": 110}, {"name": "b", "archiveBytes": 50}],
+}
+
+
+def test_durations_from_a_podmigration_status() -> None:
+    assert stats.total_seconds(STATUS) == pytest.approx(5.25)
+    assert stats.downtime_seconds(STATUS) == pytest.approx(4.125)
+    assert stats.downtime_seconds({"downtimeSeconds": "x"}) is None
+    assert stats.total_seconds({"startTime": STATUS["startTime"]}) is None
+    durations = stats.phase_durations(STATUS["phases"])
+    assert list(durations) == ["validate", "checkpoint"]
+    assert durations["validate"] == pytest.approx(0.03)
+    assert durations["checkpoint"] == pytest.approx(1.47), "a phase run twice (resumed) counts both times"
+    assert stats.container_bytes(STATUS, "archiveBytes") == 150
+    assert stats.container_bytes(STATUS, "imageBytes") == 110
+    assert stats.container_bytes({}, "imageBytes") is None
+
+
+def test_downtime_phases_and_phase_order() -> None:
+    status = {
+        "frozenAt": "2026-11-26T18:00:01.000Z",
+        "readyAt": "2026-11-26T18:00:04.000Z",
+        "phases": [
+            {"name": "validate", "start": "2026-11-26T18:00:00.000Z", "end": "2026-11-26T18:00:00.500Z"},
+            {"name": "prepare-target", "start": "2026-11-26T18:00:00.500Z", "end": "2026-11-26T18:00:01.000Z"},
+            {"name": "checkpoint", "start": "2026-11-26T18:00:01.000Z", "end": "2026-11-26T18:00:02.000Z"},
+            # readyAt is stamped just before the restore phase is closed.
+            {"name": "restore", "start": "2026-11-26T18:00:02.000Z", "end": "2026-11-26T18:00:04.001Z"},
+            {"name": "cleanup", "start": "2026-11-26T18:00:04.001Z", "end": "2026-11-26T18:00:04.100Z"},
+        ],
+    }
+    assert stats.downtime_phases(status) == ["checkpoint", "restore"]
+    assert stats.downtime_phases({"phases": status["phases"]}) == []
+    assert stats.phase_order([["a", "c"], ["a", "b", "c"], ["a", "x"]]) == ["a", "b", "c", "x"]
+    assert stats.phase_order([]) == list(stats.PHASES)
+
+
+METRICS_BEFORE = """\
+# HELP podmigrate_agent_checkpoint_duration_seconds Checkpoint time by phase.
+# TYPE podmigrate_agent_checkpoint_duration_seconds histogram
+podmigrate_agent_checkpoint_duration_seconds_bucket{phase="push",le="0.5"} 1
+podmigrate_agent_checkpoint_duration_seconds_sum{phase="push"} 0.25
+podmigrate_agent_checkpoint_duration_seconds_count{phase="push"} 1
+podmigrate_agent_checkpoint_duration_seconds_sum{phase="freeze"} 0.001
+podmigrate_agent_checkpoint_duration_seconds_count{phase="freeze"} 1
+process_resident_memory_peak_bytes 1048576
+"""
+METRICS_AFTER = """\
+podmigrate_agent_checkpoint_duration_seconds_sum{phase="push"} 1.5
+podmigrate_agent_checkpoint_duration_seconds_count{phase="push"} 2
+podmigrate_agent_checkpoint_duration_seconds_sum{phase="checkpoint"} 0.75
+podmigrate_agent_checkpoint_duration_seconds_count{phase="checkpoint"} 1
+podmigrate_agent_checkpoint_duration_seconds_sum{phase="freeze"} 0.001
+podmigrate_agent_checkpoint_duration_seconds_count{phase="freeze"} 1
+some_metric{a="x\\"y",b="2"} 7 1700000000
+not a sample line
+process_resident_memory_peak_bytes 9.437184e+07
+"""
+
+
+def test_criu_display_stats() -> None:
+    output = "Displaying dump stats:\nFreezing time: 104 us\nFrozen time: 494601 us\nMemory write time: 257157 us\n"
+    output += "Memory pages scanned: 265172 (0x40bd4)\n"
+    assert stats.criu_stat_times(output) == {"freezing": 0.000104, "frozen": 0.494601, "memory write": 0.257157}
+    assert stats.criu_stat_times("") == {}
+
+
+def test_prometheus_text_and_agent_phase_deltas() -> None:
+    after = stats.parse_prometheus(METRICS_AFTER)
+    assert stats.sample(after, stats.AGENT_PEAK_RSS) == 94371840
+    assert stats.sample(after, "some_metric", a='x"y', b="2") == 7
+    assert stats.sample(after, "missing") is None
+    deltas = stats.agent_phase_seconds(stats.parse_prometheus(METRICS_BEFORE), after)
+    assert deltas == {"checkpoint": pytest.approx(0.75), "push": pytest.approx(1.25)}, "freeze did not run in between"
+
+
+def test_render_table_aligns_columns() -> None:
+    text = report.render_table(["size", "total_s"], [["64MiB", "1.000"], ["1024MiB", "12.500"]])
+    assert text.splitlines() == ["size     total_s", "64MiB      1.000", "1024MiB   12.500"]
+
+
+def _result(size: int, *, total: float, downtime: float, dump: float, restore: float, ok: bool = True) -> SizeResult:
+    migration = MigrationRun(
+        pod=f"app-{size}m-1",
+        phase="Succeeded" if ok else "Failed",
+        reason="Migrated" if ok else "RestoreFailed",
+        total_s=total,
+        downtime_s=downtime,
+        phases={"validate": 0.01, "checkpoint": total / 2, "restore": total / 4},
+        downtime_phases=["checkpoint", "restore"],
+        agent={"checkpoint": 0.3, "push": 0.2},
+        archive_bytes=size * stats.MIB,
+        agent_peak_bytes=80 * stats.MIB,
+        state_ok=ok,
+    )
+    return SizeResult(size_mib=size, floors=[FloorRun(dump_s=dump, restore_s=restore, state_ok=True)], migrations=[migration])
+
+
+def test_main_table_ratios_and_summary() -> None:
+    results = [
+        _result(64, total=5.0, downtime=4.0, dump=0.1, restore=0.1),
+        _result(1024, total=20.0, downtime=12.5, dump=1.0, restore=1.0, ok=False),
+    ]
+    table = report.main_table(results).splitlines()
+    assert table[0].split()[:5] == ["size", "total_s", "downtime_s", "floor_s(dump+restore)", "total/floor"]
+    assert table[1].split() == [
+        "64MiB", "5.000", "4.000", "0.200", "(0.100+0.100)", "25.0x", "20.0x", "64.0", "0.300", "0.200", "1.250", "80.0", "OK",
+    ]  # fmt: skip
+    assert table[2].split()[5:7] == ["10.0x", "6.25x"] and table[2].endswith("FAILED")
+    summary = report.summary_line(results)
+    assert "downtime/floor 20.0x at 64MiB -> 6.25x at 1024MiB" in summary
+    assert "at 1024MiB: downtime 12.50s vs floor 2.00s, largest part of the downtime: checkpoint 10.00s (80%)" in summary
+    phases = report.phase_table(results).splitlines()
+    assert phases[0].split() == ["phase", "(s)", "validate", "checkpoint*", "restore*", "sum"]
+    assert summary.endswith("state kept in 1/2 migrations")
+    text = report.render(results)
+    assert "failures:" in text and "migration run 1 (app-1024m-1): Failed RestoreFailed" in text
+
+
+def test_medians_over_repeats_and_json() -> None:
+    result = _result(64, total=5.0, downtime=4.0, dump=0.1, restore=0.1)
+    result.migrations += [MigrationRun(total_s=7.0, downtime_s=2.0, phase="Succeeded", state_ok=True), MigrationRun(total_s=6.0)]
+    result.floors += [FloorRun(dump_s=0.3, restore_s=0.3, state_ok=True)]
+    numbers = report.row_numbers(result)
+    assert numbers["total_s"] == 6.0 and numbers["downtime_s"] == 3.0
+    assert numbers["floor_s"] == pytest.approx(0.4)
+    assert numbers["downtime_ratio"] == pytest.approx(7.5)
+    assert not result.ok, "a run that never finished fails the size"
+    assert report.spread_lines([result]) == ["  64MiB over 3 runs: total 5.000..7.000, downtime 2.000..4.000, floor 0.200..0.600"]
+    document = report.to_json([result], meta={"repeat": 3})
+    (size,) = document["sizes"]
+    assert size["size_mib"] == 64 and size["ok"] is False and len(size["migrations"]) == 3
+    assert size["floors"][0]["floor_s"] == pytest.approx(0.2)
+    assert size["median"]["total_ratio"] == pytest.approx(15.0)
+
+
+def test_sizes_argument() -> None:
+    from bench.__main__ import parse_args, parse_sizes
+
+    assert parse_sizes("64,256, 1024") == [64, 256, 1024]
+    with pytest.raises(Exception, match="integers"):
+        parse_sizes("64,big")
+    args = parse_args(["--sizes", "64", "--repeat", "2"])
+    assert args.sizes == [64] and args.repeat == 2 and args.instance == 5 and args.json is None
+    assert parse_args([]).sizes == [64, 256, 1024]
