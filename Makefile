@@ -21,10 +21,10 @@ deps:
 	bash localcluster/install-deps.sh
 
 cluster-up: deps venv
-	$(PY) -m localcluster up --state-dir $(STATE) --nodes $(NODES)
+	$(PY) -m localcluster --state-dir $(STATE) up --nodes $(NODES)
 
 cluster-down: venv
-	$(PY) -m localcluster down --state-dir $(STATE)
+	$(PY) -m localcluster --state-dir $(STATE) down
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -35,7 +35,7 @@ test: deps venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: deps venv
-	$(PY) -m localcluster demo --state-dir $(STATE)
+	$(PY) -m localcluster --state-dir $(STATE) demo
 
 # A benchmark, not a test: its own cluster (instance 5), numbers and ratios, no speed assertions.
 # make bench BENCH_ARGS="--sizes 64,256 --repeat 3 --json /tmp/bench.json"
