@@ -23,6 +23,9 @@ ANNOTATION_CHECKPOINT_IMAGES: Final = "podmigrate.io/checkpoint-images"  # JSON 
 ANNOTATION_ORIGINAL_IMAGES: Final = "podmigrate.io/original-images"  # JSON {container: image}
 ANNOTATION_SKIPPED_INIT: Final = "podmigrate.io/init-containers-skipped"
 LABEL_PREPULL: Final = "podmigrate.io/prepull-for"
+# On a PodMigration: the W3C traceparent of whatever started it (a NodeDrain): the migration's
+# trace becomes a child of that span, so a drain is one trace holding all its migrations.
+ANNOTATION_TRACEPARENT: Final = "podmigrate.io/traceparent"
 LABEL_EVICTION: Final = "podmigrate.io/instead-of-eviction"  # on PodMigrations the eviction webhook creates
 # Namespaces labelled with this ("true") have their pods migrated instead of evicted.
 LABEL_MIGRATE_ON_EVICT: Final = "podmigrate.io/migrate-on-evict"

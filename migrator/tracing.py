@@ -61,6 +61,18 @@ def traceparent(*, trace_id: str, span_id: str) -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """(trace id, span id) of a W3C traceparent header, or None if it is not one."""
+    parts = (value or "").strip().split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+    return (parts[1], parts[2]) if int(parts[1], 16) and int(parts[2], 16) else None
+
+
 def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1e9)
 
@@ -75,9 +87,10 @@ def emit_span(
     end: datetime,
     attributes: Mapping[str, Any] | None = None,
     error: str | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> None:
-    """Report a finished span with the ids and times recorded in status."""
-    tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+    """Report a finished span with the ids and times recorded in status (``tracer``: default the global one)."""
+    tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
     ctx = None
     if parent_span_id:
         parent = SpanContext(

@@ -20,9 +20,11 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 
 def exporter_from_env(env: Mapping[str, str] = os.environ) -> SpanExporter | None:
+    """The span exporter the standard variables in ``env`` ask for (None: tracing stays local)."""
     kind = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if kind == "none" or (not kind and not endpoint):
+    traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if kind == "none" or (not kind and not (traces_endpoint or endpoint)):
         return None
     if kind == "console":
         return ConsoleSpanExporter()
@@ -30,10 +32,13 @@ def exporter_from_env(env: Mapping[str, str] = os.environ) -> SpanExporter | Non
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter()
+        target = traces_endpoint or endpoint
+        return GrpcExporter(endpoint=target, insecure=bool(target and target.startswith("http://")))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    return HttpExporter()
+    # The spec: a signal-specific endpoint is used as is; the generic one gets /v1/traces appended.
+    url = traces_endpoint or (f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
+    return HttpExporter(endpoint=url)
 
 
 def setup_tracing(

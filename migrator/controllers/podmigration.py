@@ -189,9 +189,16 @@ class PodMigrationReconciler:
         logcontext.trace_id.set(str(m.status.get("traceID", "")))
         if "traceID" not in m.status:
             start = now()
+            parent = tracing.parse_traceparent((m.meta.get("annotations") or {}).get(api.ANNOTATION_TRACEPARENT))
             m.status.update(
-                traceID=tracing.new_trace_id(), rootSpanID=tracing.new_span_id(), startTime=iso(start), phases=[], conditions=[]
+                traceID=parent[0] if parent else tracing.new_trace_id(),
+                rootSpanID=tracing.new_span_id(),
+                startTime=iso(start),
+                phases=[],
+                conditions=[],
             )
+            if parent:
+                m.status["parentSpanID"] = parent[1]
             self._enter(m, Step.VALIDATE)
             logcontext.trace_id.set(m.status["traceID"])
             log.info("migrating pod %s", m.pod_name)
@@ -300,6 +307,13 @@ class PodMigrationReconciler:
 
     def _attributes(self, m: Migration) -> dict[str, Any]:
         attrs: dict[str, Any] = {"k8s.namespace.name": m.namespace, "k8s.pod.name": m.pod_name, "podmigrate.migration": m.name}
+        containers = m.status.get("containers") or []
+        if containers:
+            attrs["podmigrate.checkpoint.images"] = [c["image"] for c in containers]
+            attrs["podmigrate.checkpoint.archive_bytes"] = sum(int(c.get("archiveBytes") or 0) for c in containers)
+            attrs["podmigrate.checkpoint.image_bytes"] = sum(int(c.get("imageBytes") or 0) for c in containers)
+        if m.status.get("downtimeSeconds"):
+            attrs["podmigrate.downtime_seconds"] = float(m.status["downtimeSeconds"])
         for key, attr in (("sourceNode", "podmigrate.source_node"), ("targetNode", "podmigrate.target_node")):
             if m.status.get(key):
                 attrs[attr] = m.status[key]
@@ -353,7 +367,7 @@ class PodMigrationReconciler:
             name="migration",
             trace_id=m.status["traceID"],
             span_id=m.status["rootSpanID"],
-            parent_span_id=None,
+            parent_span_id=m.status.get("parentSpanID"),
             start=parse_time(m.status["startTime"]),
             end=end,
             attributes={**self._attributes(m), "podmigrate.outcome": phase.value, "podmigrate.reason": reason},
