@@ -86,6 +86,8 @@ class NodeContext:
             source=client.V1EventSource(component="kubelet", host=self.name),
             first_timestamp=now,
             last_timestamp=now,
+            event_time=now,  # microseconds, like the events.k8s.io recorder: a timeline can place it
+            action=reason,
             count=1,
             reporting_component="kubelet",
             reporting_instance=self.name,

@@ -764,6 +764,7 @@ class PodMigrationReconciler:
             return self._fail_after_removal(m, "TargetPodLost", f"the restored pod on {m.status['targetNode']} was deleted")
         if self._ready(pod):
             m.status["readyAt"] = iso(now())
+            await self._target_spans(m, pod)
             await self._event(m, "Restored", f"pod {pod['metadata']['name']} restored and Ready on {m.status['targetNode']}")
             self._enter(m, Step.CLEANUP)
             return
@@ -771,6 +772,35 @@ class PodMigrationReconciler:
         if failure:
             return self._fail_after_removal(m, "RestoreFailed", f"restore on {m.status['targetNode']} failed: {failure}")
         raise Wait(0.1)  # the pod is down: look often
+
+    async def _target_spans(self, m: Migration, pod: Mapping[str, Any]) -> None:
+        """Where the restore phase's time went on the target, from the node's own Events.
+
+        The kubelet reports when the checkpoint image was pulled and when the container was
+        restored; with the phase's start and the moment the pod turned Ready that gives three
+        children of the restore span: image pull, restore, readiness.
+        """
+        try:
+            events = await self.core.list_namespaced_event(
+                m.namespace, field_selector=f"involvedObject.uid={pod['metadata']['uid']}"
+            )
+        except client.ApiException:
+            return
+        moments: dict[str, datetime] = {}
+        for event in events.items:
+            when = event.event_time or event.first_timestamp
+            if when is not None and event.reason in ("Pulled", "Restored", "Started"):
+                moments.setdefault(event.reason, when if when.tzinfo else when.replace(tzinfo=UTC))
+        record = m.status["phases"][-1]
+        start, ready = parse_time(record["start"]), parse_time(m.status["readyAt"])
+        pulled = min(max(moments.get("Pulled", start), start), ready)
+        restored = min(max(moments.get("Restored", moments.get("Started", pulled)), pulled), ready)
+        for name, begin, end in (("target.image-pull", start, pulled), ("target.restore", pulled, restored),
+                                 ("target.readiness", restored, ready)):  # fmt: skip
+            tracing.emit_span(
+                name=name, trace_id=m.status["traceID"], span_id=tracing.new_span_id(), parent_span_id=record["spanID"],
+                start=begin, end=end, attributes={**self._attributes(m), "k8s.node.name": m.status["newPod"]["node"]},
+            )  # fmt: skip
 
     async def _delete_images(self, m: Migration) -> None:
         if m.spec.get("retainCheckpoint"):

@@ -329,6 +329,12 @@ def test_the_migration_is_one_trace_with_the_agents_spans_inside(
     top = next(s for s in agent if s.name == "agent.checkpoint")
     assert top.parent_span_id == checkpoint.span_id, "the agent's work sits inside the checkpoint phase"
     assert any(s.name == "migration.downtime" for s in spans)
+    restore = next(s for s in spans if s.name == "migration.restore")
+    target = [s for s in spans if s.name.startswith("target.")]
+    assert {s.name for s in target} == {"target.image-pull", "target.restore", "target.readiness"}
+    assert all(
+        s.parent_span_id == restore.span_id and restore.start_ns <= s.start_ns <= s.end_ns <= restore.end_ns for s in target
+    )
 
 
 def test_deleting_a_migration_mid_flight_leaves_the_pod_running(
