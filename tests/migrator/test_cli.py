@@ -689,6 +689,8 @@ def test_controller_deployment_is_locked_down() -> None:
     assert container["command"] == [
         "podmigrate-controller", "--checkpoint-repository", "$(CHECKPOINT_REPOSITORY)",
         "--agent-port", "10260", "--agent-ca", "/etc/podmigrate/agent-ca/ca.crt",
+        "--webhook-address", "0.0.0.0:9443", "--webhook-cert", "/etc/podmigrate/webhook/tls.crt",
+        "--webhook-key", "/etc/podmigrate/webhook/tls.key",
     ]  # fmt: skip
     env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef") for e in container["env"]}
     assert env["CHECKPOINT_REPOSITORY"] == {"name": "podmigrate-config", "key": "CHECKPOINT_REPOSITORY"}
