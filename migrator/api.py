@@ -33,6 +33,10 @@ LABEL_MIGRATE_ON_EVICT: Final = "podmigrate.io/migrate-on-evict"
 FINALIZER: Final = "podmigrate.io/pod-restored"
 
 
+# Controllers whose replacement pod the webhook turns into the restore (see migrator.webhook).
+OWNERS_RESTORED_BY_WEBHOOK: Final = frozenset({"ReplicaSet", "StatefulSet"})
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     CHECKPOINTING = "Checkpointing"

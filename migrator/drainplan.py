@@ -4,8 +4,9 @@ Pure functions over the objects as the API returns them (JSON-shaped dicts) and 
 spec, shared by the NodeDrain reconciler and ``kubectl migrate drain --dry-run``, so that the
 preview and the real drain cannot disagree. The pods are classified as ``kubectl drain`` does:
 
-- left alone (``skip``): pods the podSelector does not select, static (mirror) pods, DaemonSet
-  pods (with ignoreDaemonSets), finished pods and pods already being deleted;
+- not considered at all: pods the podSelector does not select;
+- left alone (``skip``): static (mirror) pods, DaemonSet pods (with ignoreDaemonSets), finished
+  pods and pods already being deleted;
 - blocking whatever the policy (kubectl drain refuses these too): DaemonSet pods without
   ignoreDaemonSets, pods with emptyDir volumes without deleteEmptyDirData;
 - unmigratable (``unmigratablePolicy`` decides: evict them, or stop Blocked): pods a
@@ -24,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from migrator import placement
-from migrator.api import PodAction, PodOutcome, UnmigratablePolicy
 
 # The controllers whose pods a PodMigration can move (their replacement is restored by the webhook).
 # It lives with the PodMigration reconciler, which is the judge; a pod it would refuse is unmigratable here too.
-from migrator.controllers.podmigration import OWNERS_RESTORED_BY_WEBHOOK
+from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, PodAction, PodOutcome, UnmigratablePolicy
 
 MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 NAME_LIMIT: Final = 63  # PodMigration names from a drain, and NodeDrain names (they become label values)
@@ -201,12 +201,10 @@ class Verdict:
     unmigratable: bool = False  # cannot be migrated: unmigratablePolicy decides
 
 
-def judge(pod: Mapping[str, Any], *, spec: DrainSpec, selector: Sequence[Requirement]) -> Verdict:
+def judge(pod: Mapping[str, Any], *, spec: DrainSpec) -> Verdict:
     meta, pod_spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     phase = status.get("phase") or "Unknown"
     owner = controller_of(pod)
-    if not selector_matches(selector, meta.get("labels")):
-        return Verdict(action=PodAction.SKIP, reason="not selected by podSelector")
     if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
         return Verdict(action=PodAction.SKIP, reason="static (mirror) pod: the kubelet owns it")
     if phase in ("Succeeded", "Failed"):
@@ -326,8 +324,9 @@ class PodPlan:
 
 @dataclass(kw_only=True)
 class Plan:
-    pods: list[PodPlan]
+    pods: list[PodPlan]  # the pods the podSelector selects, by namespace and name
     blocked: list[str]  # "<namespace>/<name>: why"; non-empty means the drain stops Blocked before it starts
+    unselected: int = 0  # pods on the node the podSelector left out
 
     def count(self, action: PodAction) -> int:
         return sum(1 for p in self.pods if p.action == action and not p.blocks)
@@ -364,11 +363,13 @@ def plan(
     together they do not. Raises ``SelectorError`` for a bad podSelector.
     """
     selector = parse_selector(spec.pod_selector)
+    every = list(pods)
+    selected = [p for p in every if selector_matches(selector, p["metadata"].get("labels"))]
     assigned: dict[str, list[Mapping[str, Any]]] = {}
     plans, blocked = [], []
-    for pod in sorted(pods, key=pod_key):
+    for pod in sorted(selected, key=pod_key):
         namespace, name = pod_key(pod)
-        verdict = judge(pod, spec=spec, selector=selector)
+        verdict = judge(pod, spec=spec)
         p = PodPlan(
             namespace=namespace, name=name, uid=str(pod["metadata"].get("uid", "")), owner=owner_of(pod),
             action=verdict.action, reason=verdict.reason, blocks=verdict.blocks,
@@ -390,7 +391,7 @@ def plan(
             continue
         p.target = target
         assigned.setdefault(target, []).append(pod)
-    return Plan(pods=plans, blocked=blocked)
+    return Plan(pods=plans, blocked=blocked, unselected=len(every) - len(selected))
 
 
 def group_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

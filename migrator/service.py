@@ -1,4 +1,4 @@
-"""The control service's entry point: watch PodMigrations, reconcile each until it is done.
+"""The control service's entry point: watch PodMigrations and NodeDrains, reconcile each until it is done.
 
 On start it lists every PodMigration and resumes those that are not finished: that is all a
 restart needs, because every step is recorded in status before the next begins. It calls
@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 
 from migrator import api
 from migrator.agentclient import AgentClient
+from migrator.controllers.nodedrain import DrainControllers
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.dispatching import Dispatcher, Key
 from migrator.kube.connecting import api_client, bearer_token
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: ControllerMetrics) -> web.AppRunner:
-    """GET /healthz: 200 while the PodMigration watch runs, 503 once it has died (the kubelet then restarts us)."""
+    """GET /healthz: 200 while the watches run, 503 once one has died (the kubelet then restarts us)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(status=503, text="watch stopped\n") if watcher.done() else web.Response(text="ok\n")
@@ -114,6 +115,8 @@ async def run(args: argparse.Namespace) -> None:
             raise
 
     dispatcher = Dispatcher(fetch=fetch, reconcile=reconciler.reconcile)
+    # NodeDrains and the podmigrate.io/drain Node annotation: their reconcilers, watches and dispatchers.
+    drains = DrainControllers(core=core, custom=custom, policy=client.PolicyV1Api(kube))
 
     async def watch() -> None:
         async for event in list_and_watch(
@@ -127,11 +130,14 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             dispatcher.notify((obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
+    async def watch_all() -> None:
+        await asyncio.gather(watch(), drains.watch())
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_all())
     webhook = await serve_webhook(args=args, slots=slots, core=core, custom=custom) if args.webhook_address else None
     health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
@@ -141,6 +147,7 @@ async def run(args: argparse.Namespace) -> None:
         if runner is not None:
             await runner.cleanup()
     await dispatcher.stop()
+    await drains.stop()
     flush()
     await session.close()
     await kube.close()

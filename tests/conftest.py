@@ -83,7 +83,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lc.Cluster]:
     state = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
     # PODMIGRATE_TEST_INSTANCE lets a second test session share the machine (see localcluster.cluster.up).
-    c = lc.up(state_dir=state, nodes=2, instance=int(os.environ.get("PODMIGRATE_TEST_INSTANCE", "0")))
+    c = lc.up(state_dir=state, nodes=3, instance=int(os.environ.get("PODMIGRATE_TEST_INSTANCE", "0")))
     print(f"\nlocal cluster up in {time.monotonic() - started:.1f}s")
     try:
         yield c

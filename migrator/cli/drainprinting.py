@@ -19,7 +19,6 @@ from migrator.cli.printing import age_of, events_table, fields, format_age, tabl
 from migrator.units import NONE, format_duration, parse_time
 
 RESOURCE: Final = f"{api.DRAIN_PLURAL[:-1]}.{api.GROUP}"  # nodedrain.podmigrate.io, as kubectl names it
-UNSELECTED: Final = "not selected by podSelector"
 
 
 def ref(obj: Mapping[str, Any]) -> str:
@@ -30,19 +29,12 @@ def pod_name(entry: Mapping[str, Any]) -> str:
     return f"{entry.get('namespace', '')}/{entry.get('name', '')}"
 
 
-def shown(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The pods worth a line: those the podSelector did not leave out."""
-    return [e for e in entries if e.get("reason") != UNSELECTED]
-
-
 # --- dry run -----------------------------------------------------------------------------------
 def plan_lines(plan: drainplan.Plan, *, node: str) -> list[str]:
     """``kubectl migrate drain --dry-run``: one line per pod, kubectl drain's dry-run style, then a summary."""
     lines = [f"node/{node} cordoned (dry run)"]
     width = max([len(p.namespace) + len(p.name) + 1 for p in plan.pods] or [0])
     for p in plan.pods:
-        if p.reason == UNSELECTED:
-            continue
         name = f"{p.namespace}/{p.name}".ljust(width)
         if p.blocks:
             lines.append(f"blocked {name}  {p.reason}")
@@ -56,14 +48,12 @@ def plan_lines(plan: drainplan.Plan, *, node: str) -> list[str]:
 
 
 def plan_summary(plan: drainplan.Plan) -> str:
-    unselected = sum(1 for p in plan.pods if p.reason == UNSELECTED)
-    left = plan.count(PodAction.SKIP) - unselected
     text = (
         f"dry run: {plan.count(PodAction.MIGRATE)} pod(s) would be migrated, {plan.count(PodAction.EVICT)} evicted, "
-        f"{left} left alone"
+        f"{plan.count(PodAction.SKIP)} left alone"
     )
-    if unselected:
-        text += f" ({unselected} more not selected by --pod-selector)"
+    if plan.unselected:
+        text += f" ({plan.unselected} more not selected by --pod-selector)"
     return text + "; nothing was changed"
 
 
@@ -91,7 +81,7 @@ def drains_table(items: Sequence[Mapping[str, Any]], *, now: datetime) -> str:
 
 def pods_rows(entries: Sequence[Mapping[str, Any]], *, migration: bool = False) -> list[list[str]]:
     rows = []
-    for e in shown(entries):
+    for e in entries:
         row = [pod_name(e), e.get("action") or NONE, e.get("outcome") or NONE, e.get("target") or NONE]
         if migration:
             row.append(e.get("migration") or NONE)
@@ -127,7 +117,7 @@ def elapsed(status: Mapping[str, Any], *, now: datetime) -> float | None:
 
 
 def headline(obj: Mapping[str, Any], *, now: datetime) -> str:
-    """``nodedrain.podmigrate.io/X  node-1  Draining  2/5 migrated, 0 evicted, 1 skipped, 0 failed  1m20s``"""
+    """``node-1-x7k2p on node-1: Draining  2/5 migrated, 0 evicted, 1 skipped, 0 failed  1m20s`` (short: a terminal's width)"""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     c = counts_of(status)
     phase = status.get("phase") or f"{api.DrainPhase.PENDING.value} (waiting for the control service)"
@@ -136,7 +126,9 @@ def headline(obj: Mapping[str, Any], *, now: datetime) -> str:
         f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed"
     )
     took = elapsed(status, now=now)
-    return f"{ref(obj)}  node {spec.get('nodeName')}  {phase}  {tally}" + (f"  {format_duration(took)}" if took else "")
+    return f"{obj['metadata']['name']} on {spec.get('nodeName')}: {phase}  {tally}" + (
+        f"  {format_duration(took)}" if took else ""
+    )
 
 
 def pod_line(entry: Mapping[str, Any], *, when: datetime) -> str:
@@ -222,7 +214,7 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     if status.get("budgets"):
         lines.append("Disruption Budgets In Use:")
         lines += [f"  {b['namespace']}/{b['name']}: {b['disruptionsAllowed']} allowed" for b in status["budgets"]]
-    entries = shown(status.get("pods") or [])
+    entries = status.get("pods") or []
     lines.append("Pods:" if entries else "Pods:  <none>")
     if entries:
         lines.append(pods_table(entries, indent="  ", migration=True))

@@ -19,7 +19,7 @@ from migrator.cli import drainprinting
 from migrator.cli.commands import WAIT_GRACE, Io, terminal_columns
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
-from migrator.controllers.nodedrain import MIGRATION_TIMEOUT
+from migrator.controllers.nodedrain import MIGRATION_TIMEOUT, running
 
 CLEAR_BELOW: Final = "\x1b[J"
 
@@ -96,9 +96,8 @@ async def drain_node(*, kube: Api, io: Io, spec: dict[str, Any], wait: bool, wai
         return await dry_run(kube=kube, io=io, spec=spec)
     node = spec["nodeName"]
     for other in await kube.list_drains():
-        phase = (other.get("status") or {}).get("phase") or api.DrainPhase.PENDING.value
-        busy = phase not in api.DRAIN_TERMINAL_PHASES and not other["metadata"].get("deletionTimestamp")
-        if (other.get("spec") or {}).get("nodeName") == node and busy:
+        if (other.get("spec") or {}).get("nodeName") == node and running(other):
+            phase = (other.get("status") or {}).get("phase") or api.DrainPhase.PENDING.value
             raise CliError(f'node "{node}" is already being drained by {drainprinting.ref(other)} ({phase})')
     body = {
         "apiVersion": api.API_VERSION,
@@ -134,7 +133,7 @@ class LiveTable:
         width = terminal_columns(self.out) or 120
         status = obj.get("status") or {}
         text = [drainprinting.headline(obj, now=io.now())]
-        if drainprinting.shown(status.get("pods") or []):
+        if status.get("pods"):
             text += drainprinting.pods_table(status.get("pods") or []).splitlines()
         text = [line[: width - 1] for line in text]  # a wrapped line would break the redraw
         up = f"\x1b[{self.lines}F" if self.lines else ""
@@ -156,7 +155,7 @@ class PlainProgress:
         if phase != self.phase:
             io.print(drainprinting.phase_line(obj, when=io.now()))
             self.phase = phase
-        for entry in drainprinting.shown(status.get("pods") or []):
+        for entry in status.get("pods") or []:
             key = (str(entry.get("namespace")), str(entry.get("name")))
             state = tuple(entry.get(k) for k in ("action", "outcome", "target", "reason"))
             if self.pods.get(key) != state:

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
-from migrator import api, disruption, drainplan
+from migrator import api, disruption, drainplan, tracing
 from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
 from migrator.dispatching import Dispatcher, Key
 from migrator.drainplan import DrainSpec, SelectorError
@@ -78,6 +78,12 @@ class Wait(Exception):
 
 def unschedulable(node: Mapping[str, Any]) -> bool:
     return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def running(drain: Mapping[str, Any]) -> bool:
+    """Is this NodeDrain draining (or about to)? Not if it finished, is being deleted, or only plans."""
+    finished = (drain.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
+    return not finished and not drain["metadata"].get("deletionTimestamp") and not (drain.get("spec") or {}).get("dryRun")
 
 
 def counts(pods: list[Mapping[str, Any]]) -> dict[str, int]:
@@ -195,7 +201,11 @@ class NodeDrainReconciler:
                 finalizers = [*(d.meta.get("finalizers") or []), api.DRAIN_FINALIZER]
                 await self._patch_meta(d, {"metadata": {"finalizers": finalizers}})
             if "startTime" not in d.status:
-                d.status.update(phase=DrainPhase.PENDING.value, startTime=iso(now()), pods=[], conditions=[])
+                d.status.update(
+                    phase=DrainPhase.PENDING.value, startTime=iso(now()), pods=[], conditions=[],
+                    # One trace for the whole drain: its migrations' traces hang off this root span.
+                    traceID=tracing.new_trace_id(), rootSpanID=tracing.new_span_id(),
+                )  # fmt: skip
                 dry = " (dry run: nothing will be changed)" if d.spec.dry_run else ""
                 d.events.append(("Started", f"draining node {d.node}{dry}", False))
                 log.info("nodedrain %s: draining node %s%s", d.name, d.node, dry)
@@ -275,6 +285,28 @@ class NodeDrainReconciler:
         self._set_condition(d, "Complete", phase == DrainPhase.SUCCEEDED, reason, message)
         d.events.append((reason, message, phase != DrainPhase.SUCCEEDED))
         log.info("nodedrain %s %s: %s: %s", d.name, phase.value, reason, message)
+        self._emit_trace(d)
+
+    def _emit_trace(self, d: Drain) -> None:
+        """The drain's root span, with the ids its migrations already name as their parent."""
+        if not d.status.get("traceID") or not d.status.get("rootSpanID"):
+            return
+        c = counts(d.pods)
+        failed = d.phase != DrainPhase.SUCCEEDED
+        tracing.emit_span(
+            name="nodedrain",
+            trace_id=d.status["traceID"],
+            span_id=d.status["rootSpanID"],
+            parent_span_id=None,
+            start=parse_time(d.status["startTime"]),
+            end=parse_time(d.status.get("completionTime") or iso(now())),
+            attributes={
+                "podmigrate.drain": d.name, "k8s.node.name": d.node, "podmigrate.outcome": d.phase,
+                **{f"podmigrate.pods.{key}": value for key, value in c.items()},
+            },
+            error=str(d.status.get("message") or d.phase) if failed else None,
+        )  # fmt: skip
+        tracing.flush()
 
     @staticmethod
     def _pod_done(entry: dict[str, Any], outcome: PodOutcome, reason: str) -> None:
@@ -348,18 +380,17 @@ class NodeDrainReconciler:
         node = await self._node(d.node)
         if node is None:
             return self._finish(d, DrainPhase.FAILED, "NodeNotFound", f'node "{d.node}" not found')
+        if d.spec.dry_run:
+            return await self._plan(d)
         others = await self._drains_of_node(d)
         mine = (d.meta.get("creationTimestamp") or "", d.name)
         for other in others:
             theirs = (other["metadata"].get("creationTimestamp") or "", other["metadata"]["name"])
-            finished = (other.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
-            if not finished and not other["metadata"].get("deletionTimestamp") and theirs < mine:
+            if running(other) and theirs < mine:
                 return self._finish(
                     d, DrainPhase.FAILED, "DrainInProgress",
                     f"node {d.node} is already being drained by NodeDrain {other['metadata']['name']}",
                 )  # fmt: skip
-        if d.spec.dry_run:
-            return await self._plan(d)
         if "cordonedByDrain" not in d.status:
             # Recorded before the node is touched, so a cancel after a crash right here still uncordons.
             # A cordon another NodeDrain holds is shared: the last drain holding it releases it.
@@ -495,7 +526,7 @@ class NodeDrainReconciler:
             await self.core.create_namespaced_pod_eviction(meta["name"], meta["namespace"], body, dry_run="All")
         except client.ApiException as exc:
             if exc.status == 429:
-                return disruption.Decision(allowed=False, reason=_api_message(exc))
+                return disruption.Decision(allowed=False, reason=f"a dry-run eviction was refused: {_api_message(exc)}")
             if exc.status == 500 and "more than one" in _api_message(exc):
                 # The eviction API refuses pods under several PDBs outright; so does a drain (it cannot ask).
                 return disruption.Decision(allowed=False, reason=_api_message(exc), refused=True)
@@ -521,6 +552,7 @@ class NodeDrainReconciler:
                 "name": entry["migration"],
                 "namespace": entry["namespace"],
                 "labels": {api.LABEL_DRAIN: d.name},
+                "annotations": self._trace_annotation(d),
                 # A namespaced object may have a cluster-scoped owner: deleting the drain deletes its migrations
                 # (after the drain's finalizer let them finish).
                 "ownerReferences": [
@@ -541,6 +573,12 @@ class NodeDrainReconciler:
             return  # ours from a pass that died before it could say so, or someone else's: the next look tells
         what = f"pod {entry['namespace']}/{entry['name']} to {entry['target']} (podmigration {entry['migration']})"
         d.events.append(("Migrating", what, False))
+
+    @staticmethod
+    def _trace_annotation(d: Drain) -> dict[str, str]:
+        if not d.status.get("traceID") or not d.status.get("rootSpanID"):
+            return {}
+        return {api.ANNOTATION_TRACEPARENT: tracing.traceparent(trace_id=d.status["traceID"], span_id=d.status["rootSpanID"])}
 
     async def _follow_migration(self, d: Drain, entry: dict[str, Any]) -> None:
         namespace, name = entry["namespace"], entry["migration"]
@@ -640,6 +678,7 @@ class NodeDrainReconciler:
                 message=f"cancelled: {c['migrated']} migrated, {c['evicted']} evicted, {c['failed']} failed before it stopped",
             )
             self._set_condition(d, "Complete", False, "Cancelled", d.status["message"])
+            self._emit_trace(d)
             await self._save(d)
         if d.status.get("cordonedByDrain"):
             others = await self._drains_of_node(d)
@@ -684,7 +723,7 @@ def _api_message(exc: client.ApiException) -> str:
 
 # --- Nodes: the podmigrate.io/drain annotation -------------------------------------------------
 class AutoDrainReconciler:
-    """``podmigrate.io/drain: "true"`` on a Node: a NodeDrain ``auto-<node>`` exists (unless another drain of it does).
+    """``podmigrate.io/drain: "true"`` on a Node: a NodeDrain ``auto-<node>`` exists (unless another drain of it runs).
 
     ``podmigrate.io/drain-policy: Evict`` makes it evict what cannot be migrated (default Block).
     Without the annotation, an ``auto-<node>`` drain is deleted: that cancels it if it still runs,
@@ -708,8 +747,8 @@ class AutoDrainReconciler:
                 log.info("node %s: annotation %s removed; deleting NodeDrain %s", name, api.ANNOTATION_DRAIN_REQUEST, drain_name)
                 await self._delete(drain_name)
             return None
-        if drains:
-            return None
+        if auto is not None or any(running(o) for o in drains):
+            return None  # it has its auto drain already (finished or not), or someone is draining it
         policy = self.policy(annotations.get(api.ANNOTATION_DRAIN_POLICY))
         body = {
             "apiVersion": api.API_VERSION,

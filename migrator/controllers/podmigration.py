@@ -37,7 +37,7 @@ from node_agent import contract
 
 from migrator import api, placement, tracing
 from migrator.agentclient import AgentClient, AgentError
-from migrator.api import OnFailure, Phase, Step
+from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, OnFailure, Phase, Step
 from migrator.kube.patching import Gone, patch_custom_status
 from migrator.metrics import ControllerMetrics
 from migrator.webhook import RestoreSlots, Slot
@@ -69,8 +69,6 @@ SPAN_NAMES = {
     Step.RECREATE: "rollback-recreate",
 }
 POLL = 0.5
-# Controllers whose replacement pod the webhook turns into the restore (see migrator.webhook).
-OWNERS_RESTORED_BY_WEBHOOK = frozenset({"ReplicaSet", "StatefulSet"})
 
 
 def now() -> datetime:
