@@ -78,7 +78,9 @@ def _pods(kube: Kube, namespace: str) -> list[dict]:
     return [p for p in kube.get("pods", namespace=namespace)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
-def test_draining_a_node_with_every_kind_of_pod(kube: Kube, cluster: lc.Cluster, podmigrate: object, namespace: str) -> None:
+def test_draining_a_node_with_every_kind_of_pod(
+    kube: Kube, cluster: lc.Cluster, podmigrate: object, otlp: object, namespace: str
+) -> None:
     if len(cluster.nodes) < 3:
         pytest.fail("the drain headline needs the 3-node session cluster")
     drains = Drains(podmigrate)  # type: ignore[arg-type]
@@ -155,6 +157,20 @@ def test_draining_a_node_with_every_kind_of_pod(kube: Kube, cluster: lc.Cluster,
             new_name = kube.get("podmigration", migration, namespace)["status"]["newPod"]["name"]
             first = wait_for(f"{new_name} counting", lambda n=new_name: [int(x) for x in kube.logs(n, namespace).split()][:1])[0]
             assert first > old_value, f"{old_name} -> {new_name} restarted from {first}, was at {old_value}"
+
+        # One trace: the drain's root span holds the six migrations, each with its phases.
+        trace_id = drain["status"]["traceID"]
+
+        def whole_trace() -> list | None:
+            spans = otlp.trace(trace_id)  # type: ignore[attr-defined]
+            names = [sp.name for sp in spans]
+            return spans if names.count("migration") == 6 and "nodedrain" in names else None
+
+        spans = wait_for("the drain's trace at the OTLP receiver", whole_trace, timeout=30)
+        (root,) = [sp for sp in spans if not sp.parent_span_id]
+        assert root.name == "nodedrain"
+        assert all(sp.parent_span_id == root.span_id for sp in spans if sp.name == "migration")
+        assert "kubelet.checkpoint" in {sp.name for sp in spans}, "the agents' spans are in the drain's trace too"
     finally:
         kube.run("delete", "nodedrains", "--all", "--wait=false", check=False)
         for node in cluster.nodes:
