@@ -58,6 +58,8 @@ class Dispatcher:
                 log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, backoff)
                 delay, backoff = backoff, min(backoff * 2, self._max_backoff)
             if delay is None:
+                if poke.is_set():
+                    continue  # an event arrived while we worked: it may need another look (e.g. a deletion)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poke.wait(), delay)
