@@ -19,6 +19,8 @@ import aiohttp
 from node_agent import contract
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from telemetry import logcontext
+
 
 class AgentError(RuntimeError):
     def __init__(self, message: str, *, status: int, stage: str | None = None) -> None:
@@ -66,6 +68,8 @@ class AgentClient:
         self, method: str, url: str, *, body: Mapping[str, Any] | None, traceparent: str | None, timeout: float
     ) -> Any:
         headers = {"Authorization": f"Bearer {await self._token()}"}
+        if migration := logcontext.migration.get():
+            headers[contract.HEADER_MIGRATION] = migration
         if traceparent:
             headers["traceparent"] = traceparent
         async for attempt in AsyncRetrying(

@@ -22,6 +22,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from telemetry.w3c import parse_traceparent, traceparent
+
+__all__ = ["StoredIdGenerator", "emit_span", "flush", "new_span_id", "new_trace_id", "parse_traceparent", "traceparent"]
+
 INSTRUMENTATION_NAME = "migrator"
 _forced: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.ContextVar("forced_ids", default=(None, None))
 
@@ -54,23 +58,6 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return secrets.token_hex(8)
-
-
-def traceparent(*, trace_id: str, span_id: str) -> str:
-    """The W3C header that makes a callee's spans children of ``span_id``."""
-    return f"00-{trace_id}-{span_id}-01"
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """(trace id, span id) of a W3C traceparent header, or None if it is not one."""
-    parts = (value or "").strip().split("-")
-    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    try:
-        int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
-        return None
-    return (parts[1], parts[2]) if int(parts[1], 16) and int(parts[2], 16) else None
 
 
 def _ns(when: datetime) -> int:

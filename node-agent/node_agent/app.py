@@ -24,6 +24,8 @@ from node_agent.contract import ContractError, error_body
 from node_agent.errors import AgentError
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher
+from telemetry import logcontext
+from telemetry.w3c import parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,14 @@ async def _json_body(request: web.Request) -> Any:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render contract and agent errors; anything unexpected becomes a logged 500."""
+    """Render contract and agent errors; anything unexpected becomes a logged 500.
+
+    It also tags the request's log lines with the caller's migration and trace (each request
+    is its own task, so the context variables stay with it).
+    """
+    logcontext.migration.set(request.headers.get(contract.HEADER_MIGRATION, ""))
+    parsed = parse_traceparent(request.headers.get("traceparent"))
+    logcontext.trace_id.set(parsed[0] if parsed else "")
     try:
         return await handler(request)
     except ContractError as exc:

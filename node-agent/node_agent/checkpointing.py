@@ -288,6 +288,8 @@ class Checkpointer:
             self._metrics.checkpoints.inc(outcome="success")
             self._metrics.duration.observe(total, phase="total")
             span.set_attributes({"frozen": response.frozen, "containers": [c.name for c in response.containers]})
+            images = ", ".join(f"{c.name} -> {c.image} ({c.archive_bytes} bytes)" for c in response.containers)
+            log.info("checkpointed %s/%s in %.2fs: %s", req.namespace, req.pod, total, images)
             return response
 
     async def _checkpoint(self, req: CheckpointRequest, *, started: float) -> CheckpointResponse:

@@ -32,6 +32,8 @@ PATH_KILL: Final = "/v1/kill"
 PATH_FROZEN: Final = "/v1/frozen"
 PATH_IMAGES: Final = "/v1/images"
 PATH_HEALTHZ: Final = "/healthz"
+# Sent by the control service with every call: which migration it is for (namespace/name), for logs.
+HEADER_MIGRATION: Final = "X-Podmigrate-Migration"
 PATH_METRICS: Final = "/metrics"
 
 Stage = Literal["freeze", "checkpoint", "push"]

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import ssl
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -32,6 +31,7 @@ from node_agent.kubelet import KubeletClient, kubelet_ssl_context
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import KubePods
 from node_agent.publishing import Publisher
+from telemetry.logcontext import setup_logging
 
 log = logging.getLogger("node_agent")
 
@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-timeout", default=10.0, type=float, help="seconds to wait for a cgroup to freeze")
     p.add_argument("--auth-cache-ttl", default=DEFAULT_TTL_S, type=float, help="seconds to cache positive reviews")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
     args = p.parse_args(argv)
     if not args.node_name:
         p.error("--node-name (or $NODE_NAME) is required")
@@ -141,7 +142,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(json_output=args.log_format == "json", level=args.log_level.upper())
     asyncio.run(run(args))
 
 

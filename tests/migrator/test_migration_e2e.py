@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,6 +125,12 @@ def test_counter_moves_to_the_other_node_and_continues(
     assert "downtime" in text
     svg_path = Path(cluster.state_dir) / "move-counter.svg"
     subprocess.run([*cli, "timeline", "move-counter", "-o", "svg", "--file", str(svg_path)], capture_output=True, check=True)
+    from datetime import UTC, datetime
+
+    from migrator import timeline
+
+    tl = timeline.build(kube.get("podmigration", "move-counter", namespace), now=datetime.now(UTC))
+    assert abs(sum(bar.duration for bar in tl.bars) - tl.total) <= 0.05 * tl.total, "the phases add up to the total"
     root = ET.parse(svg_path).getroot()
     assert root.tag.endswith("svg") and "checkpoint" in "".join(root.itertext())
 
@@ -329,6 +336,12 @@ def test_the_migration_is_one_trace_with_the_agents_spans_inside(
     top = next(s for s in agent if s.name == "agent.checkpoint")
     assert top.parent_span_id == checkpoint.span_id, "the agent's work sits inside the checkpoint phase"
     assert any(s.name == "migration.downtime" for s in spans)
+    # The logs tell the same story, every line tagged: the controller's and the agent's.
+    logs = Path(cluster.state_dir) / "logs"
+    tag = f"migration={namespace}/move-counter trace_id={trace_id}"
+    assert tag in (logs / "podmigrate-controller.log").read_text()
+    agent_log = (logs / f"podmigrate-agent-{status['sourceNode']}.log").read_text()
+    assert any("checkpointed" in line and tag in line for line in agent_log.splitlines()), "the agent's lines carry it too"
     restore = next(s for s in spans if s.name == "migration.restore")
     target = [s for s in spans if s.name.startswith("target.")]
     assert {s.name for s in target} == {"target.image-pull", "target.restore", "target.readiness"}
