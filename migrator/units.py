@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 NONE: Final = "-"
@@ -42,3 +42,17 @@ def format_bytes(count: int | None) -> str:
             return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(when: datetime) -> str:
+    """How status timestamps are written: UTC, milliseconds, ``Z``."""
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def status_time(text: str) -> datetime:
+    """A timestamp status recorded with ``iso`` (strict: status is ours, a bad one is a bug)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

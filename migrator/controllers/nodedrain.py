@@ -35,7 +35,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -46,6 +46,8 @@ from migrator.dispatching import Dispatcher, Key
 from migrator.drainplan import DrainSpec, SelectorError
 from migrator.kube.patching import MERGE_PATCH, Gone
 from migrator.kube.watching import list_and_watch
+from migrator.units import iso, now
+from migrator.units import status_time as parse_time
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +56,6 @@ RETRY: Final = 5.0  # a PodDisruptionBudget or an eviction said "not now": try a
 MIGRATION_TIMEOUT: Final = 300  # each PodMigration's timeoutSeconds (its own default), at most the drain's
 EVENT_NAMESPACE: Final = "default"  # Events about cluster-scoped objects live here, as those about Nodes do
 COMPONENT: Final = "podmigrate-controller"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class Wait(Exception):

@@ -40,6 +40,8 @@ from migrator.agentclient import AgentClient, AgentError
 from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, OnFailure, Phase, Step
 from migrator.kube.patching import Gone, patch_custom_status
 from migrator.metrics import ControllerMetrics
+from migrator.units import iso, now
+from migrator.units import status_time as parse_time
 from migrator.webhook import RestoreSlots, Slot
 from telemetry import logcontext
 
@@ -69,18 +71,6 @@ SPAN_NAMES = {
     Step.RECREATE: "rollback-recreate",
 }
 POLL = 0.5
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True, kw_only=True)
