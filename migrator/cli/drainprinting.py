@@ -15,7 +15,7 @@ import yaml
 
 from migrator import api, drainplan
 from migrator.api import PodAction
-from migrator.cli.printing import age_of, events_table, fields, format_age, table, without_managed_fields
+from migrator.cli.printing import age_of, conditions_and_events, fields, format_age, table, without_managed_fields
 from migrator.units import NONE, format_duration, parse_time
 
 RESOURCE: Final = f"{api.DRAIN_PLURAL[:-1]}.{api.GROUP}"  # nodedrain.podmigrate.io, as kubectl names it
@@ -218,14 +218,5 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     lines.append("Pods:" if entries else "Pods:  <none>")
     if entries:
         lines.append(pods_table(entries, indent="  ", migration=True))
-    if status.get("conditions"):
-        lines.append("Conditions:")
-        rows = [
-            [c.get("type", ""), c.get("status", ""), c.get("reason") or NONE, c.get("message") or ""]
-            for c in status["conditions"]
-        ]
-        lines.append(table(["TYPE", "STATUS", "REASON", "MESSAGE"], rows, indent="  "))
-    lines.append("Events:" if events else "Events:  <none>")
-    if events:
-        lines.append(events_table(events, now=now))
+    lines += conditions_and_events(status, events=events, now=now)
     return "\n".join(lines)

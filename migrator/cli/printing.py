@@ -224,6 +224,13 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     lines.append("Phases:" if status.get("phases") else "Phases:  <none>")
     if status.get("phases"):
         lines.append(phases_table(status, now=now))
+    lines += conditions_and_events(status, events=events, now=now)
+    return "\n".join(lines)
+
+
+def conditions_and_events(status: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now: datetime) -> list[str]:
+    """The closing sections of every ``describe``: the object's conditions and its Events."""
+    lines: list[str] = []
     if status.get("conditions"):
         lines.append("Conditions:")
         rows = [
@@ -234,7 +241,7 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     lines.append("Events:" if events else "Events:  <none>")
     if events:
         lines.append(events_table(events, now=now))
-    return "\n".join(lines)
+    return lines
 
 
 # --- pod command lines ----------------------------------------------------------------------
