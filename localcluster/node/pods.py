@@ -44,6 +44,7 @@ from localcluster.node.images import ImagePullError, ImageStore, LocalImage
 from localcluster.node.network import NetworkAllocator, NetworkError
 from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION, RestoreError, prepare_restore
 from localcluster.node.volumes import VolumeError, VolumeManager, field_value
+from migrator.kube.events import record_event
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +75,11 @@ class NodeContext:
     async def event(self, pod: dict[str, Any], *, reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on the pod, as the kubelet does (best effort)."""
         meta = pod["metadata"]
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
-            involved_object=client.V1ObjectReference(
-                kind="Pod", name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], api_version="v1"
-            ),
-            reason=reason,
-            message=message,
-            type=type_,
-            source=client.V1EventSource(component="kubelet", host=self.name),
-            first_timestamp=now,
-            last_timestamp=now,
-            event_time=now,  # microseconds, like the events.k8s.io recorder: a timeline can place it
-            action=reason,
-            count=1,
-            reporting_component="kubelet",
-            reporting_instance=self.name,
+        involved = client.V1ObjectReference(
+            kind="Pod", name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], api_version="v1"
         )
-        try:
-            await self.core.create_namespaced_event(meta["namespace"], body)
-        except client.ApiException as exc:
-            log.debug("event not recorded: %s", exc.reason)
+        await record_event(self.core, namespace=meta["namespace"], involved=involved, reason=reason, message=message,
+                           component="kubelet", warning=type_ == "Warning", host=self.name)  # fmt: skip
 
 
 @dataclass(kw_only=True)

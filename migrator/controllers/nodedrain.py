@@ -44,6 +44,7 @@ from migrator import api, disruption, drainplan, tracing
 from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
 from migrator.dispatching import Dispatcher, Key
 from migrator.drainplan import DrainSpec, SelectorError
+from migrator.kube.events import record_event
 from migrator.kube.patching import MERGE_PATCH, Gone
 from migrator.kube.watching import list_and_watch
 from migrator.units import iso, now
@@ -248,18 +249,9 @@ class NodeDrainReconciler:
                 raise
 
     async def _event(self, d: Drain, reason: str, message: str, *, warning: bool = False) -> None:
-        when = now()
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{d.name}.", namespace=EVENT_NAMESPACE),
-            involved_object=client.V1ObjectReference(api_version=api.API_VERSION, kind=api.DRAIN_KIND, name=d.name, uid=d.uid),
-            reason=reason, message=message[:1000], type="Warning" if warning else "Normal",
-            source=client.V1EventSource(component=COMPONENT), first_timestamp=when, last_timestamp=when, count=1,
-            reporting_component=COMPONENT, reporting_instance=COMPONENT,
-        )  # fmt: skip
-        try:
-            await self.core.create_namespaced_event(EVENT_NAMESPACE, body)
-        except client.ApiException as exc:
-            log.warning("event %s for nodedrain %s not recorded: %s", reason, d.name, exc.reason)
+        involved = client.V1ObjectReference(api_version=api.API_VERSION, kind=api.DRAIN_KIND, name=d.name, uid=d.uid)
+        await record_event(self.core, namespace=EVENT_NAMESPACE, involved=involved, reason=reason, message=message,
+                           component=COMPONENT, warning=warning)  # fmt: skip
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _set_condition(self, d: Drain, kind: str, value: bool, reason: str, message: str) -> None:

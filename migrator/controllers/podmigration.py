@@ -38,6 +38,7 @@ from node_agent import contract
 from migrator import api, placement, tracing
 from migrator.agentclient import AgentClient, AgentError
 from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, OnFailure, Phase, Step
+from migrator.kube.events import record_event
 from migrator.kube.patching import Gone, patch_custom_status
 from migrator.metrics import ControllerMetrics
 from migrator.units import iso, now
@@ -71,6 +72,7 @@ SPAN_NAMES = {
     Step.RECREATE: "rollback-recreate",
 }
 POLL = 0.5
+COMPONENT = "podmigrate-controller"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -368,32 +370,17 @@ class PodMigrationReconciler:
         await self._event(m, reason, message, warning=failed)
 
     async def _event(self, m: Migration, reason: str, message: str, *, warning: bool = False) -> None:
-        when = now()
+        """An Event on the PodMigration and, tagged with its name, on the pod it moves."""
         involved = client.V1ObjectReference(
             api_version=api.API_VERSION, kind=api.KIND, name=m.name, namespace=m.namespace, uid=m.uid
         )
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{m.name}.", namespace=m.namespace),
-            involved_object=involved,
-            reason=reason, message=message[:1000], type="Warning" if warning else "Normal",
-            source=client.V1EventSource(component="podmigrate-controller"), first_timestamp=when, last_timestamp=when, count=1,
-            reporting_component="podmigrate-controller", reporting_instance="podmigrate-controller",
-        )  # fmt: skip
+        await record_event(self.core, namespace=m.namespace, involved=involved, reason=reason, message=message,
+                           component=COMPONENT, warning=warning)  # fmt: skip
         pod_uid = (m.status.get("newPod") or {}).get("uid") or m.status.get("podUID")
-        bodies = [body]
         if pod_uid:
-            on_pod = copy.copy(body)
-            on_pod.metadata = client.V1ObjectMeta(generate_name=f"{m.pod_name}.", namespace=m.namespace)
-            on_pod.involved_object = client.V1ObjectReference(
-                api_version="v1", kind="Pod", name=m.pod_name, namespace=m.namespace, uid=pod_uid
-            )
-            on_pod.message = f"[{m.name}] {body.message}"
-            bodies.append(on_pod)
-        for event in bodies:
-            try:
-                await self.core.create_namespaced_event(m.namespace, event)
-            except client.ApiException as exc:
-                log.warning("event %s for %s/%s not recorded: %s", reason, m.namespace, m.name, exc.reason)
+            on_pod = client.V1ObjectReference(api_version="v1", kind="Pod", name=m.pod_name, namespace=m.namespace, uid=pod_uid)
+            await record_event(self.core, namespace=m.namespace, involved=on_pod, reason=reason, message=f"[{m.name}] {message}",
+                               component=COMPONENT, warning=warning)  # fmt: skip
 
     # --- reading the world ----------------------------------------------------------------
     async def _pod(self, namespace: str, name: str) -> dict[str, Any] | None:
