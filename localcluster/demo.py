@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 from localcluster import cluster as lc
@@ -99,9 +100,7 @@ def run(*, state_dir: Path, keep: bool) -> None:
         (migration,) = json.loads(kubectl("get", "podmigrations", "-o", "json"))["items"]
         status = migration["status"]
         restore = next(p for p in status["phases"] if p["name"] == "restore")
-        from migrator.controllers.podmigration import parse_time
-
-        serving = (parse_time(restore["end"]) - parse_time(restore["start"])).total_seconds()
+        serving = (datetime.fromisoformat(restore["end"]) - datetime.fromisoformat(restore["start"])).total_seconds()
         say(f"now on {pod['spec']['nodeName']}: boot id {after['boot_id']}, keys {values}, restartCount {restarts}")
         say(
             f"served again {serving:.1f}s after the replacement pod was created (cold start: {cold:.1f}s); "

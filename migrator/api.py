@@ -6,8 +6,9 @@ strings once so that the reconciler, the CLI and the tests cannot drift from eac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 GROUP: Final = "podmigrate.io"
 VERSION: Final = "v1alpha1"
@@ -114,6 +115,14 @@ class DrainPhase(StrEnum):
 
 
 DRAIN_TERMINAL_PHASES: Final = frozenset({DrainPhase.SUCCEEDED, DrainPhase.BLOCKED, DrainPhase.FAILED, DrainPhase.CANCELLED})
+# Each PodMigration a drain creates gets this timeoutSeconds (a PodMigration's own default), at most the drain's.
+DRAIN_MIGRATION_TIMEOUT: Final = 300
+
+
+def drain_running(drain: Mapping[str, Any]) -> bool:
+    """Is this NodeDrain draining (or about to)? Not if it finished, is being deleted, or only plans."""
+    finished = (drain.get("status") or {}).get("phase") in DRAIN_TERMINAL_PHASES
+    return not finished and not drain["metadata"].get("deletionTimestamp") and not (drain.get("spec") or {}).get("dryRun")
 
 
 class PodAction(StrEnum):

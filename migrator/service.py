@@ -19,13 +19,13 @@ import aiohttp
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from agentapi.client import AgentClient
+from kubeclient.connecting import api_client, bearer_token
+from kubeclient.watching import list_and_watch
 from migrator import api
-from migrator.agentclient import AgentClient
 from migrator.controllers.nodedrain import DrainControllers
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.dispatching import Dispatcher, Key
-from migrator.kube.connecting import api_client, bearer_token
-from migrator.kube.watching import list_and_watch
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
 from migrator.webhook import RestoreSlots, Webhook

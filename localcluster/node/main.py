@@ -21,14 +21,14 @@ import aiohttp
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from kubeclient.connecting import api_client
+from kubeclient.watching import list_and_watch
 from localcluster.node import heartbeat, network
 from localcluster.node.containers import ContainerRuntime, become_subreaper, remove_cgroups, unmount_all
 from localcluster.node.images import ImageStore
 from localcluster.node.pods import NodeContext, PodWorker
 from localcluster.node.runc import Runc, RuncError
 from localcluster.node.server import KubeletServer, tls_context
-from migrator.kube.connecting import api_client
-from migrator.kube.watching import list_and_watch
 
 log = logging.getLogger("localcluster.node")
 

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 
+from kubeclient.events import record_event
 from localcluster.node import probes
 from localcluster.node.containers import (
     Container,
@@ -44,7 +45,6 @@ from localcluster.node.images import ImagePullError, ImageStore, LocalImage
 from localcluster.node.network import NetworkAllocator, NetworkError
 from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION, RestoreError, prepare_restore
 from localcluster.node.volumes import VolumeError, VolumeManager, field_value
-from migrator.kube.events import record_event
 
 log = logging.getLogger(__name__)
 

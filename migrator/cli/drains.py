@@ -19,7 +19,6 @@ from migrator.cli import drainprinting
 from migrator.cli.commands import WAIT_GRACE, Io, terminal_columns
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
-from migrator.controllers.nodedrain import MIGRATION_TIMEOUT, running
 
 CLEAR_BELOW: Final = "\x1b[J"
 
@@ -96,7 +95,7 @@ async def drain_node(*, kube: Api, io: Io, spec: dict[str, Any], wait: bool, wai
         return await dry_run(kube=kube, io=io, spec=spec)
     node = spec["nodeName"]
     for other in await kube.list_drains():
-        if (other.get("spec") or {}).get("nodeName") == node and running(other):
+        if (other.get("spec") or {}).get("nodeName") == node and api.drain_running(other):
             phase = (other.get("status") or {}).get("phase") or api.DrainPhase.PENDING.value
             raise CliError(f'node "{node}" is already being drained by {drainprinting.ref(other)} ({phase})')
     body = {
@@ -109,8 +108,8 @@ async def drain_node(*, kube: Api, io: Io, spec: dict[str, Any], wait: bool, wai
     io.print(f"{drainprinting.ref(created)} created")
     if not wait:
         return EXIT_OK
-    # In-flight migrations finish after the drain's own timeout; each has its own (at most MIGRATION_TIMEOUT).
-    timeout = spec["timeoutSeconds"] + min(MIGRATION_TIMEOUT, spec["timeoutSeconds"]) + wait_grace
+    # In-flight migrations finish after the drain's own timeout; each has its own (at most api.DRAIN_MIGRATION_TIMEOUT).
+    timeout = spec["timeoutSeconds"] + min(api.DRAIN_MIGRATION_TIMEOUT, spec["timeoutSeconds"]) + wait_grace
     live = LiveTable(io.out) if _is_terminal(io.out) else None
     return await wait_for_drain(kube=kube, io=io, name=created["metadata"]["name"], timeout=timeout, live=live)
 

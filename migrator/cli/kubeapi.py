@@ -20,10 +20,10 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from kubeclient.connecting import api_client
+from kubeclient.watching import list_and_watch
 from migrator import api
 from migrator.cli.errors import CliError
-from migrator.kube.connecting import api_client
-from migrator.kube.watching import list_and_watch
 
 REQUEST_TIMEOUT: Final = 30  # seconds per API call: a black-holed server must not hang the CLI
 RETRIES_429: Final = 5

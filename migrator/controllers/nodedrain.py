@@ -40,13 +40,13 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
+from kubeclient.events import record_event
+from kubeclient.patching import MERGE_PATCH, Gone
+from kubeclient.watching import list_and_watch
 from migrator import api, disruption, drainplan, tracing
 from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
 from migrator.dispatching import Dispatcher, Key
 from migrator.drainplan import DrainSpec, SelectorError
-from migrator.kube.events import record_event
-from migrator.kube.patching import MERGE_PATCH, Gone
-from migrator.kube.watching import list_and_watch
 from migrator.units import iso, now
 from migrator.units import status_time as parse_time
 
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 POLL: Final = 1.0  # how often migrations in flight are looked at (a change of one also pokes its drain)
 RETRY: Final = 5.0  # a PodDisruptionBudget or an eviction said "not now": try again after this, as kubectl drain does
-MIGRATION_TIMEOUT: Final = 300  # each PodMigration's timeoutSeconds (its own default), at most the drain's
 EVENT_NAMESPACE: Final = "default"  # Events about cluster-scoped objects live here, as those about Nodes do
 COMPONENT: Final = "podmigrate-controller"
 
@@ -69,12 +68,6 @@ class Wait(Exception):
 
 def unschedulable(node: Mapping[str, Any]) -> bool:
     return bool((node.get("spec") or {}).get("unschedulable"))
-
-
-def running(drain: Mapping[str, Any]) -> bool:
-    """Is this NodeDrain draining (or about to)? Not if it finished, is being deleted, or only plans."""
-    finished = (drain.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
-    return not finished and not drain["metadata"].get("deletionTimestamp") and not (drain.get("spec") or {}).get("dryRun")
 
 
 def counts(pods: list[Mapping[str, Any]]) -> dict[str, int]:
@@ -368,7 +361,7 @@ class NodeDrainReconciler:
         mine = (d.meta.get("creationTimestamp") or "", d.name)
         for other in others:
             theirs = (other["metadata"].get("creationTimestamp") or "", other["metadata"]["name"])
-            if running(other) and theirs < mine:
+            if api.drain_running(other) and theirs < mine:
                 return self._finish(
                     d, DrainPhase.FAILED, "DrainInProgress",
                     f"node {d.node} is already being drained by NodeDrain {other['metadata']['name']}",
@@ -544,7 +537,7 @@ class NodeDrainReconciler:
             "spec": {
                 "podName": entry["name"],
                 "targetNode": entry["target"],
-                "timeoutSeconds": min(MIGRATION_TIMEOUT, d.spec.timeout_seconds),
+                "timeoutSeconds": min(api.DRAIN_MIGRATION_TIMEOUT, d.spec.timeout_seconds),
             },
         }
         try:
@@ -729,7 +722,7 @@ class AutoDrainReconciler:
                 log.info("node %s: annotation %s removed; deleting NodeDrain %s", name, api.ANNOTATION_DRAIN_REQUEST, drain_name)
                 await self._delete(drain_name)
             return None
-        if auto is not None or any(running(o) for o in drains):
+        if auto is not None or any(api.drain_running(o) for o in drains):
             return None  # it has its auto drain already (finished or not), or someone is draining it
         policy = self.policy(annotations.get(api.ANNOTATION_DRAIN_POLICY))
         body = {

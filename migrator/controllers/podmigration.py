@@ -33,13 +33,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio import client
-from node_agent import contract
 
+from agentapi import contract
+from agentapi.client import AgentClient, AgentError
+from kubeclient.events import record_event
+from kubeclient.patching import Gone, patch_custom_status
 from migrator import api, placement, tracing
-from migrator.agentclient import AgentClient, AgentError
 from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, OnFailure, Phase, Step
-from migrator.kube.events import record_event
-from migrator.kube.patching import Gone, patch_custom_status
 from migrator.metrics import ControllerMetrics
 from migrator.units import iso, now
 from migrator.units import status_time as parse_time

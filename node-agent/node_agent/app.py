@@ -17,10 +17,11 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from node_agent import contract, tracing
+from agentapi import contract
+from agentapi.contract import ContractError, error_body
+from node_agent import tracing
 from node_agent.auth import Reviewer, auth_middleware
 from node_agent.checkpointing import Checkpointer
-from node_agent.contract import ContractError, error_body
 from node_agent.errors import AgentError
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher

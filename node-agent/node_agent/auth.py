@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from node_agent.contract import error_body
+from agentapi.contract import error_body
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from node_agent import archives
-from node_agent.archives import ArchiveError, ArchiveFacts
-from node_agent.contract import (
+from agentapi.contract import (
     CheckpointRequest,
     CheckpointResponse,
     ContainerCheckpoint,
@@ -44,6 +42,8 @@ from node_agent.contract import (
     PodRef,
     Stage,
 )
+from node_agent import archives
+from node_agent.archives import ArchiveError, ArchiveFacts
 from node_agent.errors import AgentError
 from node_agent.freezer import CgroupFreezer, FreezeError, container_id_from_status
 from node_agent.kubelet import KubeletEndpoint, KubeletError

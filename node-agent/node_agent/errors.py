@@ -7,7 +7,7 @@ the place that knows which case it is raises it; the HTTP layer only renders it.
 
 from __future__ import annotations
 
-from node_agent.contract import Stage
+from agentapi.contract import Stage
 
 
 class AgentError(Exception):

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from migrator.kube.connecting import api_client, bearer_token
+from kubeclient.connecting import api_client, bearer_token
 from node_agent import archives, tracing
 from node_agent.app import AgentApi
 from node_agent.auth import DEFAULT_TTL_S, KubeReviewer

@@ -928,8 +928,8 @@ def test_wait_follows_a_real_migration(kube: Kube, cluster: lc.Cluster, podmigra
 
 def test_watch_turns_list_and_watch_events_into_states(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-lists (after 410 Gone) that no longer contain the object mean it was deleted."""
+    from kubeclient.watching import Event
     from migrator.cli import kubeapi
-    from migrator.kube.watching import Event
 
     script = [
         Event(type="SYNC", object={"v": 1}),

@@ -49,8 +49,8 @@ class InProcessDrainControllers(threading.Thread):
     async def _main(self) -> None:
         from kubernetes_asyncio import client
 
+        from kubeclient.connecting import api_client
         from migrator.controllers.nodedrain import DrainControllers
-        from migrator.kube.connecting import api_client
 
         kube = await api_client(kubeconfig=self.kubeconfig)
         controllers = DrainControllers(

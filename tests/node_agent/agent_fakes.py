@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from node_agent.kubelet import KubeletEndpoint, KubeletError
 from node_agent.pods import NodeView, PodView
 

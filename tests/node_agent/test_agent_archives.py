@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from agent_fakes import make_archive
+
+from agentapi.contract import CheckpointRequest, ContractError
 from node_agent import archives, tracing
 from node_agent.archives import ArchiveError, archive_on_host, checkpoint_info, inspect_archive
-from node_agent.contract import CheckpointRequest, ContractError
-
 from ocicheckpoint import names
 from ocicheckpoint.image import checkpoint_image, parse_manifest
 from telemetry.metrics import Counter, Histogram

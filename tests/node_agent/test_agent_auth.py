@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from node_agent.auth import CALLER_KEY, Caller, Decision, TtlCache, auth_middleware
 
 GOOD = "good-token"

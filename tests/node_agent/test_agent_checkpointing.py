@@ -17,19 +17,19 @@ import aiohttp
 import pytest
 from agent_fakes import NODE, FakeKubelet, FakePods, FakeRegistry, container_id, make_cgroup_tree, pod_json
 from aiohttp.test_utils import TestClient, TestServer
-from node_agent.app import AgentApi
-from node_agent.auth import Caller, Decision
-from node_agent.checkpointing import Checkpointer
-from node_agent.contract import CheckpointResponse
-from node_agent.freezer import CgroupFreezer
-from node_agent.kubelet import KubeletError
-from node_agent.metrics import AgentMetrics
-from node_agent.publishing import Publisher
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from agentapi.contract import CheckpointResponse
+from node_agent.app import AgentApi
+from node_agent.auth import Caller, Decision
+from node_agent.checkpointing import Checkpointer
+from node_agent.freezer import CgroupFreezer
+from node_agent.kubelet import KubeletError
+from node_agent.metrics import AgentMetrics
+from node_agent.publishing import Publisher
 from ocicheckpoint import names
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

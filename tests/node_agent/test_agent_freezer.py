@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from node_agent.freezer import CgroupFreezer, FreezeError, cgroup_names, container_id_from_status
 
 CID = "0123abcd" * 8

@@ -1,4 +1,4 @@
-"""The control service's side of the node agent's HTTP contract (``node_agent.contract``).
+"""The control service's side of the node agent's HTTP contract (``agentapi.contract``).
 
 Agents listen on their node's InternalIP at one well-known port (a DaemonSet with host
 networking in a real cluster, one process per node in the local cluster), so finding the
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from node_agent import contract
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from agentapi import contract
 from telemetry import logcontext
 
 
