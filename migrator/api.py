@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
+from kubeclient.resources import CustomResource
+
 GROUP: Final = "podmigrate.io"
 VERSION: Final = "v1alpha1"
 PLURAL: Final = "podmigrations"
 KIND: Final = "PodMigration"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+PODMIGRATIONS: Final = CustomResource(group=GROUP, version=VERSION, plural=PLURAL, kind=KIND, namespaced=True)
 
 # Annotations the control service puts on the pods it creates.
 ANNOTATION_MIGRATION: Final = "podmigrate.io/migration"  # "<namespace>/<name>" of the PodMigration
@@ -92,6 +95,7 @@ class OnFailure(StrEnum):
 # --- NodeDrain (manifests/crd/nodedrains.yaml): a node emptied by migrating its pods -------------
 DRAIN_PLURAL: Final = "nodedrains"
 DRAIN_KIND: Final = "NodeDrain"
+NODEDRAINS: Final = CustomResource(group=GROUP, version=VERSION, plural=DRAIN_PLURAL, kind=DRAIN_KIND, namespaced=False)
 # On the PodMigrations a drain creates: the NodeDrain's name (they also carry an ownerReference to it).
 LABEL_DRAIN: Final = "podmigrate.io/drain"
 # On a Node: "true" asks the control service for a NodeDrain named auto-<node> (AUTO_DRAIN_PREFIX).

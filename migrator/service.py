@@ -1,7 +1,8 @@
 """The control service's entry point: watch PodMigrations and NodeDrains, reconcile each until it is done.
 
-On start it lists every PodMigration and resumes those that are not finished: that is all a
-restart needs, because every step is recorded in status before the next begins. It calls
+On start it lists every PodMigration and NodeDrain and resumes those that are not finished
+(``migrator.watches``): that is all a restart needs, because every step is recorded in status
+before the next begins. It calls
 agents with its own ServiceAccount token, so it must run with one (in-cluster, or a kubeconfig
 whose user is a token); client-certificate identities are refused at start with a clear error.
 """
@@ -13,7 +14,6 @@ import asyncio
 import logging
 import signal
 import ssl
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -21,13 +21,10 @@ from kubernetes_asyncio import client
 
 from agentapi.client import AgentClient
 from kubeclient.connecting import api_client, bearer_token
-from kubeclient.watching import list_and_watch
-from migrator import api
-from migrator.controllers.nodedrain import DrainControllers
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
-from migrator.dispatching import Dispatcher, Key
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
+from migrator.watches import Controllers
 from migrator.webhook import RestoreSlots, Webhook
 from telemetry.logcontext import setup_logging
 from telemetry.setup import setup_tracing
@@ -98,46 +95,20 @@ async def run(args: argparse.Namespace) -> None:
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
     session = aiohttp.ClientSession()
     agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
-    # The gauge reads the dispatcher (created below) at scrape time.
-    metrics = ControllerMetrics(in_flight=lambda: float(dispatcher.active()))
+    # The gauge reads the dispatchers (created below) at scrape time.
+    metrics = ControllerMetrics(in_flight=lambda: float(controllers.active()))
     slots = RestoreSlots()
     reconciler = PodMigrationReconciler(
         core=core, custom=custom, agents=agents, metrics=metrics, slots=slots,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
     )  # fmt: skip
-
-    async def fetch(key: Key) -> dict[str, Any] | None:
-        try:
-            return await custom.get_namespaced_custom_object(api.GROUP, api.VERSION, key[0], api.PLURAL, key[1])
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    dispatcher = Dispatcher(fetch=fetch, reconcile=reconciler.reconcile)
-    # NodeDrains and the podmigrate.io/drain Node annotation: their reconcilers, watches and dispatchers.
-    drains = DrainControllers(core=core, custom=custom, policy=client.PolicyV1Api(kube))
-
-    async def watch() -> None:
-        async for event in list_and_watch(
-            custom.list_cluster_custom_object, group=api.GROUP, version=api.VERSION, plural=api.PLURAL
-        ):
-            obj = event.object
-            if event.type in ("SYNCED", "DELETED") or obj is None:
-                continue
-            finished = (obj.get("status") or {}).get("phase") in api.TERMINAL_PHASES
-            if finished and api.FINALIZER not in (obj["metadata"].get("finalizers") or []):
-                continue
-            dispatcher.notify((obj["metadata"]["namespace"], obj["metadata"]["name"]))
-
-    async def watch_all() -> None:
-        await asyncio.gather(watch(), drains.watch())
+    controllers = Controllers(core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(watch_all())
+    watcher = asyncio.create_task(controllers.watch())
     webhook = await serve_webhook(args=args, slots=slots, core=core, custom=custom) if args.webhook_address else None
     health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
@@ -146,8 +117,7 @@ async def run(args: argparse.Namespace) -> None:
     for runner in (health, webhook):
         if runner is not None:
             await runner.cleanup()
-    await dispatcher.stop()
-    await drains.stop()
+    await controllers.stop()
     flush()
     await session.close()
     await kube.close()

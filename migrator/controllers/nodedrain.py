@@ -21,32 +21,28 @@ flight finish (each has its own rollback), and the finalizer ``podmigrate.io/unc
 uncordons the node if this drain holds the cordon and no other drain of the node does; the
 PodMigrations it created follow it (ownerReferences), finished by then.
 
-``AutoDrainReconciler`` turns the Node annotation ``podmigrate.io/drain: "true"`` into a
-NodeDrain ``auto-<node>`` (and its removal into that drain's deletion, which uncordons).
-``DrainControllers`` runs both with their watches and dispatchers, for the control service.
+The Node annotation ``podmigrate.io/drain`` becomes a NodeDrain in ``migrator.controllers.autodrain``;
+the watches that feed both reconcilers are wired in ``migrator.watches``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from kubernetes_asyncio import client
 
-from kubeclient.events import record_event
-from kubeclient.patching import MERGE_PATCH, Gone
-from kubeclient.watching import list_and_watch
+from kubeclient.reading import plain, read_plain
+from kubeclient.resources import MERGE_PATCH, Gone
 from migrator import api, disruption, drainplan, tracing
 from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
-from migrator.dispatching import Dispatcher, Key
 from migrator.drainplan import DrainSpec, SelectorError
+from migrator.reconciling import Record, Recorder, Wait, set_condition
 from migrator.units import iso, now
 from migrator.units import status_time as parse_time
 
@@ -54,16 +50,6 @@ log = logging.getLogger(__name__)
 
 POLL: Final = 1.0  # how often migrations in flight are looked at (a change of one also pokes its drain)
 RETRY: Final = 5.0  # a PodDisruptionBudget or an eviction said "not now": try again after this, as kubectl drain does
-EVENT_NAMESPACE: Final = "default"  # Events about cluster-scoped objects live here, as those about Nodes do
-COMPONENT: Final = "podmigrate-controller"
-
-
-class Wait(Exception):
-    """Not an error: the drain needs the world to move; look again after ``seconds``."""
-
-    def __init__(self, seconds: float = POLL) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
 
 
 def unschedulable(node: Mapping[str, Any]) -> bool:
@@ -81,23 +67,12 @@ def counts(pods: list[Mapping[str, Any]]) -> dict[str, int]:
     }
 
 
-class Drain:
+class Drain(Record):
     """A NodeDrain and the status being built for it."""
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
-        self.obj = obj
-        self.meta = obj["metadata"]
+        super().__init__(obj)
         self.spec = DrainSpec.from_spec(obj.get("spec") or {})
-        self.status: dict[str, Any] = copy.deepcopy(dict(obj.get("status") or {}))
-        self.events: list[tuple[str, str, bool]] = []  # (reason, message, warning), recorded once status is saved
-
-    @property
-    def name(self) -> str:
-        return str(self.meta["name"])
-
-    @property
-    def uid(self) -> str:
-        return str(self.meta["uid"])
 
     @property
     def node(self) -> str:
@@ -106,10 +81,6 @@ class Drain:
     @property
     def phase(self) -> str:
         return str(self.status.get("phase") or "")
-
-    @property
-    def deleting(self) -> bool:
-        return bool(self.meta.get("deletionTimestamp"))
 
     @property
     def pods(self) -> list[dict[str, Any]]:
@@ -124,6 +95,9 @@ class Drain:
 
     def in_flight_by_budget(self) -> Counter[str]:
         return Counter(key for p in self.having(PodOutcome.IN_PROGRESS) for key in p.get("disruptionBudgets") or [])
+
+    def before_save(self) -> None:
+        self.status["counts"] = counts(self.pods)
 
     def deadline(self) -> datetime:
         return parse_time(self.status["startTime"]) + timedelta(seconds=self.spec.timeout_seconds)
@@ -145,7 +119,7 @@ class World:
     async def budgets(self, namespace: str) -> list[disruption.Budget]:
         if namespace not in self._budgets:
             listing = await self._policy.list_namespaced_pod_disruption_budget(namespace)
-            pdbs = self._policy.api_client.sanitize_for_serialization(listing).get("items") or []
+            pdbs = plain(listing).get("items") or []
             self._budgets[namespace] = disruption.budgets(pdbs)
         return self._budgets[namespace]
 
@@ -162,6 +136,7 @@ class NodeDrainReconciler:
     ) -> None:
         self.core = core
         self.custom = custom
+        self.recorder = Recorder(core=core, custom=custom, resource=api.NODEDRAINS)
         self.policy = policy
         self.poll = poll
         self.retry = retry
@@ -178,12 +153,10 @@ class NodeDrainReconciler:
         d = Drain(obj)
         try:
             if d.deleting:
-                return await self._attempt(d, self._cancel, save=False)
+                return await self.recorder.attempt(d, lambda: self._cancel(d), save=False)
             if d.phase in api.DRAIN_TERMINAL_PHASES:
                 return None
-            if api.DRAIN_FINALIZER not in (d.meta.get("finalizers") or []):
-                finalizers = [*(d.meta.get("finalizers") or []), api.DRAIN_FINALIZER]
-                await self._patch_meta(d, {"metadata": {"finalizers": finalizers}})
+            await self.recorder.hold(d, api.DRAIN_FINALIZER)
             if "startTime" not in d.status:
                 d.status.update(
                     phase=DrainPhase.PENDING.value, startTime=iso(now()), pods=[], conditions=[],
@@ -191,74 +164,23 @@ class NodeDrainReconciler:
                     traceID=tracing.new_trace_id(), rootSpanID=tracing.new_span_id(),
                 )  # fmt: skip
                 dry = " (dry run: nothing will be changed)" if d.spec.dry_run else ""
-                d.events.append(("Started", f"draining node {d.node}{dry}", False))
+                d.note("Started", f"draining node {d.node}{dry}")
                 log.info("nodedrain %s: draining node %s%s", d.name, d.node, dry)
-                await self._save(d)
+                await self.recorder.save(d)
             while d.phase not in api.DRAIN_TERMINAL_PHASES:
-                delay = await self._attempt(d, self.steps[DrainPhase(d.phase)])
+                step = self.steps[DrainPhase(d.phase)]
+                delay = await self.recorder.attempt(d, lambda step=step: step(d))
                 if delay is not None:
                     return delay
             return None
         except Gone:
             return None
 
-    async def _attempt(self, d: Drain, step: Callable[[Drain], Awaitable[None]], *, save: bool = True) -> float | None:
-        """Run one step and save what it recorded; the seconds it asked to wait, or None when it completed."""
-        before = json.dumps(d.status, sort_keys=True)
-        try:
-            await step(d)
-        except Wait as wait:
-            if json.dumps(d.status, sort_keys=True) != before or d.events:
-                await self._save(d)
-            return wait.seconds
-        if save:
-            await self._save(d)
-        return None
-
-    async def _save(self, d: Drain) -> None:
-        d.status["counts"] = counts(d.pods)
-        try:
-            await self.custom.patch_cluster_custom_object_status(
-                api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name, {"status": d.status}, _content_type=MERGE_PATCH
-            )
-        except client.ApiException as exc:
-            if exc.status == 404:
-                raise Gone(f"{api.DRAIN_PLURAL}/{d.name}") from None
-            raise
-        events, d.events = d.events, []
-        for reason, message, warning in events:
-            await self._event(d, reason, message, warning=warning)
-
-    async def _patch_meta(self, d: Drain, body: dict[str, Any]) -> None:
-        # resourceVersion makes it conditional: a 409 means someone changed the object meanwhile,
-        # and the dispatcher's retry re-reads it and tries again.
-        body["metadata"]["resourceVersion"] = d.meta["resourceVersion"]
-        try:
-            await self.custom.patch_cluster_custom_object(
-                api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name, body, _content_type=MERGE_PATCH
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    async def _event(self, d: Drain, reason: str, message: str, *, warning: bool = False) -> None:
-        involved = client.V1ObjectReference(api_version=api.API_VERSION, kind=api.DRAIN_KIND, name=d.name, uid=d.uid)
-        await record_event(self.core, namespace=EVENT_NAMESPACE, involved=involved, reason=reason, message=message,
-                           component=COMPONENT, warning=warning)  # fmt: skip
-
     # --- bookkeeping ----------------------------------------------------------------------
-    def _set_condition(self, d: Drain, kind: str, value: bool, reason: str, message: str) -> None:
-        conditions = [c for c in d.status.get("conditions") or [] if c["type"] != kind]
-        status = "True" if value else "False"
-        old = next((c for c in d.status.get("conditions") or [] if c["type"] == kind), None)
-        since = old["lastTransitionTime"] if old and old["status"] == status else iso(now())
-        conditions.append({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since})
-        d.status["conditions"] = conditions
-
     def _finish(self, d: Drain, phase: DrainPhase, reason: str, message: str) -> None:
         d.status.update(phase=phase.value, reason=reason, message=message, completionTime=iso(now()))
-        self._set_condition(d, "Complete", phase == DrainPhase.SUCCEEDED, reason, message)
-        d.events.append((reason, message, phase != DrainPhase.SUCCEEDED))
+        set_condition(d.status, kind="Complete", value=phase == DrainPhase.SUCCEEDED, reason=reason, message=message)
+        d.note(reason, message, warning=phase != DrainPhase.SUCCEEDED)
         log.info("nodedrain %s %s: %s: %s", d.name, phase.value, reason, message)
         self._emit_trace(d)
 
@@ -303,35 +225,14 @@ class NodeDrainReconciler:
             return
         self._pod_done(entry, PodOutcome.FAILED, drainplan.not_evicted(why))
         d.status.setdefault("blockedReasons", []).append(f"{entry['namespace']}/{entry['name']}: {why}")
-        d.events.append(("Unmigratable", f"pod {entry['namespace']}/{entry['name']} {drainplan.not_evicted(why)}", True))
+        d.note("Unmigratable", f"pod {entry['namespace']}/{entry['name']} {drainplan.not_evicted(why)}", warning=True)
 
     # --- reading the world ----------------------------------------------------------------
-    def _plain(self, obj: Any) -> Any:
-        return self.core.api_client.sanitize_for_serialization(obj)
-
     async def _node(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._plain(await self.core.read_node(name))
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await read_plain(self.core.read_node(name))
 
     async def _pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._plain(await self.core.read_namespaced_pod(name, namespace))
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def _migration(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await read_plain(self.core.read_namespaced_pod(name, namespace))
 
     async def _drains_of_node(self, d: Drain) -> list[dict[str, Any]]:
         """The node's other NodeDrains."""
@@ -342,8 +243,8 @@ class NodeDrainReconciler:
         ]  # fmt: skip
 
     async def _world(self) -> World:
-        nodes = [self._plain(n) for n in (await self.core.list_node()).items]
-        pods = [self._plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
+        nodes = [plain(n) for n in (await self.core.list_node()).items]
+        pods = [plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
         return World(nodes=nodes, pods=pods, policy=self.policy)
 
     async def _set_unschedulable(self, node: str, value: bool) -> None:
@@ -371,14 +272,22 @@ class NodeDrainReconciler:
             # A cordon another NodeDrain holds is shared: the last drain holding it releases it.
             held = any((o.get("status") or {}).get("cordonedByDrain") for o in others)
             d.status["cordonedByDrain"] = not unschedulable(node) or held
-            await self._save(d)
+            await self.recorder.save(d)
         if not unschedulable(node):
             await self._set_unschedulable(d.node, True)
-            d.events.append(("Cordoned", f"node {d.node} cordoned", False))
-            self._set_condition(d, "Cordoned", True, "Cordoned", f"node {d.node} cordoned by this drain")
+            d.note("Cordoned", f"node {d.node} cordoned")
+            set_condition(
+                d.status, kind="Cordoned", value=True, reason="Cordoned", message=f"node {d.node} cordoned by this drain"
+            )
         else:
             who = "this drain" if d.status["cordonedByDrain"] else "someone else; it stays cordoned when this drain is deleted"
-            self._set_condition(d, "Cordoned", True, "AlreadyCordoned", f"node {d.node} was already cordoned (by {who})")
+            set_condition(
+                d.status,
+                kind="Cordoned",
+                value=True,
+                reason="AlreadyCordoned",
+                message=f"node {d.node} was already cordoned (by {who})",
+            )
         d.status["phase"] = DrainPhase.CORDONED.value
 
     async def _plan(self, d: Drain) -> None:
@@ -402,7 +311,7 @@ class NodeDrainReconciler:
             )  # fmt: skip
         if d.spec.dry_run:
             return self._finish(d, DrainPhase.SUCCEEDED, "DryRun", f"dry run: {summary}; nothing was changed")
-        d.events.append(("Planned", summary, False))
+        d.note("Planned", summary)
         d.status["message"] = summary
         d.status["phase"] = DrainPhase.DRAINING.value
 
@@ -485,11 +394,11 @@ class NodeDrainReconciler:
             if entry["action"] == PodAction.MIGRATE:
                 entry["migration"] = drainplan.migration_name(d.node, entry["name"])
                 entry["reason"] = f"migrating to {entry['target']}"
-                await self._save(d)  # recorded before the PodMigration exists
+                await self.recorder.save(d)  # recorded before the PodMigration exists
                 await self._create_migration(d, entry)
             else:
                 entry["reason"] = "evicting"
-                await self._save(d)  # recorded before the eviction
+                await self.recorder.save(d)  # recorded before the eviction
                 await self._follow_eviction(d, entry)
             free -= 1
 
@@ -547,7 +456,7 @@ class NodeDrainReconciler:
                 raise
             return  # ours from a pass that died before it could say so, or someone else's: the next look tells
         what = f"pod {entry['namespace']}/{entry['name']} to {entry['target']} (podmigration {entry['migration']})"
-        d.events.append(("Migrating", what, False))
+        d.note("Migrating", what)
 
     @staticmethod
     def _trace_annotation(d: Drain) -> dict[str, str]:
@@ -557,7 +466,7 @@ class NodeDrainReconciler:
 
     async def _follow_migration(self, d: Drain, entry: dict[str, Any]) -> None:
         namespace, name = entry["namespace"], entry["migration"]
-        migration = await self._migration(namespace, name)
+        migration = await api.PODMIGRATIONS.get(self.custom, name=name, namespace=namespace)
         if migration is not None and not self._ours(d, migration):
             if migration["metadata"].get("deletionTimestamp") or await self._orphaned(migration):
                 entry["reason"] = f"waiting for an older PodMigration {name} to be removed"
@@ -582,9 +491,9 @@ class NodeDrainReconciler:
             refused = not status.get("sourceNode") and status.get("reason") not in ("Timeout", "Cancelled")
             if refused:  # refused before it touched anything: the pod cannot be migrated
                 self._unmigratable(d, entry, f"its PodMigration refused it: {why}")
-                d.events.append(("MigrationRefused", f"pod {entry['namespace']}/{entry['name']}: {why}", True))
+                d.note("MigrationRefused", f"pod {entry['namespace']}/{entry['name']}: {why}", warning=True)
                 return
-            d.events.append(("MigrationFailed", f"pod {entry['namespace']}/{entry['name']}: {why}", True))
+            d.note("MigrationFailed", f"pod {entry['namespace']}/{entry['name']}: {why}", warning=True)
             return self._pod_done(entry, PodOutcome.FAILED, f"migration failed: {why}")
         step = f", {status['step']}" if status.get("step") else ""
         entry["reason"] = f"migrating to {entry.get('target')} (podmigration {name}: {phase}{step})"
@@ -594,13 +503,8 @@ class NodeDrainReconciler:
         for owner in migration["metadata"].get("ownerReferences") or []:
             if owner.get("kind") != api.DRAIN_KIND:
                 continue
-            try:
-                drain = await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, owner["name"])
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    return True
-                raise
-            return bool(drain["metadata"]["uid"] != owner.get("uid"))
+            drain = await api.NODEDRAINS.get(self.custom, name=owner["name"])
+            return drain is None or drain["metadata"]["uid"] != owner.get("uid")
         return False
 
     async def _follow_eviction(self, d: Drain, entry: dict[str, Any]) -> None:
@@ -630,7 +534,7 @@ class NodeDrainReconciler:
             return
         self._next_eviction.pop(entry["uid"], None)
         entry["reason"] = "evicted; terminating"
-        d.events.append(("Evicting", f"pod {namespace}/{name} evicted", False))
+        d.note("Evicting", f"pod {namespace}/{name} evicted")
 
     # --- cancel ---------------------------------------------------------------------------
     async def _cancel(self, d: Drain) -> None:
@@ -639,8 +543,8 @@ class NodeDrainReconciler:
             for entry in d.waiting():
                 entry["reason"] = "not started: the drain was cancelled"
             d.status.update(phase=DrainPhase.CANCELLED.value, reason="Cancelled", message="the NodeDrain was deleted")
-            d.events.append(("Cancelled", "the NodeDrain was deleted: nothing new starts; what is in flight finishes", True))
-            await self._save(d)
+            d.note("Cancelled", "the NodeDrain was deleted: nothing new starts; what is in flight finishes", warning=True)
+            await self.recorder.save(d)
         for entry in d.having(PodOutcome.IN_PROGRESS):
             await self._follow(d, entry)
         if d.having(PodOutcome.IN_PROGRESS):
@@ -652,9 +556,9 @@ class NodeDrainReconciler:
                 completionTime=iso(now()),
                 message=f"cancelled: {c['migrated']} migrated, {c['evicted']} evicted, {c['failed']} failed before it stopped",
             )
-            self._set_condition(d, "Complete", False, "Cancelled", d.status["message"])
+            set_condition(d.status, kind="Complete", value=False, reason="Cancelled", message=d.status["message"])
             self._emit_trace(d)
-            await self._save(d)
+            await self.recorder.save(d)
         if d.status.get("cordonedByDrain"):
             others = await self._drains_of_node(d)
             holders = [
@@ -664,25 +568,14 @@ class NodeDrainReconciler:
             if not holders:
                 try:
                     await self._set_unschedulable(d.node, False)
-                    await self._event(d, "Uncordoned", f"node {d.node} uncordoned")
+                    await self.recorder.event(d, "Uncordoned", f"node {d.node} uncordoned")
                 except client.ApiException as exc:
                     if exc.status != 404:
                         raise
         await self._release(d)
 
     async def _release(self, d: Drain) -> None:
-        """Remove the finalizer, conditional on the object as it is now (status patches moved its resourceVersion)."""
-        try:
-            fresh = await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, d.name)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        finalizers = list(fresh["metadata"].get("finalizers") or [])
-        if api.DRAIN_FINALIZER not in finalizers:
-            return
-        d.meta["resourceVersion"] = fresh["metadata"]["resourceVersion"]
-        await self._patch_meta(d, {"metadata": {"finalizers": [f for f in finalizers if f != api.DRAIN_FINALIZER]}})
+        await self.recorder.release(d, api.DRAIN_FINALIZER)
 
 
 def _api_message(exc: client.ApiException) -> str:
@@ -694,157 +587,3 @@ def _api_message(exc: client.ApiException) -> str:
     causes = [c.get("message") for c in (body.get("details") or {}).get("causes") or [] if c.get("message")]
     message = body.get("message") or exc.reason or str(exc.status)
     return f"{message} {'; '.join(causes)}".strip() if causes else str(message)
-
-
-# --- Nodes: the podmigrate.io/drain annotation -------------------------------------------------
-class AutoDrainReconciler:
-    """``podmigrate.io/drain: "true"`` on a Node: a NodeDrain ``auto-<node>`` exists (unless another drain of it runs).
-
-    ``podmigrate.io/drain-policy: Evict`` makes it evict what cannot be migrated (default Block).
-    Without the annotation, an ``auto-<node>`` drain is deleted: that cancels it if it still runs,
-    and uncordons the node (the drain's finalizer), so the annotation is the node's desired state.
-    """
-
-    def __init__(self, *, custom: client.CustomObjectsApi) -> None:
-        self.custom = custom
-
-    async def reconcile(self, node: Mapping[str, Any]) -> float | None:
-        meta = node["metadata"]
-        name = str(meta["name"])
-        annotations = meta.get("annotations") or {}
-        wanted = str(annotations.get(api.ANNOTATION_DRAIN_REQUEST, "")).lower() == "true"
-        drain_name = drainplan.auto_drain_name(name)
-        listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL)
-        drains = [o for o in listing.get("items") or [] if (o.get("spec") or {}).get("nodeName") == name]
-        auto = next((o for o in drains if o["metadata"]["name"] == drain_name and self.automatic(o)), None)
-        if not wanted:
-            if auto is not None and not auto["metadata"].get("deletionTimestamp"):
-                log.info("node %s: annotation %s removed; deleting NodeDrain %s", name, api.ANNOTATION_DRAIN_REQUEST, drain_name)
-                await self._delete(drain_name)
-            return None
-        if auto is not None or any(api.drain_running(o) for o in drains):
-            return None  # it has its auto drain already (finished or not), or someone is draining it
-        policy = self.policy(annotations.get(api.ANNOTATION_DRAIN_POLICY))
-        body = {
-            "apiVersion": api.API_VERSION,
-            "kind": api.DRAIN_KIND,
-            "metadata": {"name": drain_name, "labels": {api.LABEL_AUTO_DRAIN: "true"}},
-            "spec": {"nodeName": name, "unmigratablePolicy": policy.value},
-        }
-        try:
-            await self.custom.create_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, body)
-            log.info(
-                "node %s: annotation %s=true: created NodeDrain %s (%s)", name, api.ANNOTATION_DRAIN_REQUEST, drain_name, policy
-            )
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-        return None
-
-    @staticmethod
-    def automatic(drain: Mapping[str, Any]) -> bool:
-        return (drain["metadata"].get("labels") or {}).get(api.LABEL_AUTO_DRAIN) == "true"
-
-    @staticmethod
-    def policy(text: str | None) -> UnmigratablePolicy:
-        """The annotation's policy, case-insensitively; anything else is the safe default, Block."""
-        return UnmigratablePolicy.EVICT if str(text or "").strip().lower() == "evict" else UnmigratablePolicy.BLOCK
-
-    async def _delete(self, name: str) -> None:
-        try:
-            await self.custom.delete_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-# --- wiring -----------------------------------------------------------------------------------
-class DrainControllers:
-    """Both reconcilers, their dispatchers and watches: what the control service runs for drains.
-
-    Watches NodeDrains (each is reconciled until it is done), the PodMigrations drains created (a
-    change pokes its drain, so it does not wait for its next poll) and Nodes (only those with the
-    drain annotation, or that had it, or that have an auto drain, reach the auto-drain reconciler).
-    """
-
-    def __init__(self, *, core: client.CoreV1Api, custom: client.CustomObjectsApi, policy: client.PolicyV1Api) -> None:
-        self.core = core
-        self.custom = custom
-        self.drains = NodeDrainReconciler(core=core, custom=custom, policy=policy)
-        self.auto = AutoDrainReconciler(custom=custom)
-        self.drain_dispatcher = Dispatcher(fetch=self._fetch_drain, reconcile=self.drains.reconcile)
-        self.node_dispatcher = Dispatcher(fetch=self._fetch_node, reconcile=self.auto.reconcile)
-        self._annotated: set[str] = set()
-
-    async def _fetch_drain(self, key: Key) -> dict[str, Any] | None:
-        try:
-            return await self.custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.DRAIN_PLURAL, key[1])
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def _fetch_node(self, key: Key) -> dict[str, Any] | None:
-        try:
-            return self.core.api_client.sanitize_for_serialization(await self.core.read_node(key[1]))
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def watch(self) -> None:
-        """Run the three watches forever (until cancelled)."""
-        await asyncio.gather(self._watch_drains(), self._watch_migrations(), self._watch_nodes())
-
-    async def _watch_drains(self) -> None:
-        async for event in list_and_watch(
-            self.custom.list_cluster_custom_object, group=api.GROUP, version=api.VERSION, plural=api.DRAIN_PLURAL
-        ):
-            obj = event.object
-            if event.type == "SYNCED" or obj is None:
-                continue
-            meta = obj["metadata"]
-            if (meta.get("labels") or {}).get(api.LABEL_AUTO_DRAIN):
-                self.node_dispatcher.notify(("", str((obj.get("spec") or {}).get("nodeName", ""))))
-            if event.type == "DELETED":
-                continue
-            finished = (obj.get("status") or {}).get("phase") in api.DRAIN_TERMINAL_PHASES
-            if finished and not meta.get("deletionTimestamp"):
-                continue
-            self.drain_dispatcher.notify(("", meta["name"]))
-
-    async def _watch_migrations(self) -> None:
-        async for event in list_and_watch(
-            self.custom.list_cluster_custom_object,
-            group=api.GROUP, version=api.VERSION, plural=api.PLURAL, label_selector=api.LABEL_DRAIN,
-        ):  # fmt: skip
-            obj = event.object
-            if event.type in ("SYNC", "SYNCED") or obj is None:
-                continue
-            drain = (obj["metadata"].get("labels") or {}).get(api.LABEL_DRAIN)
-            if drain:
-                self.drain_dispatcher.notify(("", drain))
-
-    async def _watch_nodes(self) -> None:
-        async for event in list_and_watch(self.core.list_node):
-            node = event.object
-            if event.type == "SYNCED" or node is None:
-                continue
-            name = node.metadata.name
-            annotated = api.ANNOTATION_DRAIN_REQUEST in (node.metadata.annotations or {})
-            if event.type == "DELETED":
-                self._annotated.discard(name)
-                continue
-            if annotated or name in self._annotated:
-                self.node_dispatcher.notify(("", name))
-            if annotated:
-                self._annotated.add(name)
-            else:
-                self._annotated.discard(name)
-
-    def active(self) -> int:
-        return self.drain_dispatcher.active()
-
-    async def stop(self) -> None:
-        await self.drain_dispatcher.stop()
-        await self.node_dispatcher.stop()

@@ -1,0 +1,8 @@
+"""The PodMigration controller: ``reconciler`` drives the state machine; ``steps`` moves the pod
+forward, ``rollback`` brings it back on failure, ``bookkeeping`` records phases, spans and the
+end, ``pods`` reads and makes the pods involved, ``migration`` is the object and its context."""
+
+from migrator.controllers.podmigration.migration import Settings
+from migrator.controllers.podmigration.reconciler import PodMigrationReconciler
+
+__all__ = ["PodMigrationReconciler", "Settings"]

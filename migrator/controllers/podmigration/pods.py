@@ -1,0 +1,183 @@
+"""The pods a migration reads and makes: the source, its replacement, rollbacks, and their health.
+
+Everything here is idempotent, because any step may run twice (a control service killed
+between the call and the status save): a delete of a gone pod is success, a create that finds
+this migration's own pod adopts it, and a pod is only ever deleted with a UID precondition
+when it is one this migration recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+
+from agentapi.client import AgentError
+from kubeclient.reading import plain, read_plain
+from migrator import api
+from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
+from migrator.reconciling import Wait
+from migrator.webhook import Slot
+
+# A container waiting for one of these reasons will not come up on its own: the restore failed.
+CONTAINER_FAILURES: Final = frozenset(
+    {
+        "CreateContainerError",
+        "RunContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+    }
+)
+
+
+async def read_pod(ctx: Context, namespace: str, name: str) -> dict[str, Any] | None:
+    return await read_plain(ctx.core.read_namespaced_pod(name, namespace))
+
+
+async def read_node(ctx: Context, name: str) -> dict[str, Any] | None:
+    return await read_plain(ctx.core.read_node(name))
+
+
+async def delete_pod(ctx: Context, namespace: str, name: str, *, uid: str | None = None, grace: int = 0) -> None:
+    options = client.V1DeleteOptions(grace_period_seconds=grace, preconditions=client.V1Preconditions(uid=uid) if uid else None)
+    try:
+        await ctx.core.delete_namespaced_pod(name, namespace, body=options)
+    except client.ApiException as exc:
+        if exc.status not in (404, 409):  # gone already, or another pod holds the name now
+            raise
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def is_running(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running"
+
+
+def container_failure(pod: Mapping[str, Any]) -> str | None:
+    """Why this pod will not come up by itself, or None while it still may."""
+    status = pod.get("status") or {}
+    if status.get("phase") == "Failed":
+        return f"pod failed: {status.get('reason', '')} {status.get('message', '')}".strip()
+    for s in status.get("containerStatuses") or []:
+        waiting = (s.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in CONTAINER_FAILURES:
+            return f"container {s['name']}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+        if (s.get("state") or {}).get("terminated") or s.get("restartCount", 0) > 0:
+            return f"container {s['name']} exited after the restore"
+    return None
+
+
+def replacement(m: Migration, *, node: str | None, from_checkpoint: bool) -> dict[str, Any]:
+    """The pod again, from its original spec: on ``node`` (or scheduled anew), as a restore or cold."""
+    original = m.status["originalPod"]
+    meta = copy.deepcopy(original["metadata"])
+    spec = copy.deepcopy(original["spec"])
+    annotations = dict(meta.get("annotations") or {})
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations[api.ANNOTATION_MIGRATION] = f"{m.namespace}/{m.name}"
+    annotations[api.ANNOTATION_MIGRATION_UID] = m.uid
+    if node:
+        spec["nodeName"] = node
+    else:
+        spec.pop("nodeName", None)
+    if from_checkpoint:
+        images = m.images()
+        annotations[api.ANNOTATION_RESTORED_FROM] = m.status["sourceNode"]
+        annotations[api.ANNOTATION_CHECKPOINT_IMAGES] = json.dumps(images, sort_keys=True)
+        annotations[api.ANNOTATION_ORIGINAL_IMAGES] = json.dumps(
+            {c["name"]: c["image"] for c in spec["containers"]}, sort_keys=True
+        )
+        for container in spec["containers"]:
+            if container["name"] in images:
+                container["image"] = images[container["name"]]
+                container["imagePullPolicy"] = "IfNotPresent"
+        if spec.get("initContainers"):
+            # They ran before the checkpoint; their effects are in the restored processes.
+            annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec.pop("initContainers"))
+    meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+async def create_pod(ctx: Context, m: Migration, body: dict[str, Any]) -> dict[str, Any]:
+    """Create the pod, or adopt it if a previous pass of this migration already did."""
+    try:
+        return plain(await ctx.core.create_namespaced_pod(m.namespace, body))
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    existing = await read_pod(ctx, m.namespace, body["metadata"]["name"])
+    if existing and is_restored_pod_of(m, existing):
+        return existing
+    raise Wait(1.0)  # someone else's pod holds the name (or ours is still terminating): look again
+
+
+# --- controller-owned pods ----------------------------------------------------------------------
+def open_slot(ctx: Context, m: Migration, *, node: str) -> None:
+    """Let the webhook turn the owner's next replacement pod into the restore on ``node``."""
+    if ctx.slots is None:
+        return
+    owner = m.status["owner"]
+    original = m.status["originalPod"]
+    ctx.slots.open(
+        Slot(
+            migration=f"{m.namespace}/{m.name}",
+            migration_uid=m.uid,
+            namespace=m.namespace,
+            owner_uid=owner["uid"],
+            pod_name=m.pod_name if owner["kind"] == "StatefulSet" else None,
+            node=node,
+            images=m.images(),
+            source_node=m.status["sourceNode"],
+            original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
+        )
+    )
+
+
+def close_slot(ctx: Context, m: Migration) -> None:
+    if ctx.slots is not None:
+        ctx.slots.close(m.uid)
+
+
+async def owned_pods(ctx: Context, m: Migration) -> list[dict[str, Any]]:
+    """Pods of the migrated pod's controller, in its namespace, newest last."""
+    owner_uid = m.status["owner"]["uid"]
+    pods = [plain(p) for p in (await ctx.core.list_namespaced_pod(m.namespace)).items]
+    owned = [p for p in pods if any(o.get("uid") == owner_uid for o in p["metadata"].get("ownerReferences") or [])]
+    return sorted(owned, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+
+async def find_restored(ctx: Context, m: Migration, *, exclude: set[str]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Our restored replacement (annotated by the webhook), and the owner's other new pods."""
+    ours, others = None, []
+    for pod in await owned_pods(ctx, m):
+        meta = pod["metadata"]
+        if meta["uid"] in exclude or meta.get("deletionTimestamp"):
+            continue
+        if is_restored_pod_of(m, pod):
+            ours = pod
+        else:
+            others.append(pod)
+    return ours, others
+
+
+# --- checkpoint images --------------------------------------------------------------------------
+async def delete_images(ctx: Context, m: Migration) -> None:
+    """Delete the checkpoint images (they hold process memory), unless the migration retains them."""
+    if m.spec.get("retainCheckpoint"):
+        return
+    node = await read_node(ctx, m.status["sourceNode"]) or await read_node(ctx, m.status.get("targetNode", ""))
+    for container in m.status.get("containers") or []:
+        try:
+            if node:
+                await ctx.agents.delete_image(node=node, image=container["image"], traceparent=m.traceparent())
+        except AgentError as exc:
+            await ctx.recorder.event(
+                m, "CleanupFailed", f"checkpoint image {container['image']} not deleted: {exc}", warning=True
+            )

@@ -1,0 +1,148 @@
+"""The failure paths: bring the pod back where it was, never leave it gone.
+
+    failed before the source was removed -> ThawSource: the source never stopped existing; it is
+                                            thawed and runs on (its images are deleted)
+    failed after                         -> RestoreSource: the checkpoint restored on the source node
+                                            (state kept), and if that fails too
+                                         -> Recreate: the pod started again from its original spec
+                                            (state lost, but never zero copies)
+
+A bare pod is recreated by us (``_replace_and_wait``); a controller-owned pod is replaced by its
+controller once our failed pod is deleted, and the webhook makes that replacement a restore on
+the source node when one is wanted (``_owned_rollback``). Every path ends in ``Failed`` with
+the reason and where the pod runs now.
+"""
+
+from __future__ import annotations
+
+from agentapi.client import AgentError
+from migrator.api import Phase, Step
+from migrator.controllers.podmigration import pods
+from migrator.controllers.podmigration.bookkeeping import enter, finish
+from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of, prepull_name
+from migrator.reconciling import Wait
+
+POLL = 0.5
+
+
+async def thaw_source(ctx: Context, m: Migration) -> None:
+    failure = m.status.get("failure") or {"reason": "Failed", "message": "migration failed"}
+    if not m.status.pop("nothingTouched", False) and m.status.get("sourceNode"):
+        await pods.delete_pod(ctx, m.namespace, prepull_name(m))
+        node = await pods.read_node(ctx, m.status["sourceNode"])
+        if node is not None:
+            try:
+                await ctx.agents.thaw(node=node, namespace=m.namespace, pod=m.pod_name, traceparent=m.traceparent())
+            except AgentError as exc:
+                m.status["thawError"] = str(exc)
+                raise Wait(2.0) from None  # the source must not stay frozen: keep trying
+        m.status["frozen"] = False
+        await pods.delete_images(ctx, m)
+        message = f"{failure['message']}; the source pod was left running on {m.status['sourceNode']}"
+    else:
+        message = failure["message"]
+    await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
+
+
+async def _replace_and_wait(
+    ctx: Context, m: Migration, *, node: str | None, from_checkpoint: bool, need_ready: bool
+) -> bool | None:
+    """Make a bare pod exist again; True when up, False when it failed, None to wait."""
+    record = m.status.get("rollbackPod")
+    pod = await pods.read_pod(ctx, m.namespace, m.pod_name)
+    if record is None:
+        if pod is not None and is_restored_pod_of(m, pod):
+            if not pod["metadata"].get("deletionTimestamp"):
+                await pods.delete_pod(ctx, m.namespace, m.pod_name, uid=pod["metadata"]["uid"])
+            raise Wait(0.3)  # our failed pod must be gone first
+        if pod is not None:
+            raise Wait(1.0)  # a pod we did not create holds the name
+        created = await pods.create_pod(ctx, m, pods.replacement(m, node=node, from_checkpoint=from_checkpoint))
+        m.status["rollbackPod"] = {"uid": created["metadata"]["uid"], "node": node or ""}
+        raise Wait(POLL)
+    if pod is None or pod["metadata"]["uid"] != record["uid"]:
+        return False
+    if pods.is_ready(pod) if need_ready else pods.is_running(pod):
+        return True
+    return False if pods.container_failure(pod) else None
+
+
+async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool | None:
+    """Delete our failed pod and let the controller replace it, as a restore on the source node
+    (``restore``) or cold. True when up, False when failed, None to wait."""
+    record = m.status.setdefault("rollbackPod", {"failed": m.status.get("newPod", {}).get("uid", "")})
+    if restore:
+        pods.open_slot(ctx, m, node=m.status["sourceNode"])
+    else:
+        pods.close_slot(ctx, m)
+    failed_uid = record["failed"]
+    for pod in await pods.owned_pods(ctx, m):
+        meta = pod["metadata"]
+        if meta["uid"] == failed_uid and not meta.get("deletionTimestamp"):
+            await pods.delete_pod(ctx, m.namespace, meta["name"], uid=failed_uid)
+            raise Wait(0.3)
+    ours, others = await pods.find_restored(ctx, m, exclude={failed_uid, m.status["podUID"]})
+    candidate = ours if restore else (others[-1] if others else ours)
+    if candidate is None:
+        return None
+    if restore:
+        pods.close_slot(ctx, m)
+    record["uid"] = candidate["metadata"]["uid"]
+    m.status["newPod"] = {
+        "name": candidate["metadata"]["name"],
+        "uid": record["uid"],
+        "node": candidate["spec"].get("nodeName", ""),
+    }
+    if pods.is_ready(candidate) if restore else pods.is_running(candidate):
+        return True
+    return False if pods.container_failure(candidate) else None
+
+
+async def restore_source(ctx: Context, m: Migration) -> None:
+    failure = m.status["failure"]
+    source = m.status["sourceNode"]
+    if m.status.get("owner"):
+        outcome = await _owned_rollback(ctx, m, restore=True)
+        if outcome is None:
+            raise Wait(POLL)
+        if outcome:
+            await pods.delete_images(ctx, m)
+            message = f"{failure['message']}; the pod was restored on its source node {source} (state kept)"
+            return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
+        m.status["rollbackPod"] = {"failed": m.status["newPod"]["uid"]}
+    else:
+        outcome = await _replace_and_wait(ctx, m, node=source, from_checkpoint=True, need_ready=True)
+        if outcome is None:
+            raise Wait(POLL)
+        if outcome:
+            m.status["newPod"] = {"name": m.pod_name, "uid": m.status["rollbackPod"]["uid"], "node": source}
+            await pods.delete_images(ctx, m)
+            message = f"{failure['message']}; the pod was restored on its source node {source} from the checkpoint (state kept)"
+            return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
+        m.status.pop("rollbackPod", None)
+    m.status["failure"]["message"] += f"; restoring on {source} failed too"
+    enter(m, Step.RECREATE, error="restore on the source node failed")
+
+
+async def recreate(ctx: Context, m: Migration) -> None:
+    failure = m.status["failure"]
+    if m.status.get("owner"):
+        if await _owned_rollback(ctx, m, restore=False) is None:
+            raise Wait(POLL)
+        await pods.delete_images(ctx, m)
+        owner = m.status["owner"]
+        message = (
+            f"{failure['message']}; {owner['kind']} {owner['name']} replaced the pod from its template (in-memory state lost)"
+        )
+        return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
+    outcome = await _replace_and_wait(ctx, m, node=None, from_checkpoint=False, need_ready=False)
+    if outcome is None:
+        raise Wait(POLL)
+    m.status["newPod"] = {"name": m.pod_name, "uid": m.status["rollbackPod"]["uid"], "node": ""}
+    suffix = (
+        "recreated from its original spec (in-memory state lost)"
+        if outcome
+        else "recreated from its original spec but it is not running"
+    )
+    await pods.delete_images(ctx, m)
+    await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=f"{failure['message']}; the pod was {suffix}")

@@ -1,0 +1,311 @@
+"""The forward steps of a migration, in the order they run.
+
+    Validate -> PrepareTarget (base images pulled on the target: a runtime restores a checkpoint
+                only on top of a base image in its local storage; done before the freeze, so it
+                is not downtime)
+             -> Checkpoint (the agent freezes the source, the kubelet checkpoints, the image is pushed)
+             -> RemoveSource (the frozen source is killed and deleted; only then ``sourceRemoved``)
+             -> CreateTarget (bare pods: same name, bound to the target, images = checkpoint images)
+                or AwaitReplacement (controller-owned pods: the controller's replacement, made the
+                restore by the webhook)
+             -> WaitReady -> Cleanup -> Succeeded
+
+Each step reads the world, does its one piece of work, and records the outcome (``enter`` the
+next step, or a failure that picks the rollback) in ``m.status``; the reconciler saves it. A
+step that must wait for the world raises ``Wait``. Each is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from agentapi import contract
+from agentapi.client import AgentError
+from kubeclient.reading import plain
+from migrator import api, placement, tracing
+from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, Phase, Step
+from migrator.controllers.podmigration import pods
+from migrator.controllers.podmigration.bookkeeping import (
+    attributes,
+    downtime_seconds,
+    enter,
+    fail_after_removal,
+    fail_before_removal,
+    fail_validation,
+    finish,
+)
+from migrator.controllers.podmigration.migration import Context, Migration, prepull_name
+from migrator.reconciling import Wait
+from migrator.units import iso, now
+from migrator.units import status_time as parse_time
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5  # how often a step that waits for the world looks again (a watch event looks sooner)
+# A controller's replacement that did not pass the webhook (it started cold) is given this long
+# to turn out to be ours after all before the migration reports the state lost.
+COLD_REPLACEMENT_GRACE = timedelta(seconds=20)
+
+
+def _problem(pod: Mapping[str, Any], name: str) -> tuple[str, str] | None:
+    """Why this pod cannot be migrated at all, whatever the target: (reason, message), or None."""
+    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
+    controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    if meta.get("deletionTimestamp"):
+        return ("PodTerminating", f"pod {name} is being deleted")
+    if status.get("phase") != "Running":
+        return ("PodNotRunning", f"pod {name} is {status.get('phase', 'Unknown')}, not Running")
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return ("StaticPod", f"pod {name} is a static (mirror) pod: the kubelet owns it, it cannot be moved")
+    if controller and controller.get("kind") == "DaemonSet":
+        return ("DaemonSetPod", f"pod {name} belongs to DaemonSet {controller['name']}: it must stay on its node")
+    if controller and controller.get("kind") not in OWNERS_RESTORED_BY_WEBHOOK:
+        return (
+            "UnsupportedController",
+            f"pod {name} is managed by {controller['kind']} {controller['name']}; only bare pods and pods of "
+            f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be moved",
+        )
+    if spec.get("hostNetwork"):
+        return ("HostNetwork", f"pod {name} uses the host network: its sockets cannot move with it")
+    return None
+
+
+async def validate(ctx: Context, m: Migration) -> None:
+    pod = await pods.read_pod(ctx, m.namespace, m.pod_name)
+    if pod is None:
+        return fail_validation(m, "PodNotFound", f'pod "{m.namespace}/{m.pod_name}" not found')
+    problem = _problem(pod, m.pod_name)
+    if problem:
+        return fail_validation(m, *problem)
+    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
+    source = spec["nodeName"]
+    nodes = [plain(n) for n in (await ctx.core.list_node()).items]
+    by_node: dict[str, list[Mapping[str, Any]]] = {}
+    for p in (await ctx.core.list_pod_for_all_namespaces()).items:
+        if p.spec.node_name and p.metadata.uid != meta["uid"]:
+            by_node.setdefault(p.spec.node_name, []).append(plain(p))
+    wanted = m.spec.get("targetNode")
+    if wanted:
+        node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
+        if node is None:
+            return fail_validation(m, "NodeNotFound", f'target node "{wanted}" not found')
+        if wanted == source:
+            return fail_validation(m, "SameNode", f"pod {m.pod_name} already runs on {wanted}")
+        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []))
+        if not verdict.fits:
+            return fail_validation(m, "NodeDoesNotFit", verdict.reason)
+        target = wanted
+    else:
+        best, verdicts = placement.choose(pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source)
+        if best is None:
+            reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no other node"
+            return fail_validation(m, "NoNodeFits", f"no node can take pod {m.pod_name}: {reasons}")
+        target = best.node
+    images = [s["imageID"].removeprefix("docker-pullable://") for s in status.get("containerStatuses") or [] if s.get("imageID")]
+    controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    if controller:
+        m.status["owner"] = {"kind": controller["kind"], "name": controller["name"], "uid": controller["uid"]}
+    m.status.update(
+        sourceNode=source,
+        targetNode=target,
+        podUID=meta["uid"],
+        baseImages=sorted(set(images)),
+        originalPod={
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
+            "spec": spec,
+        },
+    )
+    enter(m, Step.PREPARE_TARGET)
+
+
+async def prepare_target(ctx: Context, m: Migration) -> None:
+    bases = list(m.status.get("baseImages") or [])
+    name = prepull_name(m)
+    pod = await pods.read_pod(ctx, m.namespace, name)
+    if pod is None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": m.namespace, "labels": {api.LABEL_PREPULL: m.uid}},
+            "spec": {
+                "nodeName": m.status["targetNode"],
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": False,
+                "tolerations": [{"operator": "Exists"}],
+                # Only the pull matters: the kubelet pulls before it creates, and this command does not exist.
+                "containers": [
+                    {"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["/.podmigrate-prepull"]}
+                    for i, image in enumerate(bases)
+                ],
+            },
+        }
+        try:
+            await ctx.core.create_namespaced_pod(m.namespace, body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        raise Wait(POLL)
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    pulled = [s for s in statuses if s.get("imageID")]
+    failed = [
+        s for s in statuses if (s.get("state") or {}).get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
+    ]
+    if failed:
+        message = failed[0]["state"]["waiting"].get("message", "")
+        await pods.delete_pod(ctx, m.namespace, name)
+        return fail_before_removal(
+            m, "BaseImageUnavailable", f"cannot pull the base image on {m.status['targetNode']}: {message}"
+        )
+    if len(pulled) < len(bases):
+        raise Wait(POLL)
+    await pods.delete_pod(ctx, m.namespace, name)
+    enter(m, Step.CHECKPOINT)
+    m.status["frozenAt"] = m.status["phases"][-1]["start"]
+
+
+async def checkpoint(ctx: Context, m: Migration) -> None:
+    node = await pods.read_node(ctx, m.status["sourceNode"])
+    if node is None:
+        return fail_before_removal(m, "NodeNotFound", f"source node {m.status['sourceNode']} disappeared")
+    request = contract.CheckpointRequest(
+        namespace=m.namespace,
+        pod=m.pod_name,
+        image_repository=f"{ctx.settings.checkpoint_repository}/{m.namespace}/{m.pod_name}",
+        tag=f"pm-{m.uid[:8]}",
+        freeze=True,
+        timeout_seconds=ctx.settings.checkpoint_timeout_seconds,
+    )
+    try:
+        response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
+    except AgentError as exc:
+        stage = f" ({exc.stage})" if exc.stage else ""
+        return fail_before_removal(m, "CheckpointFailed", f"checkpoint on {m.status['sourceNode']} failed{stage}: {exc}")
+    m.status["frozen"] = response.frozen
+    m.status["containers"] = [
+        {"name": c.name, "image": c.image, "digest": c.digest, "baseImage": c.base_image,
+         "archiveBytes": c.archive_bytes, "imageBytes": c.image_bytes}
+        for c in response.containers
+    ]  # fmt: skip
+    m.note("Checkpointed", f"{len(response.containers)} container(s) checkpointed on {m.status['sourceNode']}, source frozen")
+    enter(m, Step.REMOVE_SOURCE)
+
+
+async def remove_source(ctx: Context, m: Migration) -> None:
+    if m.status.get("owner"):
+        pods.open_slot(ctx, m, node=m.status["targetNode"])
+    pod = await pods.read_pod(ctx, m.namespace, m.pod_name)
+    if pod is None or pod["metadata"]["uid"] != m.status["podUID"]:
+        m.status["sourceRemoved"] = True
+        m.status["frozen"] = False
+        enter(m, Step.AWAIT_REPLACEMENT if m.status.get("owner") else Step.CREATE_TARGET)
+        return
+    if not pod["metadata"].get("deletionTimestamp"):
+        # The point of no return: look at the PodMigration itself once more, a cancellation
+        # that arrived while the checkpoint ran must still be able to thaw the source.
+        fresh = await api.PODMIGRATIONS.get(ctx.custom, name=m.name, namespace=m.namespace)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
+        # The source is frozen. Its agent kills it without letting it thaw first, so the pod object
+        # can go at once; if the agent cannot, a short grace does the same through the kubelet
+        # (SIGTERM stays pending while frozen, then SIGKILL).
+        grace = 1
+        node = await pods.read_node(ctx, m.status["sourceNode"])
+        if node is not None:
+            try:
+                await ctx.agents.kill(node=node, namespace=m.namespace, pod=m.pod_name, traceparent=m.traceparent())
+                grace = 0
+            except AgentError as exc:
+                log.warning("agent could not kill the frozen source (%s); deleting with a grace period", exc)
+        await pods.delete_pod(ctx, m.namespace, m.pod_name, uid=m.status["podUID"], grace=grace)
+    raise Wait(0.1)
+
+
+async def create_target(ctx: Context, m: Migration) -> None:
+    pod = await pods.create_pod(ctx, m, pods.replacement(m, node=m.status["targetNode"], from_checkpoint=True))
+    m.status["newPod"] = {"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"], "node": m.status["targetNode"]}
+    enter(m, Step.WAIT_READY)
+
+
+async def await_replacement(ctx: Context, m: Migration) -> None:
+    """The controller's replacement, made a restore by the webhook, must appear."""
+    pods.open_slot(ctx, m, node=m.status["targetNode"])
+    ours, others = await pods.find_restored(ctx, m, exclude={m.status["podUID"]})
+    if ours is not None:
+        pods.close_slot(ctx, m)
+        meta = ours["metadata"]
+        m.status["newPod"] = {"name": meta["name"], "uid": meta["uid"], "node": m.status["targetNode"]}
+        enter(m, Step.WAIT_READY)
+        return
+    removed_at = parse_time(m.status["phases"][-1]["start"])
+    cold = [p for p in others if parse_time(p["metadata"]["creationTimestamp"]) >= removed_at - timedelta(seconds=1)]
+    if cold and now() - removed_at > COLD_REPLACEMENT_GRACE:
+        pods.close_slot(ctx, m)
+        name = cold[-1]["metadata"]["name"]
+        owner = m.status["owner"]
+        return await finish(
+            ctx, m, phase=Phase.FAILED, reason="ReplacementNotRestored",
+            message=f"{owner['kind']} {owner['name']} replaced the pod with {name}, which started without the checkpoint "
+            "(is the podmigrate webhook registered and reachable?); in-memory state lost",
+        )  # fmt: skip
+    raise Wait(POLL)
+
+
+async def wait_ready(ctx: Context, m: Migration) -> None:
+    pod = await pods.read_pod(ctx, m.namespace, m.status["newPod"]["name"])
+    if pod is None or pod["metadata"]["uid"] != m.status["newPod"]["uid"]:
+        return fail_after_removal(m, "TargetPodLost", f"the restored pod on {m.status['targetNode']} was deleted")
+    if pods.is_ready(pod):
+        m.status["readyAt"] = iso(now())
+        await _target_spans(ctx, m, pod)
+        m.note("Restored", f"pod {pod['metadata']['name']} restored and Ready on {m.status['targetNode']}")
+        enter(m, Step.CLEANUP)
+        return
+    failure = pods.container_failure(pod)
+    if failure:
+        return fail_after_removal(m, "RestoreFailed", f"restore on {m.status['targetNode']} failed: {failure}")
+    raise Wait(0.1)  # the pod is down: look often
+
+
+async def _target_spans(ctx: Context, m: Migration, pod: Mapping[str, Any]) -> None:
+    """Where the restore phase's time went on the target, from the node's own Events.
+
+    The kubelet reports when the checkpoint image was pulled and when the container was
+    restored; with the phase's start and the moment the pod turned Ready that gives three
+    children of the restore span: image pull, restore, readiness.
+    """
+    try:
+        events = await ctx.core.list_namespaced_event(m.namespace, field_selector=f"involvedObject.uid={pod['metadata']['uid']}")
+    except client.ApiException:
+        return
+    moments: dict[str, datetime] = {}
+    for event in events.items:
+        when = event.event_time or event.first_timestamp
+        if when is not None and event.reason in ("Pulled", "Restored", "Started"):
+            moments.setdefault(event.reason, when if when.tzinfo else when.replace(tzinfo=UTC))
+    record = m.status["phases"][-1]
+    start, ready = parse_time(record["start"]), parse_time(m.status["readyAt"])
+    pulled = min(max(moments.get("Pulled", start), start), ready)
+    restored = min(max(moments.get("Restored", moments.get("Started", pulled)), pulled), ready)
+    for name, begin, end in (("target.image-pull", start, pulled), ("target.restore", pulled, restored),
+                             ("target.readiness", restored, ready)):  # fmt: skip
+        tracing.emit_span(
+            name=name, trace_id=m.status["traceID"], span_id=tracing.new_span_id(), parent_span_id=record["spanID"],
+            start=begin, end=end, attributes={**attributes(m), "k8s.node.name": m.status["newPod"]["node"]},
+        )  # fmt: skip
+
+
+async def cleanup(ctx: Context, m: Migration) -> None:
+    await pods.delete_pod(ctx, m.namespace, prepull_name(m))
+    await pods.delete_images(ctx, m)
+    downtime = downtime_seconds(m)
+    suffix = f"; downtime {downtime:.2f}s" if downtime is not None else ""
+    await finish(
+        ctx, m, phase=Phase.SUCCEEDED, reason="Migrated",
+        message=f"pod {m.pod_name} moved from {m.status['sourceNode']} to {m.status['targetNode']} with its state{suffix}",
+    )  # fmt: skip
