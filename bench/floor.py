@@ -3,7 +3,7 @@
 The warmup server runs as a plain process with the host's Debian ``python3`` (the very binary
 the test image copies), the same ``BALLAST_MB``, in its own session with stdin/stdout/stderr on
 ``/dev/null`` and no inherited descriptors: CRIU refuses a descriptor pointing at a host file it
-cannot place (FIELD-NOTES: "Can't lookup mount=... for fd=10"). ``criu dump`` kills the process
+cannot place (docs/facts.md, "CRIU and runc": "Can't lookup mount=... for fd=10"). ``criu dump`` kills the process
 after dumping (no ``--leave-running``); we reap it so its PID is free for ``criu restore``, which
 must recreate the process with the same PID.
 """

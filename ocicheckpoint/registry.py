@@ -2,7 +2,7 @@
 
 Why not oras-py for the byte-moving: it is synchronous, reads a monolithic blob into memory,
 and measured here it pushes at ~150 MB/s where a streamed PUT reaches the registry's own
-~250 MB/s (FIELD-NOTES). This client streams blobs from disk in one monolithic upload,
+~250 MB/s (docs/facts.md, "Registry throughput"). This client streams blobs from disk in one monolithic upload,
 verifies every pulled blob's digest while it streams (oras-py's download does not), and
 retries nothing itself: callers decide (tenacity) what is transient.
 """

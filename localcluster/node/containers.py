@@ -6,7 +6,7 @@ image, command, env, mounts, annotations, labels, log path. This module turns th
 OCI bundle the way CRI-O does, including the ``io.kubernetes.cri-o.Annotations`` annotation
 that a later restore requires, and runs it with runc.
 
-Details that matter for checkpoint/restore, learnt the hard way (FIELD-NOTES):
+Details that matter for checkpoint/restore, learnt the hard way (docs/facts.md, "CRIU and runc"):
 
 * stdio are pipes owned by this process (as conmon does), never host files: CRIU cannot
   dump an fd to a file outside the container's mounts, and runc re-attaches dumped stdio

@@ -1,6 +1,6 @@
 """A thin asynchronous wrapper around the runc CLI: the node's OCI runtime.
 
-runc (not crun) because it is the runtime that checkpoints and restores here (FIELD-NOTES):
+runc (not crun) because it is the runtime that checkpoints and restores here (docs/facts.md, "CRIU and runc"):
 runc 1.1 + CRIU 4.1 keep PID 1, stdio pipes and an external network namespace across a
 restore. Each node passes its own ``--root`` so that nodes sharing one machine do not see
 each other's containers.

@@ -4,7 +4,7 @@ The kubelet leaves an uncompressed tar under its checkpoints directory and never
 The archive *is* the checkpoint image's layer (``ocicheckpoint.image``), so the agent needs
 its sha256 and what ``config.dump`` says (base image, runtime) before it can build the
 manifest. Both come from a single sequential pass: every byte read is hashed in-process
-(hashlib ~1 GB/s, FIELD-NOTES) while the tar stream is parsed, and ``config.dump`` is picked
+(hashlib ~1 GB/s, docs/facts.md, "Hashing") while the tar stream is parsed, and ``config.dump`` is picked
 out on the way. No second read, no external ``sha256sum``.
 
 Archives hold the container's memory (secrets): the agent deletes each one as soon as it is

@@ -1,6 +1,6 @@
 """Freezing containers through their cgroups: how a pod stops at the instant of its checkpoint.
 
-The kubelet's checkpoint leaves the container running (FIELD-NOTES), so whatever it does
+The kubelet's checkpoint leaves the container running (docs/facts.md, "Kubelet checkpoint API"), so whatever it does
 after the checkpoint would be lost by a migration. Freezing its cgroup first stops every
 process of it without their knowledge; runc then checkpoints the frozen container with
 ``--leave-running`` and it *stays* frozen, so nothing happens between the checkpoint and the

@@ -2,7 +2,7 @@
 
 ``POST https://<InternalIP>:<kubelet port>/checkpoint/{namespace}/{pod}/{container}?timeout=N``
 needs only ``create`` on ``nodes/checkpoint``; going through the API server's node proxy
-would need the far broader ``nodes/proxy`` (FIELD-NOTES), so the agent calls the kubelet
+would need the far broader ``nodes/proxy`` (docs/facts.md, "Kubelet checkpoint API"), so the agent calls the kubelet
 itself. It authenticates with its ServiceAccount token (or its kubeconfig's client
 certificate) and verifies the kubelet's serving certificate against the cluster CA: the
 reply names a file this agent will read and push, so it must come from the real kubelet.
