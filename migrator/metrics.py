@@ -1,10 +1,10 @@
-"""The control service's Prometheus metrics (primitives in ``telemetry.metrics``).
+"""The control service's Prometheus metrics (prometheus_client, through ``telemetry.metrics``).
 
 Names follow Prometheus conventions (``_seconds``, ``_bytes``, ``_total``): how long migrations
 take and how long pods are down, where the time goes per phase, how many bytes were
 checkpointed, how migrations end (by outcome and reason), and how many are in flight. Values are
 taken from the PodMigration's status when it finishes, so they match what ``kubectl migrate
-describe`` shows.
+describe`` shows. The process's own metrics (``process_*``) come with ``telemetry.metrics.Metrics``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from telemetry.metrics import Counter, Gauge, Histogram, process_memory_lines
+import prometheus_client
+
+from telemetry.metrics import Counter, Histogram, Metrics
 
 MIGRATION_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -24,29 +26,46 @@ def _seconds(start: str, end: str) -> float:
     return max(0.0, (parse(end) - parse(start)).total_seconds())
 
 
-class ControllerMetrics:
+class ControllerMetrics(Metrics):
     def __init__(self, *, in_flight: Callable[[], float]) -> None:
+        super().__init__()
+        registry = self.registry
         self.duration = Histogram(
             name="podmigrate_migration_duration_seconds",
             help_text="Whole migrations, from creation to Succeeded or Failed, by outcome.",
+            labels=("outcome",),
             buckets=MIGRATION_BUCKETS,
+            registry=registry,
         )
         self.downtime = Histogram(
             name="podmigrate_migration_downtime_seconds",
             help_text="Time a migrated pod served nobody: source frozen until the restored pod was Ready.",
             buckets=MIGRATION_BUCKETS,
+            registry=registry,
         )
         self.phase = Histogram(
             name="podmigrate_migration_phase_duration_seconds",
             help_text="Time spent in each phase of a migration (validate, prepare-target, checkpoint, ...).",
+            labels=("phase",),
             buckets=PHASE_BUCKETS,
+            registry=registry,
         )
         self.checkpointed = Counter(
-            name="podmigrate_checkpoint_archive_bytes_total", help_text="Bytes of checkpoint archives taken."
+            name="podmigrate_checkpoint_archive_bytes_total", help_text="Bytes of checkpoint archives taken.", registry=registry
         )
-        self.pushed = Counter(name="podmigrate_checkpoint_image_bytes_total", help_text="Bytes of checkpoint images pushed.")
-        self.outcomes = Counter(name="podmigrate_migrations_total", help_text="Finished migrations by outcome and reason.")
-        self.in_flight = Gauge(name="podmigrate_migrations_in_flight", help_text="Migrations being driven now.", read=in_flight)
+        self.pushed = Counter(
+            name="podmigrate_checkpoint_image_bytes_total", help_text="Bytes of checkpoint images pushed.", registry=registry
+        )
+        self.outcomes = Counter(
+            name="podmigrate_migrations_total",
+            help_text="Finished migrations by outcome and reason.",
+            labels=("outcome", "reason"),
+            registry=registry,
+        )
+        self.in_flight = prometheus_client.Gauge(
+            "podmigrate_migrations_in_flight", "Migrations being driven now.", registry=registry
+        )
+        self.in_flight.set_function(in_flight)  # read at scrape time
 
     def observe_finished(self, status: Mapping[str, Any]) -> None:
         outcome = str(status.get("phase", ""))
@@ -61,10 +80,3 @@ class ControllerMetrics:
         for container in status.get("containers") or []:
             self.checkpointed.inc(float(container.get("archiveBytes") or 0))
             self.pushed.inc(float(container.get("imageBytes") or 0))
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in (self.duration, self.downtime, self.phase, self.checkpointed, self.pushed, self.outcomes, self.in_flight):
-            lines += metric.render()
-        lines += process_memory_lines()
-        return "\n".join(lines) + "\n"

@@ -59,7 +59,7 @@ async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: Co
     app = web.Application()
 
     async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(text=metrics.render(), headers={"Content-Type": metrics.content_type})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)

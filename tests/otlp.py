@@ -2,7 +2,8 @@
 
 It listens on loopback in a thread of its own and keeps every span it receives, so a test can
 check the trace a migration produced across processes (control service and agents), as a
-collector would see it.
+collector would see it. It also keeps where each export was sent and with which headers
+(``exports``), so a test can check what the exporters read from ``OTEL_EXPORTER_OTLP_*``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ class ReceivedSpan:
     error: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReceivedExport:
+    path: str  # the URL path over HTTP, the method over gRPC
+    headers: dict[str, str]  # lower-case names (HTTP headers, gRPC metadata)
+
+
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.exports: list[ReceivedExport] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -42,7 +50,7 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
-                receiver._add(request)
+                receiver._add(request, path=self.path, headers={k.lower(): v for k, v in self.headers.items()})
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -55,8 +63,9 @@ class OtlpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _add(self, request: ExportTraceServiceRequest) -> None:
+    def _add(self, request: ExportTraceServiceRequest, *, path: str, headers: dict[str, str]) -> None:
         with self._lock:
+            self.exports.append(ReceivedExport(path=path, headers=headers))
             for resource_spans in request.resource_spans:
                 attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                 service = str(attrs.get("service.name", ""))
@@ -94,12 +103,14 @@ class GrpcOtlpReceiver(OtlpReceiver):
         import grpc
 
         self.spans = []
+        self.exports = []
         self._lock = threading.Lock()
         receiver = self
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: ExportTraceServiceRequest, context: object) -> ExportTraceServiceResponse:
-                receiver._add(request)
+            def Export(self, request: ExportTraceServiceRequest, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+                metadata = {str(k).lower(): str(v) for k, v in context.invocation_metadata()}
+                receiver._add(request, path="opentelemetry.proto.collector.trace.v1.TraceService/Export", headers=metadata)
                 return ExportTraceServiceResponse()
 
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

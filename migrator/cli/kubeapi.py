@@ -3,12 +3,12 @@
 Everything comes back as plain JSON-shaped dicts (camelCase keys, as ``kubectl get -o json``
 shows them), so commands and printing never see client models. Every way a call can fail,
 a refused connection, 401, 403, a CRD that is not installed, a validation error, becomes one
-``CliError`` line here, once.
+``CliError`` line here, once. A 429 (the server asks us to come back: a new CRD's storage is
+starting, priority and fairness is shedding load) is retried first, with tenacity, as client-go does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from kubeclient.connecting import api_client
 from kubeclient.watching import list_and_watch
@@ -119,6 +120,27 @@ def _retry_after(exc: client.ApiException) -> float:
         return 1.0
 
 
+def _is_429(exc: BaseException) -> bool:
+    return isinstance(exc, client.ApiException) and exc.status == 429
+
+
+def _wait_retry_after(state: RetryCallState) -> float:
+    # Hand-written: tenacity has no wait that reads a Retry-After header. The server's value, in
+    # seconds, kept between 0.1 and 2 s: someone is waiting at the terminal (client-go waits the
+    # full value, but its callers are controllers).
+    exc = state.outcome.exception() if state.outcome else None
+    return _retry_after(exc) if isinstance(exc, client.ApiException) else 1.0
+
+
+# Per call, a copy: a tenacity object keeps the state of the call it is running.
+RETRY_ON_429 = AsyncRetrying(
+    retry=retry_if_exception(_is_429),
+    stop=stop_after_attempt(RETRIES_429 + 1),
+    wait=_wait_retry_after,
+    reraise=True,  # the last 429 itself, not a RetryError: it becomes the one error line below
+)
+
+
 class KubeApi:
     """The real thing: kubernetes_asyncio against the kubeconfig's cluster."""
 
@@ -130,21 +152,18 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
 
     async def _call(self, call: Callable[[], Awaitable[Any]], *, none_if_missing: bool = False, crd_hint: str = CRD_HINT) -> Any:
-        for attempt in range(RETRIES_429 + 1):
-            try:
-                result = await call()
-            except client.ApiException as exc:
-                if exc.status == 429 and attempt < RETRIES_429:
-                    # As client-go does: the server asks us to come back (e.g. a new CRD's storage is starting).
-                    await asyncio.sleep(_retry_after(exc))
-                    continue
-                if exc.status == 404 and none_if_missing and _names_an_object(exc):
-                    return None
-                raise api_error(exc, crd_hint=crd_hint) from None
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise connection_error(exc, server=self.server) from None
-            return self.client.sanitize_for_serialization(result)
-        raise AssertionError("unreachable")
+        async def attempt() -> Any:  # a coroutine function: tenacity awaits only those
+            return await call()
+
+        try:
+            result = await RETRY_ON_429.copy()(attempt)
+        except client.ApiException as exc:
+            if exc.status == 404 and none_if_missing and _names_an_object(exc):
+                return None
+            raise api_error(exc, crd_hint=crd_hint) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise connection_error(exc, server=self.server) from None
+        return self.client.sanitize_for_serialization(result)
 
     async def read_pod(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call(

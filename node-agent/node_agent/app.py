@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({contract.PATH_HEALTHZ, contract.PATH_METRICS})
 MAX_BODY_BYTES = 64 * 1024
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -138,4 +137,4 @@ class AgentApi:
         return web.Response(text="ok")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render().encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+        return web.Response(body=self._metrics.render().encode(), headers={"Content-Type": self._metrics.content_type})

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from localcluster import cluster as lc
 from localcluster.podmigrate import token_kubeconfig
-from migrator.cli import commands, main, printing
+from migrator.cli import commands, kubeapi, main, printing
 from migrator.cli.arguments import parse_args, parse_duration
 from migrator.cli.commands import Io
 from migrator.cli.errors import CliError
@@ -660,6 +661,74 @@ def test_no_cluster_and_bad_kubeconfigs_are_one_line(tmp_path: Path, monkeypatch
     err = io.StringIO()
     assert main(["get"], io=Io(out=io.StringIO(), err=err)) == 1
     assert err.getvalue() == f'error: no kubeconfig file found at KUBECONFIG="{tmp_path / "absent"}"\n'
+
+
+# --- 429: the API server asks the CLI to come back (retried with tenacity) -------------------
+TOO_MANY = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "TooManyRequests", "code": 429,
+            "message": "too many requests, please try again later"}  # fmt: skip
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]  # status, JSON body, headers
+
+
+async def read_pod_from(tmp_path: Path, answers: list[Answer], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, int, list[float]]:
+    """``read_pod`` against a real HTTP server answering ``answers`` in turn, then the last one again:
+    (the pod or the CliError, requests made, back-offs slept)."""
+    requests, sleeps = 0, []
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        assert request.path == "/api/v1/namespaces/shop/pods/web"
+        status, body, headers = answers[min(requests, len(answers)) - 1]
+        return web.json_response(body, status=status, headers=headers)
+
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(kubeapi, "RETRY_ON_429", kubeapi.RETRY_ON_429.copy(sleep=record))
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        path = str(write_kubeconfig(tmp_path / "config", server=f"http://127.0.0.1:{runner.addresses[0][1]}"))
+        async with kubeapi.connect(kubeconfig=path, context=None) as api:
+            try:
+                result: Any = await api.read_pod(namespace="shop", name="web")
+            except CliError as exc:
+                result = exc
+    finally:
+        await runner.cleanup()
+    return result, requests, sleeps
+
+
+async def test_a_429_is_retried_after_the_servers_retry_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[Answer] = [
+        (429, TOO_MANY, {"Retry-After": "0.5"}),
+        (429, TOO_MANY, {"Retry-After": "30"}),  # kept to 2 s: someone is waiting
+        (200, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}}, {}),
+    ]
+    pod, requests, sleeps = await read_pod_from(tmp_path, answers, monkeypatch)
+    assert pod["metadata"] == {"name": "web", "namespace": "shop"}
+    assert (requests, sleeps) == (3, [0.5, 2.0])
+
+
+async def test_429s_give_up_after_the_retries_with_the_servers_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    error, requests, sleeps = await read_pod_from(tmp_path, [(429, TOO_MANY, {})], monkeypatch)
+    assert isinstance(error, CliError)
+    assert str(error) == "429 Too Many Requests: too many requests, please try again later"
+    assert (requests, sleeps) == (kubeapi.RETRIES_429 + 1, [1.0] * kubeapi.RETRIES_429)
+
+
+async def test_other_errors_are_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {"kind": "Status", "status": "Failure", "message": "etcd is sad", "code": 500}
+    error, requests, sleeps = await read_pod_from(tmp_path, [(500, body, {})], monkeypatch)
+    assert str(error) == "500 Internal Server Error: etcd is sad"
+    assert (requests, sleeps) == (1, [])
+    missing = {"kind": "Status", "status": "Failure", "reason": "NotFound", "details": {"name": "web"}, "code": 404}
+    assert await read_pod_from(tmp_path, [(404, missing, {})], monkeypatch) == (None, 1, [])
 
 
 # --- the deploy manifests (kubectl apply -k manifests) ---------------------------------------

@@ -17,7 +17,6 @@ from node_agent import archives, tracing
 from node_agent.archives import ArchiveError, archive_on_host, checkpoint_info, inspect_archive
 from ocicheckpoint import names
 from ocicheckpoint.image import checkpoint_image, parse_manifest
-from telemetry.metrics import Counter, Histogram
 
 
 def _sha256(path: Path) -> str:
@@ -145,21 +144,6 @@ def test_contract_round_trip() -> None:
     assert (defaults.freeze, defaults.timeout_seconds, defaults.containers) == (True, 60, None)
     with pytest.raises(ContractError):
         CheckpointRequest.from_json({**body, "containers": ["a", "a"]})
-
-
-def test_metrics_text_format() -> None:
-    counter = Counter(name="c_total", help_text="help")
-    counter.inc(outcome='we"ird\n')
-    hist = Histogram(name="h_seconds", help_text="help", buckets=(0.1, 1.0))
-    hist.observe(0.5, phase="x")
-    hist.observe(5, phase="x")
-    text = "\n".join(counter.render() + hist.render())
-    assert 'c_total{outcome="we\\"ird\\n"} 1' in text
-    assert 'h_seconds_bucket{phase="x",le="0.1"} 0' in text
-    assert 'h_seconds_bucket{phase="x",le="1"} 1' in text
-    assert 'h_seconds_bucket{phase="x",le="+Inf"} 2' in text
-    assert 'h_seconds_sum{phase="x"} 5.5' in text
-    assert 'h_seconds_count{phase="x"} 2' in text
 
 
 def test_incoming_context() -> None:

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentapi.contract import CheckpointResponse
 from node_agent.app import AgentApi
@@ -141,7 +142,7 @@ async def test_checkpoint_freezes_first_pushes_the_image_and_deletes_the_archive
     assert set(item) == {"name", "image", "digest", "base_image", "archive_bytes", "image_bytes", "timings"}
     assert set(item["timings"]) == {"checkpoint_s", "pack_s", "push_s"}
     assert item["name"] == "counter"
-    assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/counter:t1@sha256:[0-9a-f]{{64}}", item["image"])
+    assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/counter@sha256:[0-9a-f]{{64}}", item["image"])
     assert item["image"].endswith("@" + item["digest"])
     assert item["base_image"] == "127.0.0.1:5313/podmigrate/counter@sha256:" + "b" * 64
 
@@ -348,9 +349,11 @@ async def test_metrics_and_healthz(agent: Agent) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert 'podmigrate_agent_checkpoints_total{outcome="success"} 1' in text
-    assert 'podmigrate_agent_checkpoint_duration_seconds_count{phase="checkpoint"} 1' in text
-    assert 'podmigrate_agent_checkpoint_duration_seconds_bucket{phase="total",le="+Inf"} 1' in text
-    assert re.search(r"^podmigrate_agent_pushed_bytes_total \d+$", text, re.M)
-    assert re.search(r"^process_resident_memory_bytes \d+$", text, re.M)
-    assert re.search(r"^process_resident_memory_peak_bytes \d+$", text, re.M)
+    samples = {
+        (x.name, tuple(sorted(x.labels.items()))): x.value for f in text_string_to_metric_families(text) for x in f.samples
+    }
+    assert samples[("podmigrate_agent_checkpoints_total", (("outcome", "success"),))] == 1
+    assert samples[("podmigrate_agent_checkpoint_duration_seconds_count", (("phase", "checkpoint"),))] == 1
+    assert samples[("podmigrate_agent_checkpoint_duration_seconds_bucket", (("le", "+Inf"), ("phase", "total")))] == 1
+    assert samples[("podmigrate_agent_pushed_bytes_total", ())] > 0
+    assert 0 < samples[("process_resident_memory_bytes", ())] <= samples[("process_resident_memory_peak_bytes", ())]
