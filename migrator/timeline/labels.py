@@ -1,0 +1,68 @@
+"""The words both renderers print about a timeline: which migration, where to, how it ended, how long.
+
+The model holds numbers and states, not prose; the renderers hold layout, not wording. What a
+person reads (``Failed (RestoreFailed)``, ``total 3.9s so far``, ``downtime ≥2.8s (ongoing)``) is
+spelled here once, so the terminal chart and the SVG say the same thing in the same words. A
+renderer chooses only its glyphs (``arrow``, ``at_least``) for terminals that cannot show Unicode.
+Durations and sizes are spelled by :mod:`migrator.units`, as ``kubectl migrate describe`` spells them.
+"""
+
+from __future__ import annotations
+
+from migrator.timeline.model import Bar, DowntimeKind, Timeline
+from migrator.units import NONE, format_bytes, format_duration
+
+
+def qualified_name(tl: Timeline) -> str:
+    """``namespace/name``, or the name alone when the namespace is not known."""
+    return f"{tl.namespace}/{tl.name}" if tl.namespace else tl.name
+
+
+def outcome_text(tl: Timeline) -> str:
+    if tl.finished:
+        return f"{tl.phase} ({tl.reason})" if tl.failed and tl.reason else tl.phase
+    return f"{tl.phase} (running)" if tl.bars else f"{tl.phase} (not started)"
+
+
+def total_text(tl: Timeline) -> str:
+    return format_duration(tl.total) + ("" if tl.finished else " so far")
+
+
+def downtime_text(tl: Timeline, *, at_least: str = "≥") -> str:
+    d = tl.downtime
+    if d is None:
+        return "none (the pod was never frozen)" if tl.finished else NONE
+    if d.kind == DowntimeKind.MEASURED:
+        return format_duration(d.duration)
+    if d.kind == DowntimeKind.ONGOING:
+        return f"{at_least}{format_duration(d.duration)} (ongoing)"
+    return f"{format_duration(d.duration)} (until the rollback ended)"
+
+
+def downtime_field(tl: Timeline, *, at_least: str = "≥") -> str:
+    return f"downtime {downtime_text(tl, at_least=at_least)}"
+
+
+def bytes_text(tl: Timeline) -> str:
+    if tl.archive_bytes is None and tl.image_bytes is None:
+        return "no checkpoint" if tl.finished else "no checkpoint yet"
+    return f"checkpoint {format_bytes(tl.archive_bytes)} (image {format_bytes(tl.image_bytes)})"
+
+
+def bar_duration_text(bar: Bar) -> str:
+    return f"running ({format_duration(bar.duration)})" if bar.running else format_duration(bar.duration)
+
+
+def title_fields(tl: Timeline, *, arrow: str = "→") -> list[str]:
+    """Which migration, of which pod, from which node to which."""
+    return [qualified_name(tl), f"pod {tl.pod}", f"{tl.source or '?'} {arrow} {tl.target or '?'}"]
+
+
+def summary_fields(tl: Timeline, *, at_least: str = "≥") -> list[str]:
+    """How it ended, how long it took, how long the pod was down."""
+    return [outcome_text(tl), f"total {total_text(tl)}", downtime_field(tl, at_least=at_least)]
+
+
+def header_fields(tl: Timeline, *, arrow: str = "→", at_least: str = "≥") -> list[str]:
+    """Which migration, where from and to, how it ended, how long, how long the pod was down, what it weighed."""
+    return [*title_fields(tl, arrow=arrow), *summary_fields(tl, at_least=at_least), bytes_text(tl)]

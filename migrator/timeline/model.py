@@ -1,0 +1,182 @@
+"""One PodMigration's phases as numbers on the migration's clock: the data both renderers draw.
+
+``build`` turns a PodMigration (the dict the API returns) into a ``Timeline``: pure, no I/O,
+``now`` passed in for a migration that is still running. The controller records its phases
+back to back (each one starts when the previous one ends, the first at ``startTime``, the last
+ends at ``completionTime``), so the bars tile the whole migration; the downtime is the
+``frozenAt`` -> ``readyAt`` interval, which spans several phases (checkpoint to restore).
+
+It is apart from the renderers because it is the part with the rules (which clock, what
+"running" means, how long the pod was down when a rollback ended it) and the part other code
+needs without drawing anything: the end-to-end test checks that the phases add up to the total,
+and the renderers only lay out what it says. Every string from the API is cleaned here once, so
+no renderer ever sees a control character or a line break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from migrator import api
+from migrator.units import NONE, parse_time
+
+
+def clean(value: Any) -> str:
+    """Text from the API on one line, without the control characters XML cannot carry."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in str(value)).split())
+
+
+def _optional(value: Any) -> str | None:
+    return clean(value) if value else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bar:
+    """One phase: where it starts on the migration's clock, how long it took, how it ended."""
+
+    name: str
+    start: float  # seconds after the migration started
+    duration: float
+    error: str | None = None
+    running: bool = False  # not ended yet: measured up to ``now``
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+class DowntimeKind(StrEnum):
+    MEASURED = "measured"  # frozenAt -> readyAt: the pod served again on the target
+    ONGOING = "ongoing"  # frozen and not Ready yet: up to now
+    UNTIL_ROLLBACK = "until-rollback"  # Failed after the freeze: no readyAt, frozen until the rollback ended
+
+
+@dataclass(frozen=True, kw_only=True)
+class Downtime:
+    start: float
+    duration: float
+    kind: DowntimeKind
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerBytes:
+    name: str
+    archive_bytes: int | None
+    image_bytes: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeline:
+    name: str
+    namespace: str
+    pod: str
+    source: str | None
+    target: str | None
+    phase: str  # status.phase: Succeeded, Failed, or where a running one is
+    reason: str | None
+    message: str | None
+    trace_id: str | None
+    started: datetime | None
+    total: float  # startTime -> completionTime (or now while running)
+    bars: tuple[Bar, ...]
+    downtime: Downtime | None
+    containers: tuple[ContainerBytes, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in api.TERMINAL_PHASES
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == api.Phase.FAILED
+
+    @property
+    def span(self) -> float:
+        """The length of the time axis: the total, or more if a bar or the downtime reaches further."""
+        ends = [self.total, *(b.end for b in self.bars)]
+        if self.downtime:
+            ends.append(self.downtime.end)
+        return max(max(ends), 0.001)
+
+    @property
+    def archive_bytes(self) -> int | None:
+        counts = [c.archive_bytes for c in self.containers if c.archive_bytes is not None]
+        return sum(counts) if counts else None
+
+    @property
+    def image_bytes(self) -> int | None:
+        counts = [c.image_bytes for c in self.containers if c.image_bytes is not None]
+        return sum(counts) if counts else None
+
+
+def _bar(record: Mapping[str, Any], start: datetime, *, origin: datetime, stop: datetime | None, finished: bool) -> Bar:
+    end = parse_time(record.get("end"))
+    return Bar(
+        name=clean(record.get("name") or NONE),
+        start=max((start - origin).total_seconds(), 0.0),
+        duration=max(((end or stop or start) - start).total_seconds(), 0.0),
+        error=_optional(record.get("error")),
+        running=end is None and not finished,
+    )
+
+
+def build(obj: Mapping[str, Any], *, now: datetime) -> Timeline:
+    """The timeline of one PodMigration as the API returns it; ``now`` ends what is still running."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    phase = clean(status.get("phase") or api.Phase.PENDING.value)
+    finished = phase in api.TERMINAL_PHASES
+    records = [(p, start) for p in status.get("phases") or [] if (start := parse_time(p.get("start")))]
+    origin = parse_time(status.get("startTime")) or (records[0][1] if records else None)
+    # A finished migration's clock stops at completionTime (or its last phase's end); a running one's is now.
+    last_end = parse_time(records[-1][0].get("end")) if records else None
+    stop = (parse_time(status.get("completionTime")) or last_end) if finished else now
+    bars = tuple(_bar(record, start, origin=origin, stop=stop, finished=finished) for record, start in records) if origin else ()
+    downtime = None
+    frozen, ready = parse_time(status.get("frozenAt")), parse_time(status.get("readyAt"))
+    if frozen and origin:
+        if ready:
+            kind, until = DowntimeKind.MEASURED, ready
+        elif not finished:
+            kind, until = DowntimeKind.ONGOING, now
+        else:
+            kind, until = DowntimeKind.UNTIL_ROLLBACK, stop or frozen
+        downtime = Downtime(
+            start=max((frozen - origin).total_seconds(), 0.0), duration=max((until - frozen).total_seconds(), 0.0), kind=kind
+        )
+    containers = tuple(
+        ContainerBytes(
+            name=clean(c.get("name") or NONE), archive_bytes=_int(c.get("archiveBytes")), image_bytes=_int(c.get("imageBytes"))
+        )
+        for c in status.get("containers") or []
+    )
+    return Timeline(
+        name=clean(meta.get("name") or NONE),
+        namespace=clean(meta.get("namespace") or ""),
+        pod=clean(spec.get("podName") or NONE),
+        source=_optional(status.get("sourceNode")),
+        target=_optional(status.get("targetNode") or spec.get("targetNode")),
+        phase=phase,
+        reason=_optional(status.get("reason")),
+        message=_optional(status.get("message")),
+        trace_id=_optional(status.get("traceID")),
+        started=origin,
+        total=max(((stop or origin) - origin).total_seconds(), 0.0) if origin else 0.0,
+        bars=bars,
+        downtime=downtime,
+        containers=containers,
+    )
