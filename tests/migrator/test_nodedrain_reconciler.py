@@ -1,194 +1,40 @@
 """The NodeDrain reconciler against an in-memory API: cordon, plan, concurrency, budgets, policies, cancel, resume.
 
-The fake keeps objects as the API server returns them (dicts) and records every write; the
-PodMigration controller is played by the tests, which set a migration's status. The same
+The API is the shared in-memory one (``tests.fakekube``); the PodMigration controller is played
+by the tests, which set a migration's status. The same
 scenarios run against the real cluster in ``test_nodedrain_e2e.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import itertools
-import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
 
 from migrator import api
-from migrator.controllers.nodedrain import AutoDrainReconciler, NodeDrainReconciler
+from migrator.controllers.autodrain import AutoDrainReconciler
+from migrator.controllers.nodedrain import NodeDrainReconciler
+from tests.fakekube import FakeKube
 from tests.migrator.test_nodedrain import node, pod
 
 
-def api_error(status: int, message: str = "") -> client.ApiException:
-    exc = client.ApiException(status=status, reason={404: "Not Found", 409: "Conflict", 429: "Too Many Requests"}.get(status))
-    exc.body = json.dumps({"kind": "Status", "message": message or f"status {status}", "code": status})
-    return exc
-
-
-class Plain:
-    @staticmethod
-    def sanitize_for_serialization(obj: Any) -> Any:
-        return json.loads(json.dumps(obj))
-
-
-class FakeCluster:
-    """Nodes, pods, PDBs, PodMigrations and NodeDrains in memory, behind the few API methods the reconcilers call."""
-
-    def __init__(self) -> None:
-        self.api_client = Plain()
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pdbs: list[dict[str, Any]] = []
-        self.migrations: dict[tuple[str, str], dict[str, Any]] = {}
-        self.drains: dict[str, dict[str, Any]] = {}
-        self.events: list[Any] = []
-        self.writes: list[str] = []
-        self.dry_run_evictions: list[str] = []
-        self.evictions_refused = 0  # the next N real evictions answer 429
-        self.dry_runs_refused = ""  # a 429 message for every dry-run eviction, whatever the PDBs' status says
-        self.versions = itertools.count(1)
-
-    def add_node(self, n: dict[str, Any]) -> None:
-        self.nodes[n["metadata"]["name"]] = n
-
-    def add_pod(self, p: dict[str, Any]) -> dict[str, Any]:
-        self.pods[(p["metadata"]["namespace"], p["metadata"]["name"])] = p
-        return p
+class DrainWorld(FakeKube):
+    """The shared in-memory API, plus the scenario helpers of these tests (the PodMigration controller is played here)."""
 
     def add_drain(self, name: str, **spec: Any) -> dict[str, Any]:
         obj = {
             "apiVersion": api.API_VERSION,
             "kind": api.DRAIN_KIND,
-            "metadata": {
-                "name": name,
-                "uid": f"uid-{name}",
-                "resourceVersion": "1",
-                "creationTimestamp": f"2026-01-01T00:00:0{len(self.drains)}Z",
-            },
+            "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": f"2026-01-01T00:00:0{len(self.drains)}Z"},
             "spec": {"nodeName": "node-1", **spec},
         }
-        self.drains[name] = obj
-        return obj
-
-    # --- CoreV1Api
-    async def read_node(self, name: str) -> dict[str, Any]:
-        if name not in self.nodes:
-            raise api_error(404)
-        return copy.deepcopy(self.nodes[name])
-
-    async def list_node(self) -> Any:
-        return SimpleNamespace(items=copy.deepcopy(list(self.nodes.values())))
-
-    async def patch_node(self, name: str, body: dict[str, Any], **_: Any) -> None:
-        self.writes.append(f"patch node {name} unschedulable={body['spec']['unschedulable']}")
-        spec = self.nodes[name].setdefault("spec", {})
-        if body["spec"]["unschedulable"]:
-            spec["unschedulable"] = True
-        else:
-            spec.pop("unschedulable", None)
-
-    async def list_pod_for_all_namespaces(self, **_: Any) -> Any:
-        return SimpleNamespace(items=copy.deepcopy(list(self.pods.values())))
-
-    async def read_namespaced_pod(self, name: str, namespace: str) -> dict[str, Any]:
-        if (namespace, name) not in self.pods:
-            raise api_error(404)
-        return copy.deepcopy(self.pods[(namespace, name)])
-
-    async def create_namespaced_pod_eviction(self, name: str, namespace: str, body: Any, dry_run: str | None = None) -> None:
-        if (namespace, name) not in self.pods:
-            raise api_error(404)
-        labels = self.pods[(namespace, name)]["metadata"].get("labels") or {}
-        for budget in self.pdbs:
-            selector = budget["spec"]["selector"]["matchLabels"]
-            if all(labels.get(k) == v for k, v in selector.items()) and budget["status"]["disruptionsAllowed"] < 1:
-                raise api_error(
-                    429, f"Cannot evict pod as it would violate the pod's disruption budget ({budget['metadata']['name']})"
-                )
-        if dry_run:
-            if self.dry_runs_refused:
-                raise api_error(429, self.dry_runs_refused)
-            self.dry_run_evictions.append(f"{namespace}/{name}")
-            return
-        if self.evictions_refused:
-            self.evictions_refused -= 1
-            raise api_error(429, "Cannot evict pod as it would violate the pod's disruption budget.")
-        self.writes.append(f"evict {namespace}/{name}")
-        del self.pods[(namespace, name)]
-
-    async def create_namespaced_event(self, namespace: str, body: Any) -> None:
-        self.events.append((body.reason, body.message))
-
-    # --- PolicyV1Api
-    async def list_namespaced_pod_disruption_budget(self, namespace: str) -> dict[str, Any]:
-        return {"items": copy.deepcopy([b for b in self.pdbs if b["metadata"]["namespace"] == namespace])}
-
-    # --- CustomObjectsApi: PodMigrations
-    async def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Any:
-        if (namespace, name) not in self.migrations:
-            raise api_error(404)
-        return copy.deepcopy(self.migrations[(namespace, name)])
-
-    async def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Any) -> Any:
-        key = (namespace, body["metadata"]["name"])
-        if key in self.migrations:
-            raise api_error(409)
-        self.writes.append(f"create podmigration {namespace}/{body['metadata']['name']}")
-        self.migrations[key] = copy.deepcopy(body)
-        return body
-
-    # --- CustomObjectsApi: NodeDrains
-    async def list_cluster_custom_object(self, group: str, version: str, plural: str) -> Any:
-        return {"items": copy.deepcopy(list(self.drains.values()))}
-
-    async def get_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> Any:
-        if name not in self.drains:
-            raise api_error(404)
-        return copy.deepcopy(self.drains[name])
-
-    async def patch_cluster_custom_object_status(
-        self, group: str, version: str, plural: str, name: str, body: Any, **_: Any
-    ) -> Any:
-        if name not in self.drains:
-            raise api_error(404)
-        self.drains[name]["status"] = copy.deepcopy(body["status"])
-        self.drains[name]["metadata"]["resourceVersion"] = str(next(self.versions) + 100)
-        return self.drains[name]
-
-    async def patch_cluster_custom_object(self, group: str, version: str, plural: str, name: str, body: Any, **_: Any) -> Any:
-        if name not in self.drains:
-            raise api_error(404)
-        meta = self.drains[name]["metadata"]
-        if body["metadata"].get("resourceVersion") not in (None, meta["resourceVersion"]):
-            raise api_error(409)
-        meta["finalizers"] = body["metadata"]["finalizers"]
-        meta["resourceVersion"] = str(next(self.versions) + 100)
-        if meta.get("deletionTimestamp") and not meta["finalizers"]:
-            del self.drains[name]
-        return self.drains.get(name)
-
-    async def create_cluster_custom_object(self, group: str, version: str, plural: str, body: Any) -> Any:
-        name = body["metadata"]["name"]
-        if name in self.drains:
-            raise api_error(409)
-        self.writes.append(f"create nodedrain {name}")
-        self.drains[name] = copy.deepcopy(body) | {"metadata": {**body["metadata"], "uid": f"uid-{name}", "resourceVersion": "1"}}
-        return body
-
-    async def delete_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> Any:
-        self.writes.append(f"delete nodedrain {name}")
-        self.delete_drain(name)
+        return self.add_custom(api.DRAIN_PLURAL, obj)
 
     def delete_drain(self, name: str) -> None:
-        meta = self.drains[name]["metadata"]
-        if meta.get("finalizers"):
-            meta["deletionTimestamp"] = "2026-01-01T01:00:00Z"
-        else:
-            del self.drains[name]
+        self.delete_custom(api.DRAIN_PLURAL, name)
 
-    # --- the PodMigration controller, played by the tests
     def finish_migration(self, namespace: str, name: str, *, ok: bool = True, refused: str = "") -> None:
         m = self.migrations[(namespace, name)]
         pod_name, target = m["spec"]["podName"], m["spec"]["targetNode"]
@@ -199,23 +45,25 @@ class FakeCluster:
             p = self.pods[(namespace, pod_name)]
             p["metadata"]["uid"] += "-new"
             p["spec"]["nodeName"] = target
+            self.bump(p)
         else:
             m["status"] = {"phase": "Failed", "sourceNode": "node-1", "reason": "CheckpointFailed", "message": "criu said no"}
+        self.bump(m)
 
 
 @pytest.fixture
-def world() -> FakeCluster:
-    w = FakeCluster()
+def world() -> DrainWorld:
+    w = DrainWorld()
     for n in (node("node-1"), node("node-2"), node("node-3")):
         w.add_node(n)
     return w
 
 
-def reconciler(w: FakeCluster) -> NodeDrainReconciler:
+def reconciler(w: DrainWorld) -> NodeDrainReconciler:
     return NodeDrainReconciler(core=w, custom=w, policy=w, poll=0.01, retry=0.01)  # type: ignore[arg-type]
 
 
-async def run(w: FakeCluster, name: str, *, passes: int = 1) -> float | None:
+async def run(w: DrainWorld, name: str, *, passes: int = 1) -> float | None:
     r = reconciler(w)
     delay = None
     for _ in range(passes):
@@ -225,15 +73,15 @@ async def run(w: FakeCluster, name: str, *, passes: int = 1) -> float | None:
     return delay
 
 
-def status(w: FakeCluster, name: str) -> dict[str, Any]:
+def status(w: DrainWorld, name: str) -> dict[str, Any]:
     return w.drains[name]["status"]
 
 
-def pods_by_name(w: FakeCluster, name: str) -> dict[str, dict[str, Any]]:
+def pods_by_name(w: DrainWorld, name: str) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in status(w, name)["pods"]}
 
 
-async def test_drain_cordons_migrates_with_bounded_concurrency_and_succeeds(world: FakeCluster) -> None:
+async def test_drain_cordons_migrates_with_bounded_concurrency_and_succeeds(world: DrainWorld) -> None:
     for i in range(3):
         world.add_pod(pod(f"web-{i}", labels={"app": "web"}))
     world.add_pod(pod("agent-a", owner=("DaemonSet", "agent")))
@@ -277,10 +125,10 @@ async def test_drain_cordons_migrates_with_bounded_concurrency_and_succeeds(worl
     assert s["counts"] == {"total": 4, "migrated": 3, "evicted": 0, "skipped": 1, "failed": 0}
     assert s["message"] == "node node-1 drained: 3 migrated, 0 evicted, 1 left alone, 0 failed"
     assert world.nodes["node-1"]["spec"]["unschedulable"] is True, "a drained node stays cordoned"
-    assert ("Drained", s["message"]) in world.events
+    assert ("Drained", s["message"]) in world.event_pairs()
 
 
-async def test_a_restart_between_recording_and_creating_a_migration_creates_it(world: FakeCluster) -> None:
+async def test_a_restart_between_recording_and_creating_a_migration_creates_it(world: DrainWorld) -> None:
     world.add_pod(pod("web"))
     world.add_drain("d")
     r = reconciler(world)
@@ -300,10 +148,10 @@ async def test_a_restart_between_recording_and_creating_a_migration_creates_it(w
     assert ("shop", "drain-node-1-web") in world.migrations
 
 
-async def test_pdb_limits_this_drains_own_disruptions_in_flight(world: FakeCluster) -> None:
+async def test_pdb_limits_this_drains_own_disruptions_in_flight(world: DrainWorld) -> None:
     for i in range(3):
         world.add_pod(pod(f"web-{i}", labels={"app": "web"}))
-    world.pdbs.append(
+    budget = world.add_pdb(
         {
             "metadata": {"name": "web", "namespace": "shop", "generation": 1},
             "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 2},
@@ -322,20 +170,20 @@ async def test_pdb_limits_this_drains_own_disruptions_in_flight(world: FakeClust
     assert len(world.migrations) == 1
     # While the budget is spent, the API server's dry run says 429 and the drain waits.
     world.finish_migration("shop", "drain-node-1-web-0")
-    world.pdbs[0]["status"]["disruptionsAllowed"] = 0
+    budget["status"]["disruptionsAllowed"] = 0
     await run(world, "d")
     p = pods_by_name(world, "d")
     assert p["web-0"]["outcome"] == "migrated" and len(world.migrations) == 1
     assert p["web-1"]["reason"].startswith("waiting: PodDisruptionBudget shop/web allows no disruption now")
     assert status(world, "d")["budgets"] == [], "the window closed with nothing in flight"
-    world.pdbs[0]["status"]["disruptionsAllowed"] = 1
+    budget["status"]["disruptionsAllowed"] = 1
     await run(world, "d")
     assert ("shop", "drain-node-1-web-1") in world.migrations and len(world.migrations) == 2
 
 
-async def test_a_spent_budget_holds_a_pod_back(world: FakeCluster) -> None:
+async def test_a_spent_budget_holds_a_pod_back(world: DrainWorld) -> None:
     world.add_pod(pod("web", labels={"app": "web"}))
-    world.pdbs.append(
+    world.add_pdb(
         {
             "metadata": {"name": "all", "namespace": "shop", "generation": 1},
             "spec": {"selector": {"matchLabels": {"app": "web"}}},
@@ -349,7 +197,7 @@ async def test_a_spent_budget_holds_a_pod_back(world: FakeCluster) -> None:
     assert reason.startswith("waiting: PodDisruptionBudget shop/all allows no disruption now")
 
 
-async def test_the_api_servers_dry_run_verdict_holds_a_pod_back_too(world: FakeCluster) -> None:
+async def test_the_api_servers_dry_run_verdict_holds_a_pod_back_too(world: DrainWorld) -> None:
     """The PDB's status may say yes while the eviction API says no (e.g. another eviction just took the last disruption)."""
     world.add_pod(pod("web", labels={"app": "web"}))
     world.dry_runs_refused = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -366,7 +214,7 @@ async def test_the_api_servers_dry_run_verdict_holds_a_pod_back_too(world: FakeC
     assert ("shop", "drain-node-1-web") in world.migrations
 
 
-async def test_no_node_fits_blocks_before_anything_moves(world: FakeCluster) -> None:
+async def test_no_node_fits_blocks_before_anything_moves(world: DrainWorld) -> None:
     world.nodes["node-2"]["spec"] = {"unschedulable": True}
     del world.nodes["node-3"]
     world.add_pod(pod("web"))
@@ -384,7 +232,7 @@ async def test_no_node_fits_blocks_before_anything_moves(world: FakeCluster) -> 
     assert [w for w in world.writes if not w.startswith("patch node")] == [], "nothing created, nothing evicted"
 
 
-async def test_evict_policy_evicts_what_cannot_move_and_retries_429(world: FakeCluster) -> None:
+async def test_evict_policy_evicts_what_cannot_move_and_retries_429(world: DrainWorld) -> None:
     world.add_pod(pod("router", hostNetwork=True))
     world.add_pod(pod("web"))
     world.evictions_refused = 1
@@ -394,8 +242,6 @@ async def test_evict_policy_evicts_what_cannot_move_and_retries_429(world: FakeC
     assert p["router"]["action"] == "evict" and p["router"]["outcome"] == "in-progress"
     assert "eviction refused for now" in p["router"]["reason"] and "disruption budget" in p["router"]["reason"]
     assert ("shop", "router") in world.pods
-    import asyncio
-
     await asyncio.sleep(0.02)
     world.finish_migration("shop", "drain-node-1-web")
     await run(world, "d", passes=2)
@@ -404,7 +250,7 @@ async def test_evict_policy_evicts_what_cannot_move_and_retries_429(world: FakeC
     assert s["phase"] == "Succeeded" and s["counts"]["evicted"] == 1 and s["counts"]["migrated"] == 1
 
 
-async def test_a_refusal_by_the_podmigration_follows_the_policy(world: FakeCluster) -> None:
+async def test_a_refusal_by_the_podmigration_follows_the_policy(world: DrainWorld) -> None:
     world.add_pod(pod("web"))
     world.add_pod(pod("zeta"))
     world.add_drain("block", maxConcurrent=1)
@@ -419,7 +265,7 @@ async def test_a_refusal_by_the_podmigration_follows_the_policy(world: FakeClust
     assert not any(w.startswith("evict") for w in world.writes)
 
 
-async def test_a_failed_migration_fails_the_drain_but_the_others_go_on(world: FakeCluster) -> None:
+async def test_a_failed_migration_fails_the_drain_but_the_others_go_on(world: DrainWorld) -> None:
     world.add_pod(pod("a"))
     world.add_pod(pod("b"))
     world.add_drain("d")
@@ -433,9 +279,9 @@ async def test_a_failed_migration_fails_the_drain_but_the_others_go_on(world: Fa
     assert s["counts"]["failed"] == 1 and s["counts"]["migrated"] == 1
 
 
-async def test_timeout_fails_what_has_not_started(world: FakeCluster) -> None:
+async def test_timeout_fails_what_has_not_started(world: DrainWorld) -> None:
     world.add_pod(pod("web", labels={"app": "web"}))
-    world.pdbs.append(
+    world.add_pdb(
         {
             "metadata": {"name": "web", "namespace": "shop", "generation": 1},
             "spec": {"selector": {"matchLabels": {"app": "web"}}},
@@ -451,7 +297,7 @@ async def test_timeout_fails_what_has_not_started(world: FakeCluster) -> None:
     assert pods_by_name(world, "d")["web"]["reason"] == "not started within timeoutSeconds (30s)"
 
 
-async def test_cancel_lets_in_flight_finish_then_uncordons(world: FakeCluster) -> None:
+async def test_cancel_lets_in_flight_finish_then_uncordons(world: DrainWorld) -> None:
     world.add_pod(pod("a"))
     world.add_pod(pod("b"))
     world.add_drain("d", maxConcurrent=1)
@@ -469,7 +315,7 @@ async def test_cancel_lets_in_flight_finish_then_uncordons(world: FakeCluster) -
     assert ("shop", "drain-node-1-b") not in world.migrations
 
 
-async def test_cancel_leaves_a_cordon_someone_else_made(world: FakeCluster) -> None:
+async def test_cancel_leaves_a_cordon_someone_else_made(world: DrainWorld) -> None:
     world.nodes["node-1"]["spec"] = {"unschedulable": True}
     world.add_drain("d")
     await run(world, "d")
@@ -479,7 +325,7 @@ async def test_cancel_leaves_a_cordon_someone_else_made(world: FakeCluster) -> N
     assert "d" not in world.drains and world.nodes["node-1"]["spec"]["unschedulable"] is True
 
 
-async def test_a_shared_cordon_is_released_by_the_last_drain_holding_it(world: FakeCluster) -> None:
+async def test_a_shared_cordon_is_released_by_the_last_drain_holding_it(world: DrainWorld) -> None:
     world.add_drain("first")
     await run(world, "first")
     world.add_drain("second")
@@ -493,7 +339,7 @@ async def test_a_shared_cordon_is_released_by_the_last_drain_holding_it(world: F
     assert not world.nodes["node-1"]["spec"].get("unschedulable")
 
 
-async def test_one_drain_per_node_at_a_time(world: FakeCluster) -> None:
+async def test_one_drain_per_node_at_a_time(world: DrainWorld) -> None:
     world.add_pod(pod("web"))
     world.add_drain("first")
     await run(world, "first")
@@ -506,7 +352,7 @@ async def test_one_drain_per_node_at_a_time(world: FakeCluster) -> None:
     assert s["phase"] == "Failed" and s["reason"] == "DrainInProgress" and "NodeDrain first" in s["message"]
 
 
-async def test_dry_run_plans_and_changes_nothing(world: FakeCluster) -> None:
+async def test_dry_run_plans_and_changes_nothing(world: DrainWorld) -> None:
     world.add_pod(pod("web"))
     world.add_pod(pod("agent", owner=("DaemonSet", "agent")))
     world.add_drain("d", dryRun=True)
@@ -518,21 +364,21 @@ async def test_dry_run_plans_and_changes_nothing(world: FakeCluster) -> None:
     assert world.writes == [] and "cordonedByDrain" not in s
 
 
-async def test_invalid_pod_selector_fails_with_the_reason(world: FakeCluster) -> None:
+async def test_invalid_pod_selector_fails_with_the_reason(world: DrainWorld) -> None:
     world.add_drain("d", podSelector="app in web")
     await run(world, "d")
     s = status(world, "d")
     assert s["phase"] == "Failed" and s["reason"] == "InvalidPodSelector" and "app in web" in s["message"]
 
 
-async def test_missing_node_fails(world: FakeCluster) -> None:
+async def test_missing_node_fails(world: DrainWorld) -> None:
     world.add_drain("d", nodeName="node-9")
     await run(world, "d")
     assert status(world, "d")["reason"] == "NodeNotFound"
 
 
 # --- the annotation -------------------------------------------------------------------------
-async def test_the_node_annotation_makes_and_unmakes_an_auto_drain(world: FakeCluster) -> None:
+async def test_the_node_annotation_makes_and_unmakes_an_auto_drain(world: DrainWorld) -> None:
     auto = AutoDrainReconciler(custom=world)  # type: ignore[arg-type]
     n = world.nodes["node-1"]
     n["metadata"]["annotations"] = {api.ANNOTATION_DRAIN_REQUEST: "true", api.ANNOTATION_DRAIN_POLICY: "evict"}
@@ -547,7 +393,7 @@ async def test_the_node_annotation_makes_and_unmakes_an_auto_drain(world: FakeCl
     assert "auto-node-1" not in world.drains
 
 
-async def test_the_annotation_leaves_other_drains_alone(world: FakeCluster) -> None:
+async def test_the_annotation_leaves_other_drains_alone(world: DrainWorld) -> None:
     auto = AutoDrainReconciler(custom=world)  # type: ignore[arg-type]
     world.add_drain("by-hand")
     n = world.nodes["node-1"]

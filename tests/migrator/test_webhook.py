@@ -1,0 +1,311 @@
+"""The admission webhook: restore slots, the restore patch, and both handlers over HTTP against the in-memory API."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from migrator import api, webhook
+from migrator.webhook import CLAIM_TIMEOUT, RestoreSlots, Slot, Webhook, eviction_migration_name, restore_patch
+from tests.fakekube import FakeKube, json_patch, make_node, make_pod
+
+IMAGE = "registry.local/shop/web:1.0"
+CHECKPOINT = "registry.local:5000/checkpoints/shop/web-7d9-abcde:pm-1234abcd@sha256:" + "1" * 64
+
+
+def slot(**overrides: Any) -> Slot:
+    fields: dict[str, Any] = {
+        "migration": "shop/move-web",
+        "migration_uid": "uid-move-web",
+        "namespace": "shop",
+        "owner_uid": "uid-web-7d9",
+        "pod_name": None,
+        "node": "node-2",
+        "images": {"app": CHECKPOINT},
+        "source_node": "node-1",
+        "original_images": {"app": IMAGE},
+    }
+    return Slot(**{**fields, **overrides})
+
+
+def new_pod(
+    name: str = "web-7d9-fghij", *, owner_uid: str = "uid-web-7d9", controller: bool = True, **spec: Any
+) -> dict[str, Any]:
+    """A controller's pod as its creation reaches the webhook: no node, the template's images."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "labels": {"app": "web"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9", "uid": owner_uid, "controller": controller}
+            ],
+        },
+        "spec": {"containers": [{"name": "app", "image": IMAGE}], **spec},
+    }
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The webhook's monotonic clock, standing still until moved (``clock.now += seconds``)."""
+    fake = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(webhook, "time", SimpleNamespace(monotonic=lambda: fake.now))
+    return fake
+
+
+# --- RestoreSlots ---------------------------------------------------------------------------------
+def test_a_slot_is_claimed_by_exactly_one_pod_creation(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    claimed = slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop")
+    assert claimed is not None and claimed.migration == "shop/move-web" and claimed.node == "node-2"
+    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None, "a scale-up's pod starts cold"
+
+
+def test_two_migrations_of_one_owner_each_restore_one_pod(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    slots.open(slot(migration="shop/move-other", migration_uid="uid-move-other", node="node-3"))
+    first = slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop")
+    second = slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop")
+    assert first is not None and second is not None
+    assert {first.migration_uid, second.migration_uid} == {"uid-move-web", "uid-move-other"}
+    assert slots.claim(new_pod("web-7d9-ccccc"), namespace="shop") is None
+
+
+def test_a_statefulset_slot_matches_only_the_pod_of_its_name(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot(owner_uid="uid-db", pod_name="db-0"))
+    assert slots.claim(new_pod("db-1", owner_uid="uid-db"), namespace="shop") is None
+    claimed = slots.claim(new_pod("db-0", owner_uid="uid-db"), namespace="shop")
+    assert claimed is not None and claimed.pod_name == "db-0"
+
+
+def test_a_slot_does_not_match_another_namespace_owner_or_an_unowned_pod(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    assert slots.claim(new_pod(), namespace="other") is None
+    assert slots.claim(new_pod(owner_uid="uid-api-5f6"), namespace="shop") is None
+    assert slots.claim(new_pod(controller=False), namespace="shop") is None, "only the controlling owner counts"
+    bare = new_pod()
+    del bare["metadata"]["ownerReferences"]
+    assert slots.claim(bare, namespace="shop") is None
+    assert slots.claim(new_pod(), namespace="shop") is not None, "none of those used the slot up"
+
+
+def test_close_withdraws_a_slot(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    slots.close("uid-move-web")
+    slots.close("uid-unknown")
+    assert slots.claim(new_pod(), namespace="shop") is None
+
+
+def test_release_offers_a_claimed_slot_again(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
+    slots.release("uid-move-web")  # that pod's creation failed
+    slots.release("uid-unknown")
+    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is not None
+
+
+def test_reopening_on_the_same_node_keeps_the_claim_and_on_another_node_offers_the_slot_again(clock: SimpleNamespace) -> None:
+    slots = RestoreSlots()
+    slots.open(slot())
+    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
+    slots.open(slot())  # the reconciler re-opens its slot on every pass
+    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None
+    slots.open(slot(node="node-1"))  # the rollback: a restore on the source node now
+    claimed = slots.claim(new_pod("web-7d9-ccccc"), namespace="shop")
+    assert claimed is not None and claimed.node == "node-1"
+
+
+def test_a_claimed_slot_is_offered_again_after_the_claim_timeout_even_if_its_pod_was_created(clock: SimpleNamespace) -> None:
+    """Today the webhook does not know whether the claiming pod exists: after CLAIM_TIMEOUT (15s) any pod of the
+    owner may claim the slot again, unless the reconciler has closed it (it does as soon as it sees the restored pod)."""
+    slots = RestoreSlots()
+    slots.open(slot())
+    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
+    clock.now += CLAIM_TIMEOUT - 0.1
+    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None
+    clock.now += 0.1
+    again = slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop")
+    assert again is not None and again.migration_uid == "uid-move-web"
+    assert CLAIM_TIMEOUT == 15.0
+
+
+# --- restore_patch ----------------------------------------------------------------------------------
+def test_the_restore_patch_binds_the_pod_to_the_slots_node_with_the_checkpoint_images() -> None:
+    pod = new_pod(containers=[{"name": "app", "image": IMAGE}, {"name": "proxy", "image": "envoy:1.30"}])
+    patched = json_patch(pod, restore_patch(pod, slot(extra_annotations={"podmigrate.io/drain": "d"})))
+    assert patched["spec"]["nodeName"] == "node-2"
+    assert patched["spec"]["containers"] == [
+        {"name": "app", "image": CHECKPOINT, "imagePullPolicy": "IfNotPresent"},
+        {"name": "proxy", "image": "envoy:1.30"},
+    ], "only the checkpointed containers change"
+    assert patched["metadata"]["annotations"] == {
+        api.ANNOTATION_MIGRATION: "shop/move-web",
+        api.ANNOTATION_MIGRATION_UID: "uid-move-web",
+        api.ANNOTATION_RESTORED_FROM: "node-1",
+        api.ANNOTATION_CHECKPOINT_IMAGES: json.dumps({"app": CHECKPOINT}),
+        api.ANNOTATION_ORIGINAL_IMAGES: json.dumps({"app": IMAGE}),
+        "podmigrate.io/drain": "d",
+    }
+    assert patched["metadata"]["ownerReferences"] == pod["metadata"]["ownerReferences"], "still the controller's pod"
+
+
+def test_the_restore_patch_keeps_existing_annotations_and_drops_init_containers() -> None:
+    pod = new_pod(initContainers=[{"name": "init-db", "image": "busybox"}, {"name": "migrate", "image": IMAGE}])
+    pod["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "a~b": "c"}
+    patched = json_patch(pod, restore_patch(pod, slot()))
+    annotations = patched["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["a~b"] == "c"
+    assert annotations[api.ANNOTATION_MIGRATION_UID] == "uid-move-web"
+    assert annotations[api.ANNOTATION_SKIPPED_INIT] == "init-db,migrate", "they ran before the checkpoint"
+    assert "initContainers" not in patched["spec"]
+
+
+# --- the handlers, over HTTP ---------------------------------------------------------------------------
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    k.add_node(make_node("node-1"))
+    k.add_node(make_node("node-2"))
+    return k
+
+
+@pytest.fixture
+def slots() -> RestoreSlots:
+    return RestoreSlots()
+
+
+@pytest.fixture
+async def http(kube: FakeKube, slots: RestoreSlots) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(Webhook(slots=slots, core=kube, custom=kube).app)) as c:  # type: ignore[arg-type]
+        yield c
+
+
+def pod_review(pod: dict[str, Any], *, operation: str = "CREATE", kind: str = "Pod", uid: str = "req-1") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": kind}, "operation": operation,
+                    "namespace": "shop", "object": pod},
+    }  # fmt: skip
+
+
+def eviction_review(name: str, *, dry_run: bool = False, uid: str = "req-1") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": uid, "kind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "operation": "CREATE",
+                    "namespace": "shop", "name": name, "subResource": "eviction", "dryRun": dry_run,
+                    "object": {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "shop"}}},
+    }  # fmt: skip
+
+
+async def answer(http: TestClient, path: str, review: dict[str, Any]) -> dict[str, Any]:
+    resp = await http.post(path, json=review)
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["apiVersion"], body["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    return body["response"]
+
+
+def patch_of(response: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if "patch" not in response:
+        return None
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+async def test_mutate_pods_makes_the_owners_next_pod_the_restore_once(http: TestClient, slots: RestoreSlots) -> None:
+    slots.open(slot())
+    response = await answer(http, "/mutate-pods", pod_review(new_pod("web-7d9-aaaaa"), uid="req-7"))
+    assert response["uid"] == "req-7" and response["allowed"] is True
+    patched = json_patch(new_pod("web-7d9-aaaaa"), patch_of(response) or [])
+    assert patched["spec"]["nodeName"] == "node-2" and patched["spec"]["containers"][0]["image"] == CHECKPOINT
+    second = await answer(http, "/mutate-pods", pod_review(new_pod("web-7d9-bbbbb"), uid="req-8"))
+    assert second == {"uid": "req-8", "allowed": True}, "admitted unchanged: it starts cold"
+
+
+async def test_mutate_pods_leaves_other_operations_and_kinds_alone(http: TestClient, slots: RestoreSlots) -> None:
+    slots.open(slot())
+    assert await answer(http, "/mutate-pods", pod_review(new_pod(), operation="UPDATE")) == {"uid": "req-1", "allowed": True}
+    assert await answer(http, "/mutate-pods", pod_review(new_pod(), kind="Binding")) == {"uid": "req-1", "allowed": True}
+    assert await answer(http, "/mutate-pods", pod_review(new_pod(), operation="CREATE")) != {"uid": "req-1", "allowed": True}, (
+        "the slot was still there for the creation"
+    )
+
+
+async def test_an_eviction_starts_a_migration_and_is_answered_retry_later(http: TestClient, kube: FakeKube) -> None:
+    pod = kube.add_pod(make_pod("web"))
+    name = eviction_migration_name("web", pod["metadata"]["uid"])
+    response = await answer(http, "/intercept-evictions", eviction_review("web", uid="req-3"))
+    assert response["uid"] == "req-3" and response["allowed"] is False
+    assert response["status"] == {
+        "code": 429,
+        "reason": "TooManyRequests",
+        "message": f"podmigrate is migrating pod web instead of evicting it (podmigration {name}: Pending); retry later",
+    }
+    migration = kube.migrations[("shop", name)]
+    assert name == f"evict-web-{pod['metadata']['uid'][:8]}"
+    assert migration["spec"] == {"podName": "web"} and migration["metadata"]["labels"] == {api.LABEL_EVICTION: "true"}
+
+    migration["status"] = {"phase": "Checkpointing"}
+    again = await answer(http, "/intercept-evictions", eviction_review("web"))
+    assert again["status"]["code"] == 429 and f"(podmigration {name}: Checkpointing)" in again["status"]["message"]
+    assert kube.writes.count(f"create podmigration shop/{name}") == 1, "a retried eviction finds its migration"
+    assert ("shop", "web") in kube.pods, "nothing evicted"
+
+
+async def test_an_eviction_is_let_through_once_its_migration_failed(http: TestClient, kube: FakeKube) -> None:
+    pod = kube.add_pod(make_pod("web"))
+    await answer(http, "/intercept-evictions", eviction_review("web"))
+    kube.migrations[("shop", eviction_migration_name("web", pod["metadata"]["uid"]))]["status"] = {
+        "phase": "Failed", "reason": "HostNetwork",
+    }  # fmt: skip
+    assert await answer(http, "/intercept-evictions", eviction_review("web")) == {"uid": "req-1", "allowed": True}
+
+
+async def test_an_eviction_of_a_pod_that_was_migrated_away_answers_not_found(http: TestClient, kube: FakeKube) -> None:
+    pod = kube.add_pod(make_pod("web", node="node-2"))
+    pod["metadata"]["annotations"] = {api.ANNOTATION_MIGRATION_UID: "uid-m", api.ANNOTATION_MIGRATION: "shop/evict-web-1234"}
+    response = await answer(http, "/intercept-evictions", eviction_review("web"))
+    assert response["allowed"] is False
+    assert response["status"] == {
+        "code": 404,
+        "reason": "NotFound",
+        "message": "pod web was migrated off the drained node (shop/evict-web-1234); it is not on that node any more",
+    }
+    assert not kube.migrations
+
+
+async def test_a_migrated_pod_on_a_cordoned_node_is_migrated_again(http: TestClient, kube: FakeKube) -> None:
+    pod = kube.add_pod(make_pod("web", node="node-2"))
+    pod["metadata"]["annotations"] = {api.ANNOTATION_MIGRATION_UID: "uid-m"}
+    kube.nodes["node-2"]["spec"]["unschedulable"] = True  # now node-2 is being drained
+    response = await answer(http, "/intercept-evictions", eviction_review("web"))
+    assert response["status"]["code"] == 429
+    assert ("shop", eviction_migration_name("web", pod["metadata"]["uid"])) in kube.migrations
+
+
+async def test_dry_run_and_unknown_pods_are_let_through(http: TestClient, kube: FakeKube) -> None:
+    kube.add_pod(make_pod("web"))
+    assert await answer(http, "/intercept-evictions", eviction_review("web", dry_run=True)) == {"uid": "req-1", "allowed": True}
+    assert await answer(http, "/intercept-evictions", eviction_review("ghost")) == {"uid": "req-1", "allowed": True}
+    assert not kube.migrations
+
+
+async def test_without_api_access_evictions_are_let_through(kube: FakeKube) -> None:
+    kube.add_pod(make_pod("web"))
+    async with TestClient(TestServer(Webhook(slots=RestoreSlots()).app)) as c:
+        assert await answer(c, "/intercept-evictions", eviction_review("web")) == {"uid": "req-1", "allowed": True}
+    assert not kube.migrations
