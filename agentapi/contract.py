@@ -172,7 +172,7 @@ class ContainerTimings:
 
 @dataclass(frozen=True, kw_only=True)
 class ContainerCheckpoint:
-    """One container's checkpoint image: ``image`` is ``host/repo:tag@sha256:...`` (pull by it)."""
+    """One container's checkpoint image: ``image`` is ``host/repo@sha256:...`` (pull by it; no tag: see docs/facts.md)."""
 
     name: str
     image: str

@@ -14,8 +14,10 @@ Semantics handled here, once:
   type from the body, which for custom objects is not one the API server accepts on the status
   subresource, so the merge-patch type is set explicitly. A merge patch replaces lists
   wholesale (callers send whole lists) and removes a key only when it is sent as ``null``.
-* A metadata patch carrying ``resourceVersion`` is conditional: 409 Conflict means someone
-  changed the object meanwhile; the caller's retry re-reads it and decides again.
+* A patch carrying ``metadata.resourceVersion`` is conditional: 409 Conflict (``Conflict``)
+  means someone changed the object since it was read; the caller re-reads it and decides again.
+  ``merge_patch`` computes the patch between two versions of a document, with ``null`` for
+  every key that went away, so a removed status field is really removed on the server.
 """
 
 from __future__ import annotations
@@ -32,6 +34,29 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 
 class Gone(Exception):
     """The object was deleted while we worked on it."""
+
+
+class Conflict(Exception):
+    """A conditional write found the object changed since it was read (409)."""
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (objects recursively, anything else whole)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+def _conditional(body: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
+    if resource_version:
+        body["metadata"] = {**body.get("metadata", {}), "resourceVersion": resource_version}
+    return body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,10 +94,20 @@ class CustomResource:
         return await read_or_none(call)
 
     async def patch_status(
-        self, custom: client.CustomObjectsApi, *, name: str, namespace: str | None = None, status: dict[str, Any]
+        self,
+        custom: client.CustomObjectsApi,
+        *,
+        name: str,
+        namespace: str | None = None,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch the status subresource; ``Gone`` when the object no longer exists."""
-        body = {"status": status}
+        """Merge-patch the status subresource (``status`` is the patch); the object as written.
+
+        ``Gone`` when the object no longer exists; ``Conflict`` when ``resource_version`` is given
+        and the object changed since.
+        """
+        body = _conditional({"status": status}, resource_version)
         try:
             if self.namespaced:
                 return await custom.patch_namespaced_custom_object_status(
@@ -84,6 +119,8 @@ class CustomResource:
         except client.ApiException as exc:
             if exc.status == 404:
                 raise Gone(self.path(name, namespace)) from None
+            if exc.status == 409:
+                raise Conflict(self.path(name, namespace)) from None
             raise
 
     async def patch_metadata(
@@ -94,21 +131,24 @@ class CustomResource:
         namespace: str | None = None,
         metadata: dict[str, Any],
         resource_version: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Merge-patch metadata (finalizers, labels); conditional on ``resource_version`` when given.
 
-        A vanished object is not an error here: whatever the patch was for no longer matters.
+        The object as written, or None if it vanished: whatever the patch was for no longer
+        matters then. ``Conflict`` when the object changed since ``resource_version``.
         """
-        body = {"metadata": {**metadata, **({"resourceVersion": resource_version} if resource_version else {})}}
+        body = _conditional({"metadata": dict(metadata)}, resource_version)
         try:
             if self.namespaced:
-                await custom.patch_namespaced_custom_object(
+                return await custom.patch_namespaced_custom_object(
                     self.group, self.version, namespace, self.plural, name, body, _content_type=MERGE_PATCH
                 )
-            else:
-                await custom.patch_cluster_custom_object(
-                    self.group, self.version, self.plural, name, body, _content_type=MERGE_PATCH
-                )
+            return await custom.patch_cluster_custom_object(
+                self.group, self.version, self.plural, name, body, _content_type=MERGE_PATCH
+            )
         except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+            if exc.status == 404:
+                return None
+            if exc.status == 409:
+                raise Conflict(self.path(name, namespace)) from None
+            raise

@@ -15,6 +15,15 @@ not depend on the resource live here, once:
 * ``Recorder``: saves a record's status (namespaced or cluster-scoped, through
   ``kubeclient.resources``), then records its queued Events; holds and releases finalizers;
   runs one step and saves what it changed (``attempt``).
+
+Status writes mean what they say. Each save sends the merge patch from the status as last
+saved to the status now (a key that went away is sent as ``null``, so it is gone on the server
+too: a merge patch that only adds would leave stale keys that a later step reads as true), and
+it is conditional on the resourceVersion the record last saw. A conflict whose object still
+carries the status this record last saved was caused by a write to something else (a user
+deleting the object sets its deletionTimestamp): the save is applied again on the new version.
+A conflict with a *different* status means another writer (a second controller) got there
+first: ``Conflict`` is raised and the pass ends; the next pass reads the object afresh.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 
 from kubeclient.events import record_event
-from kubeclient.resources import CustomResource
+from kubeclient.resources import Conflict, CustomResource, Gone, merge_patch
 from migrator.units import iso, now
 
+CONFLICT_RETRIES: Final = 3
 COMPONENT: Final = "podmigrate-controller"  # the Events' source, and the field manager people see
 # Events about cluster-scoped objects live here, as those about Nodes do.
 CLUSTER_EVENT_NAMESPACE: Final = "default"
@@ -60,6 +70,8 @@ class Record:
         self.obj = obj
         self.meta: Mapping[str, Any] = obj["metadata"]
         self.status: dict[str, Any] = copy.deepcopy(dict(obj.get("status") or {}))
+        self.saved: dict[str, Any] = copy.deepcopy(self.status)  # the status as the server has it
+        self.resource_version: str | None = self.meta.get("resourceVersion")
         self.events: list[tuple[str, str, bool]] = []  # (reason, message, warning), recorded once status is saved
 
     @property
@@ -104,10 +116,29 @@ class Recorder:
     async def save(self, r: Record) -> None:
         """Patch the status; then record the Events queued with it. ``Gone`` if the object was deleted."""
         r.before_save()
-        await self.resource.patch_status(self.custom, name=r.name, namespace=r.namespace, status=r.status)
+        patch = merge_patch(r.saved, r.status)
+        if patch:
+            written = await self._patch_status(r, patch)
+            r.resource_version = written["metadata"]["resourceVersion"]
+            r.saved = copy.deepcopy(r.status)
         events, r.events = r.events, []
         for reason, message, warning in events:
             await self.event(r, reason, message, warning=warning)
+
+    async def _patch_status(self, r: Record, patch: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return await self.resource.patch_status(
+                    self.custom, name=r.name, namespace=r.namespace, status=patch, resource_version=r.resource_version
+                )
+            except Conflict:
+                fresh = await self.resource.get(self.custom, name=r.name, namespace=r.namespace)
+                if fresh is None:
+                    raise Gone(self.resource.path(r.name, r.namespace)) from None
+                if (fresh.get("status") or {}) != r.saved:
+                    raise  # another writer changed the status: do not overwrite it
+                r.resource_version = fresh["metadata"]["resourceVersion"]
+        raise Conflict(self.resource.path(r.name, r.namespace))
 
     async def event(self, r: Record, reason: str, message: str, *, warning: bool = False) -> None:
         """An Event on the object now (best effort), and on the objects it ``also_involved``."""
@@ -141,10 +172,13 @@ class Recorder:
         finalizers = list(r.meta.get("finalizers") or [])
         if finalizer in finalizers:
             return
-        await self.resource.patch_metadata(
+        written = await self.resource.patch_metadata(
             self.custom, name=r.name, namespace=r.namespace, metadata={"finalizers": [*finalizers, finalizer]},
-            resource_version=r.meta["resourceVersion"],
+            resource_version=r.resource_version,
         )  # fmt: skip
+        if written is None:
+            raise Gone(self.resource.path(r.name, r.namespace))
+        r.resource_version = written["metadata"]["resourceVersion"]
 
     async def release(self, r: Record, finalizer: str) -> None:
         """Remove ``finalizer``, conditional on the object as it is now (status patches moved its resourceVersion)."""

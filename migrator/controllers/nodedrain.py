@@ -488,8 +488,10 @@ class NodeDrainReconciler:
             return self._pod_done(entry, PodOutcome.MIGRATED, status.get("message") or "migrated")
         if phase == api.Phase.FAILED:
             why = f"{status.get('reason', 'Failed')}: {status.get('message', '')}"
-            refused = not status.get("sourceNode") and status.get("reason") not in ("Timeout", "Cancelled")
-            if refused:  # refused before it touched anything: the pod cannot be migrated
+            refused = not status.get("sourceNode") and status.get("reason") not in ("Timeout", "Cancelled", "AlreadyMigrating")
+            # Refused before it touched anything: the pod cannot be migrated (another migration of it
+            # running is not that: the pod is moving, so this drain reports it failed rather than evicting it).
+            if refused:
                 self._unmigratable(d, entry, f"its PodMigration refused it: {why}")
                 d.note("MigrationRefused", f"pod {entry['namespace']}/{entry['name']}: {why}", warning=True)
                 return

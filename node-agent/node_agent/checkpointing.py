@@ -434,7 +434,8 @@ class Checkpointer:
         image_bytes = image.layer.size + image.config.size + len(image.manifest_bytes)
         return ContainerCheckpoint(
             name=container,
-            image=f"{ref.registry}/{ref.repository}:{tag}@{pushed.manifest_digest}",
+            # repo@sha256 without the tag: containers/image (CRI-O, skopeo, Podman) refuses tag+digest references.
+            image=f"{ref.registry}/{ref.repository}@{pushed.manifest_digest}",
             digest=pushed.manifest_digest,
             base_image=facts.base_image,
             archive_bytes=facts.size,

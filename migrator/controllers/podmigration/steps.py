@@ -75,10 +75,30 @@ def _problem(pod: Mapping[str, Any], name: str) -> tuple[str, str] | None:
     return None
 
 
+async def _moving_already(ctx: Context, m: Migration) -> str | None:
+    """An older unfinished PodMigration of the same pod: one migration per pod at a time."""
+    listing = await ctx.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, m.namespace, api.PLURAL)
+    mine = (m.meta.get("creationTimestamp") or "", m.name)
+    for other in listing.get("items") or []:
+        meta, status = other["metadata"], other.get("status") or {}
+        if meta["uid"] == m.uid or (other.get("spec") or {}).get("podName") != m.pod_name:
+            continue
+        if status.get("phase") in api.TERMINAL_PHASES or status.get("step") == Step.DONE:
+            continue
+        if (meta.get("creationTimestamp") or "", meta["name"]) < mine:
+            return str(meta["name"])
+    return None
+
+
 async def validate(ctx: Context, m: Migration) -> None:
     pod = await pods.read_pod(ctx, m.namespace, m.pod_name)
     if pod is None:
         return fail_validation(m, "PodNotFound", f'pod "{m.namespace}/{m.pod_name}" not found')
+    other = await _moving_already(ctx, m)
+    if other:
+        return fail_validation(
+            m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved by PodMigration {other}; one migration per pod"
+        )
     problem = _problem(pod, m.pod_name)
     if problem:
         return fail_validation(m, *problem)
@@ -206,11 +226,16 @@ async def remove_source(ctx: Context, m: Migration) -> None:
         enter(m, Step.AWAIT_REPLACEMENT if m.status.get("owner") else Step.CREATE_TARGET)
         return
     if not pod["metadata"].get("deletionTimestamp"):
-        # The point of no return: look at the PodMigration itself once more, a cancellation
-        # that arrived while the checkpoint ran must still be able to thaw the source.
-        fresh = await api.PODMIGRATIONS.get(ctx.custom, name=m.name, namespace=m.namespace)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
+        if not m.status.get("sourceKilled"):
+            # The point of no return: look at the PodMigration itself once more, a cancellation
+            # that arrived while the checkpoint ran must still be able to thaw the source.
+            fresh = await api.PODMIGRATIONS.get(ctx.custom, name=m.name, namespace=m.namespace)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
+            # Recorded before the kill: from here on the only ways forward are a restore (on the
+            # target or the source) or a recreate, never a thaw of a source that may be dead.
+            m.status["sourceKilled"] = True
+            await ctx.recorder.save(m)
         # The source is frozen. Its agent kills it without letting it thaw first, so the pod object
         # can go at once; if the agent cannot, a short grace does the same through the kubelet
         # (SIGTERM stays pending while frozen, then SIGKILL).
