@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE ?= $(CURDIR)/.localcluster
 NODES ?= 2
+REAL_NODES ?= 0
 
 .PHONY: deps venv cluster-up cluster-down test lint demo bench clean
 
@@ -21,7 +22,7 @@ deps:
 	bash localcluster/install-deps.sh
 
 cluster-up: deps venv
-	$(PY) -m localcluster --state-dir $(STATE) up --nodes $(NODES)
+	$(PY) -m localcluster --state-dir $(STATE) up --nodes $(NODES) --real-nodes $(REAL_NODES)
 
 cluster-down: venv
 	$(PY) -m localcluster --state-dir $(STATE) down

@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the cluster and wait until every node is Ready")
-    p_up.add_argument("--nodes", type=int, default=2)
+    p_up.add_argument("--nodes", type=int, default=2, help="stand-in nodes (localcluster/node)")
+    p_up.add_argument(
+        "--real-nodes", type=int, default=0, help="real nodes: kubelet + containerd + runc + CRIU (localcluster/realnode)"
+    )
     p_up.add_argument("--instance", type=int, default=0, help="0..5: run several clusters side by side")
     sub.add_parser("down", help="stop everything and remove the state directory")
     sub.add_parser("status", help="print where the cluster is (kubeconfig, registry, nodes)")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, instance=args.instance)
+            c = cluster.up(state_dir=args.state_dir, nodes=args.nodes, instance=args.instance, real_nodes=args.real_nodes)
             print(f"export KUBECONFIG={c.kubeconfig}")
             print(f"# kubectl: {c.kubectl}   registry: {c.registry}")
         elif args.command == "demo":
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             c = cluster.Cluster.load(args.state_dir.resolve())
             print(f"kubeconfig: {c.kubeconfig}\nkubectl: {c.kubectl}\nregistry: {c.registry}")
             for n in c.nodes:
-                print(f"node: {n.name} {n.address}")
+                print(f"node: {n.name} {n.address} {n.kind}")
             for name, ref in c.images.items():
                 print(f"image: {name} {ref}")
     except (cluster.ClusterError, cluster.processes.ProcessError, RuntimeError) as exc:

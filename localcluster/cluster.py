@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from localcluster import controlplane, processes, testimages
+from localcluster import controlplane, processes, realnode, testimages
 
 CACHE: Final = Path(os.environ.get("PODMIGRATE_CACHE", Path.home() / ".cache" / "podmigrate"))
 INSTALL_DEPS: Final = Path(__file__).resolve().parent / "install-deps.sh"
@@ -48,6 +48,7 @@ class NodeInfo:
     index: int
     address: str
     state_dir: str
+    kind: str = "standin"  # "standin" (localcluster/node) or "real" (kubelet + containerd, localcluster/realnode)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,8 +157,11 @@ def _nodes_ready(cp: controlplane.ControlPlane, names: list[str]) -> bool:
     return set(names) <= ready
 
 
-def up(*, state_dir: Path, nodes: int = 2, instance: int = 0) -> Cluster:
+def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 0) -> Cluster:
     """Start everything and wait until every node is Ready and untainted.
+
+    ``nodes`` stand-in nodes (``node-i``) and ``real_nodes`` real ones (``real-i``: upstream
+    kubelet + containerd, see ``localcluster.realnode``); either may be 0, not both.
 
     ``instance`` (0..5) lets several clusters share the machine: it shifts the API server
     port (6443+k), the registry port (5310+k), the node addresses (127.0.<1+k>.N) and the
@@ -169,15 +173,15 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0) -> Cluster:
     state = state_dir.resolve()
     if (state / "cluster.json").exists():
         raise ClusterError(f"a local cluster is already recorded at {state}: run `localcluster down` first")
-    if not 1 <= nodes <= 9:
-        raise ClusterError("--nodes must be between 1 and 9")
+    if not (0 <= nodes <= 9 and 0 <= real_nodes <= 9 and nodes + real_nodes >= 1):
+        raise ClusterError("--nodes and --real-nodes must be between 0 and 9, and at least one node is needed")
     started = time.monotonic()
     check_host()
     for sub in ("logs", "pids", "nodes"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     os.environ["PATH"] = f"{CACHE / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     cp = controlplane.start(state_dir=state / "controlplane", api_port=api_port)
-    launcher = processes.Launcher(state_dir=state, deadline=time.monotonic() + 180)
+    launcher = processes.Launcher(state_dir=state, deadline=time.monotonic() + 180 + 60 * real_nodes)
     try:
         registry = _start_registry(launcher=launcher, state=state, port=registry_port)
         images = asyncio.run(testimages.build_and_push_all(registry=registry))
@@ -217,6 +221,15 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0) -> Cluster:
                 ],
             )
             infos.append(NodeInfo(name=name, index=10 * instance + i, address=address, state_dir=str(node_state)))
+        if real_nodes:
+            bin_dir = realnode.ensure_binaries()
+            sandbox_image = realnode.push_pause_image(registry=registry, bin_dir=bin_dir)
+            reals = [realnode.RealNode.plan(cluster_state=state, instance=instance, i=i) for i in range(1, real_nodes + 1)]
+            for rn in reals:
+                realnode.start(node=rn, cp=cp, launcher=launcher, bin_dir=bin_dir, registry=registry, sandbox_image=sandbox_image)
+            for rn in reals:
+                realnode.patch_address(node=rn, cp=cp, launcher=launcher)
+                infos.append(NodeInfo(name=rn.name, index=rn.index, address=rn.address, state_dir=rn.state_dir, kind="real"))
         names = [n.name for n in infos]
         launcher.wait(name=names[0], what="every node Ready and untainted", ready=lambda: _nodes_ready(cp, names), interval=0.5)
     except BaseException:
@@ -247,6 +260,8 @@ def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
     nodes = sorted(p.stem for p in pids_dir.glob("node-*.pid"))
     podmigrate = sorted(p.stem for p in pids_dir.glob("podmigrate-*.pid"))  # installed by localcluster.podmigrate
     for group in (podmigrate, nodes, ["docker-registry"]):
+        if group is nodes:  # real nodes: kubelets, their pods, containerd, mounts, cgroups
+            stopped.extend(realnode.stop_all(state, timeout=timeout))
         pids: dict[str, int] = {}
         for name in group:
             try:
@@ -266,7 +281,7 @@ def leftovers(state: Path) -> list[str]:
     """Anything of this cluster still on the machine: mounts, network namespaces, cgroups, veths."""
     found = [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in line]
     try:
-        nodes = Cluster.load(state).nodes
+        nodes = [n for n in Cluster.load(state).nodes if n.kind == "standin"]
     except (ClusterError, OSError, ValueError, TypeError):
         nodes = []
     prefixes = tuple(f"pm{n.index:02d}" for n in nodes)
@@ -279,6 +294,7 @@ def leftovers(state: Path) -> list[str]:
     cgroups = Path("/sys/fs/cgroup")
     names = {f"localcluster-n{n.index:02d}" for n in nodes}
     found += [f"cgroup {h / name}" for h in cgroups.iterdir() if h.is_dir() for name in names if (h / name).exists()]
+    found += realnode.leftovers(state)
     return found
 
 
