@@ -5,6 +5,17 @@ nodes), started once per session because it takes ~10 s warm. Set PODMIGRATE_TES
 to the state directory of a cluster you already started (``make cluster-up``) to reuse it
 while iterating; otherwise the session starts its own and tears it down, checking that
 nothing is left behind.
+
+Every test that uses the cluster is a ``cluster`` test, and ``pytest -m "not cluster"`` can never
+start one, whether or not a test module remembered ``pytestmark``:
+
+* ``pytest_collection_modifyitems`` marks every test whose fixture closure contains ``cluster``
+  (directly, or through ``kube``, ``namespace``, ``podmigrate``...), before ``-m`` deselects;
+* while a test that is *not* marked runs (its fixtures' setup and teardown included), every
+  process start of the local cluster (``localcluster.processes.Launcher.launch``, which the
+  control plane, registry, nodes and podmigrate's daemons all go through) fails the test instead;
+  so does asking for ``cluster`` dynamically (``request.getfixturevalue``), before anything exists.
+  A module that starts a cluster of its own (``lc.up`` in a fixture) must therefore be marked.
 """
 
 from __future__ import annotations
@@ -20,6 +31,58 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
+from localcluster import processes
+
+# The shared fixtures that start the local cluster; every other cluster fixture here depends on
+# one of these, and an item's ``fixturenames`` is the transitive closure of what it uses.
+CLUSTER_FIXTURES = frozenset({"cluster"})
+
+_CURRENT_ITEM = pytest.StashKey[pytest.Item]()
+
+
+def _uses_the_cluster(item: pytest.Item) -> bool:
+    return bool(CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects anything
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_the_cluster(item) and item.get_closest_marker("cluster") is None:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _unmarked(item: pytest.Item, what: str) -> str:
+    return (
+        f"{item.nodeid} {what} but is not marked @pytest.mark.cluster: mark it (or its module: "
+        'pytestmark = pytest.mark.cluster), so that `pytest -m "not cluster"` never starts a cluster'
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Remember the running test; while it is not a ``cluster`` test, refuse to start cluster processes."""
+    item.config.stash[_CURRENT_ITEM] = item
+    guard = None
+    if item.get_closest_marker("cluster") is None:
+
+        def refuse(self: processes.Launcher, *, name: str, argv: Any, env: Any = None) -> None:
+            pytest.fail(_unmarked(item, f"starts a local-cluster process ({name})"), pytrace=False)
+
+        guard = pytest.MonkeyPatch()
+        guard.setattr(processes.Launcher, "launch", refuse)
+    try:
+        return (yield)
+    finally:
+        if guard is not None:
+            guard.undo()
+        del item.config.stash[_CURRENT_ITEM]
+
+
+def _refuse_unmarked(request: pytest.FixtureRequest) -> None:
+    """Fail, before anything is created, when the test that needs the cluster is not a ``cluster`` test."""
+    item = request.config.stash.get(_CURRENT_ITEM, None)
+    if item is not None and item.get_closest_marker("cluster") is None:
+        pytest.fail(_unmarked(item, "needs the local cluster (asked for it dynamically?)"), pytrace=False)
 
 
 class Kube:
@@ -75,7 +138,8 @@ def wait_for(what: str, predicate: Callable[[], Any], *, timeout: float = 60.0, 
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lc.Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lc.Cluster]:
+    _refuse_unmarked(request)
     existing = os.environ.get("PODMIGRATE_TEST_CLUSTER")
     if existing:
         yield lc.Cluster.load(Path(existing).resolve())

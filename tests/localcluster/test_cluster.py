@@ -6,8 +6,12 @@ import ipaddress
 import json
 import time
 
+import pytest
+
 from localcluster import cluster as lc
 from tests.conftest import Kube, wait_for
+
+pytestmark = pytest.mark.cluster
 
 
 def pod_manifest(name: str, namespace: str, image: str, *, node: str | None = None, extra: str = "") -> str:

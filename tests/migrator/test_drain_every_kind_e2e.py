@@ -18,7 +18,7 @@ import pytest
 from localcluster import cluster as lc
 from tests.conftest import Kube, wait_for
 from tests.migrator.test_migration_e2e import ReplicaWatch
-from tests.migrator.test_nodedrain_e2e import CLI, Drains, ReadyWatcher
+from tests.migrator.test_nodedrain_e2e import CLI, ReadyWatcher
 
 pytestmark = pytest.mark.cluster
 
@@ -83,8 +83,6 @@ def test_draining_a_node_with_every_kind_of_pod(
 ) -> None:
     if len(cluster.nodes) < 3:
         pytest.fail("the drain headline needs the 3-node session cluster")
-    drains = Drains(podmigrate)  # type: ignore[arg-type]
-    drains.start()
     source, others = cluster.nodes[0].name, [n.name for n in cluster.nodes[1:]]
     try:
         # Put everything on node-1: the other nodes are cordoned while the scheduler places the pods.
@@ -175,4 +173,3 @@ def test_draining_a_node_with_every_kind_of_pod(
         kube.run("delete", "nodedrains", "--all", "--wait=false", check=False)
         for node in cluster.nodes:
             kube.run("uncordon", node.name, check=False)
-        drains.stop()

@@ -155,7 +155,7 @@ def test_warm_app_serves_again_at_once_with_its_memory(
     pod = wait_for("Ready on the target", lambda: ready(kube, namespace, "app"))
     assert pod["spec"]["nodeName"] == cluster.nodes[1].name
     restore = next(p for p in status["phases"] if p["name"] == "restore")
-    from migrator.controllers.podmigration import parse_time
+    from migrator.units import status_time as parse_time
 
     took = (parse_time(restore["end"]) - parse_time(restore["start"])).total_seconds()
     assert took < warmup / 2, f"serving again took {took:.1f}s; a cold start warms up for {warmup}s"

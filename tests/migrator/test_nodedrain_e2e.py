@@ -1,14 +1,13 @@
-"""End to end: NodeDrains on the real local cluster, with the real PodMigration controller and agents.
+"""End to end: NodeDrains on the real local cluster, with the real control service and agents.
 
-The NodeDrain controllers run in the control service once ``migrator.service`` wires them
-(``DrainControllers``); until then this module runs the very same ``DrainControllers`` in-process,
-authenticated with the control service's own ServiceAccount token, so its RBAC is what is tested.
-Every test drains ``nodes[0]`` towards ``nodes[1]`` and works with the session's two nodes.
+The NodeDrain controllers run where they run in production: in the control service that the
+``podmigrate`` fixture installs (``migrator.service``, with its own ServiceAccount, so its RBAC is
+what is tested), next to the PodMigration controller. Every test drains ``nodes[0]`` towards
+``nodes[1]``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -25,96 +24,18 @@ from tests.conftest import Kube, Podmigrate, wait_for
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "kubectl-migrate")
 
 
-class InProcessDrainControllers(threading.Thread):
-    """``DrainControllers`` on an event loop of its own, as the control service would run them."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        super().__init__(name="drain-controllers", daemon=True)
-        self.kubeconfig = kubeconfig
-        self.started_ok = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by the fixture
-            self.error = exc
-
-    async def _main(self) -> None:
-        from kubernetes_asyncio import client
-
-        from kubeclient.connecting import api_client
-        from migrator.controllers.nodedrain import DrainControllers
-
-        kube = await api_client(kubeconfig=self.kubeconfig)
-        controllers = DrainControllers(
-            core=client.CoreV1Api(kube), custom=client.CustomObjectsApi(kube), policy=client.PolicyV1Api(kube)
-        )
-        watching = asyncio.create_task(controllers.watch())
-        self._loop, self._stop_event = asyncio.get_running_loop(), asyncio.Event()
-        self.started_ok.set()
-        stopping = asyncio.create_task(self._stop_event.wait())
-        await asyncio.wait([watching, stopping], return_when=asyncio.FIRST_COMPLETED)
-        for task in (watching, stopping):
-            task.cancel()
-        await asyncio.gather(watching, stopping, return_exceptions=True)
-        await controllers.stop()
-        await kube.close()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop_event is not None:
-            self._loop.call_soon_threadsafe(self._stop_event.set)
-        self.join(timeout=30)
-
-
-class Drains:
-    """Where the NodeDrain controllers run: in the control service, or in-process until it wires them."""
-
-    def __init__(self, podmigrate: Podmigrate) -> None:
-        self.podmigrate = podmigrate
-        self.in_service = "DrainControllers" in (REPO / "migrator" / "service.py").read_text()
-        self.runner: InProcessDrainControllers | None = None
-
-    def start(self) -> None:
-        if self.in_service:
-            return
-        self.runner = InProcessDrainControllers(self.podmigrate.installation.controller_kubeconfig)
-        self.runner.start()
-        assert self.runner.started_ok.wait(30), self.runner.error
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            self.runner.stop()
-            assert self.runner.error is None, self.runner.error
-            self.runner = None
-
-    def restart(self) -> None:
-        """The control service dies (SIGKILL, or its tasks cancelled wherever they are) and comes back."""
-        if self.in_service:
-            self.podmigrate.kill_controller()
-            time.sleep(1)
-            self.podmigrate.start_controller()
-        else:
-            self.stop()
-            self.start()
-
-
-@pytest.fixture(scope="module")
-def drains(podmigrate: Podmigrate) -> Iterator[Drains]:
-    controllers = Drains(podmigrate)
-    controllers.start()
-    yield controllers
-    controllers.stop()
+def restart_control_service(podmigrate: Podmigrate) -> None:
+    """The control service dies (SIGKILL: no clean-up, its tasks stop wherever they are) and comes back."""
+    podmigrate.kill_controller()
+    time.sleep(1)
+    podmigrate.start_controller()
 
 
 @pytest.fixture
-def clean_nodes(kube: Kube, cluster: lc.Cluster, drains: Drains) -> Iterator[None]:
+def clean_nodes(kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate) -> Iterator[None]:
     """No test leaves a NodeDrain, a cordon or a drain annotation behind (other tests pin pods to these nodes)."""
     yield
     kube.run("delete", "nodedrains", "--all", "--wait=false", check=False)
@@ -456,7 +377,7 @@ def test_deleting_a_drain_mid_flight_finishes_what_runs_starts_nothing_and_uncor
 
 
 def test_a_drain_goes_on_after_the_control_service_restarts(
-    kube: Kube, cluster: lc.Cluster, namespace: str, drains: Drains, clean_nodes: None
+    kube: Kube, cluster: lc.Cluster, namespace: str, podmigrate: Podmigrate, clean_nodes: None
 ) -> None:
     source, target = cluster.nodes[0].name, cluster.nodes[1].name
     names = ("r1", "r2", "r3")
@@ -472,7 +393,7 @@ def test_a_drain_goes_on_after_the_control_service_restarts(
         interval=0.1,
     )
     before = {name: numbers(kube, namespace, name)[-1] for name in names[1:]}
-    drains.restart()
+    restart_control_service(podmigrate)
     status = drain_done(kube, drain, timeout=240)["status"]
     assert status["phase"] == "Succeeded" and status["counts"]["migrated"] == 3, json.dumps(status, indent=1)
     migrations = kube.get("podmigrations", namespace=namespace)["items"]

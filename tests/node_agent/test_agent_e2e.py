@@ -1,11 +1,13 @@
 """The node agent against a real local cluster: real API server (TokenReview, SubjectAccessReview,
 RBAC), real kubelet checkpoint API, runc + CRIU, cgroup v1 freezer, and the real registry.
 
-The agent runs as its own process with a ServiceAccount token limited to exactly what
-``manifests/rbac`` grants, on node-1's address, over HTTPS with a certificate
-from the cluster CA. Callers are ServiceAccounts too: one that may update
-``podmigrations/status`` cluster-wide, one that may only in namespace ``default``, and one
-that may not at all.
+The cluster is the session's shared one (``tests/conftest.py``). The agent under test runs as
+its own process (not the one ``podmigrate`` installs) with a ServiceAccount token limited to
+exactly what ``manifests/rbac`` grants, on node-1's address at a free port, over HTTPS with a
+certificate from the cluster CA, its spans on stdout. Callers are ServiceAccounts too: one that
+may update ``podmigrations/status`` cluster-wide, one that may only in this module's namespace
+``agent-e2e``, and one that may not at all. Its pods live in ``agent-e2e``; the namespace and
+the callers' RBAC are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_localcluster import AGENT_SRC, REPO, LocalCluster
 
-from localcluster.controlplane import ControlPlane
+from localcluster import cluster as lc
 from ocicheckpoint import names
+from tests.conftest import Kube
 
 pytestmark = pytest.mark.cluster
 
-NAMESPACE = "podmigrate-system"
+REPO = Path(__file__).resolve().parents[2]
+AGENT_SRC = REPO / "node-agent"
+NAMESPACE = "podmigrate-system"  # where the callers' ServiceAccounts live, next to the agent's
+PODS = "agent-e2e"  # the namespace of this module's pods
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
 
@@ -63,12 +68,12 @@ subjects: [{{kind: ServiceAccount, name: migrator, namespace: {NAMESPACE}}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {{name: agent-e2e-migration-driver, namespace: default}}
+metadata: {{name: agent-e2e-migration-driver, namespace: {PODS}}}
 rules: [{{apiGroups: [podmigrate.io], resources: [podmigrations/status], verbs: [update]}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: agent-e2e-migration-driver, namespace: default}}
+metadata: {{name: agent-e2e-migration-driver, namespace: {PODS}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: agent-e2e-migration-driver}}
 subjects: [{{kind: ServiceAccount, name: ns-migrator, namespace: {NAMESPACE}}}]
 """
@@ -126,17 +131,32 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _token(cluster: LocalCluster, name: str) -> str:
-    return cluster.kubectl("create", "token", name, "-n", NAMESPACE, "--duration=2h").stdout.strip()
+def _token(kube: Kube, name: str) -> str:
+    return kube.run("create", "token", name, "-n", NAMESPACE, "--duration=2h").stdout.strip()
 
 
 @pytest.fixture(scope="module")
-def agent(agent_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    c = agent_cluster
+def callers(kube: Kube) -> Iterator[None]:
+    """The namespace of this module's pods and the callers' ServiceAccounts and RBAC; all deleted afterwards."""
+    kube.run("create", "namespace", PODS)
+    wait_for(
+        lambda: kube.run("get", "sa", "default", "-n", PODS, check=False).returncode == 0,
+        timeout=60,
+        what=f"the default ServiceAccount of {PODS} (pods are refused without it)",
+    )
+    kube.run("apply", "-k", str(REPO / "manifests" / "rbac"))  # podmigrate's own: left in place (shared)
+    kube.apply(CALLERS)
+    yield
+    kube.run("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=CALLERS, check=False)
+    kube.run("delete", "pods", "--all", "-n", PODS, "--grace-period=0", "--force", "--wait=false", check=False)
+    kube.run("delete", "namespace", PODS, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: lc.Cluster, kube: Kube, callers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    c = cluster
     work = tmp_path_factory.mktemp("agent")
-    c.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
-    c.apply(CALLERS)
-    tokens = {name: _token(c, name) for name in ("migrator", "ns-migrator", "nobody")}
+    tokens = {name: _token(kube, name) for name in ("migrator", "ns-migrator", "nobody")}
 
     # The agent's kubeconfig: the cluster from the admin kubeconfig, the agent's own SA token as user.
     admin = json.loads(Path(c.kubeconfig).read_text())
@@ -147,18 +167,15 @@ def agent(agent_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory)
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": admin["clusters"],
-                "users": [{"name": "podmigrate-agent", "user": {"token": _token(c, "podmigrate-agent")}}],
+                "users": [{"name": "podmigrate-agent", "user": {"token": _token(kube, "podmigrate-agent")}}],
                 "contexts": [{"name": "agent", "context": {"cluster": admin["clusters"][0]["name"], "user": "podmigrate-agent"}}],
                 "current-context": "agent",
             }
         )
     )
     kubeconfig.chmod(0o600)
-    node = c.node("node-1")
-    address = node["address"]
-    cert, key = ControlPlane.load(state_dir=Path(c.state_dir) / "controlplane").issue_serving_cert(
-        name="podmigrate-agent-node-1", ips=[address]
-    )
+    address = _node(c, "node-1").address
+    cert, key = c.controlplane().issue_serving_cert(name="agent-e2e-node-1", ips=[address])
     port = _free_port(address)
     stdout, stderr = work / "agent.stdout", work / "agent.stderr"
     env = {
@@ -187,7 +204,7 @@ def agent(agent_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory)
     ]
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
-    tls = ssl.create_default_context(cafile=c.info["ca_cert"])
+    tls = ssl.create_default_context(cafile=c.ca_cert)
     running = RunningAgent(url=f"https://{address}:{port}", tls=tls, tokens=tokens, proc=proc, stdout=stdout, stderr=stderr)
     try:
 
@@ -215,7 +232,7 @@ def _pod_manifest(name: str, *, node: str, image: str, containers: list[dict[str
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": PODS},
         "spec": {
             "nodeName": node,
             "restartPolicy": "Never",
@@ -225,58 +242,59 @@ def _pod_manifest(name: str, *, node: str, image: str, containers: list[dict[str
     }
 
 
-def _pod(cluster: LocalCluster, name: str) -> dict[str, Any]:
-    return json.loads(cluster.kubectl("get", "pod", name, "-n", "default", "-o", "json").stdout)
+def _node(cluster: lc.Cluster, name: str) -> lc.NodeInfo:
+    return next(n for n in cluster.nodes if n.name == name)
 
 
-def _running(cluster: LocalCluster, name: str, container: str) -> bool:
-    pod = _pod(cluster, name)
+def _pod(kube: Kube, name: str) -> dict[str, Any]:
+    return kube.get("pod", name, PODS)
+
+
+def _running(kube: Kube, name: str, container: str) -> bool:
+    pod = _pod(kube, name)
     statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
     return pod["status"].get("phase") == "Running" and "running" in (statuses.get(container, {}).get("state") or {})
 
 
-def log_lines(cluster: LocalCluster, pod: str, container: str = "counter") -> list[int]:
-    out = cluster.kubectl("logs", pod, "-c", container, "-n", "default").stdout
+def log_lines(kube: Kube, pod: str, container: str = "counter") -> list[int]:
+    out = kube.logs(pod, PODS, "-c", container)
     return [int(line) for line in out.split() if line.isdigit()]
 
 
-def last_count(cluster: LocalCluster, pod: str, container: str = "counter") -> int:
-    lines = log_lines(cluster, pod, container)
+def last_count(kube: Kube, pod: str, container: str = "counter") -> int:
+    lines = log_lines(kube, pod, container)
     return lines[-1] if lines else 0
 
 
 @pytest.fixture(scope="module")
-def pods(agent_cluster: LocalCluster) -> Iterator[None]:
-    c = agent_cluster
-    counter = c.info["images"]["counter"]
-    c.apply(_pod_manifest("agent-counter", node="node-1", image=counter))
-    c.apply(_pod_manifest("agent-elsewhere", node="node-2", image=counter))
-    c.apply(
-        _pod_manifest(
-            "agent-halfdone",
-            node="node-1",
-            image=counter,
-            containers=[
-                {"name": "runner", "image": counter},
-                {"name": "done", "image": counter, "command": ["sh", "-c", "echo bye"]},
-            ],
-        )
-    )
-    wait_for(lambda: last_count(c, "agent-counter") >= 2, timeout=60, what="agent-counter counting")
-    wait_for(lambda: _running(c, "agent-elsewhere", "counter"), timeout=60, what="agent-elsewhere running")
+def pods(cluster: lc.Cluster, kube: Kube, callers: None) -> Iterator[None]:
+    counter = cluster.images["counter"]
+    halfdone_containers = [
+        {"name": "runner", "image": counter},
+        {"name": "done", "image": counter, "command": ["sh", "-c", "echo bye"]},
+    ]
+    for manifest in (
+        _pod_manifest("agent-counter", node="node-1", image=counter),
+        _pod_manifest("agent-elsewhere", node="node-2", image=counter),
+        _pod_manifest("agent-halfdone", node="node-1", image=counter, containers=halfdone_containers),
+    ):
+        kube.apply(json.dumps(manifest))
+    wait_for(lambda: last_count(kube, "agent-counter") >= 2, timeout=60, what="agent-counter counting")
+    wait_for(lambda: _running(kube, "agent-elsewhere", "counter"), timeout=60, what="agent-elsewhere running")
 
     def halfdone() -> bool:
-        statuses = {s["name"]: s["state"] for s in _pod(c, "agent-halfdone")["status"].get("containerStatuses") or []}
+        statuses = {s["name"]: s["state"] for s in _pod(kube, "agent-halfdone")["status"].get("containerStatuses") or []}
         return "running" in statuses.get("runner", {}) and "terminated" in statuses.get("done", {})
 
     wait_for(halfdone, timeout=60, what="agent-halfdone: runner running, done exited")
     yield
-    c.kubectl("delete", "pod", "agent-counter", "agent-elsewhere", "agent-halfdone", "-n", "default", "--wait=false", check=False)
+    kube.run("delete", "pod", "agent-counter", "agent-elsewhere", "agent-halfdone", "-n", PODS, "--wait=false", check=False)
 
 
-def archives_left(cluster: LocalCluster, node: str = "node-1") -> list[str]:
-    directory = Path(cluster.node(node)["state_dir"]) / "kubelet" / "checkpoints"
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+def archives_left(cluster: lc.Cluster, node: str = "node-1") -> list[str]:
+    """This module's kubelet archives on ``node`` (``checkpoint-<pod>_<namespace>-<container>-<time>.tar``)."""
+    directory = Path(_node(cluster, node).state_dir) / "kubelet" / "checkpoints"
+    return sorted(p.name for p in directory.iterdir() if f"_{PODS}-" in p.name) if directory.exists() else []
 
 
 def test_health_and_metrics_need_no_token(agent: RunningAgent) -> None:
@@ -287,31 +305,30 @@ def test_health_and_metrics_need_no_token(agent: RunningAgent) -> None:
 
 
 def test_without_a_valid_token_it_is_401(agent: RunningAgent, pods: None) -> None:
-    body = {"namespace": "default", "pod": "agent-counter"}
+    body = {"namespace": PODS, "pod": "agent-counter"}
     assert agent.call("POST", "/v1/thaw", body, caller=None)[0] == 401
     agent.tokens["forged"] = "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl"
     assert agent.call("POST", "/v1/thaw", body, caller="forged") == (401, {"error": "invalid bearer token"})
 
 
 def test_a_caller_that_does_not_drive_migrations_is_403(agent: RunningAgent, pods: None) -> None:
-    status, body = agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "agent-counter"}, caller="nobody")
+    status, body = agent.call("POST", "/v1/thaw", {"namespace": PODS, "pod": "agent-counter"}, caller="nobody")
     assert status == 403
     who = f"system:serviceaccount:{NAMESPACE}:nobody"
-    assert body["error"] == f'user "{who}" may not update podmigrations/status (podmigrate.io) in namespace "default"'
-    # Allowed in "default" only: fine there, refused cluster-wide (image deletion has no namespace).
-    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter", caller="ns-migrator")[0] == 200
+    assert body["error"] == f'user "{who}" may not update podmigrations/status (podmigrate.io) in namespace "{PODS}"'
+    # Allowed in this namespace only: fine there, refused cluster-wide (image deletion has no namespace).
+    assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-counter", caller="ns-migrator")[0] == 200
     status, body = agent.call("DELETE", "/v1/images", {"image": "127.0.0.1:1/x@sha256:" + "0" * 64}, caller="ns-migrator")
     assert status == 403
     assert "cluster-wide" in body["error"]
 
 
 def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
-    agent: RunningAgent, agent_cluster: LocalCluster, pods: None
+    agent: RunningAgent, cluster: lc.Cluster, kube: Kube, pods: None
 ) -> None:
-    c = agent_cluster
-    registry = c.registry
+    registry = cluster.registry
     request = {
-        "namespace": "default",
+        "namespace": PODS,
         "pod": "agent-counter",
         "image_repository": f"{registry}/checkpoints/agent-counter",
         "tag": "e2e-1",
@@ -326,7 +343,7 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     (item,) = body["containers"]
     print(f"\ncheckpoint of agent-counter: wall {wall:.3f}s, response {json.dumps(body)}", file=sys.stderr)
     assert item["name"] == "counter"
-    assert re.fullmatch(rf"{re.escape(registry)}/checkpoints/agent-counter:e2e-1@sha256:[0-9a-f]{{64}}", item["image"])
+    assert re.fullmatch(rf"{re.escape(registry)}/checkpoints/agent-counter@sha256:[0-9a-f]{{64}}", item["image"])
     assert item["base_image"].startswith(f"{registry}/podmigrate/counter@sha256:")
 
     # The image is in the registry, by digest, with CRI-O's checkpoint annotation; the archive is its layer.
@@ -342,25 +359,25 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     assert http(f"http://{registry}/v2/checkpoints/agent-counter/blobs/{layer['digest']}", method="HEAD")[0] == 200
 
     # The kubelet's archive (process memory) is gone.
-    assert archives_left(c) == []
+    assert archives_left(cluster) == []
 
     # Frozen, and it stays frozen after the kubelet's checkpoint: the counter does not advance.
-    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter") == (
+    assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-counter") == (
         200,
         {"frozen": True, "containers": {"counter": "FROZEN"}},
     )
-    frozen_at = last_count(c, "agent-counter")
+    frozen_at = last_count(kube, "agent-counter")
     time.sleep(4)
-    assert last_count(c, "agent-counter") == frozen_at
+    assert last_count(kube, "agent-counter") == frozen_at
 
     # Thaw: it continues from where it stopped (same process, same shell variable).
-    assert agent.call("POST", "/v1/thaw", {"namespace": "default", "pod": "agent-counter"}) == (
+    assert agent.call("POST", "/v1/thaw", {"namespace": PODS, "pod": "agent-counter"}) == (
         200,
         {"frozen": False, "thawed": ["counter"]},
     )
-    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter")[1]["frozen"] is False
-    wait_for(lambda: last_count(c, "agent-counter") >= frozen_at + 2, timeout=10, what="the counter to advance after thaw")
-    lines = log_lines(c, "agent-counter")
+    assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-counter")[1]["frozen"] is False
+    wait_for(lambda: last_count(kube, "agent-counter") >= frozen_at + 2, timeout=10, what="the counter to advance after thaw")
+    lines = log_lines(kube, "agent-counter")
     after = lines[lines.index(frozen_at) :]
     assert after[:3] == [frozen_at, frozen_at + 1, frozen_at + 2]
 
@@ -392,13 +409,14 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     assert 'podmigrate_agent_checkpoints_total{outcome="success"} 1' in metrics.decode()
 
 
-def test_a_kubelet_failure_is_502_and_leaves_the_pod_thawed(agent: RunningAgent, agent_cluster: LocalCluster, pods: None) -> None:
-    c = agent_cluster
+def test_a_kubelet_failure_is_502_and_leaves_the_pod_thawed(
+    agent: RunningAgent, cluster: lc.Cluster, kube: Kube, pods: None
+) -> None:
     request = {
-        "namespace": "default",
+        "namespace": PODS,
         "pod": "agent-halfdone",
         "containers": ["done"],  # exited: the kubelet answers 500 "container is not running"
-        "image_repository": f"{c.registry}/checkpoints/agent-halfdone",
+        "image_repository": f"{cluster.registry}/checkpoints/agent-halfdone",
         "tag": "e2e-fail",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)
@@ -407,36 +425,36 @@ def test_a_kubelet_failure_is_502_and_leaves_the_pod_thawed(agent: RunningAgent,
     assert body["error"].startswith("kubelet answered 500:")
     assert "container is not running" in body["error"]
     # The request froze "runner" first; the failure thawed it again.
-    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-halfdone") == (
+    assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-halfdone") == (
         200,
         {"frozen": False, "containers": {"runner": "THAWED"}},
     )
-    before = last_count(c, "agent-halfdone", "runner")
-    wait_for(lambda: last_count(c, "agent-halfdone", "runner") > before, timeout=5, what="runner still counting")
-    assert archives_left(c) == []
+    before = last_count(kube, "agent-halfdone", "runner")
+    wait_for(lambda: last_count(kube, "agent-halfdone", "runner") > before, timeout=5, what="runner still counting")
+    assert archives_left(cluster) == []
 
 
 def test_an_unknown_container_is_404_and_the_pod_stays_thawed(
-    agent: RunningAgent, agent_cluster: LocalCluster, pods: None
+    agent: RunningAgent, cluster: lc.Cluster, kube: Kube, pods: None
 ) -> None:
     request = {
-        "namespace": "default",
+        "namespace": PODS,
         "pod": "agent-counter",
         "containers": ["nope"],
-        "image_repository": f"{agent_cluster.registry}/checkpoints/agent-counter",
+        "image_repository": f"{cluster.registry}/checkpoints/agent-counter",
         "tag": "e2e-404",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)
     assert (status, body["stage"]) == (404, "checkpoint")
     assert 'container "nope" not found' in body["error"]
-    assert agent.call("GET", "/v1/frozen?namespace=default&pod=agent-counter")[1]["frozen"] is False
+    assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-counter")[1]["frozen"] is False
 
 
-def test_a_pod_on_another_node_is_409(agent: RunningAgent, agent_cluster: LocalCluster, pods: None) -> None:
+def test_a_pod_on_another_node_is_409(agent: RunningAgent, cluster: lc.Cluster, kube: Kube, pods: None) -> None:
     request = {
-        "namespace": "default",
+        "namespace": PODS,
         "pod": "agent-elsewhere",
-        "image_repository": f"{agent_cluster.registry}/checkpoints/agent-elsewhere",
+        "image_repository": f"{cluster.registry}/checkpoints/agent-elsewhere",
         "tag": "e2e-409",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)

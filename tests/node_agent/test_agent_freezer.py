@@ -83,9 +83,34 @@ async def test_v1_waits_through_freezing(tmp_path: Path, monkeypatch: pytest.Mon
     """The kernel may report FREEZING for a while; freeze() waits (and asks again) until FROZEN."""
     cg = _v1_cgroup(tmp_path, "pod", CID)
     freezer = CgroupFreezer(root=tmp_path)
-    answers = iter(["FREEZING", "FREEZING", "FROZEN"])
-    monkeypatch.setattr(freezer, "state", lambda _cg: next(answers))
+    kernel = ["FREEZING", "FREEZING", "FROZEN"]
+    read: list[str] = []
+
+    def state(_cg: Path) -> str:
+        read.append(kernel[min(len(read), len(kernel) - 1)])
+        return read[-1]
+
+    monkeypatch.setattr(freezer, "state", state)
     await freezer.freeze(cg, timeout=1)
+    assert (cg / "freezer.state").read_text() == "FROZEN", "it asked the kernel to freeze"
+    assert read == ["FREEZING", "FREEZING", "FROZEN"], "freeze() returned before the kernel said FROZEN"
+
+
+async def test_v1_asks_again_while_freezing_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v1 freeze stuck in FREEZING is written again (the kernel's advice); here only the second write completes."""
+    cg = _v1_cgroup(tmp_path, "pod", CID)
+    freezer = CgroupFreezer(root=tmp_path)
+    writes: list[str] = []
+
+    def state(_cg: Path) -> str:  # the kernel: every "FROZEN" written is taken up and shows as FREEZING until done
+        if (written := (cg / "freezer.state").read_text()) != "FREEZING":
+            writes.append(written)
+            (cg / "freezer.state").write_text("FREEZING")
+        return "FROZEN" if len(writes) >= 2 else "FREEZING"
+
+    monkeypatch.setattr(freezer, "state", state)
+    await freezer.freeze(cg, timeout=2)
+    assert writes == ["FROZEN", "FROZEN"]
 
 
 async def test_v1_freeze_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

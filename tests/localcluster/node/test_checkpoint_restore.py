@@ -21,6 +21,8 @@ from ocicheckpoint import names
 from ocicheckpoint.registry import RegistryClient
 from tests.conftest import Kube, wait_for
 
+pytestmark = pytest.mark.cluster
+
 CHECKPOINT_ROLE = """apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: test-node-checkpoint}
