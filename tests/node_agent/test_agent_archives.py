@@ -10,13 +10,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from agent_fakes import make_archive
 
 from agentapi.contract import CheckpointRequest, ContractError
 from node_agent import archives, tracing
 from node_agent.archives import ArchiveError, archive_on_host, checkpoint_info, inspect_archive
 from ocicheckpoint import names
 from ocicheckpoint.image import checkpoint_image, parse_manifest
+from tests.node_agent.agent_fakes import make_archive
 
 
 def _sha256(path: Path) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from agent_fakes import NODE, FakeKubelet, FakePods, FakeRegistry, container_id, make_cgroup_tree, pod_json
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -32,6 +31,7 @@ from node_agent.kubelet import KubeletError
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher
 from ocicheckpoint import names
+from tests.node_agent.agent_fakes import NODE, FakeKubelet, FakePods, FakeRegistry, container_id, make_cgroup_tree, pod_json
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
