@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from localcluster import processes
-from localcluster.cluster import Cluster, ClusterError
+from localcluster import processes, realnode
+from localcluster.cluster import Cluster, ClusterError, NodeInfo
 
 REPO: Final = Path(__file__).resolve().parent.parent
 MANIFESTS: Final = REPO / "manifests"
@@ -62,6 +62,14 @@ class Installation:
             env.update(OTEL_EXPORTER_OTLP_ENDPOINT=self.otlp_endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
         return env
 
+    @staticmethod
+    def _hook_args(node: NodeInfo) -> list[str]:
+        """A real node's agent arms the CRIU post-dump hook in the directory its containerd was told of."""
+        if node.kind != "real":
+            return []
+        spec = realnode.RealNode.load(Path(node.state_dir) / realnode.SPEC_FILE)
+        return ["--dump-hook-dir", str(spec.dump_hook_dir)]
+
     def start_agent(self, node_name: str) -> None:
         node = next(n for n in self.cluster.nodes if n.name == node_name)
         cert, key = self.cluster.controlplane().issue_serving_cert(name=f"agent-{node.name}", ips=[node.address])
@@ -71,6 +79,7 @@ class Installation:
                 sys.executable, "-m", "node_agent.main", "--node-name", node.name, "--kubeconfig", str(self.agent_kubeconfig),
                 "--listen", f"{node.address}:{AGENT_PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
                 "--plain-http-registry", self.cluster.registry,
+                *self._hook_args(node),
             ],
             env=self._env("podmigrate-agent"),
         )  # fmt: skip

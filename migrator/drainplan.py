@@ -282,10 +282,15 @@ def choose_target(
     """The node for ``pod`` (``prefer`` while it still fits), or None and why no node can take it."""
     candidates = candidate_nodes(spec, nodes)
     by_node: Mapping[str, list[Mapping[str, Any]]] = {k: list(v) for k, v in pods_by_node.items()}
+    source = next((n for n in nodes if n["metadata"]["name"] == spec.node), None)
+    runtime = placement.runtime_of(source) if source is not None else None
     preferred = next((n for n in candidates if n["metadata"]["name"] == prefer), None)
-    if preferred is not None and placement.check(pod=pod, node=preferred, pods_on_node=by_node.get(prefer, [])).fits:
+    fits = preferred is not None and placement.check(
+        pod=pod, node=preferred, pods_on_node=by_node.get(prefer, []), runtime=runtime
+    )
+    if fits and fits.fits:
         return prefer, ""
-    best, verdicts = placement.choose(pod=pod, nodes=candidates, pods_by_node=by_node, exclude=spec.node)
+    best, verdicts = placement.choose(pod=pod, nodes=candidates, pods_by_node=by_node, exclude=spec.node, runtime=runtime)
     if best is not None:
         return best.node, ""
     missing = [n for n in spec.target_nodes if n not in {c["metadata"]["name"] for c in candidates}]

@@ -4,7 +4,10 @@ A migration bypasses the scheduler (the replacement pod is bound to its node by 
 its memory must land where its checkpoint is restored), so the control service must refuse a
 target the scheduler would have refused: not Ready, cordoned, a taint the pod does not
 tolerate, a node selector or required node affinity it does not match, or not enough
-allocatable CPU, memory or pod slots left. Among the nodes that fit, the one with the most
+allocatable CPU, memory or pod slots left. And one rule the scheduler does not have: the
+target must run the same container runtime as the source, because a checkpoint archive is
+the runtime's own format (containerd restores only from its own archives, which carry its
+``status.dump``; a CRI-O archive lacks it). Among the nodes that fit, the one with the most
 free resources wins, which spreads a drain's pods.
 """
 
@@ -105,9 +108,21 @@ def _affinity_ok(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     return False
 
 
-def check(*, pod: Mapping[str, Any], node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]]) -> Verdict:
-    """Would the scheduler put ``pod`` on ``node``, given the pods already there?"""
+def runtime_of(node: Mapping[str, Any]) -> str:
+    """The node's container runtime by name (``containerd``, ``cri-o``), from ``containerRuntimeVersion``."""
+    version = str(((node.get("status") or {}).get("nodeInfo") or {}).get("containerRuntimeVersion") or "")
+    return version.partition("://")[0].lower()
+
+
+def check(
+    *, pod: Mapping[str, Any], node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]], runtime: str | None = None
+) -> Verdict:
+    """Would the scheduler put ``pod`` on ``node``, given the pods already there (and runs it ``runtime``, if given)?"""
     name = node["metadata"]["name"]
+    if runtime is not None and runtime_of(node) != runtime:
+        theirs, ours = runtime_of(node) or "an unknown runtime", runtime or "an unknown one"
+        why = f"node {name} runs {theirs}, the pod's node runs {ours}: a checkpoint restores only on the runtime that wrote it"
+        return Verdict(node=name, fits=False, reason=why)
     if not _is_ready(node):
         return Verdict(node=name, fits=False, reason=f"node {name} is not Ready")
     if (node.get("spec") or {}).get("unschedulable"):
@@ -154,10 +169,11 @@ def choose(
     nodes: Iterable[Mapping[str, Any]],
     pods_by_node: Mapping[str, list[Mapping[str, Any]]],
     exclude: str,
+    runtime: str | None = None,
 ) -> tuple[Verdict | None, list[Verdict]]:
     """The best node for ``pod`` other than ``exclude`` (its current node), and every verdict."""
     verdicts = [
-        check(pod=pod, node=node, pods_on_node=pods_by_node.get(node["metadata"]["name"], []))
+        check(pod=pod, node=node, pods_on_node=pods_by_node.get(node["metadata"]["name"], []), runtime=runtime)
         for node in nodes
         if node["metadata"]["name"] != exclude
     ]

@@ -588,7 +588,7 @@ def image_id(image: str) -> str:
 
 def make_node(
     name: str, *, cpu: str = "4", memory: str = "8Gi", pods: str = "110", ready: bool = True, unschedulable: bool = False,
-    labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
+    labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None, runtime: str = "cri-o://1.30.0",
 ) -> dict[str, Any]:  # fmt: skip
     spec: dict[str, Any] = {}
     if unschedulable:
@@ -603,7 +603,8 @@ def make_node(
         "status": {
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
-            "addresses": [{"type": "InternalIP", "address": f"10.0.0.{sum(name.encode()) % 250 + 1}"}],
+            "addresses": [{"type": "InternalIP", "address": f"127.0.9.{sum(name.encode()) % 250 + 1}"}],
+            "nodeInfo": {"containerRuntimeVersion": runtime},
         },
     }
 
@@ -664,7 +665,7 @@ class Kubelet:
         ready_text = "True" if ready else "False"
         pod["status"] = {
             "phase": "Running",
-            "hostIP": "10.0.0.1",
+            "hostIP": "127.0.9.1",
             "podIP": f"10.244.0.{sum(pod['metadata']['name'].encode()) % 250 + 1}",
             "startTime": at,
             "conditions": [

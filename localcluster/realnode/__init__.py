@@ -2,6 +2,7 @@
 
 from localcluster.realnode.launcher import (
     KUBELET_PORT,
+    SPEC_FILE,
     RealNode,
     RealNodeError,
     ensure_binaries,
@@ -18,6 +19,7 @@ from localcluster.realnode.launcher import (
 
 __all__ = [
     "KUBELET_PORT",
+    "SPEC_FILE",
     "RealNode",
     "RealNodeError",
     "ensure_binaries",

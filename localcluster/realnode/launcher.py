@@ -55,6 +55,8 @@ from localcluster import controlplane, processes, testimages
 HERE: Final = Path(__file__).resolve().parent
 BUILD_SCRIPT: Final = HERE / "build.sh"
 TEMPLATES: Final = HERE / "templates"
+# The node agent's CRIU action script (a file of the product, not an import: see node_agent/dumphook.py).
+DUMP_HOOK_SCRIPT: Final = Path(__file__).resolve().parents[2] / "node-agent" / "node_agent" / "criu_hook.sh"
 BINARIES: Final = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "bridge", "host-local", "loopback", "pause")
 KUBELET_PORT: Final = 10250
 PAUSE_REPOSITORY: Final = "podmigrate/pause"
@@ -205,6 +207,15 @@ class RealNode:
     @property
     def checkpoints_dir(self) -> Path:
         return self.kubelet_root / "checkpoints"
+
+    @property
+    def criu_config(self) -> Path:
+        return self.state / "criu.conf"
+
+    @property
+    def dump_hook_dir(self) -> Path:
+        """Where the node agent arms podmigrate's CRIU post-dump hook (node_agent.dumphook)."""
+        return self.run / "dump-hook"
 
 
 def planned_nodes(cluster_state: Path) -> list[RealNode]:
@@ -370,11 +381,24 @@ def start(
         shim_socket_dir=str(run / "s"),
     )
     (run / "tmp").mkdir(exist_ok=True)
+    # The node's CRIU configuration, what an operator puts in /etc/criu/runc.conf: here a file of the
+    # node's own, named by CRIU_CONFIG_FILE in containerd's environment (which its shims, runc and
+    # CRIU inherit), so the host's /etc is never touched. Options as on the stand-in nodes
+    # (localcluster/node/containers.py says why), plus podmigrate's post-dump hook, which stops a
+    # container the agent armed at the end of its dump (containerd pauses and resumes the container
+    # around its checkpoint, so it cannot be frozen before: node_agent/dumphook.py).
+    node.dump_hook_dir.mkdir(mode=0o700, exist_ok=True)
+    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {DUMP_HOOK_SCRIPT}\n")
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     launcher.launch(
         name=node.containerd_name,
         argv=[str(bin_dir / "containerd"), "--config", str(config)],
-        env={"PATH": path, "TMPDIR": str(run / "tmp")},
+        env={
+            "PATH": path,
+            "TMPDIR": str(run / "tmp"),
+            "CRIU_CONFIG_FILE": str(node.criu_config),
+            "PODMIGRATE_HOOK_DIR": str(node.dump_hook_dir),
+        },
     )
     launcher.wait(
         name=node.containerd_name,

@@ -4,7 +4,9 @@ The order is the point:
 
 1. read the pod: it must exist (404), be bound to *this* node and be Running (409);
 2. freeze every running container of the pod (``freezer``) *before* the first checkpoint, so
-   no container acts after its own checkpoint or after another's;
+   no container acts after its own checkpoint or after another's; on a runtime that will not
+   checkpoint a frozen container (containerd), each container is instead stopped at the end of
+   its own dump by the node's CRIU hook and frozen right after (``dumphook``);
 3. per container, ask the kubelet for an archive (one at a time, as the runtime would anyway);
    as soon as an archive exists its pack-and-push starts in the background, overlapping the
    next container's checkpoint: hash + ``config.dump`` in one pass, build the image
@@ -42,8 +44,9 @@ from agentapi.contract import (
     PodRef,
     Stage,
 )
-from node_agent import archives
+from node_agent import archives, dumphook
 from node_agent.archives import ArchiveError, ArchiveFacts
+from node_agent.dumphook import DumpHook
 from node_agent.errors import AgentError
 from node_agent.freezer import CgroupFreezer, FreezeError, container_id_from_status
 from node_agent.kubelet import KubeletEndpoint, KubeletError
@@ -110,6 +113,7 @@ class Checkpointer:
         host_root: Path = Path("/"),
         freeze_timeout_s: float = 10.0,
         tracer: trace.Tracer | None = None,
+        dump_hook: DumpHook | None = None,
     ) -> None:
         self.node_name = node_name
         self._pods = pods
@@ -122,6 +126,7 @@ class Checkpointer:
         self._freeze_timeout = freeze_timeout_s
         self._tracer = tracer or trace.get_tracer("node_agent")
         self._locks = KeyedLocks()
+        self._hook = dump_hook or DumpHook()
 
     # --- reading the pod --------------------------------------------------------------------
     async def _pod_here(self, ref: PodRef, *, stage: Stage | None, running: bool) -> PodView:
@@ -309,15 +314,20 @@ class Checkpointer:
         kubelet_archives: list[Path] = []
         pushes: list[asyncio.Task[ContainerCheckpoint]] = []
         freeze_s = 0.0
+        stop_in_dump = req.freeze and not node.checkpoints_frozen_containers
         try:
-            if req.freeze:
+            if req.freeze and not stop_in_dump:
                 t0 = time.monotonic()
                 await self._freeze_pod(pod, frozen_by_us=frozen_by_us)
                 freeze_s = time.monotonic() - t0
                 self._metrics.duration.observe(freeze_s, phase="freeze")
             multiple = len(wanted) > 1
             for name in wanted:
-                archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=name)
+                if stop_in_dump:
+                    archive, checkpoint_s = await self._checkpoint_and_stop(req, pod=pod, node=node, container=name,
+                                                                            frozen_by_us=frozen_by_us)  # fmt: skip
+                else:
+                    archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=name)
                 kubelet_archives.append(archive)
                 pushes.append(
                     asyncio.create_task(
@@ -347,6 +357,43 @@ class Checkpointer:
             except (AgentError, FreezeError, OSError):
                 frozen = False
         return CheckpointResponse(frozen=frozen, containers=tuple(results), freeze_s=freeze_s, total_s=time.monotonic() - started)
+
+    async def _checkpoint_and_stop(
+        self, req: CheckpointRequest, *, pod: PodView, node: NodeView, container: str, frozen_by_us: list[_Frozen]
+    ) -> tuple[Path, float]:
+        """The kubelet checkpoint with the node's CRIU hook armed: the container stops as its dump ends, then is frozen."""
+        cid = pod.running_container_ids().get(container)
+        if cid is None:
+            raise AgentError(f"container {container} is not running", status=409, stage="freeze")
+        container_id = container_id_from_status(cid)
+        cgroup = self._cgroup(container, cid)
+        if cgroup is None:
+            raise AgentError(f"no cgroup for running container {container} ({cid})", status=500, stage="freeze")
+        self._hook.arm(container_id)
+        try:
+            try:
+                archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=container)
+            except BaseException:
+                dumphook.resume(self._hook.stopped(container_id) or [])  # dumped, then the checkpoint failed
+                raise
+            if self._hook.stopped(container_id) is None:
+                archives.remove_archive(archive)
+                raise AgentError(
+                    f"container {container} was checkpointed but not stopped: the node's CRIU configuration does not "
+                    f"run podmigrate's post-dump hook ({dumphook.SCRIPT.name}; see docs/facts.md, \"Freezing on "
+                    f"containerd\"), so the container ran on after its checkpoint and stays where it is",
+                    status=500, stage="freeze",
+                )  # fmt: skip
+            try:
+                frozen_by_us.append(_Frozen(name=container, cgroup=cgroup))
+                await self._freezer.freeze_stopped(cgroup, timeout=self._freeze_timeout)
+            except (FreezeError, OSError) as exc:
+                raise AgentError(
+                    f"freezing container {container} after its checkpoint: {exc}", status=500, stage="freeze"
+                ) from None
+            return archive, checkpoint_s
+        finally:
+            self._hook.disarm(container_id)
 
     async def _kubelet_checkpoint(self, req: CheckpointRequest, *, node: NodeView, container: str) -> tuple[Path, float]:
         with self._tracer.start_as_current_span(

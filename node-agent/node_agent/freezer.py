@@ -130,6 +130,17 @@ class CgroupFreezer:
         except OSError as exc:
             raise FreezeError(f"freezing {cgroup}: {exc}") from None
 
+    async def freeze_stopped(self, cgroup: Path, *, timeout: float = 10.0) -> None:
+        """Freeze a cgroup whose tasks are stopped (SIGSTOP), then continue them: they stay frozen.
+
+        This turns a stop into a freeze (``dumphook``): the SIGCONT is pending while the cgroup is
+        frozen, so a later thaw resumes them and a kill ends them, as for any frozen container.
+        """
+        await self.freeze(cgroup, timeout=timeout)
+        for pid in (int(p) for p in (cgroup / "cgroup.procs").read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     async def kill_frozen(self, cgroup: Path, *, timeout: float = 10.0) -> int:
         """SIGKILL every task of a *frozen* cgroup, then thaw it so they die; returns how many.
 

@@ -26,6 +26,7 @@ from node_agent import archives, tracing
 from node_agent.app import AgentApi
 from node_agent.auth import DEFAULT_TTL_S, KubeReviewer
 from node_agent.checkpointing import Checkpointer
+from node_agent.dumphook import DEFAULT_HOOK_DIR, DumpHook
 from node_agent.freezer import CgroupFreezer
 from node_agent.kubelet import KubeletClient, kubelet_ssl_context
 from node_agent.metrics import AgentMetrics
@@ -52,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup", type=Path)
     p.add_argument("--host-root", default="/", type=Path, help="where the host's / is mounted (archive paths are the host's)")
     p.add_argument("--freeze-timeout", default=10.0, type=float, help="seconds to wait for a cgroup to freeze")
+    p.add_argument(
+        "--dump-hook-dir", default=DEFAULT_HOOK_DIR, type=Path,
+        help="where the agent arms the node's CRIU post-dump hook (containerd nodes; as PODMIGRATE_HOOK_DIR for the hook)",
+    )  # fmt: skip
     p.add_argument("--auth-cache-ttl", default=DEFAULT_TTL_S, type=float, help="seconds to cache positive reviews")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -100,6 +105,7 @@ async def run(args: argparse.Namespace) -> None:
         host_root=args.host_root,
         freeze_timeout_s=args.freeze_timeout,
         tracer=tracing.tracer(),
+        dump_hook=DumpHook(directory=args.dump_hook_dir),
     )
     agent = AgentApi(
         checkpointer=checkpointer,

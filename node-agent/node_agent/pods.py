@@ -78,6 +78,11 @@ class NodeView:
         kind = self.runtime_version.partition("://")[0].lower()
         return {"cri-o": "CRI-O", "containerd": "containerd", "docker": "docker"}.get(kind, "CRI-O")
 
+    @property
+    def checkpoints_frozen_containers(self) -> bool:
+        """Does the runtime checkpoint a container the agent froze first? containerd does not: it pauses it itself."""
+        return self.runtime_version.partition("://")[0].lower() != "containerd"
+
     @classmethod
     def from_json(cls, node: Mapping[str, Any]) -> NodeView:
         meta = node.get("metadata") or {}

@@ -109,6 +109,8 @@ async def validate(ctx: Context, m: Migration) -> None:
     for p in (await ctx.core.list_pod_for_all_namespaces()).items:
         if p.spec.node_name and p.metadata.uid != meta["uid"]:
             by_node.setdefault(p.spec.node_name, []).append(plain(p))
+    source_node = next((n for n in nodes if n["metadata"]["name"] == source), None)
+    runtime = placement.runtime_of(source_node) if source_node else None
     wanted = m.spec.get("targetNode")
     if wanted:
         node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
@@ -116,12 +118,12 @@ async def validate(ctx: Context, m: Migration) -> None:
             return fail_validation(m, "NodeNotFound", f'target node "{wanted}" not found')
         if wanted == source:
             return fail_validation(m, "SameNode", f"pod {m.pod_name} already runs on {wanted}")
-        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []))
+        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime)
         if not verdict.fits:
             return fail_validation(m, "NodeDoesNotFit", verdict.reason)
         target = wanted
     else:
-        best, verdicts = placement.choose(pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source)
+        best, verdicts = placement.choose(pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source, runtime=runtime)
         if best is None:
             reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no other node"
             return fail_validation(m, "NoNodeFits", f"no node can take pod {m.pod_name}: {reasons}")

@@ -386,11 +386,11 @@ async def test_a_thaw_that_fails_is_retried_until_the_source_runs(world: World) 
     await world.reconcile(name)
     world.kubelet.pull_images(NS, world.prepull(name)["metadata"]["name"])  # type: ignore[index]
     world.agents.errors["checkpoint"] = AgentError("image push failed", status=502, stage="push")
-    world.agents.errors["thaw"] = AgentError("agent at 10.0.0.1 unreachable", status=0)
+    world.agents.errors["thaw"] = AgentError("agent at 127.0.9.1 unreachable", status=0)
     assert await world.reconcile(name) == pytest.approx(2.0)
     s = world.status(name)
     assert (s["phase"], s["step"]) == ("RollingBack", "ThawSource")
-    assert s["thawError"] == "agent at 10.0.0.1 unreachable" and world.agents.frozen == {"shop/web"}
+    assert s["thawError"] == "agent at 127.0.9.1 unreachable" and world.agents.frozen == {"shop/web"}
     assert await world.reconcile(name) == pytest.approx(2.0)
     del world.agents.errors["thaw"]
     assert await world.reconcile(name) is None
@@ -669,3 +669,22 @@ async def test_the_kill_is_recorded_before_it_happens_so_a_later_cancel_never_th
     await world.reconcile(name)
     assert "thaw" not in world.agents.operations(), "a killed source is never thawed"
     assert world.status(name)["step"] in ("RemoveSource", "CreateTarget", "WaitReady")
+
+
+async def test_a_target_with_another_container_runtime_is_refused_before_anything_is_frozen(world: World) -> None:
+    world.kube.add_node(make_node("node-3", runtime="containerd://2.3.7"))
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-3")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "NodeDoesNotFit")
+    assert "node-3 runs containerd, the pod's node runs cri-o" in s["message"]
+    assert world.agents.calls == []
+
+
+async def test_without_a_target_only_nodes_of_the_same_runtime_are_candidates(world: World) -> None:
+    world.kube.add_node(make_node("node-3", runtime="containerd://2.3.7", cpu="64", memory="256Gi"))  # the roomiest
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate()
+    await world.reconcile(name)
+    assert world.status(name)["targetNode"] == "node-2"
