@@ -31,7 +31,17 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
-from localcluster import processes
+from localcluster import processes, realnode
+
+# The session cluster has stand-in nodes (node-1..3) and real nodes (real-1, real-2: kubelet +
+# containerd). The real nodes carry this taint, so only tests that mean to run there do (their pods
+# tolerate it, ``tests/migrator/workloads.py``) and everything else keeps to the stand-ins.
+REAL_NODE_TAINT = "podmigrate.io/real-node"
+STANDIN_NODES = 3
+REAL_NODES = 2
+# The host's kernel settings the real nodes' kubelets would rewrite, read before the session
+# cluster starts; they must be the same while it runs and after it is down.
+HOST_SYSCTLS: dict[str, str] = {}
 
 # The shared fixtures that start the local cluster; every other cluster fixture here depends on
 # one of these, and an item's ``fixturenames`` is the transitive closure of what it uses.
@@ -142,18 +152,32 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     _refuse_unmarked(request)
     existing = os.environ.get("PODMIGRATE_TEST_CLUSTER")
     if existing:
-        yield lc.Cluster.load(Path(existing).resolve())
+        c = lc.Cluster.load(Path(existing).resolve())
+        _taint_real_nodes(c)
+        yield c
         return
     state = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
+    HOST_SYSCTLS.update(realnode.read_sysctls())
     # PODMIGRATE_TEST_INSTANCE lets a second test session share the machine (see localcluster.cluster.up).
-    c = lc.up(state_dir=state, nodes=3, instance=int(os.environ.get("PODMIGRATE_TEST_INSTANCE", "0")))
+    c = lc.up(
+        state_dir=state, nodes=STANDIN_NODES, real_nodes=REAL_NODES, instance=int(os.environ.get("PODMIGRATE_TEST_INSTANCE", "0"))
+    )
     print(f"\nlocal cluster up in {time.monotonic() - started:.1f}s")
     try:
+        _taint_real_nodes(c)
+        print(c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
         yield c
     finally:
-        lc.down(state_dir=state)
+        lc.down(state_dir=state)  # raises if a mount, netns, cgroup or process is left behind
         assert not state.exists(), "cluster down must remove its state directory"
+        assert realnode.read_sysctls() == HOST_SYSCTLS, "the real nodes' kubelets must not change the host's kernel settings"
+
+
+def _taint_real_nodes(c: lc.Cluster) -> None:
+    for node in c.nodes:
+        if node.kind == "real":
+            c.controlplane().kubectl("taint", "node", node.name, f"{REAL_NODE_TAINT}=true:NoSchedule", "--overwrite")
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,8 @@ BUILD_SCRIPT: Final = HERE / "build.sh"
 TEMPLATES: Final = HERE / "templates"
 # The node agent's CRIU action script (a file of the product, not an import: see node_agent/dumphook.py).
 DUMP_HOOK_SCRIPT: Final = Path(__file__).resolve().parents[2] / "node-agent" / "node_agent" / "criu_hook.sh"
+FAULT_SCRIPT: Final = Path(__file__).resolve().parent / "faults.sh"
+FAULTS: Final = frozenset({"fail-restore"})
 BINARIES: Final = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "bridge", "host-local", "loopback", "pause")
 KUBELET_PORT: Final = 10250
 PAUSE_REPOSITORY: Final = "podmigrate/pause"
@@ -213,9 +215,25 @@ class RealNode:
         return self.state / "criu.conf"
 
     @property
+    def fault_dir(self) -> Path:
+        """Faults injected into this node (``faults.sh``; ``inject_fault``)."""
+        return self.run / "faults"
+
+    @property
     def dump_hook_dir(self) -> Path:
         """Where the node agent arms podmigrate's CRIU post-dump hook (node_agent.dumphook)."""
         return self.run / "dump-hook"
+
+
+def inject_fault(node: RealNode, fault: str, reason: str | None) -> None:
+    """Make every restore on ``node`` fail (``fail-restore``) with ``reason``, or stop doing so (None)."""
+    if fault not in FAULTS:
+        raise RealNodeError(f"unknown fault {fault!r} (known: {', '.join(sorted(FAULTS))})")
+    path = node.fault_dir / fault
+    if reason is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(reason + "\n")
 
 
 def planned_nodes(cluster_state: Path) -> list[RealNode]:
@@ -387,8 +405,10 @@ def start(
     # (localcluster/node/containers.py says why), plus podmigrate's post-dump hook, which stops a
     # container the agent armed at the end of its dump (containerd pauses and resumes the container
     # around its checkpoint, so it cannot be frozen before: node_agent/dumphook.py).
+    # And the local cluster's fault injection (faults.sh: a failing pre-restore while a fault file exists).
     node.dump_hook_dir.mkdir(mode=0o700, exist_ok=True)
-    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {DUMP_HOOK_SCRIPT}\n")
+    node.fault_dir.mkdir(mode=0o700, exist_ok=True)
+    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {DUMP_HOOK_SCRIPT}\naction-script {FAULT_SCRIPT}\n")
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     launcher.launch(
         name=node.containerd_name,
@@ -398,6 +418,7 @@ def start(
             "TMPDIR": str(run / "tmp"),
             "CRIU_CONFIG_FILE": str(node.criu_config),
             "PODMIGRATE_HOOK_DIR": str(node.dump_hook_dir),
+            "PODMIGRATE_FAULT_DIR": str(node.fault_dir),
         },
     )
     launcher.wait(

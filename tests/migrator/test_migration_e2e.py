@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -15,53 +14,9 @@ import pytest
 
 from localcluster import cluster as lc
 from tests.conftest import Kube, Podmigrate, wait_for
+from tests.migrator.workloads import Writer, counter_pod, http, migration, pod_ip, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
-
-
-def counter_pod(namespace: str, node: str, image: str, name: str = "counter") -> str:
-    return (
-        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}\n"
-        f"spec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n"
-        f"  containers:\n  - name: counter\n    image: {image}\n    resources: {{requests: {{cpu: 50m, memory: 16Mi}}}}\n"
-    )
-
-
-def warmup_pod(namespace: str, node: str, image: str, *, warmup: int = 15, ballast: int = 0, name: str = "app") -> str:
-    return f"""apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: {image}
-    env: [{{name: WARMUP_SECONDS, value: "{warmup}"}}, {{name: BALLAST_MB, value: "{ballast}"}}]
-    readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
-"""
-
-
-def migration(namespace: str, pod: str, *, name: str | None = None, target: str | None = None, extra: str = "") -> str:
-    target_line = f"  targetNode: {target}\n" if target else ""
-    name = name or f"move-{pod}"
-    return (
-        f"apiVersion: podmigrate.io/v1alpha1\nkind: PodMigration\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
-        f"spec:\n  podName: {pod}\n{target_line}{extra}"
-    )
-
-
-def http(method: str, url: str, timeout: float = 2.0) -> dict[str, Any]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with opener.open(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    pod = kube.get("pod", name, namespace)
-    conditions = pod["status"].get("conditions") or []
-    return pod if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
 
 
 def test_counter_moves_to_the_other_node_and_continues(
@@ -135,10 +90,6 @@ def test_counter_moves_to_the_other_node_and_continues(
     assert root.tag.endswith("svg") and "checkpoint" in "".join(root.itertext())
 
 
-def pod_ip(kube: Kube, namespace: str, name: str) -> str:
-    return str(kube.get("pod", name, namespace)["status"].get("podIP") or "")
-
-
 def test_warm_app_serves_again_at_once_with_its_memory(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:
@@ -162,33 +113,6 @@ def test_warm_app_serves_again_at_once_with_its_memory(
     after = http("GET", f"http://{pod['status']['podIP']}:8080/state")
     assert after["boot_id"] == before["boot_id"] and after["warm"], "the same warmed-up process, not a new one"
     assert http("GET", f"http://{pod['status']['podIP']}:8080/dump") == {f"k{i}": f"v{i}" for i in range(10)}
-
-
-class Writer(threading.Thread):
-    """A client that keeps writing during the move and remembers what the app acknowledged."""
-
-    def __init__(self, kube: Kube, namespace: str, pod: str) -> None:
-        super().__init__(daemon=True)
-        self.kube, self.namespace, self.pod = kube, namespace, pod
-        self.acked: list[str] = []
-        self.failed = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        ip, i = pod_ip(self.kube, self.namespace, self.pod), 0
-        while not self.done.is_set():
-            key = f"w{i}"
-            i += 1
-            try:
-                reply = http("POST", f"http://{ip}:8080/write?key={key}&value={i}", timeout=1.0)
-                if reply.get("ok"):
-                    self.acked.append(key)
-            except (OSError, urllib.error.URLError, ValueError):
-                self.failed += 1  # not acknowledged: it may or may not have landed
-                time.sleep(0.1)
-                with contextlib.suppress(AssertionError):
-                    ip = pod_ip(self.kube, self.namespace, self.pod) or ip
-            time.sleep(0.02)
 
 
 def test_no_acknowledged_write_is_lost(kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str) -> None:

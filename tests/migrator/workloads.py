@@ -1,0 +1,95 @@
+"""Workloads and clients the end-to-end tests move and watch: the counter, the warm-up app, a writer.
+
+Shared by the migration, drain and real-node tests. Pods tolerate the taint the test session puts
+on real nodes (``tests/conftest.py``), so the same manifests run on stand-in and real nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tests.conftest import REAL_NODE_TAINT, Kube
+
+TOLERATE_REAL_NODES = f"  tolerations: [{{key: {REAL_NODE_TAINT}, operator: Exists, effect: NoSchedule}}]\n"
+
+
+def counter_pod(namespace: str, node: str, image: str, name: str = "counter") -> str:
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}\n"
+        f"spec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n{TOLERATE_REAL_NODES}"
+        f"  containers:\n  - name: counter\n    image: {image}\n    resources: {{requests: {{cpu: 50m, memory: 16Mi}}}}\n"
+    )
+
+
+def warmup_pod(namespace: str, node: str, image: str, *, warmup: int = 15, ballast: int = 0, name: str = "app") -> str:
+    return f"""apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+{TOLERATE_REAL_NODES}  containers:
+  - name: app
+    image: {image}
+    env: [{{name: WARMUP_SECONDS, value: "{warmup}"}}, {{name: BALLAST_MB, value: "{ballast}"}}]
+    readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+"""
+
+
+def migration(namespace: str, pod: str, *, name: str | None = None, target: str | None = None, extra: str = "") -> str:
+    target_line = f"  targetNode: {target}\n" if target else ""
+    name = name or f"move-{pod}"
+    return (
+        f"apiVersion: podmigrate.io/v1alpha1\nkind: PodMigration\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+        f"spec:\n  podName: {pod}\n{target_line}{extra}"
+    )
+
+
+def http(method: str, url: str, timeout: float = 2.0) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with opener.open(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    pod = kube.get("pod", name, namespace)
+    conditions = pod["status"].get("conditions") or []
+    return pod if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+
+
+def pod_ip(kube: Kube, namespace: str, name: str) -> str:
+    return str(kube.get("pod", name, namespace)["status"].get("podIP") or "")
+
+
+class Writer(threading.Thread):
+    """A client that keeps writing during the move and remembers what the app acknowledged."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace, self.pod = kube, namespace, pod
+        self.acked: list[str] = []
+        self.failed = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        ip, i = pod_ip(self.kube, self.namespace, self.pod), 0
+        while not self.done.is_set():
+            key = f"w{i}"
+            i += 1
+            try:
+                reply = http("POST", f"http://{ip}:8080/write?key={key}&value={i}", timeout=1.0)
+                if reply.get("ok"):
+                    self.acked.append(key)
+            except (OSError, urllib.error.URLError, ValueError):
+                self.failed += 1  # not acknowledged: it may or may not have landed
+                time.sleep(0.1)
+                with contextlib.suppress(AssertionError):
+                    ip = pod_ip(self.kube, self.namespace, self.pod) or ip
+            time.sleep(0.02)
