@@ -1,5 +1,5 @@
 # podmigrate — the two commands that must keep working on a fresh machine:
-#   make demo    the main job on the built-in local cluster
+#   make demo    the main job on the built-in local cluster (make demo NODES=real: on real kubelet+containerd nodes)
 #   make test    the test suite (starts and stops its own local cluster)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -35,8 +35,9 @@ PYTEST_ARGS ?= -ra
 test: deps venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# make demo NODES=real: the same move between two real nodes (upstream kubelet + containerd 2.3).
 demo: deps venv
-	$(PY) -m localcluster --state-dir $(STATE) demo
+	$(PY) -m localcluster --state-dir $(STATE) demo $(if $(filter real,$(NODES)),--real-nodes,)
 
 # A benchmark, not a test: its own cluster (instance 5), numbers and ratios, no speed assertions.
 # make bench BENCH_ARGS="--sizes 64,256 --repeat 3 --json /tmp/bench.json"

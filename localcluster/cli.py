@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="print where the cluster is (kubeconfig, registry, nodes)")
     p_demo = sub.add_parser("demo", help="checkpoint a warmed-up app on one node and restore it on another")
     p_demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    p_demo.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="move the app between two real nodes (kubelet + containerd) instead of stand-ins",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export KUBECONFIG={c.kubeconfig}")
             print(f"# kubectl: {c.kubectl}   registry: {c.registry}")
         elif args.command == "demo":
-            demo.run(state_dir=args.state_dir.resolve(), keep=args.keep)
+            demo.run(state_dir=args.state_dir.resolve(), keep=args.keep, real_nodes=args.real_nodes)
         elif args.command == "down":
             stopped = cluster.down(state_dir=args.state_dir)
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

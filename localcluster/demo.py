@@ -72,18 +72,30 @@ def _http(method: str, url: str) -> dict:
         return json.loads(resp.read())
 
 
-def run(*, state_dir: Path, keep: bool) -> None:
+def run(*, state_dir: Path, keep: bool, real_nodes: bool = False) -> None:
+    """``real_nodes``: two upstream kubelets on containerd (``localcluster.realnode``) instead of stand-ins."""
+
     def say(text: str) -> None:
         print(f"demo: {text}", flush=True)
 
     fresh = not (state_dir / "cluster.json").exists()
-    c = lc.up(state_dir=state_dir, nodes=2) if fresh else lc.Cluster.load(state_dir)
+    if fresh:
+        c = lc.up(state_dir=state_dir, nodes=0, real_nodes=2) if real_nodes else lc.up(state_dir=state_dir, nodes=2)
+    else:
+        c = lc.Cluster.load(state_dir)
     installation = None
     try:
         installation = podmigrate.install(c)
         kubectl = _Kubectl(c)
-        source, target = c.nodes[0].name, c.nodes[1].name
-        say(f"cluster up: {', '.join(n.name for n in c.nodes)}; podmigrate installed (controller + {len(c.nodes)} agents)")
+        kind = "real" if real_nodes else "standin"
+        candidates = [n.name for n in c.nodes if n.kind == kind]
+        if len(candidates) < 2:
+            raise RuntimeError(f"the cluster at {state_dir} has fewer than two {kind} nodes: `localcluster down` it first")
+        source, target = candidates[:2]
+        runtimes = kubectl(
+            "get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.nodeInfo.containerRuntimeVersion} {end}"
+        )
+        say(f"cluster up: {runtimes.strip()}; podmigrate installed (controller + {len(c.nodes)} agents)")
         kubectl("apply", "-f", "-", stdin=APP.format(node=source, image=c.images["warmup"]))
         cold = kubectl.wait_ready("app")
         say(f"app warmed up and Ready on {source} after a cold start of {cold:.1f}s")
