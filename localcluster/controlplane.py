@@ -102,25 +102,12 @@ class ControlPlaneError(processes.ProcessError):
 def ensure_binaries() -> Path:
     """Return the bin dir holding the five binaries, building them first if missing.
 
-    ``build.sh`` owns the version-to-path rule (it prints the bin dir as its last
-    stdout line) and is a fast no-op when the binaries exist. A first build takes
-    tens of minutes on two cores; its progress goes to our stderr.
+    A first build takes minutes on two cores (``k8s-binaries/build.sh``, cached by version).
     """
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} failed with exit code {proc.returncode}")
-    bin_dir = Path(lines[-1])
-    for name in BINARIES:
-        if not os.access(bin_dir / name, os.X_OK):
-            raise ControlPlaneError(f"{bin_dir / name} is missing after {BUILD_SCRIPT}")
-    return bin_dir
+    try:
+        return processes.cached_build(script=BUILD_SCRIPT, binaries=BINARIES)
+    except processes.ProcessError as exc:
+        raise ControlPlaneError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- helpers

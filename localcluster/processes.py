@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -34,6 +34,23 @@ def log_tail(path: Path, *, lines: int = LOG_TAIL_LINES) -> str:
     except OSError as exc:
         return f"(no log: {exc})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def cached_build(*, script: Path, binaries: Iterable[str]) -> Path:
+    """Run a build script that caches binaries by version; the bin dir it names, every binary checked.
+
+    The script owns the version-to-path rule: it prints the bin dir as its last stdout line and
+    is a fast no-op once the binaries exist; a first build's progress goes to our stderr.
+    """
+    proc = subprocess.run(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise ProcessError(f"{script} failed with exit code {proc.returncode}")
+    bin_dir = Path(lines[-1])
+    for name in binaries:
+        if not os.access(bin_dir / name, os.X_OK):
+            raise ProcessError(f"{bin_dir / name} is missing after {script}")
+    return bin_dir
 
 
 def pid_file(*, state_dir: Path, name: str) -> Path:

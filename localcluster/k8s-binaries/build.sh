@@ -30,26 +30,9 @@ release_dir="$cache_root/k8s-$k8s_version"
 bin_dir="$release_dir/bin"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
-all_present() {
-    local b
-    for b in "${binaries[@]}"; do
-        [[ -x "$bin_dir/$b" ]] || return 1
-    done
-}
-
-if all_present; then
-    echo "$bin_dir"
-    exit 0
-fi
-
-mkdir -p "$release_dir"
-exec 9>"$release_dir/.build.lock"
-flock 9
-# Another caller may have finished the build while we waited for the lock.
-if all_present; then
-    echo "$bin_dir"
-    exit 0
-fi
+# shellcheck source=../buildcache.sh
+source "$here/../buildcache.sh"
+cached_or_lock "$bin_dir" "${binaries[@]}"
 
 command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH" >&2; exit 1; }
 

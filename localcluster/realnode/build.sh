@@ -40,25 +40,9 @@ release_dir="$cache_root/realnode-k8s-$k8s_version-containerd-$containerd_versio
 bin_dir="$release_dir/bin"
 binaries=(kubelet containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap pause)
 
-all_present() {
-    local b
-    for b in "${binaries[@]}"; do
-        [[ -x "$bin_dir/$b" ]] || return 1
-    done
-}
-
-if all_present; then
-    echo "$bin_dir"
-    exit 0
-fi
-
-mkdir -p "$release_dir"
-exec 9>"$release_dir/.build.lock"
-flock 9
-if all_present; then  # another caller finished while we waited
-    echo "$bin_dir"
-    exit 0
-fi
+# shellcheck source=../buildcache.sh
+source "$here/../buildcache.sh"
+cached_or_lock "$bin_dir" "${binaries[@]}"
 
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH" >&2; exit 1; }

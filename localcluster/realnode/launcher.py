@@ -98,15 +98,10 @@ class RealNodeError(processes.ProcessError):
 
 def ensure_binaries() -> Path:
     """The bin dir with kubelet, containerd, shim, ctr, CNI plugins and pause (built once, cached)."""
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, check=False)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RealNodeError(f"{BUILD_SCRIPT} failed with exit code {proc.returncode}")
-    bin_dir = Path(lines[-1])
-    for name in BINARIES:
-        if not os.access(bin_dir / name, os.X_OK):
-            raise RealNodeError(f"{bin_dir / name} is missing after {BUILD_SCRIPT}")
-    return bin_dir
+    try:
+        return processes.cached_build(script=BUILD_SCRIPT, binaries=BINARIES)
+    except processes.ProcessError as exc:
+        raise RealNodeError(str(exc)) from None
 
 
 async def _push_pause(*, registry: str, bin_dir: Path) -> str:

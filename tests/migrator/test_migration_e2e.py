@@ -14,7 +14,7 @@ import pytest
 
 from localcluster import cluster as lc
 from tests.conftest import Kube, Podmigrate, wait_for
-from tests.migrator.workloads import Writer, counter_pod, http, migration, pod_ip, ready, warmup_pod
+from tests.migrator.workloads import counter_pod, http, migrate_while_writing, migration, pod_ip, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -118,19 +118,7 @@ def test_warm_app_serves_again_at_once_with_its_memory(
 def test_no_acknowledged_write_is_lost(kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str) -> None:
     kube.apply(warmup_pod(namespace, cluster.nodes[0].name, cluster.images["warmup"], warmup=2))
     wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=60)
-    writer = Writer(kube, namespace, "app")
-    writer.start()
-    wait_for("writes flowing", lambda: len(writer.acked) >= 20)
-    kube.apply(migration(namespace, "app"))
-    status = podmigrate.wait_done(namespace, "move-app")["status"]
-    assert status["phase"] == "Succeeded", status
-    acked_at_end = len(writer.acked)
-    wait_for("writes flowing to the restored pod", lambda: len(writer.acked) >= acked_at_end + 20, timeout=30)
-    writer.done.set()
-    writer.join(timeout=10)
-    stored = http("GET", f"http://{pod_ip(kube, namespace, 'app')}:8080/dump")
-    lost = [k for k in writer.acked if k not in stored]
-    assert not lost, f"{len(lost)} acknowledged writes lost (of {len(writer.acked)}): {lost[:10]}"
+    _, writer = migrate_while_writing(kube, podmigrate, namespace, manifest=migration(namespace, "app"))
     assert writer.failed > 0, "some writes must have hit the frozen source and been left unacknowledged"
 
 

@@ -23,7 +23,7 @@ import pytest
 from localcluster import cluster as lc
 from localcluster import realnode
 from tests.conftest import REAL_NODE_TAINT, Kube, Podmigrate, wait_for
-from tests.migrator.workloads import Writer, counter_pod, http, migration, pod_ip, ready, warmup_pod
+from tests.migrator.workloads import counter_pod, http, migrate_while_writing, migration, pod_ip, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -88,23 +88,11 @@ def test_warm_app_moves_between_real_nodes_with_no_lost_writes(
     kube.apply(warmup_pod(namespace, source, cluster.images["warmup"], warmup=5))
     pod = wait_for("app warmed up and Ready", lambda: ready(kube, namespace, "app"), timeout=90)
     before = http("GET", f"http://{pod['status']['podIP']}:8080/state")
-    writer = Writer(kube, namespace, "app")
-    writer.start()
-    wait_for("writes flowing", lambda: len(writer.acked) >= 20)
-    kube.apply(migration(namespace, "app", target=target))
-    status = podmigrate.wait_done(namespace, "move-app")["status"]
-    assert status["phase"] == "Succeeded", status
-    acked_at_end = len(writer.acked)
-    wait_for("writes flowing to the restored pod", lambda: len(writer.acked) >= acked_at_end + 20, timeout=30)
-    writer.done.set()
-    writer.join(timeout=10)
+    status, writer = migrate_while_writing(kube, podmigrate, namespace, manifest=migration(namespace, "app", target=target))
     moved = kube.get("pod", "app", namespace)
     assert moved["spec"]["nodeName"] == target and moved["status"]["containerStatuses"][0]["restartCount"] == 0
     after = http("GET", f"http://{pod_ip(kube, namespace, 'app')}:8080/state")
     assert after["boot_id"] == before["boot_id"] and after["warm"], "the same warmed-up process, not a cold start"
-    stored = http("GET", f"http://{pod_ip(kube, namespace, 'app')}:8080/dump")
-    lost = [k for k in writer.acked if k not in stored]
-    assert not lost, f"{len(lost)} acknowledged writes lost (of {len(writer.acked)}): {lost[:10]}"
     print(f"real nodes, warm app: downtime {status['downtimeSeconds']}s, {len(writer.acked)} writes acknowledged, none lost")
 
 

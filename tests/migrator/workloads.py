@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.conftest import REAL_NODE_TAINT, Kube
+from tests.conftest import REAL_NODE_TAINT, Kube, Podmigrate, wait_for
 
 TOLERATE_REAL_NODES = f"  tolerations: [{{key: {REAL_NODE_TAINT}, operator: Exists, effect: NoSchedule}}]\n"
 
@@ -93,3 +93,23 @@ class Writer(threading.Thread):
                 with contextlib.suppress(AssertionError):
                     ip = pod_ip(self.kube, self.namespace, self.pod) or ip
             time.sleep(0.02)
+
+
+def migrate_while_writing(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, *, manifest: str, name: str = "move-app", pod: str = "app"
+) -> tuple[dict[str, Any], Writer]:
+    """Apply ``manifest`` (a PodMigration) while a client keeps writing; it succeeds and no acknowledged write is lost."""
+    writer = Writer(kube, namespace, pod)
+    writer.start()
+    wait_for("writes flowing", lambda: len(writer.acked) >= 20)
+    kube.apply(manifest)
+    status = podmigrate.wait_done(namespace, name)["status"]
+    assert status["phase"] == "Succeeded", status
+    acked_at_end = len(writer.acked)
+    wait_for("writes flowing to the restored pod", lambda: len(writer.acked) >= acked_at_end + 20, timeout=30)
+    writer.done.set()
+    writer.join(timeout=10)
+    stored = http("GET", f"http://{pod_ip(kube, namespace, pod)}:8080/dump")
+    lost = [k for k in writer.acked if k not in stored]
+    assert not lost, f"{len(lost)} acknowledged writes lost (of {len(writer.acked)}): {lost[:10]}"
+    return status, writer
