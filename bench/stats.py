@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 MIB = 1 << 20
 
 # The PodMigration phase names (``migrator.controllers.podmigration.SPAN_NAMES``). The report orders its
@@ -159,32 +161,16 @@ def criu_stat_times(output: str) -> dict[str, float]:
 
 # --- Prometheus text --------------------------------------------------------------------------
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\d+)?$")
-_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def parse_prometheus(text: str) -> Samples:
-    """Samples of the text exposition format: (name, labels) -> value. Comments and bad lines are skipped."""
-    samples: Samples = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if not match:
-            continue
-        try:
-            value = float(match["value"])
-        except ValueError:
-            continue
-        labels = frozenset(
-            (m["key"], m["value"].replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\"))
-            for m in _LABEL.finditer(match["labels"] or "")
-        )
-        samples[(match["name"], labels)] = value
-    return samples
+    """Samples of the text exposition format (prometheus_client's parser): (name, labels) -> value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def sample(samples: Samples, name: str, **labels: str) -> float | None:

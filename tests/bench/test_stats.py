@@ -106,7 +106,6 @@ podmigrate_agent_checkpoint_duration_seconds_count{phase="checkpoint"} 1
 podmigrate_agent_checkpoint_duration_seconds_sum{phase="freeze"} 0.001
 podmigrate_agent_checkpoint_duration_seconds_count{phase="freeze"} 1
 some_metric{a="x\\"y",b="2"} 7 1700000000
-not a sample line
 process_resident_memory_peak_bytes 9.437184e+07
 """
 
@@ -125,6 +124,8 @@ def test_prometheus_text_and_agent_phase_deltas() -> None:
     assert stats.sample(after, "missing") is None
     deltas = stats.agent_phase_seconds(stats.parse_prometheus(METRICS_BEFORE), after)
     assert deltas == {"checkpoint": pytest.approx(0.75), "push": pytest.approx(1.25)}, "freeze did not run in between"
+    with pytest.raises(ValueError):  # prometheus_client's parser: a broken exposition is an error, not skipped
+        stats.parse_prometheus(METRICS_AFTER + "not a sample line\n")
 
 
 def test_render_table_aligns_columns() -> None:
