@@ -166,7 +166,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     print(f"\nlocal cluster up in {time.monotonic() - started:.1f}s")
     try:
         _taint_real_nodes(c)
-        print(c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
+        # Into the test log even when everything passes: which nodes (and runtimes) this run had.
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("\n$ kubectl get nodes -o wide\n" + c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
         yield c
     finally:
         lc.down(state_dir=state)  # raises if a mount, netns, cgroup or process is left behind

@@ -165,6 +165,49 @@ def test_checkpoint_through_kubelet_api_with_webhook_authz(env: Env) -> None:
     env.archive = archive
 
 
+def test_the_standin_writes_the_archive_a_real_node_writes(env: Env) -> None:
+    """The stand-in node is checked against the real one: the same pod checkpointed on both through the
+    same kubelet API gives archives with the same CRIU images and the fields the restores read."""
+    assert env.archive is not None, "needs the real node's checkpoint of the previous test"
+    standin = next(n for n in env.cluster.nodes if n.kind == "standin")
+    pod = json.loads(_pod("counter-standin", standin.name, env.cluster.images["counter"]))
+    pod["spec"].pop("tolerations")
+    env.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for("counter Running on the stand-in", lambda: _running(env, "counter-standin"))
+    wait_for("counting", lambda: len(_numbers(env.kubectl("logs", "counter-standin", "-n", NS))) >= 2)
+    token = env.kubectl("create", "token", "checkpointer", "-n", NS).strip()
+    status, body = _post_checkpoint(env, node=standin.name, token=token, path=f"/checkpoint/{NS}/counter-standin/counter")
+    assert status == 200, (status, body)
+    standin_archive = Path(json.loads(body)["items"][0])
+
+    def contents(archive: Path) -> tuple[set[str], dict[str, str], dict[str, object]]:
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+            config = json.loads(tar.extractfile("config.dump").read())  # type: ignore[union-attr]
+            spec = json.loads(tar.extractfile("spec.dump").read())  # type: ignore[union-attr]
+        kinds = {
+            name.split("/", 1)[1].split("-")[0].split(".")[0] for name in names if name.startswith("checkpoint/") and "/" in name
+        }
+        return kinds, config, spec
+
+    real_kinds, real_config, real_spec = contents(env.archive)
+    standin_kinds, standin_config, standin_spec = contents(standin_archive)
+    print(f"\nCRIU images: containerd {sorted(real_kinds)}\n             stand-in   {sorted(standin_kinds)}")
+    core = {"inventory", "pstree", "core", "mm", "pagemap", "pages", "files", "fs", "ids"}
+    assert core <= real_kinds and core <= standin_kinds, (real_kinds, standin_kinds)
+    for key in ("id", "name", "rootfsImageName", "rootfsImageRef", "createdTime", "checkpointedTime"):
+        assert key in real_config and key in standin_config, key
+    assert real_config["rootfsImageName"] == standin_config["rootfsImageName"] == env.cluster.images["counter"]
+    assert real_spec["process"]["args"] == standin_spec["process"]["args"], "the same process was checkpointed"
+    for name in ("rootfs-diff.tar", "spec.dump", "config.dump"):
+        assert name in _entries(env.archive) and name in _entries(standin_archive), name
+
+
+def _entries(archive: Path) -> set[str]:
+    with tarfile.open(archive) as tar:
+        return set(tar.getnames())
+
+
 async def _push(archive: Path, registry: str, env: Env) -> str:
     with tarfile.open(archive) as tar:
         config = json.loads(tar.extractfile("config.dump").read())  # type: ignore[union-attr]
