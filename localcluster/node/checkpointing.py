@@ -62,9 +62,11 @@ def _config_dump(container: Container, *, checkpointed_at: datetime) -> dict[str
     return {
         "id": container.id,
         "name": container.request.name,
+        # As the runtimes write them: the name the pod asked for, and the pinned reference it resolved to
+        # (containerd's is repo@sha256 of the manifest, which this node's store answers to as well).
         "rootfsImage": container.request.image_name,
-        "rootfsImageRef": image.reference.digest,
-        "rootfsImageName": image.image_id,
+        "rootfsImageName": container.request.image_name,
+        "rootfsImageRef": image.image_id,
         "runtime": "runc",
         "createdTime": container.created_at.isoformat().replace("+00:00", "Z"),
         "checkpointedTime": checkpointed_at.isoformat().replace("+00:00", "Z"),

@@ -66,7 +66,8 @@ def prepare_restore(*, checkpoint: LocalImage, request: ContainerRequest, images
     ]
     if missing:
         raise RestoreError(f'restoring "{image}" expects following bind mounts defined ({",".join(missing)})')
-    base_name = config_dump.get("rootfsImageName") or config_dump.get("rootfsImage") or ""
+    # CRI-O's rule: the pinned reference when the archive has one, else the name (docs/facts.md, "CRI-O restore").
+    base_name = config_dump.get("rootfsImageRef") or config_dump.get("rootfsImageName") or config_dump.get("rootfsImage") or ""
     base = images.local(base_name) if base_name else None
     if base is None:
         raise RestoreError(

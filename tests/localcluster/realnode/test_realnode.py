@@ -198,6 +198,7 @@ def test_the_standin_writes_the_archive_a_real_node_writes(env: Env) -> None:
     for key in ("id", "name", "rootfsImageName", "rootfsImageRef", "createdTime", "checkpointedTime"):
         assert key in real_config and key in standin_config, key
     assert real_config["rootfsImageName"] == standin_config["rootfsImageName"] == env.cluster.images["counter"]
+    assert real_config["rootfsImageRef"] == standin_config["rootfsImageRef"], "both pin the same manifest"
     assert real_spec["process"]["args"] == standin_spec["process"]["args"], "the same process was checkpointed"
     for name in ("rootfs-diff.tar", "spec.dump", "config.dump"):
         assert name in _entries(env.archive) and name in _entries(standin_archive), name
