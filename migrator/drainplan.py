@@ -10,8 +10,9 @@ preview and the real drain cannot disagree. The pods are classified as ``kubectl
 - blocking whatever the policy (kubectl drain refuses these too): DaemonSet pods without
   ignoreDaemonSets, pods with emptyDir volumes without deleteEmptyDirData;
 - unmigratable (``unmigratablePolicy`` decides: evict them, or stop Blocked): pods a
-  PodMigration would refuse (host network, not Running, an owner whose replacement cannot be
-  restored) and pods no node can take;
+  PodMigration would refuse (``migrator.movability``: host network, hostPath or persistent
+  volumes, devices, not Running, an owner whose replacement cannot be restored) and pods no
+  node can take;
 - everything else is migrated, each to the node that fits best, counting the pods this drain
   already sends there, so a drain spreads its pods instead of piling them on the emptiest node.
 """
@@ -25,12 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from migrator import placement
+from migrator.api import PodAction, PodOutcome, UnmigratablePolicy
+from migrator.movability import controller_of, empty_dirs, obstacles
 
-# The controllers whose pods a PodMigration can move (their replacement is restored by the webhook).
-# It lives with the PodMigration reconciler, which is the judge; a pod it would refuse is unmigratable here too.
-from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, PodAction, PodOutcome, UnmigratablePolicy
-
-MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 NAME_LIMIT: Final = 63  # PodMigration names from a drain, and NodeDrain names (they become label values)
 
 
@@ -177,10 +175,6 @@ def drain_generate_name(node: str) -> str:
 
 
 # --- one pod ---------------------------------------------------------------------------------
-def controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    return next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
-
-
 def owner_of(pod: Mapping[str, Any]) -> str:
     """``Kind/name`` of the pod's controller; empty for a bare pod."""
     owner = controller_of(pod)
@@ -202,44 +196,29 @@ class Verdict:
 
 
 def judge(pod: Mapping[str, Any], *, spec: DrainSpec) -> Verdict:
-    meta, pod_spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-    phase = status.get("phase") or "Unknown"
-    owner = controller_of(pod)
-    if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
-        return Verdict(action=PodAction.SKIP, reason="static (mirror) pod: the kubelet owns it")
-    if phase in ("Succeeded", "Failed"):
-        return Verdict(action=PodAction.SKIP, reason=f"finished ({phase}): nothing runs to move")
-    if meta.get("deletionTimestamp"):
-        return Verdict(action=PodAction.SKIP, reason="already being deleted")
-    if owner and owner.get("kind") == "DaemonSet":
-        if spec.ignore_daemonsets:
-            return Verdict(action=PodAction.SKIP, reason=f"DaemonSet pod ({owner['name']}): stays, it tolerates the cordon")
-        return Verdict(
-            action=PodAction.SKIP,
-            blocks=True,
-            reason=f"managed by DaemonSet {owner['name']}: it can neither move nor leave (set ignoreDaemonSets to drain anyway)",
-        )
-    empty_dirs = [v["name"] for v in pod_spec.get("volumes") or [] if "emptyDir" in v]
-    if empty_dirs and not spec.delete_emptydir_data:
-        return Verdict(
-            action=PodAction.MIGRATE,
-            blocks=True,
-            reason=f"has emptyDir volume(s) {', '.join(empty_dirs)}: a checkpoint carries the processes' memory, not the "
-            "files in emptyDir (set deleteEmptyDirData to move it anyway with empty emptyDir volumes)",
-        )
-    problem = None
-    if pod_spec.get("hostNetwork"):
-        problem = "uses the host network: its sockets cannot move with it"
-    elif phase != "Running":
-        problem = f"is {phase}, not Running: there is no process to checkpoint"
-    elif owner and owner.get("kind") not in OWNERS_RESTORED_BY_WEBHOOK:
-        problem = (
-            f"managed by {owner['kind']} {owner['name']}: only bare pods and pods of "
-            f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be migrated"
-        )
-    if problem:
-        return Verdict(action=PodAction.MIGRATE, unmigratable=True, reason=problem)
-    reason = "emptyDir contents will not move (deleteEmptyDirData)" if empty_dirs else ""
+    """The pod's fate in this drain, from what ``movability`` says stands in the way of moving it."""
+    found = obstacles(pod, delete_emptydir_data=spec.delete_emptydir_data)
+    skip = next((o for o in found if o.kind == "skip"), None)
+    if skip is not None:
+        owner = (controller_of(pod) or {}).get("name")
+        phase = (pod.get("status") or {}).get("phase")
+        if skip.reason == "DaemonSetPod" and not spec.ignore_daemonsets:
+            why = f"managed by DaemonSet {owner}: it can neither move nor leave (set ignoreDaemonSets to drain anyway)"
+            return Verdict(action=PodAction.SKIP, blocks=True, reason=why)
+        said = {  # how kubectl drain's users know these
+            "StaticPod": "static (mirror) pod: the kubelet owns it",
+            "PodNotRunning": f"finished ({phase}): nothing runs to move",
+            "PodTerminating": "already being deleted",
+            "DaemonSetPod": f"DaemonSet pod ({owner}): stays, it tolerates the cordon",
+        }
+        return Verdict(action=PodAction.SKIP, reason=said.get(skip.reason, skip.message))
+    data = next((o for o in found if o.kind == "data"), None)
+    if data is not None:
+        return Verdict(action=PodAction.MIGRATE, blocks=True, reason=data.message.removeprefix("has "))
+    never = next((o for o in found if o.kind == "never"), None)
+    if never is not None:
+        return Verdict(action=PodAction.MIGRATE, unmigratable=True, reason=never.message)
+    reason = "emptyDir contents will not move (deleteEmptyDirData)" if empty_dirs(pod) else ""
     return Verdict(action=PodAction.MIGRATE, reason=reason)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from migrator import api
+from migrator import api, movability
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,18 @@ class Webhook:
                 return web.json_response(review_response(uid))
             existing = None
         if existing is None:
+            # The evicting tool accepted losing the pod's emptyDir data (an eviction deletes it; kubectl drain
+            # asks for --delete-emptydir-data first), so the move may leave it behind too; a pod that cannot
+            # move at all is evicted as asked rather than refused later by a doomed migration.
+            refusal = movability.first_refusal(self.core.api_client.sanitize_for_serialization(pod), delete_emptydir_data=True)
+            if refusal is not None:
+                log.info("eviction of %s/%s allowed: pod %s", namespace, pod_name, refusal.message)
+                return web.json_response(review_response(uid))
             body = {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
                 "metadata": {"name": name, "namespace": namespace, "labels": {api.LABEL_EVICTION: "true"}},
-                "spec": {"podName": pod_name},
+                "spec": {"podName": pod_name, "deleteEmptyDirData": True},
             }
             try:
                 await self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, body)

@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="if the restore fails after the source was removed: restore on the source node (default) or recreate the pod",
     )
     pod.add_argument("--retain-checkpoint", action="store_true", help="keep the checkpoint images in the registry after success")
+    pod.add_argument(
+        "--delete-emptydir-data", action="store_true",
+        help="move a pod with emptyDir volumes anyway: its memory moves, its emptyDir files do not (they start empty)",
+    )  # fmt: skip
     _connection_flags(pod, suppress=True)
     _drain_parser(commands)
 

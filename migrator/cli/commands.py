@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from migrator import api, timeline
+from migrator import api, movability, timeline
 from migrator.cli import printing
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
@@ -52,16 +52,17 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: str | None) -> dict[str, Any]:
-    """The pod exists and runs; the target (if given) exists, is another node, Ready, not cordoned."""
+async def check_can_start(
+    *, kube: Api, namespace: str, pod_name: str, target: str | None, delete_emptydir_data: bool = False
+) -> dict[str, Any]:
+    """The pod exists and can move (``migrator.movability``); the target, if given, is another node, Ready, not cordoned."""
     pod = await kube.read_pod(namespace=namespace, name=pod_name)
     if pod is None:
         raise CliError(f'pod "{pod_name}" not found in namespace "{namespace}"')
-    phase = (pod.get("status") or {}).get("phase") or "Unknown"
-    if pod["metadata"].get("deletionTimestamp"):
-        raise CliError(f'pod "{pod_name}" is being deleted')
-    if phase != "Running":
-        raise CliError(f'pod "{pod_name}" is {phase}, not Running: only a running pod can be migrated')
+    refusal = movability.first_refusal(pod, delete_emptydir_data=delete_emptydir_data)
+    if refusal is not None:
+        hint = "; or pass --delete-emptydir-data" if refusal.reason == "EmptyDirData" else ""
+        raise CliError(f'pod "{pod_name}" {refusal.message}{hint}')
     if target is None:
         return pod
     node = await kube.read_node(name=target)
@@ -77,7 +78,14 @@ async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: s
 
 
 def migration_body(
-    *, namespace: str, pod_name: str, target: str | None, timeout: float, on_failure: str, retain_checkpoint: bool
+    *,
+    namespace: str,
+    pod_name: str,
+    target: str | None,
+    timeout: float,
+    on_failure: str,
+    retain_checkpoint: bool,
+    delete_emptydir_data: bool = False,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "podName": pod_name,
@@ -85,6 +93,8 @@ def migration_body(
         "onFailure": on_failure,
         "retainCheckpoint": retain_checkpoint,
     }
+    if delete_emptydir_data:
+        spec["deleteEmptyDirData"] = True
     if target:
         spec["targetNode"] = target
     return {
@@ -140,9 +150,12 @@ async def migrate_pod(
     timeout: float,
     on_failure: str,
     retain_checkpoint: bool,
+    delete_emptydir_data: bool = False,
     wait_grace: float = WAIT_GRACE,
 ) -> int:
-    await check_can_start(kube=kube, namespace=namespace, pod_name=pod_name, target=target)
+    await check_can_start(
+        kube=kube, namespace=namespace, pod_name=pod_name, target=target, delete_emptydir_data=delete_emptydir_data
+    )
     body = migration_body(
         namespace=namespace,
         pod_name=pod_name,
@@ -150,6 +163,7 @@ async def migrate_pod(
         timeout=timeout,
         on_failure=on_failure,
         retain_checkpoint=retain_checkpoint,
+        delete_emptydir_data=delete_emptydir_data,
     )
     created = await kube.create_migration(namespace=namespace, body=body)
     io.print(printing.created_line(created))

@@ -32,6 +32,7 @@ async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
                 timeout=args.timeout,
                 on_failure=args.on_failure,
                 retain_checkpoint=args.retain_checkpoint,
+                delete_emptydir_data=args.delete_emptydir_data,
             )
         if args.command == "drain":
             spec = drains.drain_spec(

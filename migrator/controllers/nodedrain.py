@@ -447,6 +447,7 @@ class NodeDrainReconciler:
                 "podName": entry["name"],
                 "targetNode": entry["target"],
                 "timeoutSeconds": min(api.DRAIN_MIGRATION_TIMEOUT, d.spec.timeout_seconds),
+                **({"deleteEmptyDirData": True} if d.spec.delete_emptydir_data else {}),
             },
         }
         try:

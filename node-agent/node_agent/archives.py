@@ -64,8 +64,13 @@ class ArchiveFacts:
 
     @property
     def base_image(self) -> str:
-        """The image the restored container runs on; the target node must have it (CRI-O never pulls it)."""
-        return str(self.config_dump.get("rootfsImageName") or self.config_dump.get("rootfsImage") or "")
+        """The image the restored container runs on; the target node must have it (CRI-O never pulls it).
+
+        The pinned reference when the runtime wrote one (containerd's ``rootfsImageRef`` is
+        ``repo@sha256:...``; CRI-O's is a bare image ID, which no registry answers to), else the name.
+        """
+        ref = str(self.config_dump.get("rootfsImageRef") or "")
+        return ref if "@" in ref else str(self.config_dump.get("rootfsImageName") or self.config_dump.get("rootfsImage") or "")
 
 
 def inspect_archive(path: Path) -> ArchiveFacts:

@@ -390,7 +390,7 @@ def test_render_json_yaml_name_without_managed_fields() -> None:
     [
         (["pod", "gone"], 'error: pod "gone" not found in namespace "shop"'),
         (["pod", "web", "-n", "other"], 'error: pod "web" not found in namespace "other"'),
-        (["pod", "pending"], 'error: pod "pending" is Pending, not Running: only a running pod can be migrated'),
+        (["pod", "pending"], 'error: pod "pending" is Pending, not Running: there is no process to checkpoint'),
         (["pod", "leaving"], 'error: pod "leaving" is being deleted'),
         (["pod", "web", "--to", "no-such-node"], 'error: node "no-such-node" not found'),
         (["pod", "web", "--to", "node-1"], 'error: pod "web" already runs on node "node-1"'),

@@ -257,13 +257,30 @@ async def test_an_eviction_starts_a_migration_and_is_answered_retry_later(http: 
     }
     migration = kube.migrations[("shop", name)]
     assert name == f"evict-web-{pod['metadata']['uid'][:8]}"
-    assert migration["spec"] == {"podName": "web"} and migration["metadata"]["labels"] == {api.LABEL_EVICTION: "true"}
+    assert migration["spec"] == {"podName": "web", "deleteEmptyDirData": True} and migration["metadata"]["labels"] == {
+        api.LABEL_EVICTION: "true"
+    }
 
     migration["status"] = {"phase": "Checkpointing"}
     again = await answer(http, "/intercept-evictions", eviction_review("web"))
     assert again["status"]["code"] == 429 and f"(podmigration {name}: Checkpointing)" in again["status"]["message"]
     assert kube.writes.count(f"create podmigration shop/{name}") == 1, "a retried eviction finds its migration"
     assert ("shop", "web") in kube.pods, "nothing evicted"
+
+
+async def test_an_eviction_of_a_pod_that_cannot_move_is_let_through_at_once(http: TestClient, kube: FakeKube) -> None:
+    kube.add_pod(make_pod("web", volumes=[{"name": "logs", "hostPath": {"path": "/var/log"}}]))
+    response = await answer(http, "/intercept-evictions", eviction_review("web", uid="req-4"))
+    assert response == {"uid": "req-4", "allowed": True}, "evicted as asked, no doomed migration"
+    assert not kube.migrations
+
+
+async def test_an_eviction_of_a_pod_with_emptydir_data_migrates_it_without_that_data(http: TestClient, kube: FakeKube) -> None:
+    kube.add_pod(make_pod("web", volumes=[{"name": "data", "emptyDir": {}}]))
+    response = await answer(http, "/intercept-evictions", eviction_review("web"))
+    assert response["allowed"] is False and response["status"]["code"] == 429
+    (migration,) = kube.migrations.values()
+    assert migration["spec"]["deleteEmptyDirData"] is True, "the evicting tool gave the emptyDir data up already"
 
 
 async def test_an_eviction_is_let_through_once_its_migration_failed(http: TestClient, kube: FakeKube) -> None:

@@ -27,8 +27,8 @@ from kubernetes_asyncio import client
 from agentapi import contract
 from agentapi.client import AgentError
 from kubeclient.reading import plain
-from migrator import api, placement, tracing
-from migrator.api import OWNERS_RESTORED_BY_WEBHOOK, Phase, Step
+from migrator import api, movability, placement, tracing
+from migrator.api import Phase, Step
 from migrator.controllers.podmigration import pods
 from migrator.controllers.podmigration.bookkeeping import (
     attributes,
@@ -50,29 +50,6 @@ POLL = 0.5  # how often a step that waits for the world looks again (a watch eve
 # A controller's replacement that did not pass the webhook (it started cold) is given this long
 # to turn out to be ours after all before the migration reports the state lost.
 COLD_REPLACEMENT_GRACE = timedelta(seconds=20)
-
-
-def _problem(pod: Mapping[str, Any], name: str) -> tuple[str, str] | None:
-    """Why this pod cannot be migrated at all, whatever the target: (reason, message), or None."""
-    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
-    controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-    if meta.get("deletionTimestamp"):
-        return ("PodTerminating", f"pod {name} is being deleted")
-    if status.get("phase") != "Running":
-        return ("PodNotRunning", f"pod {name} is {status.get('phase', 'Unknown')}, not Running")
-    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
-        return ("StaticPod", f"pod {name} is a static (mirror) pod: the kubelet owns it, it cannot be moved")
-    if controller and controller.get("kind") == "DaemonSet":
-        return ("DaemonSetPod", f"pod {name} belongs to DaemonSet {controller['name']}: it must stay on its node")
-    if controller and controller.get("kind") not in OWNERS_RESTORED_BY_WEBHOOK:
-        return (
-            "UnsupportedController",
-            f"pod {name} is managed by {controller['kind']} {controller['name']}; only bare pods and pods of "
-            f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be moved",
-        )
-    if spec.get("hostNetwork"):
-        return ("HostNetwork", f"pod {name} uses the host network: its sockets cannot move with it")
-    return None
 
 
 async def _moving_already(ctx: Context, m: Migration) -> str | None:
@@ -99,9 +76,9 @@ async def validate(ctx: Context, m: Migration) -> None:
         return fail_validation(
             m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved by PodMigration {other}; one migration per pod"
         )
-    problem = _problem(pod, m.pod_name)
-    if problem:
-        return fail_validation(m, *problem)
+    refusal = movability.first_refusal(pod, delete_emptydir_data=bool(m.spec.get("deleteEmptyDirData")))
+    if refusal:
+        return fail_validation(m, refusal.reason, f"pod {m.pod_name} {refusal.message}")
     meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
     source = spec["nodeName"]
     nodes = [plain(n) for n in (await ctx.core.list_node()).items]
@@ -132,6 +109,8 @@ async def validate(ctx: Context, m: Migration) -> None:
     controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
     if controller:
         m.status["owner"] = {"kind": controller["kind"], "name": controller["name"], "uid": controller["uid"]}
+    if dropped := movability.dropped_data(pod):
+        m.status["droppedData"] = dropped  # said in the outcome: never "with its state" when some was left behind
     m.status.update(
         sourceNode=source,
         targetNode=target,
@@ -332,7 +311,8 @@ async def cleanup(ctx: Context, m: Migration) -> None:
     await pods.delete_images(ctx, m)
     downtime = downtime_seconds(m)
     suffix = f"; downtime {downtime:.2f}s" if downtime is not None else ""
+    carried = f"with its memory; {m.status['droppedData']}" if m.status.get("droppedData") else "with its state"
     await finish(
         ctx, m, phase=Phase.SUCCEEDED, reason="Migrated",
-        message=f"pod {m.pod_name} moved from {m.status['sourceNode']} to {m.status['targetNode']} with its state{suffix}",
+        message=f"pod {m.pod_name} moved from {m.status['sourceNode']} to {m.status['targetNode']} {carried}{suffix}",
     )  # fmt: skip

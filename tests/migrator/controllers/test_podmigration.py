@@ -290,7 +290,7 @@ def _daemonset(w: World) -> None:
 VALIDATION = {
     "pod not found": (lambda w: None, {}, "PodNotFound", 'pod "shop/web" not found'),
     "pod not running": (
-        lambda w: w.kube.add_pod(make_pod("web", phase="Pending")), {}, "PodNotRunning", "pod web is Pending, not Running"
+        lambda w: w.kube.add_pod(make_pod("web", phase="Pending")), {}, "PodNotRunning", "pod web is Pending, not Running: there is no process to checkpoint"
     ),
     "daemonset pod": (_daemonset, {}, "DaemonSetPod", "pod web belongs to DaemonSet agent: it must stay on its node"),
     "host network": (
@@ -688,3 +688,35 @@ async def test_without_a_target_only_nodes_of_the_same_runtime_are_candidates(wo
     name = world.migrate()
     await world.reconcile(name)
     assert world.status(name)["targetNode"] == "node-2"
+
+
+# --- what cannot move is refused before anything is frozen (migrator.movability) --------------------
+@pytest.mark.parametrize(
+    ("volumes", "reason"),
+    [
+        ([{"name": "data", "emptyDir": {}}], "EmptyDirData"),
+        ([{"name": "logs", "hostPath": {"path": "/var/log"}}], "HostPathVolume"),
+        ([{"name": "db", "persistentVolumeClaim": {"claimName": "db"}}], "PersistentVolume"),
+    ],
+)
+async def test_a_pod_whose_state_cannot_move_is_refused_before_anything_is_frozen(
+    world: World, volumes: list[dict[str, Any]], reason: str
+) -> None:
+    uid = world.kube.add_pod(make_pod("web", volumes=volumes))["metadata"]["uid"]
+    name = world.migrate(targetNode="node-2")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", reason), s
+    assert world.agents.calls == [] and world.kube.pods[(NS, "web")]["metadata"]["uid"] == uid
+
+
+async def test_with_delete_emptydir_data_it_moves_and_says_what_was_left_behind(world: World) -> None:
+    world.kube.add_pod(make_pod("web", volumes=[{"name": "data", "emptyDir": {}}]))
+    name = world.migrate(targetNode="node-2", deleteEmptyDirData=True)
+    await world.to_wait_ready(name)
+    world.kubelet.start(NS, "web")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Succeeded", "Migrated")
+    assert "with its memory; emptyDir volume(s) data started empty (deleteEmptyDirData)" in s["message"]
+    assert "with its state" not in s["message"], "never claims the state moved when some was left behind"
