@@ -869,6 +869,7 @@ def test_cli_on_the_local_cluster(kube: Kube, cluster: lc.Cluster, namespace: st
                 "timeoutSeconds": 120,
                 "onFailure": "RestoreSource",
                 "retainCheckpoint": False,
+                "deleteEmptyDirData": False,  # the CRD's default
             },
         )
     ]

@@ -107,7 +107,7 @@ def test_a_hostpath_pod_is_refused_before_anything_is_frozen(
 ) -> None:
     source, target = cluster.nodes[0].name, cluster.nodes[1].name
     host_dir = Path(cluster.state_dir) / f"hostpath-{namespace}"
-    host_dir.mkdir()
+    host_dir.mkdir(exist_ok=True)
     kube.apply(appender(namespace, source, cluster.images["counter"], name="hp", volume=f"hostPath: {{path: {host_dir}}}"))
     wait_for("appending", lambda: len(lines(kube, namespace, "hp")) >= 2)
     refused = migrate(cluster, namespace, "hp", "--to", target)
