@@ -6,7 +6,7 @@ strings once so that the reconciler, the CLI and the tests cannot drift from eac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Final
 
@@ -85,6 +85,17 @@ PHASE_OF_STEP: Final = {
     Step.RESTORE_SOURCE: Phase.ROLLING_BACK,
     Step.RECREATE: Phase.ROLLING_BACK,
 }
+
+
+def unfinished_migrations_of(migrations: Iterable[Mapping[str, Any]], *, pod: str) -> list[Mapping[str, Any]]:
+    """The PodMigrations (of one namespace) still moving ``pod``, oldest first: one migration per pod at a time."""
+    moving = [
+        m for m in migrations
+        if (m.get("spec") or {}).get("podName") == pod
+        and (m.get("status") or {}).get("phase") not in TERMINAL_PHASES
+        and (m.get("status") or {}).get("step") != Step.DONE
+    ]  # fmt: skip
+    return sorted(moving, key=lambda m: (m["metadata"].get("creationTimestamp") or "", m["metadata"]["name"]))
 
 
 class OnFailure(StrEnum):

@@ -53,6 +53,7 @@ class Verdict:
     fits: bool
     reason: str = ""
     free_score: float = 0.0
+    pods: int = 0  # pods on the node already: the tie-break when scores tie (pods without requests)
 
 
 def _is_ready(node: Mapping[str, Any]) -> bool:
@@ -160,7 +161,7 @@ def check(
     for key in ("cpu", "memory"):
         if allocatable.get(key):
             score += (allocatable[key] - used.get(key, 0.0) - pod_requests(pod).get(key, 0.0)) / allocatable[key]
-    return Verdict(node=name, fits=True, free_score=score)
+    return Verdict(node=name, fits=True, free_score=score, pods=count)
 
 
 def choose(
@@ -177,5 +178,7 @@ def choose(
         for node in nodes
         if node["metadata"]["name"] != exclude
     ]
-    fitting = sorted((v for v in verdicts if v.fits), key=lambda v: (-v.free_score, v.node))
+    # Most free resources first; on a tie (pods without requests change no score), the least-loaded node, so a
+    # drain spreads such pods instead of sending them all to the first node by name.
+    fitting = sorted((v for v in verdicts if v.fits), key=lambda v: (-round(v.free_score, 9), v.pods, v.node))
     return (fitting[0] if fitting else None), verdicts

@@ -49,14 +49,6 @@ def _rootfs_diff(upper: Path, tar_path: Path, *, mountpoints: set[str]) -> list[
     return deleted
 
 
-def _criu_errors(log: Path, *, lines: int = 4) -> str:
-    """CRIU's own error lines from a dump or restore log, for the error message (the log goes away)."""
-    if not log.exists():
-        return ""
-    errors = [line.strip() for line in log.read_text(errors="replace").splitlines() if "Error" in line]
-    return ("; criu: " + " | ".join(errors[-lines:])) if errors else ""
-
-
 def _config_dump(container: Container, *, checkpointed_at: datetime) -> dict[str, Any]:
     image = container.request.image
     return {
@@ -93,9 +85,7 @@ async def checkpoint_container(*, runc: Runc, container: Container, checkpoints_
         try:
             await runc.checkpoint(container_id=container.id, image_path=images, work_path=work, leave_running=True)
         except RuncError as exc:
-            raise ContainerError(
-                f"failed to checkpoint container {container.id}: {exc}{_criu_errors(work / 'dump.log')}"
-            ) from None
+            raise ContainerError(f"failed to checkpoint container {container.id}: {exc}") from None  # CRIU's lines included
         spec = json.loads((container.bundle / "config.json").read_text())
         bind_mounts = [m for m in spec["mounts"] if m.get("type") == "bind"]
         (work / names.SPEC_DUMP_FILE).write_text(json.dumps(spec, indent=1))

@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 
+def criu_errors(log: Path, *, lines: int = 4) -> str:
+    """CRIU's own error lines from a dump or restore log, for the error message: the cause reaches the
+    pod's status (and so the migration's), not only a file on the node."""
+    if not log.exists():
+        return ""
+    errors = [line.strip() for line in log.read_text(errors="replace").splitlines() if "Error" in line]
+    return ("; criu: " + " | ".join(errors[-lines:])) if errors else ""
+
+
 class RuncError(RuntimeError):
     def __init__(self, message: str, *, stderr: str = "") -> None:
         super().__init__(message)
@@ -103,7 +112,8 @@ class Runc:
                 stderr=stdio[2],
             )
         except RuncError as exc:
-            raise RuncError(f"{exc}; see {work_path / 'restore.log'}", stderr=exc.stderr) from None
+            log = work_path / "restore.log"
+            raise RuncError(f"{exc}{criu_errors(log)}; see {log}", stderr=exc.stderr) from None
 
     async def checkpoint(self, *, container_id: str, image_path: Path, work_path: Path, leave_running: bool = True) -> None:
         args = ["checkpoint", "--image-path", str(image_path), "--work-path", str(work_path)]
@@ -112,7 +122,8 @@ class Runc:
         try:
             await self._run(*args, container_id, timeout=600.0)
         except RuncError as exc:
-            raise RuncError(f"{exc}; see {work_path / 'dump.log'}", stderr=exc.stderr) from None
+            log = work_path / "dump.log"
+            raise RuncError(f"{exc}{criu_errors(log)}; see {log}", stderr=exc.stderr) from None
 
     async def kill(self, *, container_id: str, signal: str = "TERM", all_processes: bool = False) -> None:
         args = ["kill"] + (["--all"] if all_processes else []) + [container_id, signal]

@@ -63,6 +63,9 @@ async def check_can_start(
     if refusal is not None:
         hint = "; or pass --delete-emptydir-data" if refusal.reason == "EmptyDirData" else ""
         raise CliError(f'pod "{pod_name}" {refusal.message}{hint}')
+    moving = api.unfinished_migrations_of(await kube.list_migrations(namespace=namespace), pod=pod_name)
+    if moving:
+        raise CliError(f'pod "{pod_name}" is already being moved by {printing.RESOURCE} "{moving[0]["metadata"]["name"]}"')
     if target is None:
         return pod
     node = await kube.read_node(name=target)

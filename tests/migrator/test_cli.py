@@ -410,6 +410,29 @@ def test_pod_checks_fail_with_one_line_before_creating_anything(argv: list[str],
     assert not fake.created
 
 
+def test_pod_that_is_already_moving_or_holds_data_is_refused_in_one_line() -> None:
+    fake = cluster_world()
+    moving = succeeded_migration("web-abcde")
+    moving["status"] = {"phase": "Checkpointing", "step": "Checkpoint"}
+    fake.migrations[("shop", "web-abcde")] = moving
+    code, out, err = run_cli(fake, "pod", "web", "--to", "node-2")
+    assert (code, out, err) == (1, "", 'error: pod "web" is already being moved by podmigration.podmigrate.io "web-abcde"\n')
+    fake.migrations[("shop", "web-abcde")]["status"] = {"phase": "Succeeded", "step": "Done"}
+    fake.pods[("shop", "scratch")] = {
+        **sample_pod("scratch"),
+        "spec": {"nodeName": "node-1", "volumes": [{"name": "tmp", "emptyDir": {}}]},
+    }
+    code, out, err = run_cli(fake, "pod", "scratch", "--to", "node-2")
+    assert (
+        code == 1
+        and err.startswith('error: pod "scratch" has emptyDir volume(s) tmp: ')
+        and err.endswith("; or pass --delete-emptydir-data\n")
+    )
+    assert not fake.created
+    code, out, err = run_cli(fake, "pod", "scratch", "--to", "node-2", "--delete-emptydir-data")
+    assert code == 0 and fake.created[-1]["spec"]["deleteEmptyDirData"] is True
+
+
 def test_pod_creates_a_podmigration() -> None:
     fake = cluster_world()
     code, out, err = run_cli(

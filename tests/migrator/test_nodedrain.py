@@ -19,7 +19,7 @@ def pod(
     labels: dict[str, str] | None = None,
     phase: str = "Running",
     owner: tuple[str, str] | None = None,
-    cpu: str = "100m",
+    cpu: str | None = "100m",
     **spec: Any,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}}
@@ -29,7 +29,7 @@ def pod(
         "metadata": meta,
         "spec": {
             "nodeName": node,
-            "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}],
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}} if cpu else {}}],
             **spec,
         },
         "status": {"phase": phase},
@@ -171,6 +171,17 @@ def test_pods_spread_over_targets_counting_what_the_drain_already_sent() -> None
     targets = [p.target for p in plan.pods]
     assert sorted(targets) == ["node-2", "node-2", "node-3", "node-3"], targets
     assert not plan.blocked
+
+
+def test_pods_without_requests_spread_over_the_least_loaded_nodes() -> None:
+    nodes = [node("node-1"), node("node-2"), node("node-3"), node("node-4")]
+    pods = [pod(f"p{i}", cpu=None) for i in range(6)]
+    busy = {"node-2": [pod(f"old{i}", cpu=None) for i in range(3)]}
+    plan = drainplan.plan(spec=DrainSpec(node="node-1"), pods=pods, nodes=nodes, pods_by_node={"node-1": pods, **busy})
+    targets = sorted(p.target for p in plan.pods)
+    # Scores tie (no requests): the drain fills the emptier nodes first instead of piling all on node-2 by name,
+    # and every node ends with three pods.
+    assert targets == ["node-3", "node-3", "node-3", "node-4", "node-4", "node-4"], targets
 
 
 def test_a_pod_that_fits_nowhere_once_others_are_placed_is_unmigratable() -> None:

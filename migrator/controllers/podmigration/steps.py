@@ -56,13 +56,9 @@ async def _moving_already(ctx: Context, m: Migration) -> str | None:
     """An older unfinished PodMigration of the same pod: one migration per pod at a time."""
     listing = await ctx.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, m.namespace, api.PLURAL)
     mine = (m.meta.get("creationTimestamp") or "", m.name)
-    for other in listing.get("items") or []:
-        meta, status = other["metadata"], other.get("status") or {}
-        if meta["uid"] == m.uid or (other.get("spec") or {}).get("podName") != m.pod_name:
-            continue
-        if status.get("phase") in api.TERMINAL_PHASES or status.get("step") == Step.DONE:
-            continue
-        if (meta.get("creationTimestamp") or "", meta["name"]) < mine:
+    for other in api.unfinished_migrations_of(listing.get("items") or [], pod=m.pod_name):
+        meta = other["metadata"]
+        if meta["uid"] != m.uid and (meta.get("creationTimestamp") or "", meta["name"]) < mine:
             return str(meta["name"])
     return None
 
