@@ -168,8 +168,11 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         _taint_real_nodes(c)
         # Into the test log even when everything passes: which nodes (and runtimes) this run had.
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("\n$ kubectl get nodes -o wide\n" + c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            wide = c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout
+            with capture.global_and_fixture_disabled():  # past pytest's output capture, into the log
+                reporter.write_line("\n$ kubectl get nodes -o wide\n" + wide)
         yield c
     finally:
         lc.down(state_dir=state)  # raises if a mount, netns, cgroup or process is left behind

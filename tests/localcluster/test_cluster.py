@@ -44,8 +44,15 @@ def test_every_node_is_ready_with_loopback_address(kube: Kube, cluster: lc.Clust
         assert not lifecycle, "the node-lifecycle controller must not taint a healthy node"
         address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
         assert ipaddress.ip_address(address).is_loopback
-    leases = kube.get("leases", namespace="kube-node-lease")["items"]
-    assert {lease["metadata"]["name"] for lease in leases} >= {n.name for n in cluster.nodes}
+    # A real kubelet creates its Lease with its first heartbeat, shortly after it registered.
+    wait_for(
+        "every node's Lease",
+        lambda: (
+            {lease["metadata"]["name"] for lease in kube.get("leases", namespace="kube-node-lease")["items"]}
+            >= {n.name for n in cluster.nodes}
+        ),
+        timeout=30,
+    )
 
 
 def test_deployment_is_scheduled_replaced_logged_and_deleted(kube: Kube, cluster: lc.Cluster, namespace: str) -> None:
