@@ -66,15 +66,5 @@ CGO_ENABLED=0 go build -buildvcs=false -mod=readonly -trimpath -ldflags="$ldflag
 # etcd's main package is the module root, so go names the binary after its last path element.
 mv "$tmp_dir/server" "$tmp_dir/etcd"
 
-for b in "${binaries[@]}"; do
-    [[ -x "$tmp_dir/$b" ]] || { echo "build.sh: $b was not built" >&2; exit 1; }
-done
-
-# Replace any incomplete bin/ left by an older, interrupted layout, then rename into place.
-chmod 0755 "$tmp_dir"  # mktemp -d made it 0700
-rm -rf "$bin_dir"
-mv -T "$tmp_dir" "$bin_dir"
-trap - EXIT
-
 echo "build.sh: built in $((SECONDS - start)) s" >&2
-echo "$bin_dir"
+install_built "$tmp_dir" "$bin_dir" "${binaries[@]}"

@@ -79,13 +79,5 @@ cd_ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/
     github.com/containernetworking/plugins/plugins/meta/portmap \
     github.com/podmigrate/localcluster/realnode/pause)
 
-for b in "${binaries[@]}"; do
-    [[ -x "$tmp_dir/$b" ]] || { echo "build.sh: $b was not built" >&2; exit 1; }
-done
-chmod 0755 "$tmp_dir"  # mktemp -d made it 0700
-rm -rf "$bin_dir"
-mv -T "$tmp_dir" "$bin_dir"
-trap - EXIT
-
 echo "build.sh: built in $((SECONDS - start)) s" >&2
-echo "$bin_dir"
+install_built "$tmp_dir" "$bin_dir" "${binaries[@]}"
