@@ -811,7 +811,10 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     assert fields["NODE_NAME"] == "spec.nodeName" and fields["NODE_IP"] == "status.hostIP"
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert host_paths == {"/var/lib/kubelet/checkpoints", "/sys/fs/cgroup"} and host_paths <= mounts
+    assert (
+        host_paths == {"/var/lib/kubelet/checkpoints", "/sys/fs/cgroup", "/run/podmigrate/stop-after-dump"}
+        and host_paths <= mounts
+    )
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent", "scheme": "HTTPS"}
 
 
