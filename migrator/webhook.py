@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from kubeclient.reading import plain
 from migrator import api, movability
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class Webhook:
             # The evicting tool accepted losing the pod's emptyDir data (an eviction deletes it; kubectl drain
             # asks for --delete-emptydir-data first), so the move may leave it behind too; a pod that cannot
             # move at all is evicted as asked rather than refused later by a doomed migration.
-            refusal = movability.first_refusal(self.core.api_client.sanitize_for_serialization(pod), delete_emptydir_data=True)
+            refusal = movability.first_refusal(plain(pod), delete_emptydir_data=True)
             if refusal is not None:
                 log.info("eviction of %s/%s allowed: pod %s", namespace, pod_name, refusal.message)
                 return web.json_response(review_response(uid))

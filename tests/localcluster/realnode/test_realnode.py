@@ -180,7 +180,7 @@ def test_the_standin_writes_the_archive_a_real_node_writes(env: Env) -> None:
     assert status == 200, (status, body)
     standin_archive = Path(json.loads(body)["items"][0])
 
-    def contents(archive: Path) -> tuple[set[str], dict[str, str], dict[str, object]]:
+    def contents(archive: Path) -> tuple[set[str], set[str], dict[str, str], dict[str, object]]:
         with tarfile.open(archive) as tar:
             names = set(tar.getnames())
             config = json.loads(tar.extractfile("config.dump").read())  # type: ignore[union-attr]
@@ -188,10 +188,10 @@ def test_the_standin_writes_the_archive_a_real_node_writes(env: Env) -> None:
         kinds = {
             name.split("/", 1)[1].split("-")[0].split(".")[0] for name in names if name.startswith("checkpoint/") and "/" in name
         }
-        return kinds, config, spec
+        return names, kinds, config, spec
 
-    real_kinds, real_config, real_spec = contents(env.archive)
-    standin_kinds, standin_config, standin_spec = contents(standin_archive)
+    real_names, real_kinds, real_config, real_spec = contents(env.archive)
+    standin_names, standin_kinds, standin_config, standin_spec = contents(standin_archive)
     print(f"\nCRIU images: containerd {sorted(real_kinds)}\n             stand-in   {sorted(standin_kinds)}")
     core = {"inventory", "pstree", "core", "mm", "pagemap", "pages", "files", "fs", "ids"}
     assert core <= real_kinds and core <= standin_kinds, (real_kinds, standin_kinds)
@@ -201,12 +201,7 @@ def test_the_standin_writes_the_archive_a_real_node_writes(env: Env) -> None:
     assert real_config["rootfsImageRef"] == standin_config["rootfsImageRef"], "both pin the same manifest"
     assert real_spec["process"]["args"] == standin_spec["process"]["args"], "the same process was checkpointed"
     for name in ("rootfs-diff.tar", "spec.dump", "config.dump"):
-        assert name in _entries(env.archive) and name in _entries(standin_archive), name
-
-
-def _entries(archive: Path) -> set[str]:
-    with tarfile.open(archive) as tar:
-        return set(tar.getnames())
+        assert name in real_names and name in standin_names, name
 
 
 async def _push(archive: Path, registry: str, env: Env) -> str:
