@@ -231,6 +231,8 @@ class Checkpointer:
                         if self._freezer.state(cgroup) != "THAWED":
                             await self._freezer.thaw(cgroup, timeout=self._freeze_timeout)
                             thawed.append(name)
+                        if self._freezer.continue_stopped(cgroup) and name not in thawed:
+                            thawed.append(name)  # stopped by the CRIU hook, never frozen: the agent died in between
                     except (FreezeError, OSError) as exc:
                         raise AgentError(f"thawing container {name}: {exc}", status=500, stage="freeze") from None
                 self._metrics.thaws.inc(len(thawed), reason="request")

@@ -141,6 +141,29 @@ class CgroupFreezer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+    def continue_stopped(self, cgroup: Path) -> int:
+        """SIGCONT every task of ``cgroup`` that is stopped; how many.
+
+        A container the node's CRIU hook stopped at the end of its dump (``dumphook``) is stopped, not
+        frozen, until the agent turns the stop into a freeze. If the agent died in between, a thaw
+        must continue it too, or a rolled-back pod would stay stopped for good.
+        """
+        continued = 0
+        try:
+            procs = (cgroup / "cgroup.procs").read_text().split()
+        except FileNotFoundError:
+            return 0  # the cgroup is gone: nothing in it to continue
+        for pid in (int(p) for p in procs):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "T":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                continued += 1
+        return continued
+
     async def kill_frozen(self, cgroup: Path, *, timeout: float = 10.0) -> int:
         """SIGKILL every task of a *frozen* cgroup, then thaw it so they die; returns how many.
 

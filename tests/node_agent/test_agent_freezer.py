@@ -171,6 +171,33 @@ async def test_thaw_of_a_vanished_cgroup_is_quiet(tmp_path: Path) -> None:
     await CgroupFreezer(root=tmp_path).thaw(cg, timeout=0.1)
 
 
+def test_a_thaw_also_continues_tasks_the_criu_hook_stopped(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    def state(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+    stopped, running = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    try:
+        stopped.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while state(stopped.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cgroup = _v1_cgroup(tmp_path, "pod", CID)
+        (cgroup / "cgroup.procs").write_text(f"{stopped.pid}\n{running.pid}\n")
+        assert CgroupFreezer(root=tmp_path).continue_stopped(cgroup) == 1
+        deadline = time.monotonic() + 5
+        while state(stopped.pid) == "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state(stopped.pid) != "T", "the stopped task runs again"
+    finally:
+        for proc in (stopped, running):
+            proc.kill()
+            proc.wait()
+
+
 async def test_freeze_of_a_vanished_cgroup_fails(tmp_path: Path) -> None:
     (tmp_path / "freezer").mkdir()
     with pytest.raises(FreezeError):
