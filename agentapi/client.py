@@ -128,3 +128,22 @@ class AgentClient:
         except AgentError as exc:
             if exc.status != 404:
                 raise
+
+    async def stage_volumes(
+        self, *, node: Mapping[str, Any], request: contract.StageRequest, traceparent: str | None
+    ) -> contract.StageResponse:
+        """Have the node's agent fetch a pod's emptyDir data, ready for the pod's restore there."""
+        url = self.url(node, contract.PATH_VOLUMES)
+        data = await self._call("POST", url, body=request.to_json(), traceparent=traceparent, timeout=600)
+        return contract.StageResponse.from_json(data)
+
+    async def restored_volumes(self, *, node: Mapping[str, Any], namespace: str, pod: str) -> list[str]:
+        """UIDs of the pods the node's CRIU hook moved the staged data into."""
+        url = self.url(node, contract.PATH_VOLUMES) + f"?namespace={namespace}&pod={pod}"
+        data = await self._call("GET", url, body=None, traceparent=None, timeout=30)
+        return [str(uid) for uid in data.get("restored") or []]
+
+    async def unstage_volumes(self, *, node: Mapping[str, Any], namespace: str, pod: str, traceparent: str | None) -> None:
+        url = self.url(node, contract.PATH_VOLUMES)
+        body = contract.PodRef(namespace=namespace, pod=pod).to_json()
+        await self._call("DELETE", url, body=body, traceparent=traceparent, timeout=30)

@@ -12,6 +12,9 @@ Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
 * ``POST /v1/kill``        ``PodRef`` -> ``{"killed": [names]}`` (only frozen containers; 409 for a running one)
 * ``GET  /v1/frozen``      ``?namespace=&pod=`` -> ``FrozenState``
 * ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` -> ``{"deleted": bool}``
+* ``POST /v1/volumes``     ``StageRequest`` -> ``StageResponse`` (a pod's emptyDir data staged for its restore here)
+* ``GET /v1/volumes``      ``?namespace=&pod=`` -> ``{"restored": [pod UIDs the data moved into]}``
+* ``DELETE /v1/volumes``   ``PodRef`` -> ``{"unstaged": bool}``
 * ``GET /healthz``, ``GET /metrics`` (no authentication)
 
 Errors are ``{"error": "...", "stage": "freeze|checkpoint|push"}`` (stage only where one applies).
@@ -31,6 +34,7 @@ PATH_THAW: Final = "/v1/thaw"
 PATH_KILL: Final = "/v1/kill"
 PATH_FROZEN: Final = "/v1/frozen"
 PATH_IMAGES: Final = "/v1/images"
+PATH_VOLUMES: Final = "/v1/volumes"
 PATH_HEALTHZ: Final = "/healthz"
 # Sent by the control service with every call: which migration it is for (namespace/name), for logs.
 HEADER_MIGRATION: Final = "X-Podmigrate-Migration"
@@ -80,12 +84,33 @@ class PodRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmptyDirVolume:
+    """An emptyDir volume of the pod: its name (a DNS label) and medium ("" for node disk, or "Memory")."""
+
+    name: str
+    medium: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> EmptyDirVolume:
+        if not isinstance(data, Mapping):
+            raise ContractError("each volume must be {'name': ..., 'medium': '' or 'Memory'}")
+        medium = data.get("medium") or ""
+        if medium not in ("", "Memory"):
+            raise ContractError(f"volume medium must be '' or 'Memory', got {medium!r}")
+        return cls(name=_string(data, "name", pattern=_DNS_LABEL, what="volume name"), medium=medium)
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "medium": self.medium}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointRequest:
     """Freeze (optionally) and checkpoint a pod's containers into images under ``image_repository``.
 
     ``containers`` None means every container of the pod. With one container the image is
     tagged ``tag``; with several, each is tagged ``<tag>-<container>`` (callers should use the
-    digest-pinned ``image`` of the response anyway). ``timeout_seconds`` bounds each kubelet
+    digest-pinned ``image`` of the response anyway); the volume data is tagged ``<tag>-volumes``.
+    ``timeout_seconds`` bounds each kubelet
     checkpoint call (the kubelet's own ``?timeout=``).
     """
 
@@ -96,6 +121,8 @@ class CheckpointRequest:
     containers: tuple[str, ...] | None = None
     freeze: bool = True
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    # emptyDir volumes whose files are captured (the pod still frozen) and pushed beside the images.
+    volumes: tuple[EmptyDirVolume, ...] = ()
 
     @property
     def repository(self) -> Reference:
@@ -133,6 +160,12 @@ class CheckpointRequest:
         freeze = data.get("freeze", True)
         if not isinstance(freeze, bool):
             raise ContractError("'freeze' must be true or false")
+        raw_volumes = data.get("volumes") or []
+        if not isinstance(raw_volumes, list):
+            raise ContractError("'volumes' must be a list of {'name': ..., 'medium': '' or 'Memory'}")
+        volumes = tuple(EmptyDirVolume.from_json(v) for v in raw_volumes)
+        if len({v.name for v in volumes}) != len(volumes):
+            raise ContractError("'volumes' lists a volume twice")
         timeout = data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
             raise ContractError(f"'timeout_seconds' must be an integer between 1 and {MAX_TIMEOUT_SECONDS}")
@@ -144,6 +177,7 @@ class CheckpointRequest:
             containers=containers,
             freeze=freeze,
             timeout_seconds=timeout,
+            volumes=volumes,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -157,7 +191,13 @@ class CheckpointRequest:
         }
         if self.containers is not None:
             out["containers"] = list(self.containers)
+        if self.volumes:
+            out["volumes"] = [v.to_json() for v in self.volumes]
         return out
+
+    @property
+    def volume_tag(self) -> str:
+        return f"{self.tag[:120]}-volumes"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +248,39 @@ class ContainerCheckpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VolumeDataCheckpoint:
+    """The pod's emptyDir files, as one artifact ``image`` (``host/repo@sha256:...``)."""
+
+    image: str
+    digest: str
+    volumes: tuple[str, ...]
+    data_bytes: int  # the volumes' tars, uncompressed
+    capture_s: float
+    push_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "volumes": list(self.volumes),
+            "data_bytes": self.data_bytes,
+            "timings": {"capture_s": round(self.capture_s, 4), "push_s": round(self.push_s, 4)},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VolumeDataCheckpoint:
+        t = data.get("timings") or {}
+        return cls(
+            image=str(data["image"]),
+            digest=str(data["digest"]),
+            volumes=tuple(str(v) for v in data.get("volumes") or ()),
+            data_bytes=int(data["data_bytes"]),
+            capture_s=float(t.get("capture_s", 0.0)),
+            push_s=float(t.get("push_s", 0.0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointResponse:
     """``frozen``: whether the pod is frozen now (it stays frozen until ``/v1/thaw``)."""
 
@@ -215,22 +288,72 @@ class CheckpointResponse:
     containers: tuple[ContainerCheckpoint, ...]
     freeze_s: float = 0.0
     total_s: float = 0.0
+    volume_data: VolumeDataCheckpoint | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "frozen": self.frozen,
             "containers": [c.to_json() for c in self.containers],
             "timings": {"freeze_s": round(self.freeze_s, 4), "total_s": round(self.total_s, 4)},
         }
+        if self.volume_data is not None:
+            out["volume_data"] = self.volume_data.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CheckpointResponse:
         timings = data.get("timings") or {}
+        volume_data = data.get("volume_data")
         return cls(
             frozen=bool(data["frozen"]),
             containers=tuple(ContainerCheckpoint.from_json(c) for c in data["containers"]),
             freeze_s=float(timings.get("freeze_s", 0.0)),
             total_s=float(timings.get("total_s", 0.0)),
+            volume_data=VolumeDataCheckpoint.from_json(volume_data) if volume_data else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRequest:
+    """Stage the volume-data artifact ``image`` (digest-pinned) for the restore of ``namespace/pod`` on this node."""
+
+    namespace: str
+    pod: str
+    image: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StageRequest:
+        ref = PodRef.from_json(data)
+        image = data.get("image")
+        if not isinstance(image, str):
+            raise ContractError("'image' must be a string like host/repository@sha256:...")
+        try:
+            parsed = parse_reference(image)
+        except ValueError as exc:
+            raise ContractError(f"'image': {exc}") from None
+        if not parsed.digest:
+            raise ContractError("'image' must be pinned by digest (host/repository@sha256:...)")
+        return cls(namespace=ref.namespace, pod=ref.pod, image=image)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "pod": self.pod, "image": self.image}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageResponse:
+    volumes: tuple[str, ...]
+    data_bytes: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"volumes": list(self.volumes), "data_bytes": self.data_bytes, "seconds": round(self.seconds, 4)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StageResponse:
+        return cls(
+            volumes=tuple(str(v) for v in data.get("volumes") or ()),
+            data_bytes=int(data.get("data_bytes", 0)),
+            seconds=float(data.get("seconds", 0.0)),
         )
 
 

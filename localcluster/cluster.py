@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from localcluster import controlplane, processes, realnode, testimages
+from localcluster import controlplane, nodesetup, processes, realnode, testimages
 
 CACHE: Final = Path(os.environ.get("PODMIGRATE_CACHE", Path.home() / ".cache" / "podmigrate"))
 INSTALL_DEPS: Final = Path(__file__).resolve().parent / "install-deps.sh"
@@ -218,8 +218,12 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
                     str(node_state),
                     "--plain-http-registry",
                     registry,
+                    "--criu-action-script",
+                    str(nodesetup.CRIU_HOOK_SCRIPT),
                 ],
+                env={nodesetup.VOLUME_DIR_ENV: str(nodesetup.volume_dir(node_state))},
             )
+            nodesetup.volume_dir(node_state).mkdir(mode=0o700, exist_ok=True)
             infos.append(NodeInfo(name=name, index=10 * instance + i, address=address, state_dir=str(node_state)))
         if real_nodes:
             bin_dir = realnode.ensure_binaries()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from localcluster import processes, realnode
+from localcluster import nodesetup, processes, realnode
 from localcluster.cluster import Cluster, ClusterError, NodeInfo
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -64,11 +64,13 @@ class Installation:
 
     @staticmethod
     def _hook_args(node: NodeInfo) -> list[str]:
-        """A real node's agent arms the CRIU post-dump hook in the directory its containerd was told of."""
+        """The node's directories: its kubelet's, the volume staging its CRIU hook reads, and (real
+        nodes) where the agent arms the post-dump hook its containerd was told of."""
+        args = nodesetup.agent_args(Path(node.state_dir))
         if node.kind != "real":
-            return []
+            return args
         spec = realnode.RealNode.load(Path(node.state_dir) / realnode.SPEC_FILE)
-        return ["--dump-hook-dir", str(spec.dump_hook_dir)]
+        return [*args, "--dump-hook-dir", str(spec.dump_hook_dir)]
 
     def start_agent(self, node_name: str) -> None:
         node = next(n for n in self.cluster.nodes if n.name == node_name)

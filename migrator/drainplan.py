@@ -8,7 +8,8 @@ preview and the real drain cannot disagree. The pods are classified as ``kubectl
 - left alone (``skip``): static (mirror) pods, DaemonSet pods (with ignoreDaemonSets), finished
   pods and pods already being deleted;
 - blocking whatever the policy (kubectl drain refuses these too): DaemonSet pods without
-  ignoreDaemonSets, pods with emptyDir volumes without deleteEmptyDirData;
+  ignoreDaemonSets (emptyDir files move with their pods: kubectl drain's refusal of them has no
+  reason here, and deleteEmptyDirData only says to leave them behind);
 - unmigratable (``unmigratablePolicy`` decides: evict them, or stop Blocked): pods a
   PodMigration would refuse (``migrator.movability``: host network, hostPath or persistent
   volumes, devices, not Running, an owner whose replacement cannot be restored) and pods no
@@ -197,7 +198,7 @@ class Verdict:
 
 def judge(pod: Mapping[str, Any], *, spec: DrainSpec) -> Verdict:
     """The pod's fate in this drain, from what ``movability`` says stands in the way of moving it."""
-    found = obstacles(pod, delete_emptydir_data=spec.delete_emptydir_data)
+    found = obstacles(pod)
     skip = next((o for o in found if o.kind == "skip"), None)
     if skip is not None:
         owner = (controller_of(pod) or {}).get("name")
@@ -212,13 +213,14 @@ def judge(pod: Mapping[str, Any], *, spec: DrainSpec) -> Verdict:
             "DaemonSetPod": f"DaemonSet pod ({owner}): stays, it tolerates the cordon",
         }
         return Verdict(action=PodAction.SKIP, reason=said.get(skip.reason, skip.message))
-    data = next((o for o in found if o.kind == "data"), None)
-    if data is not None:
-        return Verdict(action=PodAction.MIGRATE, blocks=True, reason=data.message.removeprefix("has "))
     never = next((o for o in found if o.kind == "never"), None)
     if never is not None:
         return Verdict(action=PodAction.MIGRATE, unmigratable=True, reason=never.message)
-    reason = "emptyDir contents will not move (deleteEmptyDirData)" if empty_dirs(pod) else ""
+    dirs = empty_dirs(pod)
+    if dirs and spec.delete_emptydir_data:
+        reason = "emptyDir files left behind (deleteEmptyDirData)"
+    else:
+        reason = f"with its emptyDir files ({', '.join(dirs)})" if dirs else ""
     return Verdict(action=PodAction.MIGRATE, reason=reason)
 
 

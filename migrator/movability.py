@@ -1,10 +1,12 @@
 """What about a pod can move with it and what cannot: judged once, for every way a move starts.
 
 A checkpoint carries a pod's processes: their memory, open descriptors, the files they changed
-in their root filesystem. It does not carry what lives outside the container: files in volumes,
-devices, the host's network. A move that silently leaves such state behind would report
-"moved with its state" and be wrong, and a process holding a file open in a volume that is not
-on the target fails to restore there. So every path that starts a move asks here first, before
+in their root filesystem; the files in its emptyDir volumes move beside it (captured while the
+pod is frozen, in place on the target before its processes are restored). It does not carry
+what lives on the node outside the pod: hostPath files, node-bound persistent volumes, devices,
+the host's network. A move that silently left such state behind would report "moved with its
+state" and be wrong, and a process holding a file open in a volume that is not on the target
+fails to restore there. So every path that starts a move asks here first, before
 anything is frozen: ``kubectl migrate pod`` (one-line CLI errors), the PodMigration's Validate
 step (``status.reason``), drains (``drainplan.judge``: skip, block or unmigratable) and the
 eviction webhook (which then lets the eviction through instead of starting a doomed move).
@@ -13,8 +15,6 @@ Each obstacle has a kind, because callers differ in what they do with it:
 
 * ``skip``: not a pod to move at all (static, DaemonSet, finished, being deleted): a drain
   leaves it, a migration refuses it;
-* ``data``: it can move but would lose data (emptyDir contents, which a checkpoint does not
-  carry yet) unless the caller opted out with ``deleteEmptyDirData``, as with kubectl drain;
 * ``never``: it cannot move (host network, hostPath or persistent volumes, devices, a pod that
   is not running, a controller whose replacement pods podmigrate cannot restore).
 """
@@ -32,7 +32,7 @@ MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 # resource: a device plugin's GPU, FPGA, NIC... which a checkpoint cannot carry).
 PLAIN_RESOURCES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
 
-Kind = Literal["skip", "data", "never"]
+Kind = Literal["skip", "never"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +60,7 @@ def _devices(spec: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def obstacles(pod: Mapping[str, Any], *, delete_emptydir_data: bool = False) -> list[Obstacle]:
+def obstacles(pod: Mapping[str, Any]) -> list[Obstacle]:
     """Everything that stands in the way of moving ``pod`` with its state, most fundamental first."""
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     phase = status.get("phase") or "Unknown"
@@ -108,24 +108,27 @@ def obstacles(pod: Mapping[str, Any], *, delete_emptydir_data: bool = False) -> 
     devices = _devices(spec)
     if devices:
         add("DeviceResource", f"uses device resource(s) {', '.join(devices)}: device state cannot be checkpointed", "never")
-    dirs = empty_dirs(pod)
-    if dirs and not delete_emptydir_data:
-        add(
-            "EmptyDirData",
-            f"has emptyDir volume(s) {', '.join(dirs)}: a checkpoint carries the processes' memory, not the files in "
-            "emptyDir (set deleteEmptyDirData to move it anyway, its emptyDir volumes starting empty)",
-            "data",
-        )
     return found
 
 
-def first_refusal(pod: Mapping[str, Any], *, delete_emptydir_data: bool = False) -> Obstacle | None:
+def first_refusal(pod: Mapping[str, Any]) -> Obstacle | None:
     """Why a migration of ``pod`` must be refused, or None: the first obstacle of any kind."""
-    found = obstacles(pod, delete_emptydir_data=delete_emptydir_data)
+    found = obstacles(pod)
     return found[0] if found else None
 
 
-def dropped_data(pod: Mapping[str, Any]) -> str:
-    """What a move with ``deleteEmptyDirData`` leaves behind, for the outcome's message ("" if nothing)."""
+def empty_dir_media(pod: Mapping[str, Any]) -> dict[str, str]:
+    """The pod's emptyDir volumes: name -> medium ("" for node disk, "Memory" for tmpfs)."""
+    return {
+        v["name"]: (v["emptyDir"] or {}).get("medium") or ""
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if "emptyDir" in v
+    }
+
+
+def dropped_data(pod: Mapping[str, Any], *, delete_emptydir_data: bool) -> str:
+    """What a move leaves behind, for the outcome's message ("" if nothing): emptyDir files only when told to."""
     dirs = empty_dirs(pod)
-    return f"emptyDir volume(s) {', '.join(dirs)} started empty (deleteEmptyDirData)" if dirs else ""
+    if not dirs or not delete_emptydir_data:
+        return ""
+    return f"emptyDir volume(s) {', '.join(dirs)} started empty (deleteEmptyDirData)"

@@ -199,10 +199,9 @@ class Webhook:
                 return web.json_response(review_response(uid))
             existing = None
         if existing is None:
-            # The evicting tool accepted losing the pod's emptyDir data (an eviction deletes it; kubectl drain
-            # asks for --delete-emptydir-data first), so the move may leave it behind too; a pod that cannot
-            # move at all is evicted as asked rather than refused later by a doomed migration.
-            refusal = movability.first_refusal(plain(pod), delete_emptydir_data=True)
+            # A pod that cannot move at all is evicted as asked rather than refused later by a doomed
+            # migration. Its emptyDir files move with it: better than the eviction the caller accepted.
+            refusal = movability.first_refusal(plain(pod))
             if refusal is not None:
                 log.info("eviction of %s/%s allowed: pod %s", namespace, pod_name, refusal.message)
                 return web.json_response(review_response(uid))
@@ -210,7 +209,7 @@ class Webhook:
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
                 "metadata": {"name": name, "namespace": namespace, "labels": {api.LABEL_EVICTION: "true"}},
-                "spec": {"podName": pod_name, "deleteEmptyDirData": True},
+                "spec": {"podName": pod_name},
             }
             try:
                 await self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, body)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ocicheckpoint import names
 
@@ -227,6 +227,25 @@ def parse_config(data: bytes) -> ImageConfig:
     )
 
 
+class PushableImage(Protocol):
+    """What a publisher pushes: blobs streamed from files, then the config, then the manifest."""
+
+    @property
+    def files(self) -> tuple[tuple[Descriptor, Path], ...]: ...
+
+    @property
+    def config_bytes(self) -> bytes: ...
+
+    @property
+    def config(self) -> Descriptor: ...
+
+    @property
+    def manifest_bytes(self) -> bytes: ...
+
+    @property
+    def manifest_digest(self) -> str: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class CheckpointImage:
     """A checkpoint image ready to push: its blobs on disk (or in memory) and its manifest."""
@@ -237,6 +256,10 @@ class CheckpointImage:
     config: Descriptor
     manifest_bytes: bytes
     manifest_digest: str
+
+    @property
+    def files(self) -> tuple[tuple[Descriptor, Path], ...]:
+        return ((self.layer, self.layer_path),)
 
 
 def checkpoint_image(*, archive: Path, info: CheckpointInfo, archive_digest: str | None = None) -> CheckpointImage:

@@ -100,3 +100,16 @@ MANIFEST_MEDIA_TYPES: Final = (
     MEDIA_TYPE_DOCKER_LIST,
 )
 GZIP_LAYER_MEDIA_TYPES: Final = frozenset({MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_DOCKER_LAYER_GZIP})
+
+# --- The volume-data artifact: a pod's emptyDir contents, captured while it was frozen -----
+# One OCI artifact per migration (beside the per-container checkpoint images): an image
+# manifest whose artifactType and config name podmigrate's format, with one uncompressed tar
+# layer per emptyDir volume (entries relative to the volume's root). No runtime runs it: the
+# target node's agent stages it and the node's CRIU pre-restore hook moves it into the new
+# pod's emptyDir directories (see node_agent/volumedata.py).
+ARTIFACT_TYPE_VOLUME_DATA: Final = "application/vnd.podmigrate.volume-data.v1"
+MEDIA_TYPE_VOLUME_DATA_CONFIG: Final = "application/vnd.podmigrate.volume-data.config.v1+json"
+MEDIA_TYPE_VOLUME_DATA_LAYER: Final = "application/vnd.podmigrate.volume-data.layer.v1.tar"
+ANNOTATION_VOLUME_NAME: Final = "io.podmigrate.volume.name"  # on each layer: which emptyDir it holds
+ANNOTATION_VOLUME_MEDIUM: Final = "io.podmigrate.volume.medium"  # "" (node disk) or "Memory"
+ANNOTATION_VOLUME_POD: Final = "io.podmigrate.volume-data.pod"  # on the manifest: namespace/name

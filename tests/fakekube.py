@@ -787,6 +787,8 @@ class FakeAgents:
         self.during_checkpoint: Callable[[], Awaitable[None]] | None = None
         self.frozen: set[str] = set()  # namespace/pod
         self.killed: set[str] = set()
+        self.staged: dict[tuple[str, str], str] = {}  # (node, namespace/pod) -> volume-data image
+        self.without_hook: set[str] = set()  # nodes whose CRIU configuration lacks podmigrate's pre-restore hook
 
     def _call(self, operation: str, node: Mapping[str, Any], what: str, traceparent: str | None) -> None:
         self.calls.append((operation, str(node["metadata"]["name"]), what))
@@ -829,7 +831,37 @@ class FakeAgents:
             )
         if request.freeze:
             self.frozen.add(key)
-        return contract.CheckpointResponse(frozen=request.freeze, containers=tuple(checkpoints), freeze_s=0.001, total_s=0.2)
+        volume_data = None
+        if request.volumes:
+            digest = "sha256:" + hashlib.sha256(f"{request.image_repository}:{request.volume_tag}".encode()).hexdigest()
+            volume_data = contract.VolumeDataCheckpoint(
+                image=f"{request.image_repository}@{digest}", digest=digest, volumes=tuple(v.name for v in request.volumes),
+                data_bytes=1 << 20, capture_s=0.01, push_s=0.01,
+            )  # fmt: skip
+        return contract.CheckpointResponse(
+            frozen=request.freeze, containers=tuple(checkpoints), freeze_s=0.001, total_s=0.2, volume_data=volume_data
+        )
+
+    async def stage_volumes(
+        self, *, node: Mapping[str, Any], request: contract.StageRequest, traceparent: str | None
+    ) -> contract.StageResponse:
+        self._call("stage_volumes", node, f"{request.namespace}/{request.pod}", traceparent)
+        if "stage_volumes" in self.errors:
+            raise self.errors["stage_volumes"]
+        self.staged[(str(node["metadata"]["name"]), f"{request.namespace}/{request.pod}")] = request.image
+        return contract.StageResponse(volumes=("data",), data_bytes=1 << 20, seconds=0.01)
+
+    async def restored_volumes(self, *, node: Mapping[str, Any], namespace: str, pod: str) -> list[str]:
+        """As the node's CRIU hook leaves it: the pod of that name on this node restored with the staged files."""
+        name = str(node["metadata"]["name"])
+        if (name, f"{namespace}/{pod}") not in self.staged or name in self.without_hook:
+            return []
+        found = self.kube.pods.get((namespace, pod))
+        return [found["metadata"]["uid"]] if found and found["spec"].get("nodeName") == name else []
+
+    async def unstage_volumes(self, *, node: Mapping[str, Any], namespace: str, pod: str, traceparent: str | None) -> None:
+        self._call("unstage_volumes", node, f"{namespace}/{pod}", traceparent)
+        self.staged.pop((str(node["metadata"]["name"]), f"{namespace}/{pod}"), None)
 
     async def thaw(self, *, node: Mapping[str, Any], namespace: str, pod: str, traceparent: str | None) -> None:
         self._call("thaw", node, f"{namespace}/{pod}", traceparent)

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,13 +324,13 @@ def read_cri_log(path: Path, *, tail: int | None = None, timestamps: bool = Fals
 class ContainerRuntime:
     """CRI-O's container lifecycle on top of runc, for one node."""
 
-    def __init__(self, *, runc: Runc, state_dir: Path, cgroup_parent: str) -> None:
+    def __init__(self, *, runc: Runc, state_dir: Path, cgroup_parent: str, criu_action_scripts: Sequence[Path] = ()) -> None:
         self.runc = runc
         self.state_dir = state_dir
         self.cgroup_parent = cgroup_parent
         state_dir.mkdir(parents=True, exist_ok=True)
         self.criu_config = state_dir / "criu-runc.conf"
-        self.criu_config.write_text(CRIU_OPTIONS)
+        self.criu_config.write_text(CRIU_OPTIONS + "".join(f"action-script {script}\n" for script in criu_action_scripts))
 
     def container_id(self, sandbox: Sandbox, request: ContainerRequest) -> str:
         return f"{sandbox.uid}-{request.name}-{request.attempt}"

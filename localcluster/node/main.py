@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-ca", required=True)
     p.add_argument("--state-dir", required=True)
     p.add_argument("--plain-http-registry", action="append", default=[], help="host:port served over plain HTTP")
+    p.add_argument(
+        "--criu-action-script", action="append", default=[], type=Path,
+        help="a script CRIU runs at each stage of a dump or restore (in the node's CRIU configuration, as on a CRI-O node)",
+    )  # fmt: skip
     p.add_argument("--cpu", default="4")
     p.add_argument("--memory", default="8Gi")
     p.add_argument("--label", action="append", default=[], help="key=value node label")
@@ -82,7 +86,12 @@ async def run(args: argparse.Namespace) -> None:
         name=args.name,
         node_ip=args.address,
         core=core,
-        runtime=ContainerRuntime(runc=runc, state_dir=state / "crio" / "containers", cgroup_parent=cgroup_parent),
+        runtime=ContainerRuntime(
+            runc=runc,
+            state_dir=state / "crio" / "containers",
+            cgroup_parent=cgroup_parent,
+            criu_action_scripts=args.criu_action_script,
+        ),
         images=ImageStore(
             root=state / "storage" / "images", session=session, plain_http_registries=frozenset(args.plain_http_registry)
         ),

@@ -50,13 +50,11 @@ from typing import Final
 
 import aiohttp
 
-from localcluster import controlplane, processes, testimages
+from localcluster import controlplane, nodesetup, processes, testimages
 
 HERE: Final = Path(__file__).resolve().parent
 BUILD_SCRIPT: Final = HERE / "build.sh"
 TEMPLATES: Final = HERE / "templates"
-# The node agent's CRIU action script (a file of the product, not an import: see node_agent/dumphook.py).
-DUMP_HOOK_SCRIPT: Final = Path(__file__).resolve().parents[2] / "node-agent" / "node_agent" / "criu_hook.sh"
 FAULT_SCRIPT: Final = Path(__file__).resolve().parent / "faults.sh"
 FAULTS: Final = frozenset({"fail-restore"})
 BINARIES: Final = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "bridge", "host-local", "loopback", "pause")
@@ -171,7 +169,7 @@ class RealNode:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.state / "kubelet"
+        return nodesetup.kubelet_root(self.state)
 
     @property
     def socket(self) -> Path:
@@ -397,13 +395,16 @@ def start(
     # The node's CRIU configuration, what an operator puts in /etc/criu/runc.conf: here a file of the
     # node's own, named by CRIU_CONFIG_FILE in containerd's environment (which its shims, runc and
     # CRIU inherit), so the host's /etc is never touched. Options as on the stand-in nodes
-    # (localcluster/node/containers.py says why), plus podmigrate's post-dump hook, which stops a
-    # container the agent armed at the end of its dump (containerd pauses and resumes the container
-    # around its checkpoint, so it cannot be frozen before: node_agent/dumphook.py).
+    # (localcluster/node/containers.py says why), plus podmigrate's hook, which stops a container the
+    # agent armed at the end of its dump (containerd pauses and resumes the container around its
+    # checkpoint, so it cannot be frozen before: node_agent/dumphook.py) and moves a restored pod's
+    # staged emptyDir files into it before its processes are restored (node_agent/volumedata.py).
     # And the local cluster's fault injection (faults.sh: a failing pre-restore while a fault file exists).
     node.dump_hook_dir.mkdir(mode=0o700, exist_ok=True)
     node.fault_dir.mkdir(mode=0o700, exist_ok=True)
-    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {DUMP_HOOK_SCRIPT}\naction-script {FAULT_SCRIPT}\n")
+    nodesetup.volume_dir(node.state).mkdir(mode=0o700, exist_ok=True)
+    hook = nodesetup.CRIU_HOOK_SCRIPT
+    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {hook}\naction-script {FAULT_SCRIPT}\n")
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     launcher.launch(
         name=node.containerd_name,
@@ -413,6 +414,7 @@ def start(
             "TMPDIR": str(run / "tmp"),
             "CRIU_CONFIG_FILE": str(node.criu_config),
             "PODMIGRATE_HOOK_DIR": str(node.dump_hook_dir),
+            nodesetup.VOLUME_DIR_ENV: str(nodesetup.volume_dir(node.state)),
             "PODMIGRATE_FAULT_DIR": str(node.fault_dir),
         },
     )

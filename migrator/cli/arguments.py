@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     pod.add_argument("--retain-checkpoint", action="store_true", help="keep the checkpoint images in the registry after success")
     pod.add_argument(
         "--delete-emptydir-data", action="store_true",
-        help="move a pod with emptyDir volumes anyway: its memory moves, its emptyDir files do not (they start empty)",
+        help="leave the pod's emptyDir files behind (they start empty on the target); by default they move with it",
     )  # fmt: skip
     _connection_flags(pod, suppress=True)
     _drain_parser(commands)
@@ -222,7 +222,7 @@ def _drain_parser(commands: Any) -> None:
         "--delete-emptydir-data",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="move pods with emptyDir volumes anyway; their emptyDir files are not carried, only memory (default false)",
+        help="leave pods' emptyDir files behind (they start empty on the target); by default they move with their pods",
     )
     drain.add_argument(
         "--max-concurrent", type=_concurrency, default=2, metavar="N", help="pods in flight at once (1-20, default 2)"

@@ -52,17 +52,14 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-async def check_can_start(
-    *, kube: Api, namespace: str, pod_name: str, target: str | None, delete_emptydir_data: bool = False
-) -> dict[str, Any]:
+async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: str | None) -> dict[str, Any]:
     """The pod exists and can move (``migrator.movability``); the target, if given, is another node, Ready, not cordoned."""
     pod = await kube.read_pod(namespace=namespace, name=pod_name)
     if pod is None:
         raise CliError(f'pod "{pod_name}" not found in namespace "{namespace}"')
-    refusal = movability.first_refusal(pod, delete_emptydir_data=delete_emptydir_data)
+    refusal = movability.first_refusal(pod)
     if refusal is not None:
-        hint = "; or pass --delete-emptydir-data" if refusal.reason == "EmptyDirData" else ""
-        raise CliError(f'pod "{pod_name}" {refusal.message}{hint}')
+        raise CliError(f'pod "{pod_name}" {refusal.message}')
     moving = api.unfinished_migrations_of(await kube.list_migrations(namespace=namespace), pod=pod_name)
     if moving:
         raise CliError(f'pod "{pod_name}" is already being moved by {printing.RESOURCE} "{moving[0]["metadata"]["name"]}"')
@@ -156,9 +153,7 @@ async def migrate_pod(
     delete_emptydir_data: bool = False,
     wait_grace: float = WAIT_GRACE,
 ) -> int:
-    await check_can_start(
-        kube=kube, namespace=namespace, pod_name=pod_name, target=target, delete_emptydir_data=delete_emptydir_data
-    )
+    await check_can_start(kube=kube, namespace=namespace, pod_name=pod_name, target=target)
     body = migration_body(
         namespace=namespace,
         pod_name=pod_name,

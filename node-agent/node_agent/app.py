@@ -1,9 +1,10 @@
 """The agent's HTTP surface: routes, body parsing, and rendering errors the one agreed way.
 
 Handlers are thin on purpose: they parse a body with ``contract``, call the ``Checkpointer``
-(or the ``Publisher`` for image deletion), and render either the result or an ``AgentError``
-as ``{"error", "stage"}`` with its status. Authentication and authorization happen before
-any handler runs (``auth``); ``/healthz`` and ``/metrics`` are public.
+(checkpoints, freezing), ``VolumeData`` (staging a pod's emptyDir data) or the ``Publisher``
+(image deletion), and render either the result or an ``AgentError`` as ``{"error", "stage"}``
+with its status. Authentication and authorization happen before any handler runs (``auth``);
+``/healthz`` and ``/metrics`` are public.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from node_agent.checkpointing import Checkpointer
 from node_agent.errors import AgentError
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher
+from node_agent.volumedata import VolumeData, VolumeDataError
 from telemetry import logcontext
 from telemetry.w3c import parse_traceparent
 
@@ -75,12 +77,14 @@ class AgentApi:
         publisher: Publisher,
         reviewer: Reviewer,
         metrics: AgentMetrics,
+        volumes: VolumeData,
         auth_ttl_s: float = 30.0,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._checkpointer = checkpointer
         self._publisher = publisher
         self._metrics = metrics
+        self._volumes = volumes
         self._tracer = tracer or tracing.tracer()
         self.app = web.Application(
             client_max_size=MAX_BODY_BYTES,
@@ -91,6 +95,9 @@ class AgentApi:
         self.app.router.add_post(contract.PATH_KILL, self.kill)
         self.app.router.add_get(contract.PATH_FROZEN, self.frozen)
         self.app.router.add_delete(contract.PATH_IMAGES, self.delete_image)
+        self.app.router.add_post(contract.PATH_VOLUMES, self.stage_volumes)
+        self.app.router.add_get(contract.PATH_VOLUMES, self.restored_volumes)
+        self.app.router.add_delete(contract.PATH_VOLUMES, self.unstage_volumes)
         self.app.router.add_get(contract.PATH_HEALTHZ, self.healthz)
         self.app.router.add_get(contract.PATH_METRICS, self.metrics)
 
@@ -132,6 +139,33 @@ class AgentApi:
         if not deleted:
             return web.json_response({"deleted": False, **error_body(f"{req.image} not found")}, status=404)
         return web.json_response({"deleted": True})
+
+    async def stage_volumes(self, request: web.Request) -> web.Response:
+        req = contract.StageRequest.from_json(await _json_body(request))
+        with self._tracer.start_as_current_span(
+            "volumes.stage",
+            context=tracing.incoming_context(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={"pod": req.pod, "namespace": req.namespace, "image": req.image},
+        ) as span:
+            try:
+                staged = await self._volumes.stage(req, publisher=self._publisher)
+            except VolumeDataError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise AgentError(f"staging volume data: {exc}", status=422) from None  # the content, not the agent
+            except Exception as exc:  # the registry: connection errors after the retries ran out
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise AgentError(f"fetching volume data {req.image}: {exc}", status=502) from None
+            span.set_attributes({"bytes": staged.data_bytes, "volumes": list(staged.volumes)})
+        return web.json_response(staged.to_json())
+
+    async def restored_volumes(self, request: web.Request) -> web.Response:
+        ref = contract.PodRef.from_json(dict(request.query))
+        return web.json_response({"restored": self._volumes.restored(namespace=ref.namespace, pod=ref.pod)})
+
+    async def unstage_volumes(self, request: web.Request) -> web.Response:
+        ref = contract.PodRef.from_json(await _json_body(request))
+        return web.json_response({"unstaged": self._volumes.unstage(namespace=ref.namespace, pod=ref.pod)})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

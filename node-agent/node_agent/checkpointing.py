@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -43,6 +43,7 @@ from agentapi.contract import (
     FrozenState,
     PodRef,
     Stage,
+    VolumeDataCheckpoint,
 )
 from node_agent import archives, dumphook
 from node_agent.archives import ArchiveError, ArchiveFacts
@@ -53,9 +54,11 @@ from node_agent.kubelet import KubeletEndpoint, KubeletError
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import NodeView, PodSource, PodView
 from node_agent.publishing import Publisher
+from node_agent.volumedata import EmptyDir, VolumeData, VolumeDataError
 from ocicheckpoint.image import checkpoint_image
 from ocicheckpoint.reference import parse_reference
 from ocicheckpoint.registry import RegistryError
+from ocicheckpoint.volumedata import volume_data_image
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ class Checkpointer:
         freeze_timeout_s: float = 10.0,
         tracer: trace.Tracer | None = None,
         dump_hook: DumpHook | None = None,
+        volume_data: VolumeData | None = None,
     ) -> None:
         self.node_name = node_name
         self._pods = pods
@@ -127,6 +131,7 @@ class Checkpointer:
         self._tracer = tracer or trace.get_tracer("node_agent")
         self._locks = KeyedLocks()
         self._hook = dump_hook or DumpHook()
+        self._volume_data = volume_data or VolumeData()
 
     # --- reading the pod --------------------------------------------------------------------
     async def _pod_here(self, ref: PodRef, *, stage: Stage | None, running: bool) -> PodView:
@@ -193,7 +198,7 @@ class Checkpointer:
             except FreezeError as exc:
                 log.error("rollback: could not thaw container %s (%s): %s", item.name, item.cgroup, exc)
 
-    async def _unpublish(self, pushed: list[ContainerCheckpoint]) -> None:
+    async def _unpublish(self, pushed: list[ContainerCheckpoint | VolumeDataCheckpoint]) -> None:
         """Delete the images of a failed request's containers that did get pushed (they hold process memory too)."""
         for item in pushed:
             try:
@@ -307,6 +312,11 @@ class Checkpointer:
             raise AgentError(
                 f'container "{unknown[0]}" not found in pod "{req.namespace}/{req.pod}"', status=404, stage="checkpoint"
             )
+        missing = [v.name for v in req.volumes if v.name not in pod.empty_dirs]
+        if missing:
+            raise AgentError(
+                f'pod "{req.namespace}/{req.pod}" has no emptyDir volume "{missing[0]}"', status=404, stage="checkpoint"
+            )
         try:
             node = await self._pods.read_node(name=self.node_name)
         except Exception as exc:
@@ -315,6 +325,7 @@ class Checkpointer:
         frozen_by_us: list[_Frozen] = []
         kubelet_archives: list[Path] = []
         pushes: list[asyncio.Task[ContainerCheckpoint]] = []
+        volume_push: asyncio.Task[VolumeDataCheckpoint] | None = None
         freeze_s = 0.0
         stop_in_dump = req.freeze and not node.checkpoints_frozen_containers
         try:
@@ -341,13 +352,18 @@ class Checkpointer:
                 failed = next((t for t in pushes if t.done() and not t.cancelled() and t.exception()), None)
                 if failed is not None:
                     await failed  # raises its error: stop checkpointing the rest
+            if req.volumes:
+                # Every container is dumped and stopped now: the files are the ones the memory images saw.
+                volume_push = asyncio.create_task(self._capture_and_push_volumes(req, pod=pod))
             results = await asyncio.gather(*pushes)
+            volume_data = await volume_push if volume_push is not None else None
         except BaseException:
-            for task in pushes:
+            tasks: list[asyncio.Task[Any]] = [*pushes, *([volume_push] if volume_push else [])]
+            for task in tasks:
                 task.cancel()
-            outcomes = await asyncio.gather(*pushes, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             await self._rollback(frozen_by_us)
-            await self._unpublish([o for o in outcomes if isinstance(o, ContainerCheckpoint)])
+            await self._unpublish([o for o in outcomes if isinstance(o, ContainerCheckpoint | VolumeDataCheckpoint)])
             raise
         finally:
             for archive in kubelet_archives:
@@ -358,7 +374,58 @@ class Checkpointer:
                 frozen = self._state_of(pod).frozen
             except (AgentError, FreezeError, OSError):
                 frozen = False
-        return CheckpointResponse(frozen=frozen, containers=tuple(results), freeze_s=freeze_s, total_s=time.monotonic() - started)
+        return CheckpointResponse(
+            frozen=frozen,
+            containers=tuple(results),
+            freeze_s=freeze_s,
+            total_s=time.monotonic() - started,
+            volume_data=volume_data,
+        )
+
+    async def _capture_and_push_volumes(self, req: CheckpointRequest, *, pod: PodView) -> VolumeDataCheckpoint:
+        """Tar the pod's emptyDir volumes (frozen: nothing writes them) and push them as one artifact."""
+        common = {"pod": req.pod, "namespace": req.namespace, "node": self.node_name}
+        volumes = [EmptyDir(name=v.name, medium=v.medium) for v in req.volumes]
+        with self._tracer.start_as_current_span(
+            "volumes.capture", attributes={**common, "volumes": [v.name for v in volumes]}
+        ) as span:
+            t0 = time.monotonic()
+            try:
+                layers = await asyncio.to_thread(self._volume_data.capture, pod_uid=pod.uid, volumes=volumes)
+            except (VolumeDataError, OSError) as exc:
+                raise AgentError(f"capturing emptyDir data: {exc}", status=500, stage="checkpoint") from None
+            capture_s = time.monotonic() - t0
+            data_bytes = sum(layer.size for layer in layers)
+            span.set_attributes({"bytes": data_bytes, "throughput": _throughput(data_bytes, capture_s)})
+        try:
+            image = volume_data_image(layers=layers, namespace=req.namespace, pod=req.pod)
+            ref = req.repository
+            with self._tracer.start_as_current_span(
+                "registry.push",
+                attributes={**common, "registry": ref.registry, "repository": ref.repository, "tag": req.volume_tag},
+            ) as span:
+                t0 = time.monotonic()
+                try:
+                    pushed = await self._publisher.push(
+                        image=image, registry=ref.registry, repository=ref.repository, tag=req.volume_tag
+                    )
+                except Exception as exc:
+                    raise AgentError(
+                        f"pushing volume data to {ref.registry}/{ref.repository}: {exc}", status=500, stage="push"
+                    ) from None
+                push_s = time.monotonic() - t0
+                span.set_attributes({"bytes": pushed.uploaded_bytes, "digest": pushed.manifest_digest})
+                self._metrics.pushed_bytes.inc(pushed.uploaded_bytes)
+        finally:
+            self._volume_data.discard(layers)  # the pod's files: never kept past their push
+        return VolumeDataCheckpoint(
+            image=f"{ref.registry}/{ref.repository}@{pushed.manifest_digest}",
+            digest=pushed.manifest_digest,
+            volumes=tuple(layer.name for layer in layers),
+            data_bytes=data_bytes,
+            capture_s=capture_s,
+            push_s=push_s,
+        )
 
     async def _checkpoint_and_stop(
         self, req: CheckpointRequest, *, pod: PodView, node: NodeView, container: str, frozen_by_us: list[_Frozen]

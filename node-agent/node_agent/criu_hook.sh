@@ -1,15 +1,70 @@
 #!/bin/sh
-# podmigrate's CRIU action script: stop a container's processes at the end of its dump.
+# podmigrate's CRIU action script. Installed in a node's CRIU configuration (/etc/criu/runc.conf,
+# or the file CRIU_CONFIG_FILE / the org.criu.config annotation names):
+#     action-script /path/to/criu_hook.sh
+# CRIU runs it at every stage of every dump and restore; it acts at two of them and exits 0 for
+# everything it was not asked to do (a failing script fails the dump or restore).
 #
-# Installed in a node's CRIU configuration (/etc/criu/runc.conf, or the file CRIU_CONFIG_FILE
-# names in the container runtime's environment):   action-script /path/to/criu_hook.sh
-# CRIU runs it at every stage of every dump and restore; it acts only on "post-dump" (the images
-# are written, the tasks still seized: none of them can run), and only for a container the
-# podmigrate agent armed (a file named after the container ID in the hook directory). Then it
-# sends SIGSTOP to every task of the container's cgroup, which they take as CRIU lets them go,
-# before returning to user space, and lists them in <id>.stopped for the agent. Any other
-# checkpoint (forensic, periodic, someone else's) is left alone. See node_agent/dumphook.py.
-# It always exits 0: a failing post-dump script would fail the dump.
+# post-dump: stop a container's processes at the end of its dump. The images are written, the
+#   tasks still seized (none can run). Only for a container the podmigrate agent armed (a file
+#   named after the container ID in the hook directory): SIGSTOP to every task of its cgroup,
+#   which they take as CRIU lets them go, listed in <id>.stopped for the agent. Any other
+#   checkpoint (forensic, periodic, someone else's) is left alone. See node_agent/dumphook.py.
+#
+# pre-restore: move a migrated pod's emptyDir data into the new pod before any process is
+#   restored. The agent staged it under $PODMIGRATE_VOLUME_DIR/<namespace>/<pod>/<volume>/; the
+#   kubelet has already made the pod's emptyDir directories. The pod (namespace, name, UID) and
+#   its directory come from the container's OCI config (the bundle runc restores from). Entries
+#   are moved (a rename when staging and kubelet share a filesystem), then .restored-<uid> tells
+#   the control service the data is in. A failure here fails the restore, with the reason.
+#   See node_agent/volumedata.py.
+pre_restore() {
+	vdir="${PODMIGRATE_VOLUME_DIR:-/var/lib/podmigrate/restore-volumes}"
+	[ -d "$vdir" ] || return 0
+	# runc restore ... --bundle <dir> <id>: the closest ancestor whose command line says so.
+	pid=$PPID bundle=
+	while [ -n "$pid" ] && [ "$pid" -gt 1 ]; do
+		bundle=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n -e 's/^--bundle=//p' -e '/^--bundle$/{n;p;}' | head -n 1)
+		[ -n "$bundle" ] && break
+		pid=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$pid/status" 2>/dev/null)
+	done
+	cfg="$bundle/config.json"
+	[ -f "$cfg" ] || return 0
+	# containerd's CRI names the pod io.kubernetes.cri.sandbox-*, CRI-O io.kubernetes.pod.*.
+	ann() {
+		grep -o "\"$1\"[[:space:]]*:[[:space:]]*\"[^\"]*\"" "$cfg" | head -n 1 | sed 's/.*:[[:space:]]*"\(.*\)"$/\1/'
+	}
+	ns=$(ann io.kubernetes.cri.sandbox-namespace); [ -n "$ns" ] || ns=$(ann io.kubernetes.pod.namespace)
+	name=$(ann io.kubernetes.cri.sandbox-name); [ -n "$name" ] || name=$(ann io.kubernetes.pod.name)
+	uid=$(ann io.kubernetes.cri.sandbox-uid); [ -n "$uid" ] || uid=$(ann io.kubernetes.pod.uid)
+	[ -n "$ns" ] && [ -n "$name" ] && [ -n "$uid" ] || return 0
+	stage="$vdir/$ns/$name"
+	[ -d "$stage" ] || return 0
+	# Every container mounts the pod's etc-hosts (or an emptyDir) from <kubelet root>/pods/<uid>/.
+	poddir=$(grep -o "\"/[^\"]*/pods/$uid/" "$cfg" | head -n 1 | tr -d '"')
+	if [ -z "$poddir" ]; then
+		echo "podmigrate: cannot find pod $ns/$name's directory ($uid) in $cfg" >&2
+		return 1
+	fi
+	for vol in "$stage"/*/; do
+		[ -d "$vol" ] || continue
+		v=$(basename "$vol")
+		target="${poddir}volumes/kubernetes.io~empty-dir/$v"
+		if [ ! -d "$target" ]; then
+			echo "podmigrate: emptyDir $v of pod $ns/$name is not at $target" >&2
+			return 1
+		fi
+		if ! find "$vol" -mindepth 1 -maxdepth 1 -exec mv -f -t "$target" {} + >&2; then
+			echo "podmigrate: moving emptyDir $v of pod $ns/$name into $target failed" >&2
+			return 1
+		fi
+	done
+	: >"$stage/.restored-$uid"
+}
+if [ "$CRTOOLS_SCRIPT_ACTION" = "pre-restore" ]; then
+	pre_restore || exit 1
+	exit 0
+fi
 [ "$CRTOOLS_SCRIPT_ACTION" = "post-dump" ] || exit 0
 [ -n "$CRTOOLS_INIT_PID" ] || exit 0
 dir="${PODMIGRATE_HOOK_DIR:-/run/podmigrate/stop-after-dump}"

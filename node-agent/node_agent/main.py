@@ -32,11 +32,17 @@ from node_agent.kubelet import KubeletClient, kubelet_ssl_context
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import KubePods
 from node_agent.publishing import Publisher
+from node_agent.volumedata import DEFAULT_KUBELET_ROOT, DEFAULT_VOLUME_DIR, VolumeData
 from telemetry.logcontext import setup_logging
 
 log = logging.getLogger("node_agent")
 
 DEFAULT_LISTEN = "0.0.0.0:10260"
+
+
+def _on_host(host_root: Path, path: Path) -> Path:
+    """A host path as this process sees it (the DaemonSet mounts the host's / at --host-root)."""
+    return host_root / path.relative_to("/") if path.is_absolute() else path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dump-hook-dir", default=DEFAULT_HOOK_DIR, type=Path,
         help="where the agent arms the node's CRIU post-dump hook (containerd nodes; as PODMIGRATE_HOOK_DIR for the hook)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kubelet-root-dir", default=DEFAULT_KUBELET_ROOT, type=Path,
+        help=f"the kubelet's --root-dir on the host (default {DEFAULT_KUBELET_ROOT}): where pods' emptyDir data is read",
+    )  # fmt: skip
+    p.add_argument(
+        "--volume-dir", default=DEFAULT_VOLUME_DIR, type=Path,
+        help=f"where emptyDir data waits for its restore, on the host (default {DEFAULT_VOLUME_DIR}; as PODMIGRATE_VOLUME_DIR "
+        "for the CRIU hook)",
     )  # fmt: skip
     p.add_argument("--auth-cache-ttl", default=DEFAULT_TTL_S, type=float, help="seconds to cache positive reviews")
     p.add_argument("--log-level", default="INFO")
@@ -94,6 +109,10 @@ async def run(args: argparse.Namespace) -> None:
     metrics = AgentMetrics()
     freezer = CgroupFreezer(root=args.cgroup_root)
     publisher = Publisher(session=registry_session, plain_http_registries=frozenset(args.plain_http_registry))
+    volumes = VolumeData(
+        kubelet_root=_on_host(args.host_root, args.kubelet_root_dir), volume_dir=_on_host(args.host_root, args.volume_dir)
+    )
+    volumes.sweep()
     checkpointer = Checkpointer(
         node_name=args.node_name,
         pods=KubePods(api=api),
@@ -106,12 +125,14 @@ async def run(args: argparse.Namespace) -> None:
         freeze_timeout_s=args.freeze_timeout,
         tracer=tracing.tracer(),
         dump_hook=DumpHook(directory=args.dump_hook_dir),
+        volume_data=volumes,
     )
     agent = AgentApi(
         checkpointer=checkpointer,
         publisher=publisher,
         reviewer=KubeReviewer(api=api),
         metrics=metrics,
+        volumes=volumes,
         auth_ttl_s=args.auth_cache_ttl,
     )
     serving_tls = None

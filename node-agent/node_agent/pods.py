@@ -35,6 +35,7 @@ class PodView:
     phase: str
     containers: tuple[str, ...]  # spec order
     statuses: Mapping[str, ContainerState] = field(default_factory=dict)
+    empty_dirs: Mapping[str, str] = field(default_factory=dict)  # emptyDir volume name -> medium ("" or "Memory")
 
     @classmethod
     def from_json(cls, pod: Mapping[str, Any]) -> PodView:
@@ -55,6 +56,9 @@ class PodView:
             phase=status.get("phase") or "Pending",
             containers=tuple(c["name"] for c in spec.get("containers") or []),
             statuses=statuses,
+            empty_dirs={
+                v["name"]: (v["emptyDir"] or {}).get("medium") or "" for v in spec.get("volumes") or [] if "emptyDir" in v
+            },
         )
 
     def running_container_ids(self) -> dict[str, str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ocicheckpoint import names
-from ocicheckpoint.image import CheckpointImage
+from ocicheckpoint.image import Manifest, PushableImage, parse_manifest
 from ocicheckpoint.reference import Reference
 from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
 
@@ -77,15 +78,16 @@ class Publisher:
                 return await step()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def push(self, *, image: CheckpointImage, registry: str, repository: str, tag: str) -> PushResult:
-        """Layer (streamed from the archive file), then config, then the manifest under ``tag``."""
+    async def push(self, *, image: PushableImage, registry: str, repository: str, tag: str) -> PushResult:
+        """Layers (streamed from their files), then config, then the manifest under ``tag``."""
         reg = self.client(registry)
         uploaded = 0
-        if await self._retrying(
-            f"push layer {image.layer.digest}",
-            lambda: reg.push_blob_file(repository=repository, path=image.layer_path, descriptor=image.layer),
-        ):
-            uploaded += image.layer.size
+        for descriptor, path in image.files:
+            if await self._retrying(
+                f"push layer {descriptor.digest}",
+                lambda d=descriptor, p=path: reg.push_blob_file(repository=repository, path=p, descriptor=d),  # type: ignore[misc]
+            ):
+                uploaded += descriptor.size
         if await self._retrying(
             f"push config {image.config.digest}",
             lambda: reg.push_blob_bytes(repository=repository, data=image.config_bytes, descriptor=image.config),
@@ -109,3 +111,21 @@ class Publisher:
         reg = self.client(image.registry)
         digest = image.digest
         return await self._retrying(f"delete {image}", lambda: reg.delete_manifest(repository=image.repository, digest=digest))
+
+    async def manifest(self, *, image: Reference) -> Manifest:
+        """The manifest an image pinned by digest names (verified against the digest)."""
+        if not image.digest:
+            raise ValueError("only digest-pinned images are fetched")
+        reg = self.client(image.registry)
+        digest = image.digest
+        body, media_type, _ = await self._retrying(
+            f"get manifest {image}", lambda: reg.get_manifest(repository=image.repository, reference=digest)
+        )
+        return parse_manifest(body, media_type=media_type)
+
+    async def blob_to_file(self, *, image: Reference, digest: str, path: Path) -> int:
+        """Stream one blob of ``image``'s repository to ``path``, verified against its digest."""
+        reg = self.client(image.registry)
+        return await self._retrying(
+            f"get blob {digest}", lambda: reg.get_blob_to_file(repository=image.repository, digest=digest, path=path)
+        )

@@ -410,7 +410,7 @@ def test_pod_checks_fail_with_one_line_before_creating_anything(argv: list[str],
     assert not fake.created
 
 
-def test_pod_that_is_already_moving_or_holds_data_is_refused_in_one_line() -> None:
+def test_pod_that_is_already_moving_or_uses_host_files_is_refused_in_one_line() -> None:
     fake = cluster_world()
     moving = succeeded_migration("web-abcde")
     moving["status"] = {"phase": "Checkpointing", "step": "Checkpoint"}
@@ -422,14 +422,16 @@ def test_pod_that_is_already_moving_or_holds_data_is_refused_in_one_line() -> No
         **sample_pod("scratch"),
         "spec": {"nodeName": "node-1", "volumes": [{"name": "tmp", "emptyDir": {}}]},
     }
-    code, out, err = run_cli(fake, "pod", "scratch", "--to", "node-2")
-    assert (
-        code == 1
-        and err.startswith('error: pod "scratch" has emptyDir volume(s) tmp: ')
-        and err.endswith("; or pass --delete-emptydir-data\n")
-    )
-    assert not fake.created
-    code, out, err = run_cli(fake, "pod", "scratch", "--to", "node-2", "--delete-emptydir-data")
+    code, out, err = run_cli(fake, "pod", "scratch", "--to", "node-2")  # its emptyDir files move with it
+    assert code == 0 and "deleteEmptyDirData" not in fake.created[-1]["spec"]
+    fake.pods[("shop", "logger")] = {
+        **sample_pod("logger"),
+        "spec": {"nodeName": "node-1", "volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}}]},
+    }
+    code, out, err = run_cli(fake, "pod", "logger", "--to", "node-2")
+    assert code == 1 and err.startswith('error: pod "logger" mounts hostPath volume(s) logs: ') and err.count("\n") == 1
+    fake.pods[("shop", "cache")] = {**fake.pods[("shop", "scratch")], "metadata": sample_pod("cache")["metadata"]}
+    code, out, err = run_cli(fake, "pod", "cache", "--to", "node-2", "--delete-emptydir-data")
     assert code == 0 and fake.created[-1]["spec"]["deleteEmptyDirData"] is True
 
 

@@ -45,8 +45,6 @@ def test_a_plain_running_pod_can_move() -> None:
         (pod(volumes=[{"name": "db", "persistentVolumeClaim": {"claimName": "db"}}]), ("PersistentVolume", "never")),
         (pod(volumes=[{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {}}}]), ("PersistentVolume", "never")),
         (pod(containers=[{"name": "app", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]), ("DeviceResource", "never")),
-        (pod(volumes=[{"name": "data", "emptyDir": {}}]), ("EmptyDirData", "data")),
-        (pod(volumes=[{"name": "shm", "emptyDir": {"medium": "Memory"}}]), ("EmptyDirData", "data")),
     ],
 )
 def test_each_obstacle_is_named_with_its_kind(p: dict[str, Any], expected: tuple[str, str]) -> None:
@@ -60,14 +58,19 @@ def test_plain_resources_and_hugepages_are_not_devices() -> None:
     assert movability.obstacles(pod(containers=[{"name": "app", "resources": {"limits": limits, "requests": limits}}])) == []
 
 
-def test_emptydir_data_may_be_given_up_and_then_the_outcome_says_so() -> None:
-    p = pod(volumes=[{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}])
-    assert movability.obstacles(p, delete_emptydir_data=True) == []
-    assert movability.dropped_data(p) == "emptyDir volume(s) data started empty (deleteEmptyDirData)"
-    assert movability.dropped_data(pod()) == ""
+def test_emptydir_files_move_with_the_pod_unless_given_up_and_then_the_outcome_says_so() -> None:
+    p = pod(volumes=[{"name": "data", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory"}},
+                     {"name": "cfg", "configMap": {"name": "c"}}])  # fmt: skip
+    assert movability.obstacles(p) == []
+    assert movability.empty_dir_media(p) == {"data": "", "shm": "Memory"}
+    assert movability.dropped_data(p, delete_emptydir_data=False) == ""
+    assert (
+        movability.dropped_data(p, delete_emptydir_data=True) == "emptyDir volume(s) data, shm started empty (deleteEmptyDirData)"
+    )
+    assert movability.dropped_data(pod(), delete_emptydir_data=True) == ""
 
 
 def test_the_first_refusal_is_the_most_fundamental() -> None:
-    p = pod(hostNetwork=True, volumes=[{"name": "data", "emptyDir": {}}], metadata={"deletionTimestamp": "t"})
-    assert [r for r, _ in reasons(p)] == ["PodTerminating", "HostNetwork", "EmptyDirData"]
+    p = pod(hostNetwork=True, volumes=[{"name": "logs", "hostPath": {"path": "/l"}}], metadata={"deletionTimestamp": "t"})
+    assert [r for r, _ in reasons(p)] == ["PodTerminating", "HostNetwork", "HostPathVolume"]
     assert movability.first_refusal(p).reason == "PodTerminating"  # type: ignore[union-attr]

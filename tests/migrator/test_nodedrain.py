@@ -85,14 +85,15 @@ def test_pods_the_selector_leaves_out_are_not_part_of_the_plan() -> None:
     assert [p.name for p in plan.pods] == ["web"] and plan.unselected == 1
 
 
-def test_emptydir_blocks_unless_its_data_may_go_and_says_why() -> None:
+def test_emptydir_files_move_with_their_pod_unless_the_drain_leaves_them_and_says_so() -> None:
     p = pod("cache", volumes=[{"name": "scratch", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}])
-    refused = verdict(p)
-    assert refused.blocks and refused.action == PodAction.MIGRATE
-    assert "emptyDir volume(s) scratch" in refused.reason
-    assert "memory, not the files in emptyDir" in refused.reason, "say what a checkpoint carries and what it does not"
-    allowed = verdict(p, delete_emptydir_data=True)
-    assert allowed.action == PodAction.MIGRATE and not allowed.blocks and "emptyDir contents will not move" in allowed.reason
+    moved = verdict(p)
+    assert moved.action == PodAction.MIGRATE and not moved.blocks and not moved.unmigratable
+    assert moved.reason == "with its emptyDir files (scratch)"
+    left = verdict(p, delete_emptydir_data=True)
+    assert (
+        left.action == PodAction.MIGRATE and not left.blocks and left.reason == "emptyDir files left behind (deleteEmptyDirData)"
+    )
 
 
 def test_what_a_podmigration_would_refuse_is_unmigratable() -> None:

@@ -1,16 +1,16 @@
-"""End to end: pods with data outside their processes are refused, or moved only as far as the user allowed.
+"""End to end: a pod's emptyDir files move with it, on stand-in and on real (kubelet + containerd) nodes.
 
-The two pods of the report that opened this work: a loop appending a line to a file in an
-emptyDir each second and printing how many lines it has (before, ``kubectl migrate pod`` said
-"moved ... with its state" and the file had lost its lines), and the same loop holding the file
-open (before, the restore failed on both nodes and the pod was gone). Now a move that would
-leave data behind is refused before anything is frozen, in one line from the CLI and with the
-reason in the PodMigration's status; with ``--delete-emptydir-data`` it moves, and the outcome
-says the emptyDir started empty instead of claiming the state moved.
+The pods of the report that opened this work: a loop appending a line to a file in an emptyDir
+each second and printing how many lines it has, and the same loop holding the file open on a
+descriptor (before, the first lost its lines while the status said "with its state", and the
+second was lost altogether). Now both move with every line, the descriptor still writes to the
+same file, a ``medium: Memory`` emptyDir moves too, and the count goes on from where it was. What
+cannot move (a hostPath volume) is refused in one line before anything is frozen.
 """
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +19,7 @@ import pytest
 
 from localcluster import cluster as lc
 from tests.conftest import Kube, Podmigrate, wait_for
-from tests.migrator.workloads import migration
+from tests.migrator.workloads import TOLERATE_REAL_NODES, migration
 
 pytestmark = pytest.mark.cluster
 
@@ -38,7 +38,7 @@ metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 1
-  containers:
+{TOLERATE_REAL_NODES}  containers:
   - name: app
     image: {image}
     command: ["/bin/sh", "-c", "{loop}"]
@@ -58,58 +58,78 @@ def migrate(cluster: lc.Cluster, namespace: str, *args: str) -> subprocess.Compl
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("hold_open", [False, True], ids=["appending", "holding-the-file-open"])
-def test_an_emptydir_pod_is_refused_unless_its_data_may_stay_behind(
-    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, hold_open: bool
-) -> None:
-    source, target = cluster.nodes[0].name, cluster.nodes[1].name
-    kube.apply(
-        appender(namespace, source, cluster.images["counter"], name="ed-append", volume="emptyDir: {}", hold_open=hold_open)
-    )
-    wait_for("appending", lambda: len(lines(kube, namespace, "ed-append")) >= 3)
-    uid = kube.get("pod", "ed-append", namespace)["metadata"]["uid"]
+def node_pair(cluster: lc.Cluster, kind: str) -> tuple[str, str]:
+    names = [n.name for n in cluster.nodes if n.kind == kind]
+    assert len(names) >= 2, f"the session cluster has two {kind} nodes"
+    return names[0], names[1]
 
-    refused = migrate(cluster, namespace, "ed-append", "--to", target, "--wait")
-    assert refused.returncode == 1 and refused.stdout == "", refused
-    assert refused.stderr.startswith('error: pod "ed-append" has emptyDir volume(s) data: a checkpoint carries')
-    assert refused.stderr.count("\n") == 1 and "--delete-emptydir-data" in refused.stderr, "one line, with the way out"
-    assert not kube.get("podmigrations", namespace=namespace)["items"], "the CLI created nothing"
 
-    # The same through the API: refused in status, before anything was frozen.
-    kube.apply(migration(namespace, "ed-append", target=target))
-    status = podmigrate.wait_done(namespace, "move-ed-append")["status"]
-    assert (status["phase"], status["reason"]) == ("Failed", "EmptyDirData"), status
-    assert "sourceNode" not in status and kube.get("pod", "ed-append", namespace)["metadata"]["uid"] == uid
-    counted = len(lines(kube, namespace, "ed-append"))
-    wait_for("still appending where it was", lambda: len(lines(kube, namespace, "ed-append")) > counted)
+def assert_counts_go_on(before: list[int], after: list[int]) -> None:
+    """The restored process's count continues from where it was: every line kept, none counted twice."""
+    assert after, "the restored pod prints nothing"
+    assert all(b == a + 1 for a, b in itertools.pairwise(after)), f"not one line per second: {after}"
+    # Either the log starts after the move (containerd) or it kept what came before (a restored log):
+    # in both cases the count never starts again at 1, which is what lost lines look like.
+    assert after[0] > before[-1] or after[: len(before)] == before, (before, after)
+    assert max(after) > max(before)
 
-    # With the data given up, it moves, and says so.
-    moved = migrate(
-        cluster, namespace, "ed-append", "--to", target, "--wait", "--delete-emptydir-data", "--on-failure", "Recreate"
-    )
-    print(f"\n$ kubectl migrate pod ed-append --to {target} --wait --delete-emptydir-data\n{moved.stdout}{moved.stderr}")
-    pod = wait_for(
-        "the pod running again", lambda: (p := kube.get("pod", "ed-append", namespace))["status"].get("phase") == "Running" and p
-    )
-    if hold_open:
-        # Its open file is not on the target: the restore cannot succeed, and the pod must not be lost.
-        assert moved.returncode == 1, moved.stdout
-        assert "recreated from its original spec" in moved.stdout + moved.stderr, "state lost, never the pod"
-    else:
-        assert moved.returncode == 0, moved.stderr
-        assert "with its memory; emptyDir volume(s) data started empty (deleteEmptyDirData)" in moved.stdout
-        assert "with its state" not in moved.stdout
-        assert pod["spec"]["nodeName"] == target and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+@pytest.mark.parametrize("kind", ["standin", "real"])
+@pytest.mark.parametrize(
+    ("variant", "volume", "hold_open"),
+    [
+        ("appending", "emptyDir: {}", False),
+        ("holding-the-file-open", "emptyDir: {}", True),
+        ("memory-medium", "emptyDir: {medium: Memory}", True),
+    ],
+)
+def test_emptydir_files_and_open_descriptors_move_with_the_pod(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, kind: str, variant: str, volume: str,
+    hold_open: bool,
+) -> None:  # fmt: skip
+    source, target = node_pair(cluster, kind)
+    name = f"ed-{variant}"[:40]
+    kube.apply(appender(namespace, source, cluster.images["counter"], name=name, volume=volume, hold_open=hold_open))
+    wait_for("appending", lambda: len(lines(kube, namespace, name)) >= 3)
+
+    before = lines(kube, namespace, name)  # the count a moment before the move (it goes on until the freeze)
+    moved = migrate(cluster, namespace, name, "--to", target, "--wait")
+    print(f"\n$ kubectl migrate pod {name} --to {target} --wait   # {kind} nodes\n{moved.stdout}{moved.stderr}")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "with its state and its emptyDir files (data, " in moved.stdout
+    pod = kube.get("pod", name, namespace)
+    assert pod["spec"]["nodeName"] == target and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    (record,) = kube.get("podmigrations", namespace=namespace)["items"]
+    assert record["status"]["volumeData"]["volumes"] == ["data"] and record["status"]["volumeData"]["dataBytes"] > 0
+    wait_for("counting on the target", lambda: max(lines(kube, namespace, name) or [0]) >= max(before) + 3)
+    assert_counts_go_on(before, lines(kube, namespace, name))
+
+
+def test_leaving_the_files_behind_is_said_in_the_outcome(kube: Kube, cluster: lc.Cluster, namespace: str) -> None:
+    source, target = node_pair(cluster, "standin")
+    kube.apply(appender(namespace, source, cluster.images["counter"], name="scratch", volume="emptyDir: {}"))
+    wait_for("appending", lambda: len(lines(kube, namespace, "scratch")) >= 2)
+    moved = migrate(cluster, namespace, "scratch", "--to", target, "--wait", "--delete-emptydir-data")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "with its memory; emptyDir volume(s) data started empty (deleteEmptyDirData)" in moved.stdout
+    assert "with its state" not in moved.stdout
 
 
 def test_a_hostpath_pod_is_refused_before_anything_is_frozen(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:
-    source, target = cluster.nodes[0].name, cluster.nodes[1].name
+    source, target = node_pair(cluster, "standin")
     host_dir = Path(cluster.state_dir) / f"hostpath-{namespace}"
     host_dir.mkdir(exist_ok=True)
     kube.apply(appender(namespace, source, cluster.images["counter"], name="hp", volume=f"hostPath: {{path: {host_dir}}}"))
     wait_for("appending", lambda: len(lines(kube, namespace, "hp")) >= 2)
+    uid = kube.get("pod", "hp", namespace)["metadata"]["uid"]
     refused = migrate(cluster, namespace, "hp", "--to", target)
     assert refused.returncode == 1 and refused.stderr.startswith('error: pod "hp" mounts hostPath volume(s) data:'), refused
     assert refused.stderr.count("\n") == 1
+    assert not kube.get("podmigrations", namespace=namespace)["items"], "the CLI created nothing"
+    # The same through the API: refused in status, before anything was frozen.
+    kube.apply(migration(namespace, "hp", target=target))
+    status = podmigrate.wait_done(namespace, "move-hp")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "HostPathVolume"), status
+    assert "sourceNode" not in status and kube.get("pod", "hp", namespace)["metadata"]["uid"] == uid

@@ -257,9 +257,7 @@ async def test_an_eviction_starts_a_migration_and_is_answered_retry_later(http: 
     }
     migration = kube.migrations[("shop", name)]
     assert name == f"evict-web-{pod['metadata']['uid'][:8]}"
-    assert migration["spec"] == {"podName": "web", "deleteEmptyDirData": True} and migration["metadata"]["labels"] == {
-        api.LABEL_EVICTION: "true"
-    }
+    assert migration["spec"] == {"podName": "web"} and migration["metadata"]["labels"] == {api.LABEL_EVICTION: "true"}
 
     migration["status"] = {"phase": "Checkpointing"}
     again = await answer(http, "/intercept-evictions", eviction_review("web"))
@@ -275,12 +273,12 @@ async def test_an_eviction_of_a_pod_that_cannot_move_is_let_through_at_once(http
     assert not kube.migrations
 
 
-async def test_an_eviction_of_a_pod_with_emptydir_data_migrates_it_without_that_data(http: TestClient, kube: FakeKube) -> None:
+async def test_an_eviction_of_a_pod_with_emptydir_data_migrates_it_with_that_data(http: TestClient, kube: FakeKube) -> None:
     kube.add_pod(make_pod("web", volumes=[{"name": "data", "emptyDir": {}}]))
     response = await answer(http, "/intercept-evictions", eviction_review("web"))
     assert response["allowed"] is False and response["status"]["code"] == 429
     (migration,) = kube.migrations.values()
-    assert migration["spec"]["deleteEmptyDirData"] is True, "the evicting tool gave the emptyDir data up already"
+    assert "deleteEmptyDirData" not in migration["spec"], "better than the eviction asked for: the files move too"
 
 
 async def test_an_eviction_is_let_through_once_its_migration_failed(http: TestClient, kube: FakeKube) -> None:

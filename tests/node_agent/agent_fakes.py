@@ -32,6 +32,7 @@ def pod_json(
     node: str = NODE,
     phase: str = "Running",
     containers: dict[str, bool] | None = None,  # name -> running
+    empty_dirs: dict[str, str] | None = None,  # emptyDir name -> medium
 ) -> dict[str, Any]:
     containers = containers if containers is not None else {"counter": True}
     statuses = []
@@ -40,7 +41,11 @@ def pod_json(
         statuses.append({"name": cname, "containerID": f"cri-o://{container_id(name, cname)}", "state": state})
     return {
         "metadata": {"name": name, "namespace": namespace, "uid": "uid1"},
-        "spec": {"nodeName": node, "containers": [{"name": c} for c in containers]},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": c} for c in containers],
+            "volumes": [{"name": v, "emptyDir": {"medium": m} if m else {}} for v, m in (empty_dirs or {}).items()],
+        },
         "status": {"phase": phase, "containerStatuses": statuses},
     }
 

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
-from agentapi.client import AgentError
 from kubeclient.reading import plain, read_plain
 from migrator import api
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
@@ -165,19 +164,3 @@ async def find_restored(ctx: Context, m: Migration, *, exclude: set[str]) -> tup
         else:
             others.append(pod)
     return ours, others
-
-
-# --- checkpoint images --------------------------------------------------------------------------
-async def delete_images(ctx: Context, m: Migration) -> None:
-    """Delete the checkpoint images (they hold process memory), unless the migration retains them."""
-    if m.spec.get("retainCheckpoint"):
-        return
-    node = await read_node(ctx, m.status["sourceNode"]) or await read_node(ctx, m.status.get("targetNode", ""))
-    for container in m.status.get("containers") or []:
-        try:
-            if node:
-                await ctx.agents.delete_image(node=node, image=container["image"], traceparent=m.traceparent())
-        except AgentError as exc:
-            await ctx.recorder.event(
-                m, "CleanupFailed", f"checkpoint image {container['image']} not deleted: {exc}", warning=True
-            )

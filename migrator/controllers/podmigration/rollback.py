@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from agentapi.client import AgentError
 from migrator.api import Phase, Step
-from migrator.controllers.podmigration import pods
+from migrator.controllers.podmigration import artifacts, pods
 from migrator.controllers.podmigration.bookkeeping import enter, finish
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of, prepull_name
 from migrator.reconciling import Wait
@@ -37,7 +37,7 @@ async def thaw_source(ctx: Context, m: Migration) -> None:
                 m.status["thawError"] = str(exc)
                 raise Wait(2.0) from None  # the source must not stay frozen: keep trying
         m.status["frozen"] = False
-        await pods.delete_images(ctx, m)
+        await artifacts.release(ctx, m)
         message = f"{failure['message']}; the source pod was left running on {m.status['sourceNode']}"
     else:
         message = failure["message"]
@@ -98,16 +98,39 @@ async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool 
     return False if pods.container_failure(candidate) else None
 
 
+async def _stage_on_source(ctx: Context, m: Migration) -> str | None:
+    """The pod's emptyDir files staged for a restore on the source node; why not, if they cannot be."""
+    data = m.status.get("volumeData")
+    if not data or m.status["sourceNode"] in (data.get("stagedOn") or []):
+        return None
+    try:
+        await artifacts.stage_volume_data(ctx, m, node_name=m.status["sourceNode"])
+    except AgentError as exc:
+        return f"staging the emptyDir files on {m.status['sourceNode']} failed: {exc}"
+    return None
+
+
+async def _files_note(ctx: Context, m: Migration, pod_name: str) -> str:
+    pod = await pods.read_pod(ctx, m.namespace, pod_name)
+    missing = await artifacts.volume_data_missing(ctx, m, pod=pod) if pod else None
+    return f" ({missing})" if missing else ""
+
+
 async def restore_source(ctx: Context, m: Migration) -> None:
     failure = m.status["failure"]
     source = m.status["sourceNode"]
+    if problem := await _stage_on_source(ctx, m):
+        m.status["failure"]["message"] += f"; restoring on {source} impossible ({problem})"
+        enter(m, Step.RECREATE, error=problem)
+        return
     if m.status.get("owner"):
         outcome = await _owned_rollback(ctx, m, restore=True)
         if outcome is None:
             raise Wait(POLL)
         if outcome:
-            await pods.delete_images(ctx, m)
-            message = f"{failure['message']}; the pod was restored on its source node {source} (state kept)"
+            note = await _files_note(ctx, m, m.status["newPod"]["name"])
+            await artifacts.release(ctx, m)
+            message = f"{failure['message']}; the pod was restored on its source node {source} (state kept){note}"
             return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
         m.status["rollbackPod"] = {"failed": m.status["newPod"]["uid"]}
     else:
@@ -116,8 +139,11 @@ async def restore_source(ctx: Context, m: Migration) -> None:
             raise Wait(POLL)
         if outcome:
             m.status["newPod"] = {"name": m.pod_name, "uid": m.status["rollbackPod"]["uid"], "node": source}
-            await pods.delete_images(ctx, m)
-            message = f"{failure['message']}; the pod was restored on its source node {source} from the checkpoint (state kept)"
+            note = await _files_note(ctx, m, m.pod_name)
+            await artifacts.release(ctx, m)
+            message = (
+                f"{failure['message']}; the pod was restored on its source node {source} from the checkpoint (state kept){note}"
+            )
             return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
         m.status.pop("rollbackPod", None)
     m.status["failure"]["message"] += f"; restoring on {source} failed too"
@@ -129,7 +155,7 @@ async def recreate(ctx: Context, m: Migration) -> None:
     if m.status.get("owner"):
         if await _owned_rollback(ctx, m, restore=False) is None:
             raise Wait(POLL)
-        await pods.delete_images(ctx, m)
+        await artifacts.release(ctx, m)
         owner = m.status["owner"]
         message = (
             f"{failure['message']}; {owner['kind']} {owner['name']} replaced the pod from its template (in-memory state lost)"
@@ -144,5 +170,5 @@ async def recreate(ctx: Context, m: Migration) -> None:
         if outcome
         else "recreated from its original spec but it is not running"
     )
-    await pods.delete_images(ctx, m)
+    await artifacts.release(ctx, m)
     await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=f"{failure['message']}; the pod was {suffix}")

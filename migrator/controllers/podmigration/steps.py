@@ -29,7 +29,7 @@ from agentapi.client import AgentError
 from kubeclient.reading import plain
 from migrator import api, movability, placement, tracing
 from migrator.api import Phase, Step
-from migrator.controllers.podmigration import pods
+from migrator.controllers.podmigration import artifacts, pods
 from migrator.controllers.podmigration.bookkeeping import (
     attributes,
     downtime_seconds,
@@ -72,7 +72,7 @@ async def validate(ctx: Context, m: Migration) -> None:
         return fail_validation(
             m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved by PodMigration {other}; one migration per pod"
         )
-    refusal = movability.first_refusal(pod, delete_emptydir_data=bool(m.spec.get("deleteEmptyDirData")))
+    refusal = movability.first_refusal(pod)
     if refusal:
         return fail_validation(m, refusal.reason, f"pod {m.pod_name} {refusal.message}")
     meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
@@ -105,8 +105,11 @@ async def validate(ctx: Context, m: Migration) -> None:
     controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
     if controller:
         m.status["owner"] = {"kind": controller["kind"], "name": controller["name"], "uid": controller["uid"]}
-    if dropped := movability.dropped_data(pod):
+    leave_files = bool(m.spec.get("deleteEmptyDirData"))
+    if dropped := movability.dropped_data(pod, delete_emptydir_data=leave_files):
         m.status["droppedData"] = dropped  # said in the outcome: never "with its state" when some was left behind
+    elif media := movability.empty_dir_media(pod):
+        m.status["emptyDirs"] = [{"name": name, "medium": medium} for name, medium in sorted(media.items())]
     m.status.update(
         sourceNode=source,
         targetNode=target,
@@ -177,12 +180,17 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         tag=f"pm-{m.uid[:8]}",
         freeze=True,
         timeout_seconds=ctx.settings.checkpoint_timeout_seconds,
+        volumes=tuple(contract.EmptyDirVolume(name=v["name"], medium=v["medium"]) for v in m.status.get("emptyDirs") or []),
     )
     try:
         response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
     except AgentError as exc:
         stage = f" ({exc.stage})" if exc.stage else ""
         return fail_before_removal(m, "CheckpointFailed", f"checkpoint on {m.status['sourceNode']} failed{stage}: {exc}")
+    if response.volume_data is not None:
+        data = response.volume_data
+        m.status["volumeData"] = {"image": data.image, "digest": data.digest, "volumes": list(data.volumes),
+                                  "dataBytes": data.data_bytes, "stagedOn": []}  # fmt: skip
     m.status["frozen"] = response.frozen
     m.status["containers"] = [
         {"name": c.name, "image": c.image, "digest": c.digest, "baseImage": c.base_image,
@@ -190,6 +198,15 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         for c in response.containers
     ]  # fmt: skip
     m.note("Checkpointed", f"{len(response.containers)} container(s) checkpointed on {m.status['sourceNode']}, source frozen")
+    if m.status.get("volumeData"):
+        # The target must hold the files before its restore can start: staged now, while the
+        # source is still whole, so a failure here still just thaws it.
+        try:
+            await artifacts.stage_volume_data(ctx, m, node_name=m.status["targetNode"])
+        except AgentError as exc:
+            return fail_before_removal(
+                m, "VolumeDataFailed", f"staging the emptyDir files on {m.status['targetNode']} failed: {exc}"
+            )
     enter(m, Step.REMOVE_SOURCE)
 
 
@@ -263,6 +280,8 @@ async def wait_ready(ctx: Context, m: Migration) -> None:
     if pod is None or pod["metadata"]["uid"] != m.status["newPod"]["uid"]:
         return fail_after_removal(m, "TargetPodLost", f"the restored pod on {m.status['targetNode']} was deleted")
     if pods.is_ready(pod):
+        if missing := await artifacts.volume_data_missing(ctx, m, pod=pod):
+            return fail_after_removal(m, "VolumeDataNotRestored", missing)
         m.status["readyAt"] = iso(now())
         await _target_spans(ctx, m, pod)
         m.note("Restored", f"pod {pod['metadata']['name']} restored and Ready on {m.status['targetNode']}")
@@ -304,10 +323,15 @@ async def _target_spans(ctx: Context, m: Migration, pod: Mapping[str, Any]) -> N
 
 async def cleanup(ctx: Context, m: Migration) -> None:
     await pods.delete_pod(ctx, m.namespace, prepull_name(m))
-    await pods.delete_images(ctx, m)
+    await artifacts.release(ctx, m)
     downtime = downtime_seconds(m)
     suffix = f"; downtime {downtime:.2f}s" if downtime is not None else ""
-    carried = f"with its memory; {m.status['droppedData']}" if m.status.get("droppedData") else "with its state"
+    if m.status.get("droppedData"):
+        carried = f"with its memory; {m.status['droppedData']}"
+    elif data := m.status.get("volumeData"):
+        carried = f"with its state and its emptyDir files ({', '.join(data['volumes'])}, {data['dataBytes']} bytes)"
+    else:
+        carried = "with its state"
     await finish(
         ctx, m, phase=Phase.SUCCEEDED, reason="Migrated",
         message=f"pod {m.pod_name} moved from {m.status['sourceNode']} to {m.status['targetNode']} {carried}{suffix}",

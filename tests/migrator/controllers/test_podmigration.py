@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agentapi import contract
 from agentapi.client import AgentError
 from migrator import api
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
@@ -694,7 +695,6 @@ async def test_without_a_target_only_nodes_of_the_same_runtime_are_candidates(wo
 @pytest.mark.parametrize(
     ("volumes", "reason"),
     [
-        ([{"name": "data", "emptyDir": {}}], "EmptyDirData"),
         ([{"name": "logs", "hostPath": {"path": "/var/log"}}], "HostPathVolume"),
         ([{"name": "db", "persistentVolumeClaim": {"claimName": "db"}}], "PersistentVolume"),
     ],
@@ -708,6 +708,67 @@ async def test_a_pod_whose_state_cannot_move_is_refused_before_anything_is_froze
     s = world.status(name)
     assert (s["phase"], s["reason"]) == ("Failed", reason), s
     assert world.agents.calls == [] and world.kube.pods[(NS, "web")]["metadata"]["uid"] == uid
+
+
+# --- emptyDir files move with the pod (migrator.controllers.podmigration.artifacts) -----------------
+SCRATCH = [{"name": "data", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory"}}]
+
+
+async def test_emptydir_files_are_captured_staged_on_the_target_and_checked_before_success(world: World) -> None:
+    world.kube.add_pod(make_pod("web", volumes=SCRATCH))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    (request,) = world.agents.requests
+    assert request.volumes == (
+        contract.EmptyDirVolume(name="data", medium=""), contract.EmptyDirVolume(name="shm", medium="Memory"),
+    )  # fmt: skip
+    s = world.status(name)
+    assert s["volumeData"]["volumes"] == ["data", "shm"] and s["volumeData"]["stagedOn"] == ["node-2"]
+    # Staged on the target while the source was still frozen and whole, before it was killed.
+    assert world.agents.operations() == ["checkpoint", "stage_volumes", "kill"]
+    world.kubelet.start(NS, "web")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Succeeded", "Migrated")
+    assert f"with its state and its emptyDir files (data, shm, {1 << 20} bytes)" in s["message"]
+    deleted = [what for op, _, what in world.agents.calls if op == "delete_image"]
+    assert s["volumeData"]["image"] in deleted and len(deleted) == 2, "the volume data is deleted like the images"
+    assert world.agents.staged == {} and s["volumeData"]["stagedOn"] == []
+
+
+async def test_a_restore_without_the_files_is_a_failed_restore_and_the_source_gets_them(world: World) -> None:
+    world.kube.add_pod(make_pod("web", volumes=SCRATCH))
+    world.agents.without_hook.add("node-2")
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.start(NS, "web")
+    await world.reconcile(name)
+    s = world.status(name)
+    assert (s["phase"], s["step"]) == ("RollingBack", "RestoreSource"), s
+    assert "restored on node-2 without its emptyDir files" in s["failure"]["message"]
+    await world.reconcile(name)  # the failed pod goes, the files are staged on the source, the pod restored there
+    assert ("stage_volumes", "node-1", f"{NS}/web") in world.agents.calls
+    await world.reconcile(name)
+    world.kubelet.start(NS, "web")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "VolumeDataNotRestored")
+    assert s["message"].endswith("the pod was restored on its source node node-1 from the checkpoint (state kept)"), s["message"]
+    assert world.agents.staged == {}
+
+
+async def test_files_that_cannot_be_staged_leave_the_source_running(world: World) -> None:
+    world.kube.add_pod(make_pod("web", volumes=SCRATCH))
+    world.agents.errors["stage_volumes"] = AgentError("fetching volume data: registry.local: connection refused", status=502)
+    name = world.migrate(targetNode="node-2")
+    await world.reconcile(name)
+    world.kubelet.pull_images(NS, world.prepull(name)["metadata"]["name"])  # type: ignore[index]
+    for _ in range(3):
+        await world.reconcile(name)
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "VolumeDataFailed"), s
+    assert "the source pod was left running on node-1" in s["message"]
+    assert "kill" not in world.agents.operations() and world.agents.frozen == set()
 
 
 async def test_with_delete_emptydir_data_it_moves_and_says_what_was_left_behind(world: World) -> None:
