@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from migrator import placement
 from migrator.api import PodAction, PodOutcome, UnmigratablePolicy
+from migrator.claims import Claims
 from migrator.movability import controller_of, empty_dirs, obstacles
 
 NAME_LIMIT: Final = 63  # PodMigration names from a drain, and NodeDrain names (they become label values)
@@ -196,9 +197,9 @@ class Verdict:
     unmigratable: bool = False  # cannot be migrated: unmigratablePolicy decides
 
 
-def judge(pod: Mapping[str, Any], *, spec: DrainSpec) -> Verdict:
+def judge(pod: Mapping[str, Any], *, spec: DrainSpec, claims: Claims | None = None) -> Verdict:
     """The pod's fate in this drain, from what ``movability`` says stands in the way of moving it."""
-    found = obstacles(pod)
+    found = obstacles(pod, claims=claims)
     skip = next((o for o in found if o.kind == "skip"), None)
     if skip is not None:
         owner = (controller_of(pod) or {}).get("name")
@@ -259,6 +260,7 @@ def choose_target(
     nodes: Sequence[Mapping[str, Any]],
     pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]],
     prefer: str = "",
+    claims: Claims | None = None,
 ) -> tuple[str | None, str]:
     """The node for ``pod`` (``prefer`` while it still fits), or None and why no node can take it."""
     candidates = candidate_nodes(spec, nodes)
@@ -267,11 +269,13 @@ def choose_target(
     runtime = placement.runtime_of(source) if source is not None else None
     preferred = next((n for n in candidates if n["metadata"]["name"] == prefer), None)
     fits = preferred is not None and placement.check(
-        pod=pod, node=preferred, pods_on_node=by_node.get(prefer, []), runtime=runtime
+        pod=pod, node=preferred, pods_on_node=by_node.get(prefer, []), runtime=runtime, claims=claims
     )
     if fits and fits.fits:
         return prefer, ""
-    best, verdicts = placement.choose(pod=pod, nodes=candidates, pods_by_node=by_node, exclude=spec.node, runtime=runtime)
+    best, verdicts = placement.choose(
+        pod=pod, nodes=candidates, pods_by_node=by_node, exclude=spec.node, runtime=runtime, claims=claims
+    )
     if best is not None:
         return best.node, ""
     missing = [n for n in spec.target_nodes if n not in {c["metadata"]["name"] for c in candidates}]
@@ -292,6 +296,7 @@ class PodPlan:
     reason: str = ""
     target: str = ""
     blocks: bool = False
+    unmigratable: str = ""  # why it cannot be migrated (kept for the outcome of an eviction instead)
 
     def entry(self) -> dict[str, Any]:
         """The pod's line in NodeDrain ``status.pods`` before anything has happened to it."""
@@ -305,6 +310,8 @@ class PodPlan:
         }  # fmt: skip
         if self.target:
             record["target"] = self.target
+        if self.unmigratable:
+            record["unmigratable"] = self.unmigratable
         return record
 
 
@@ -322,6 +329,11 @@ def evict_instead(why: str) -> str:
     return f"cannot be migrated ({why}); to be evicted instead (unmigratablePolicy Evict)"
 
 
+def evicted(why: str) -> str:
+    """The outcome of an eviction, with why the pod was evicted rather than migrated (if it was)."""
+    return f"evicted: it cannot be migrated ({why})" if why else "evicted"
+
+
 def not_evicted(why: str) -> str:
     return f"cannot be migrated: {why} (unmigratablePolicy Block: not evicted)"
 
@@ -329,7 +341,7 @@ def not_evicted(why: str) -> str:
 def unmigratable(plan: PodPlan, why: str, *, policy: UnmigratablePolicy) -> str | None:
     """Apply unmigratablePolicy to a pod that cannot be migrated; the blocking reason, or None if it is to be evicted."""
     if policy == UnmigratablePolicy.EVICT:
-        plan.action, plan.target, plan.reason = PodAction.EVICT, "", evict_instead(why)
+        plan.action, plan.target, plan.reason, plan.unmigratable = PodAction.EVICT, "", evict_instead(why), why
         return None
     plan.blocks, plan.reason = True, not_evicted(why)
     return f"{plan.namespace}/{plan.name}: {why}"
@@ -341,8 +353,11 @@ def plan(
     pods: Iterable[Mapping[str, Any]],
     nodes: Sequence[Mapping[str, Any]],
     pods_by_node: Mapping[str, Sequence[Mapping[str, Any]]],
+    claims: Claims | None = None,
 ) -> Plan:
     """Classify the node's ``pods`` and give each pod to migrate its target, spreading them.
+
+    ``claims`` are the persistent volume claims the pods mount (``claims.read_all``).
 
     ``pods_by_node`` is every node's pods (as placement needs them); the targets chosen here are
     counted as they are made, so two pods that each fit a node alone do not both go there if
@@ -355,7 +370,7 @@ def plan(
     plans, blocked = [], []
     for pod in sorted(selected, key=pod_key):
         namespace, name = pod_key(pod)
-        verdict = judge(pod, spec=spec)
+        verdict = judge(pod, spec=spec, claims=claims)
         p = PodPlan(
             namespace=namespace, name=name, uid=str(pod["metadata"].get("uid", "")), owner=owner_of(pod),
             action=verdict.action, reason=verdict.reason, blocks=verdict.blocks,
@@ -370,7 +385,9 @@ def plan(
             continue
         if p.action != PodAction.MIGRATE:
             continue
-        target, why = choose_target(pod, spec=spec, nodes=nodes, pods_by_node=with_assignments(pods_by_node, assigned))
+        target, why = choose_target(
+            pod, spec=spec, nodes=nodes, pods_by_node=with_assignments(pods_by_node, assigned), claims=claims
+        )
         if target is None:
             if blocking := unmigratable(p, why, policy=spec.policy):
                 blocked.append(blocking)

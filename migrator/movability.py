@@ -15,8 +15,13 @@ Each obstacle has a kind, because callers differ in what they do with it:
 
 * ``skip``: not a pod to move at all (static, DaemonSet, finished, being deleted): a drain
   leaves it, a migration refuses it;
-* ``never``: it cannot move (host network, hostPath or persistent volumes, devices, a pod that
-  is not running, a controller whose replacement pods podmigrate cannot restore).
+* ``never``: it cannot move (host network, hostPath volumes, persistent volumes that cannot be
+  mounted on another node at the same time, devices, a pod that is not running, a controller
+  whose replacement pods podmigrate cannot restore).
+
+Persistent volumes are judged from their claims (``migrator.claims``, read by the caller):
+shared storage (ReadWriteMany, ReadOnlyMany) follows the pod, and ``placement`` keeps the
+target inside the volume's node affinity; anything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from migrator import claims as claim_facts
 from migrator.api import OWNERS_RESTORED_BY_WEBHOOK
+from migrator.claims import Claims
 
 MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 # Resources a container may request that are not devices (everything else is an extended
@@ -60,8 +67,12 @@ def _devices(spec: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def obstacles(pod: Mapping[str, Any]) -> list[Obstacle]:
-    """Everything that stands in the way of moving ``pod`` with its state, most fundamental first."""
+def obstacles(pod: Mapping[str, Any], *, claims: Claims | None = None) -> list[Obstacle]:
+    """Everything that stands in the way of moving ``pod`` with its state, most fundamental first.
+
+    ``claims`` holds the facts of the pod's persistent volume claims (``claims.read_for_pod``);
+    without them a pod with claims is refused, since nothing says its volumes can follow it.
+    """
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     phase = status.get("phase") or "Unknown"
     owner = controller_of(pod)
@@ -98,22 +109,31 @@ def obstacles(pod: Mapping[str, Any]) -> list[Obstacle]:
             "process holding one open cannot be restored without it",
             "never",
         )
-    claims = [v["name"] for v in volumes if "persistentVolumeClaim" in v or "ephemeral" in v]
-    if claims:
-        add(
-            "PersistentVolume",
-            f"mounts persistent volume(s) {', '.join(claims)}: moving a volume with its pod is not supported yet",
-            "never",
-        )
+    for volume, claim in claim_facts.of_pod(pod, claims or {}).items():
+        if claims is None:
+            add("PersistentVolume", f"mounts persistent volume {volume}: its claim {claim.name} was not looked up", "never")
+        elif not claim.found:
+            add("PersistentVolume", f"mounts volume {volume} of claim {claim.name}, which does not exist", "never")
+        elif not claim.bound:
+            add("PersistentVolume", f"mounts volume {volume} of claim {claim.name}, which is not bound to a volume", "never")
+        elif not claim.shared:
+            modes = ", ".join(sorted(claim.access_modes)) or "no access mode"
+            add(
+                "PersistentVolume",
+                f"mounts persistent volume {claim.volume} (claim {claim.name}, {modes}): only storage that every node "
+                "mounts at once (ReadWriteMany, ReadOnlyMany) can follow a pod; moving a ReadWriteOnce volume between "
+                "nodes (detach, attach) is not supported",
+                "never",
+            )
     devices = _devices(spec)
     if devices:
         add("DeviceResource", f"uses device resource(s) {', '.join(devices)}: device state cannot be checkpointed", "never")
     return found
 
 
-def first_refusal(pod: Mapping[str, Any]) -> Obstacle | None:
+def first_refusal(pod: Mapping[str, Any], *, claims: Claims | None = None) -> Obstacle | None:
     """Why a migration of ``pod`` must be refused, or None: the first obstacle of any kind."""
-    found = obstacles(pod)
+    found = obstacles(pod, claims=claims)
     return found[0] if found else None
 
 

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from migrator import claims as claim_facts
+from migrator.claims import Claims
+
 _SUFFIXES = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
     "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -97,6 +100,11 @@ def _affinity_ok(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
         ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
         or {}
     ).get("nodeSelectorTerms")
+    return _terms_match(required, node)
+
+
+def _terms_match(required: Iterable[Mapping[str, Any]] | None, node: Mapping[str, Any]) -> bool:
+    """Does ``node`` match a list of nodeSelectorTerms (a pod's required node affinity, a volume's)?"""
     if not required:
         return True
     labels = node["metadata"].get("labels") or {}
@@ -109,6 +117,15 @@ def _affinity_ok(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     return False
 
 
+def volume_misfit(*, pod: Mapping[str, Any], node: Mapping[str, Any], claims: Claims | None) -> str | None:
+    """Why ``node`` cannot mount one of the pod's persistent volumes (outside its node affinity), or None."""
+    for volume, claim in claim_facts.of_pod(pod, claims or {}).items():
+        if claim.node_terms and not _terms_match(claim.node_terms, node):
+            name = node["metadata"]["name"]
+            return f"node {name} is outside the node affinity of persistent volume {claim.volume} (volume {volume})"
+    return None
+
+
 def runtime_of(node: Mapping[str, Any]) -> str:
     """The node's container runtime by name (``containerd``, ``cri-o``), from ``containerRuntimeVersion``."""
     version = str(((node.get("status") or {}).get("nodeInfo") or {}).get("containerRuntimeVersion") or "")
@@ -116,9 +133,18 @@ def runtime_of(node: Mapping[str, Any]) -> str:
 
 
 def check(
-    *, pod: Mapping[str, Any], node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]], runtime: str | None = None
+    *,
+    pod: Mapping[str, Any],
+    node: Mapping[str, Any],
+    pods_on_node: Iterable[Mapping[str, Any]],
+    runtime: str | None = None,
+    claims: Claims | None = None,
 ) -> Verdict:
-    """Would the scheduler put ``pod`` on ``node``, given the pods already there (and runs it ``runtime``, if given)?"""
+    """Would the scheduler put ``pod`` on ``node``, given the pods already there (and runs it ``runtime``, if given)?
+
+    With ``claims``, the node must also be inside the node affinity of every persistent volume
+    the pod mounts, as the scheduler's volume binding requires.
+    """
     name = node["metadata"]["name"]
     if runtime is not None and runtime_of(node) != runtime:
         theirs, ours = runtime_of(node) or "an unknown runtime", runtime or "an unknown one"
@@ -140,6 +166,8 @@ def check(
             return Verdict(node=name, fits=False, reason=f"node {name} does not match nodeSelector {key}={value}")
     if not _affinity_ok(pod, node):
         return Verdict(node=name, fits=False, reason=f"node {name} does not match the pod's required node affinity")
+    if why := volume_misfit(pod=pod, node=node, claims=claims):
+        return Verdict(node=name, fits=False, reason=why)
     allocatable = {k: parse_quantity(v) for k, v in ((node.get("status") or {}).get("allocatable") or {}).items()}
     used: dict[str, float] = {}
     count = 0
@@ -171,10 +199,11 @@ def choose(
     pods_by_node: Mapping[str, list[Mapping[str, Any]]],
     exclude: str,
     runtime: str | None = None,
+    claims: Claims | None = None,
 ) -> tuple[Verdict | None, list[Verdict]]:
     """The best node for ``pod`` other than ``exclude`` (its current node), and every verdict."""
     verdicts = [
-        check(pod=pod, node=node, pods_on_node=pods_by_node.get(node["metadata"]["name"], []), runtime=runtime)
+        check(pod=pod, node=node, pods_on_node=pods_by_node.get(node["metadata"]["name"], []), runtime=runtime, claims=claims)
         for node in nodes
         if node["metadata"]["name"] != exclude
     ]

@@ -36,7 +36,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain
-from migrator import api, movability
+from migrator import api, claims, movability
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Webhook:
         if existing is None:
             # A pod that cannot move at all is evicted as asked rather than refused later by a doomed
             # migration. Its emptyDir files move with it: better than the eviction the caller accepted.
-            refusal = movability.first_refusal(plain(pod))
+            refusal = movability.first_refusal(plain(pod), claims=await claims.read_for_pod(self.core, plain(pod)))
             if refusal is not None:
                 log.info("eviction of %s/%s allowed: pod %s", namespace, pod_name, refusal.message)
                 return web.json_response(review_response(uid))

@@ -225,6 +225,8 @@ class FakeKube:
         self.api_client = OfflineApiClient()
         self.clock = clock or units.now
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.claims: dict[tuple[str, str], dict[str, Any]] = {}  # PersistentVolumeClaims
+        self.volumes: dict[str, dict[str, Any]] = {}  # PersistentVolumes
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.pdbs: dict[tuple[str, str], dict[str, Any]] = {}
         # plural -> {(namespace, name) or name: object}
@@ -317,6 +319,33 @@ class FakeKube:
         obj["metadata"]["resourceVersion"] = self._version()
 
     # --- CoreV1Api: nodes
+    def add_volume(self, name: str, *, claim: tuple[str, str], modes: list[str], node: str | None = None) -> None:
+        """A PersistentVolume bound to ``claim`` (namespace, name); ``node`` pins it there (a local volume)."""
+        spec: dict[str, Any] = {"accessModes": modes, "hostPath": {"path": f"/srv/{name}"}, "claimRef": {"name": claim[1]}}
+        if node:
+            term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+            spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [term]}}
+        self.volumes[name] = {"metadata": {"name": name}, "spec": spec, "status": {"phase": "Bound"}}
+        self.claims[claim] = {
+            "metadata": {"name": claim[1], "namespace": claim[0]},
+            "spec": {"accessModes": modes, "volumeName": name},
+            "status": {"phase": "Bound", "accessModes": modes},
+        }
+
+    async def read_namespaced_persistent_volume_claim(self, name: str, namespace: str, **_: Any) -> Any:
+        return self.api_client.model(
+            self._found(self.claims, (namespace, name), "persistentvolumeclaims"), "V1PersistentVolumeClaim"
+        )
+
+    async def read_persistent_volume(self, name: str, **_: Any) -> Any:
+        return self.api_client.model(self._found(self.volumes, name, "persistentvolumes"), "V1PersistentVolume")
+
+    async def list_persistent_volume_claim_for_all_namespaces(self, **_: Any) -> Any:
+        return self._list(list(self.claims.values()), "V1PersistentVolumeClaimList")
+
+    async def list_persistent_volume(self, **_: Any) -> Any:
+        return self._list(list(self.volumes.values()), "V1PersistentVolumeList")
+
     async def read_node(self, name: str, **_: Any) -> client.V1Node:
         return self.api_client.model(self._found(self.nodes, name, "nodes"), "V1Node")
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from migrator import api, movability, timeline
+from migrator import api, movability, placement, timeline
 from migrator.cli import printing
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
@@ -57,9 +57,11 @@ async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: s
     pod = await kube.read_pod(namespace=namespace, name=pod_name)
     if pod is None:
         raise CliError(f'pod "{pod_name}" not found in namespace "{namespace}"')
-    refusal = movability.first_refusal(pod)
-    if refusal is not None:
-        raise CliError(f'pod "{pod_name}" {refusal.message}')
+    claims = await kube.read_claims(pod=pod)
+    # Claims this user may not read are judged by the controller (its Validate step) instead.
+    found = [o for o in movability.obstacles(pod, claims=claims) if claims is not None or o.reason != "PersistentVolume"]
+    if found:
+        raise CliError(f'pod "{pod_name}" {found[0].message}')
     moving = api.unfinished_migrations_of(await kube.list_migrations(namespace=namespace), pod=pod_name)
     if moving:
         raise CliError(f'pod "{pod_name}" is already being moved by {printing.RESOURCE} "{moving[0]["metadata"]["name"]}"')
@@ -74,6 +76,8 @@ async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: s
         raise CliError(f'node "{target}" is not Ready')
     if (node.get("spec") or {}).get("unschedulable"):
         raise CliError(f'node "{target}" is cordoned (unschedulable): uncordon it or pick another node')
+    if why := placement.volume_misfit(pod=pod, node=node, claims=claims):
+        raise CliError(f'pod "{pod_name}" cannot move there: {why}')
     return pod
 
 

@@ -78,8 +78,9 @@ async def dry_run(*, kube: Api, io: Io, spec: Mapping[str, Any]) -> int:
     pods = await kube.list_pods()
     by_node = drainplan.group_by_node(pods)
     plan = drainplan.plan(
-        spec=drainplan.DrainSpec.from_spec(spec), pods=by_node.get(spec["nodeName"], []), nodes=nodes, pods_by_node=by_node
-    )
+        spec=drainplan.DrainSpec.from_spec(spec), pods=by_node.get(spec["nodeName"], []), nodes=nodes, pods_by_node=by_node,
+        claims=await kube.list_claims(),
+    )  # fmt: skip
     for line in drainprinting.plan_lines(plan, node=spec["nodeName"]):
         io.print(line)
     io.print(drainprinting.plan_summary(plan))

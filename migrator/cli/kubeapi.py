@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -23,7 +23,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from kubeclient.connecting import api_client
 from kubeclient.watching import list_and_watch
-from migrator import api
+from migrator import api, claims
+from migrator.claims import Claims
 from migrator.cli.errors import CliError
 
 REQUEST_TIMEOUT: Final = 30  # seconds per API call: a black-holed server must not hang the CLI
@@ -64,6 +65,11 @@ class Api(Protocol):
 
     # NodeDrains (cluster-scoped) and what a drain's dry run needs to plan.
     async def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    async def read_claims(self, *, pod: Mapping[str, Any]) -> Claims | None:
+        """The pod's claims and their volumes; None when this user may not read them (the controller judges then)."""
+
+    async def list_claims(self) -> Claims | None: ...
 
     async def list_pods(self, *, node: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -233,6 +239,24 @@ class KubeApi:
                     yield event.object
 
     # --- NodeDrains -----------------------------------------------------------------------------
+    async def _claims(self, read: Callable[[], Awaitable[Claims]]) -> Claims | None:
+        try:
+            return await read()
+        except client.ApiException as exc:
+            if exc.status == 403:  # persistent volumes are cluster-scoped: many users may not read them
+                return None
+            raise api_error(exc) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise connection_error(exc, server=self.server) from None
+
+    async def read_claims(self, *, pod: Mapping[str, Any]) -> Claims | None:
+        if not claims.claim_names(pod):
+            return {}
+        return await self._claims(lambda: claims.read_for_pod(self.core, pod))
+
+    async def list_claims(self) -> Claims | None:
+        return await self._claims(lambda: claims.read_all(self.core))
+
     async def list_nodes(self) -> list[dict[str, Any]]:
         return list((await self._call(lambda: self.core.list_node(_request_timeout=REQUEST_TIMEOUT))).get("items") or [])
 

@@ -39,8 +39,9 @@ from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_plain
 from kubeclient.resources import MERGE_PATCH, Gone
-from migrator import api, disruption, drainplan, tracing
+from migrator import api, claims, disruption, drainplan, tracing
 from migrator.api import DrainPhase, PodAction, PodOutcome, UnmigratablePolicy
+from migrator.claims import Claims
 from migrator.drainplan import DrainSpec, SelectorError
 from migrator.reconciling import Record, Recorder, Wait, set_condition
 from migrator.units import iso, now
@@ -106,8 +107,11 @@ class Drain(Record):
 class World:
     """The cluster as one pass of starts sees it: nodes, every pod, and PodDisruptionBudgets per namespace."""
 
-    def __init__(self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], policy: client.PolicyV1Api) -> None:
+    def __init__(
+        self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], claims: Claims, policy: client.PolicyV1Api
+    ) -> None:
         self.nodes = nodes
+        self.claims = claims
         self.by_node = drainplan.group_by_node(pods)
         self.index = {drainplan.pod_key(p): p for p in pods}
         self._policy = policy
@@ -221,7 +225,12 @@ class NodeDrainReconciler:
         for key in ("target", "startTime", "disruptionBudgets"):
             entry.pop(key, None)
         if d.spec.policy == UnmigratablePolicy.EVICT:
-            entry.update(action=PodAction.EVICT.value, outcome=PodOutcome.PENDING.value, reason=drainplan.evict_instead(why))
+            entry.update(
+                action=PodAction.EVICT.value,
+                outcome=PodOutcome.PENDING.value,
+                reason=drainplan.evict_instead(why),
+                unmigratable=why,
+            )
             return
         self._pod_done(entry, PodOutcome.FAILED, drainplan.not_evicted(why))
         d.status.setdefault("blockedReasons", []).append(f"{entry['namespace']}/{entry['name']}: {why}")
@@ -245,7 +254,7 @@ class NodeDrainReconciler:
     async def _world(self) -> World:
         nodes = [plain(n) for n in (await self.core.list_node()).items]
         pods = [plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
-        return World(nodes=nodes, pods=pods, policy=self.policy)
+        return World(nodes=nodes, pods=pods, claims=await claims.read_all(self.core), policy=self.policy)
 
     async def _set_unschedulable(self, node: str, value: bool) -> None:
         # null removes the field, as kubectl uncordon leaves it.
@@ -295,7 +304,7 @@ class NodeDrainReconciler:
         world = await self._world()
         on_node = world.by_node.get(d.node, [])
         try:
-            plan = drainplan.plan(spec=d.spec, pods=on_node, nodes=world.nodes, pods_by_node=world.by_node)
+            plan = drainplan.plan(spec=d.spec, pods=on_node, nodes=world.nodes, pods_by_node=world.by_node, claims=world.claims)
         except SelectorError as exc:
             return self._finish(d, DrainPhase.FAILED, "InvalidPodSelector", str(exc))
         d.status["pods"] = [p.entry() for p in plan.pods]
@@ -370,7 +379,7 @@ class NodeDrainReconciler:
                         assigned.setdefault(other["target"], []).append(source)
                 target, why = drainplan.choose_target(
                     pod, spec=d.spec, nodes=world.nodes, pods_by_node=drainplan.with_assignments(world.by_node, assigned),
-                    prefer=str(entry.get("target") or ""),
+                    prefer=str(entry.get("target") or ""), claims=world.claims,
                 )  # fmt: skip
                 if target is None:
                     self._unmigratable(d, entry, why)
@@ -513,12 +522,13 @@ class NodeDrainReconciler:
     async def _follow_eviction(self, d: Drain, entry: dict[str, Any]) -> None:
         """Evict through the Eviction API (PodDisruptionBudgets honoured); 429: again after ``retry`` seconds."""
         namespace, name = entry["namespace"], entry["name"]
+        done = drainplan.evicted(str(entry.get("unmigratable") or ""))  # why it was evicted stays in the record
         pod = await self._pod(namespace, name)
         if pod is None or pod["metadata"]["uid"] != entry["uid"]:
             self._next_eviction.pop(entry["uid"], None)
-            return self._pod_done(entry, PodOutcome.EVICTED, "evicted")
+            return self._pod_done(entry, PodOutcome.EVICTED, done)
         if pod["metadata"].get("deletionTimestamp"):
-            entry["reason"] = "evicted; terminating"
+            entry["reason"] = f"{done}; terminating"
             return
         if d.deleting:
             return self._not_started(entry, "not evicted: the drain was cancelled")
@@ -529,14 +539,14 @@ class NodeDrainReconciler:
             await self.core.create_namespaced_pod_eviction(name, namespace, body)
         except client.ApiException as exc:
             if exc.status == 404:
-                return self._pod_done(entry, PodOutcome.EVICTED, "evicted")
+                return self._pod_done(entry, PodOutcome.EVICTED, done)
             if exc.status != 429:
                 return self._pod_done(entry, PodOutcome.FAILED, f"eviction failed: {_api_message(exc)}")
             self._next_eviction[entry["uid"]] = time.monotonic() + self.retry
             entry["reason"] = f"eviction refused for now ({_api_message(exc)}); trying again every {self.retry:g}s"
             return
         self._next_eviction.pop(entry["uid"], None)
-        entry["reason"] = "evicted; terminating"
+        entry["reason"] = f"{done}; terminating"
         d.note("Evicting", f"pod {namespace}/{name} evicted")
 
     # --- cancel ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 
 from localcluster import cluster as lc
 from localcluster.podmigrate import token_kubeconfig
+from migrator.claims import Claims
 from migrator.cli import commands, kubeapi, main, printing
 from migrator.cli.arguments import parse_args, parse_duration
 from migrator.cli.commands import Io
@@ -103,6 +104,7 @@ class FakeApi:
         self.default_namespace = namespace
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.claims: Claims | None = {}  # None: this user may not read persistent volumes
         self.migrations: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.created: list[dict[str, Any]] = []
@@ -117,6 +119,12 @@ class FakeApi:
     async def read_node(self, *, name: str) -> dict[str, Any] | None:
         self.calls.append(f"read_node {name}")
         return self.nodes.get(name)
+
+    async def read_claims(self, *, pod: Mapping[str, Any]) -> Claims | None:
+        return self.claims
+
+    async def list_claims(self) -> Claims | None:
+        return self.claims
 
     async def create_migration(self, *, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(f"create {namespace}")

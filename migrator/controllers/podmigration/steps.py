@@ -27,7 +27,7 @@ from kubernetes_asyncio import client
 from agentapi import contract
 from agentapi.client import AgentError
 from kubeclient.reading import plain
-from migrator import api, movability, placement, tracing
+from migrator import api, claims, movability, placement, tracing
 from migrator.api import Phase, Step
 from migrator.controllers.podmigration import artifacts, pods
 from migrator.controllers.podmigration.bookkeeping import (
@@ -72,7 +72,8 @@ async def validate(ctx: Context, m: Migration) -> None:
         return fail_validation(
             m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved by PodMigration {other}; one migration per pod"
         )
-    refusal = movability.first_refusal(pod)
+    facts = await claims.read_for_pod(ctx.core, pod)
+    refusal = movability.first_refusal(pod, claims=facts)
     if refusal:
         return fail_validation(m, refusal.reason, f"pod {m.pod_name} {refusal.message}")
     meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
@@ -91,12 +92,14 @@ async def validate(ctx: Context, m: Migration) -> None:
             return fail_validation(m, "NodeNotFound", f'target node "{wanted}" not found')
         if wanted == source:
             return fail_validation(m, "SameNode", f"pod {m.pod_name} already runs on {wanted}")
-        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime)
+        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime, claims=facts)
         if not verdict.fits:
             return fail_validation(m, "NodeDoesNotFit", verdict.reason)
         target = wanted
     else:
-        best, verdicts = placement.choose(pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source, runtime=runtime)
+        best, verdicts = placement.choose(
+            pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source, runtime=runtime, claims=facts
+        )
         if best is None:
             reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no other node"
             return fail_validation(m, "NoNodeFits", f"no node can take pod {m.pod_name}: {reasons}")

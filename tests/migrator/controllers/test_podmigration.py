@@ -771,6 +771,31 @@ async def test_files_that_cannot_be_staged_leave_the_source_running(world: World
     assert "kill" not in world.agents.operations() and world.agents.frozen == set()
 
 
+# --- persistent volumes follow the pod when every node mounts them (migrator.claims) -----------------
+async def test_a_pod_on_shared_storage_moves_and_its_volume_follows(world: World) -> None:
+    world.kube.add_volume("pv-shared", claim=(NS, "shared"), modes=["ReadWriteMany"])
+    world.kube.add_pod(make_pod("web", volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}]))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.start(NS, "web")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Succeeded", "Migrated") and "volumeData" not in s
+    pod = world.kube.pods[(NS, "web")]
+    assert pod["spec"]["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}]
+
+
+async def test_a_target_outside_the_volumes_node_affinity_is_refused_before_anything_is_frozen(world: World) -> None:
+    world.kube.add_volume("pv-local", claim=(NS, "local"), modes=["ReadWriteMany"], node="node-1")
+    world.kube.add_pod(make_pod("web", volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "local"}}]))
+    name = world.migrate(targetNode="node-2")
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "NodeDoesNotFit"), s
+    assert "outside the node affinity of persistent volume pv-local" in s["message"]
+    assert world.agents.calls == []
+
+
 async def test_with_delete_emptydir_data_it_moves_and_says_what_was_left_behind(world: World) -> None:
     world.kube.add_pod(make_pod("web", volumes=[{"name": "data", "emptyDir": {}}]))
     name = world.migrate(targetNode="node-2", deleteEmptyDirData=True)
