@@ -50,6 +50,10 @@ def parse_sizes(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES), help="ballast sizes, MiB (64,256,1024)")
+    parser.add_argument(
+        "--emptydir-mib", type=parse_sizes, default=[256], metavar="SIZES",
+        help="also move the smallest-size app holding a file of this much random data in an emptyDir, MiB (256; 0: none)",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; the tables show medians (1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every run and the medians as JSON to PATH")
     parser.add_argument("--instance", type=int, default=INSTANCE, help="local cluster instance, so it collides with no other (5)")
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="podmigrate-bench-"))
     state = base / "cluster"
     results: list[SizeResult] = []
+    emptydir: list[SizeResult] = []
     cluster: lc.Cluster | None = None
     installation: podmigrate.Installation | None = None
     teardown_error: str | None = None
@@ -156,6 +161,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.size_mib}MiB migration run {i}: {m.phase or 'unfinished'} total {stats.fmt_seconds(m.total_s)}s "
                     f"downtime {stats.fmt_seconds(m.downtime_s)}s" + ("" if m.ok else f" FAILED: {m.error}")
                 )
+        # The same (smallest) app again with a file in an emptyDir: what moving the files costs, per GiB.
+        emptydir += [SizeResult(size_mib=min(args.sizes), emptydir_mib=e) for e in args.emptydir_mib if e]
+        for result in emptydir:
+            for i in range(1, args.repeat + 1):
+                _sync()
+                m = migration.measure(
+                    api=api, cluster=cluster, size_mib=result.size_mib, run_index=i, warmup_seconds=args.warmup_seconds,
+                    emptydir_mib=result.emptydir_mib,
+                )  # fmt: skip
+                result.migrations.append(m)
+                _log(
+                    f"{result.label} migration run {i}: {m.phase or 'unfinished'} downtime {stats.fmt_seconds(m.downtime_s)}s "
+                    f"({stats.fmt_mib(m.volume_bytes)} of emptyDir files)" + ("" if m.ok else f" FAILED: {m.error}")
+                )
     except KeyboardInterrupt:
         _log("interrupted: tearing down")
         teardown_error = "interrupted"
@@ -183,15 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s, teardown {meta.get('down_s', '?')}s)"
     ]
     if results:
-        print(report.render(results, header=_header(meta, cluster), footer=footer), flush=True)
+        print(report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_json(results, meta=meta), indent=2) + "\n")
+        args.json.write_text(json.dumps(report.to_json(results, meta=meta, emptydir=emptydir), indent=2) + "\n")
         _log(f"wrote {args.json}")
     if teardown_error:
         _log(f"ERROR: {teardown_error}")
         return 1
-    return 0 if results and all(r.ok for r in results) else 1
+    return 0 if results and all(r.ok for r in [*results, *emptydir]) else 1
 
 
 if __name__ == "__main__":

@@ -123,9 +123,10 @@ def ensure_namespace(api: Api) -> None:
     )
 
 
-def app_pod(*, name: str, node: str, image: str, size_mib: int, warmup_seconds: float) -> dict[str, Any]:
-    """The warmup app as the e2e tests run it: readiness on /healthz every second."""
-    return {
+def app_pod(*, name: str, node: str, image: str, size_mib: int, warmup_seconds: float, emptydir_mib: int = 0) -> dict[str, Any]:
+    """The warmup app as the e2e tests run it: readiness on /healthz every second; with ``emptydir_mib``,
+    that much random data in a file it holds open in an emptyDir."""
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "bench"}},
@@ -145,6 +146,13 @@ def app_pod(*, name: str, node: str, image: str, size_mib: int, warmup_seconds: 
             ],
         },
     }
+    if emptydir_mib:
+        spec: dict[str, Any] = pod["spec"]  # type: ignore[assignment]
+        app = spec["containers"][0]
+        app["env"] += [{"name": "SCRATCH_MB", "value": str(emptydir_mib)}, {"name": "SCRATCH_DIR", "value": "/scratch"}]
+        app["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+        spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    return pod
 
 
 def pod_migration(*, name: str, pod: str, target: str) -> dict[str, Any]:
@@ -213,10 +221,12 @@ def agent_metrics(cluster: Cluster, node_name: str) -> stats.Samples:
         return stats.parse_prometheus(resp.read().decode())
 
 
-def measure(*, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup_seconds: float = 1.0) -> MigrationRun:
+def measure(
+    *, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup_seconds: float = 1.0, emptydir_mib: int = 0
+) -> MigrationRun:
     """Create the app on node-1, move it to node-2, read the status, check the state; always delete what it made."""
     source, target = cluster.nodes[0].name, cluster.nodes[1].name
-    name = f"app-{size_mib}m-{run_index}"
+    name = f"app-{size_mib}m-{run_index}" + (f"-ed{emptydir_mib}m" if emptydir_mib else "")
     migration_name = f"move-{name}"
     pods, migrations = PODS.format(ns=NAMESPACE), PODMIGRATIONS.format(ns=NAMESPACE)
     run = MigrationRun(pod=name)
@@ -224,10 +234,20 @@ def measure(*, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup
         created = time.monotonic()
         api.create(
             pods,
-            app_pod(name=name, node=source, image=cluster.images["warmup"], size_mib=size_mib, warmup_seconds=warmup_seconds),
+            app_pod(
+                name=name,
+                node=source,
+                image=cluster.images["warmup"],
+                size_mib=size_mib,
+                warmup_seconds=warmup_seconds,
+                emptydir_mib=emptydir_mib,
+            ),
         )
         pod = wait_for(
-            f"pod {name} Ready on {source}", lambda: _ready(api.get(f"{pods}/{name}")), timeout=180 + size_mib / 5, interval=0.1
+            f"pod {name} Ready on {source}",
+            lambda: _ready(api.get(f"{pods}/{name}")),
+            timeout=180 + (size_mib + emptydir_mib) / 5,
+            interval=0.1,
         )
         run.cold_start_s = time.monotonic() - created
         ip = pod["status"]["podIP"]
@@ -261,6 +281,7 @@ def measure(*, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup
         run.downtime_phases = stats.downtime_phases(status)
         run.archive_bytes = stats.container_bytes(status, "archiveBytes")
         run.image_bytes = stats.container_bytes(status, "imageBytes")
+        run.volume_bytes = int((status.get("volumeData") or {}).get("dataBytes") or 0) or None
         run.agent = stats.agent_phase_seconds(metrics_before, metrics_after)
         if watch.last_source_ok is not None and watch.first_target_ok is not None:
             run.client_gap_s = watch.first_target_ok - watch.last_source_ok
@@ -278,12 +299,17 @@ def measure(*, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup
         read_code, value = http_json(f"http://{new_ip}:{APP_PORT}/read?key=bench", timeout=5)
         same = isinstance(after, dict) and after.get("boot_id") == before.get("boot_id")
         kept = read_code == 200 and isinstance(value, dict) and value.get("value") == name
-        run.state_ok = moved["spec"].get("nodeName") == target and same and kept
+        files = True
+        if emptydir_mib:  # the file it holds open came along: same bytes through the descriptor and the path
+            _, digests = http_json(f"http://{new_ip}:{APP_PORT}/scratch", timeout=60)
+            want = before.get("scratch_sha256")
+            files = isinstance(digests, dict) and digests.get("open") == want and digests.get("path") == want
+        run.state_ok = moved["spec"].get("nodeName") == target and same and kept and files
         if not run.state_ok:
             got = after.get("boot_id") if isinstance(after, dict) else f"HTTP {code}"
             run.error = (
                 f"state lost on {moved['spec'].get('nodeName')} ({new_ip}): boot_id {got} (was {before.get('boot_id')}), "
-                f"key written before the move {'kept' if kept else 'missing'}"
+                f"key written before the move {'kept' if kept else 'missing'}, emptyDir file {'kept' if files else 'changed'}"
             )
         return run
     except (ApiError, TimeoutError, OSError, KeyError) as exc:

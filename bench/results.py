@@ -44,6 +44,7 @@ class MigrationRun:
     agent: dict[str, float] = field(default_factory=dict)  # node-1 agent: freeze, checkpoint, pack, push, total
     archive_bytes: int | None = None
     image_bytes: int | None = None
+    volume_bytes: int | None = None  # status.volumeData.dataBytes: the emptyDir files moved
     agent_peak_bytes: int | None = None  # node-1 agent VmHWM after this run (a high-water mark: never goes down)
     cold_start_s: float | None = None  # pod created -> Ready on node-1 (image pull, warm-up, ballast)
     state_ok: bool = False  # same boot_id and the key written before the move, read back on the new pod IP
@@ -57,12 +58,17 @@ class MigrationRun:
 @dataclass(kw_only=True)
 class SizeResult:
     size_mib: int
+    emptydir_mib: int = 0  # random data in an emptyDir file the app holds open (no floor: the baseline is the same size without)
     floors: list[FloorRun] = field(default_factory=list)
     migrations: list[MigrationRun] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.migrations) and all(m.ok for m in self.migrations) and all(f.ok for f in self.floors)
+
+    @property
+    def label(self) -> str:
+        return f"{self.size_mib}MiB" + (f"+{self.emptydir_mib}MiB emptyDir" if self.emptydir_mib else "")
 
     def failures(self) -> list[str]:
         out = []

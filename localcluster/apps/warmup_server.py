@@ -8,9 +8,13 @@ a hash chain, standing in for loading a model or JIT-warming a JVM), then serves
   POST /write?key=K&value=V  stores K=V in memory; answers 200 with the write's sequence number
   GET  /read?key=K         the stored value (404 if none)
   GET  /dump               every stored key/value as JSON
+  GET  /scratch            the scratch file's sha256, read through the descriptor it holds open
+                           and through its path (both must match STATE's scratch_sha256)
 
 Its state is only in memory, so a cold restart loses it and pays the warm-up again; a
-restore keeps both. BALLAST_MB holds that much touched memory (for benchmarks). It runs on
+restore keeps both. BALLAST_MB holds that much touched memory (for benchmarks); SCRATCH_MB writes
+that much random data to SCRATCH_DIR/scratch.bin (an emptyDir, in the benchmark) and keeps it
+open, as a cache or a database file would be. It runs on
 the Python standard library alone, inside an image with no pip.
 """
 
@@ -26,6 +30,9 @@ from urllib.parse import parse_qs, urlparse
 PORT = int(os.environ.get("PORT", "8080"))
 WARMUP_SECONDS = float(os.environ.get("WARMUP_SECONDS", "20"))
 BALLAST_MB = int(os.environ.get("BALLAST_MB", "0"))
+SCRATCH_MB = int(os.environ.get("SCRATCH_MB", "0"))
+SCRATCH_DIR = os.environ.get("SCRATCH_DIR", "/scratch")
+SCRATCH: list = []  # the open scratch file, held for the process's life
 
 STATE = {
     "boot_id": hashlib.sha256(f"{time.time()}-{os.getpid()}".encode()).hexdigest()[:16],
@@ -61,6 +68,16 @@ def warm_up() -> None:
     for _ in range(BALLAST_MB):
         block = bytearray(os.urandom(64)) * (1 << 14)  # 1 MiB of non-zero, non-shared pages
         BALLAST.append(block)
+    if SCRATCH_MB:
+        digest = hashlib.sha256()
+        scratch = open(os.path.join(SCRATCH_DIR, "scratch.bin"), "w+b")  # noqa: SIM115 (held open on purpose)
+        for _ in range(SCRATCH_MB):
+            block = os.urandom(1 << 20)  # incompressible, as real files are
+            scratch.write(block)
+            digest.update(block)
+        scratch.flush()
+        SCRATCH.append(scratch)
+        STATE.update(scratch_mb=SCRATCH_MB, scratch_sha256=digest.hexdigest())
     STATE.update(
         warm=True,
         warmup_finished=time.time(),
@@ -69,6 +86,24 @@ def warm_up() -> None:
         chain=chain.hex()[:16],
     )
     print(f"warm after {STATE['warmup_seconds']}s ({primes} primes, ballast {BALLAST_MB} MiB)", flush=True)
+
+
+def scratch_digests() -> dict:
+    """The scratch file's sha256 through the held descriptor and through the path."""
+    if not SCRATCH:
+        return {"open": None, "path": None}
+    out = {}
+    for how in ("open", "path"):
+        digest = hashlib.sha256()
+        fd = SCRATCH[0].fileno() if how == "open" else os.open(os.path.join(SCRATCH_DIR, "scratch.bin"), os.O_RDONLY)
+        offset = 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        if how == "path":
+            os.close(fd)
+        out[how] = digest.hexdigest()
+    return out
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -101,6 +136,8 @@ class Handler(BaseHTTPRequestHandler):
                 found = key in DATA
                 value = DATA.get(key)
             self._send(200 if found else 404, {"key": key, "value": value})
+        elif url.path == "/scratch":
+            self._send(200, scratch_digests())
         elif url.path == "/dump":
             with LOCK:
                 self._send(200, dict(DATA))

@@ -221,6 +221,9 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
             for c in status["containers"]
         ]
         lines.append(table(["NAME", "CHECKPOINT IMAGE", "ARCHIVE", "IMAGE"], rows, indent="  "))
+    if data := status.get("volumeData"):
+        volumes = ", ".join(data.get("volumes") or []) or NONE
+        lines.append(f"emptyDir files:  {volumes} ({format_bytes(data.get('dataBytes'))}) in {data.get('image') or NONE}")
     lines.append("Phases:" if status.get("phases") else "Phases:  <none>")
     if status.get("phases"):
         lines.append(phases_table(status, now=now))

@@ -46,7 +46,8 @@ def downtime_field(tl: Timeline, *, at_least: str = "≥") -> str:
 def bytes_text(tl: Timeline) -> str:
     if tl.archive_bytes is None and tl.image_bytes is None:
         return "no checkpoint" if tl.finished else "no checkpoint yet"
-    return f"checkpoint {format_bytes(tl.archive_bytes)} (image {format_bytes(tl.image_bytes)})"
+    files = f", emptyDir files {format_bytes(tl.volume_bytes)}" if tl.volume_bytes is not None else ""
+    return f"checkpoint {format_bytes(tl.archive_bytes)} (image {format_bytes(tl.image_bytes)}){files}"
 
 
 def bar_duration_text(bar: Bar) -> str:

@@ -96,6 +96,7 @@ class Timeline:
     bars: tuple[Bar, ...]
     downtime: Downtime | None
     containers: tuple[ContainerBytes, ...]
+    volume_bytes: int | None = None  # the emptyDir files that moved beside the checkpoint (status.volumeData)
 
     @property
     def finished(self) -> bool:
@@ -165,6 +166,7 @@ def build(obj: Mapping[str, Any], *, now: datetime) -> Timeline:
         for c in status.get("containers") or []
     )
     return Timeline(
+        volume_bytes=_int((status.get("volumeData") or {}).get("dataBytes")),
         name=clean(meta.get("name") or NONE),
         namespace=clean(meta.get("namespace") or ""),
         pod=clean(spec.get("podName") or NONE),

@@ -250,6 +250,8 @@ def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
     summary_text = bytes_text(tl) + (" — " + "; ".join(items) if len(items) > 1 else "")
     if len(items) == 1:
         summary_text = f"checkpoint of {items[0]}"
+        if tl.volume_bytes is not None:
+            summary_text += f"; emptyDir files {format_bytes(tl.volume_bytes)}"
     for line in wrap(summary_text, width=width - 2 * margin, size=12):
         y += 18
         _el(footer, "text", line, x=margin, y=y)

@@ -197,3 +197,17 @@ def test_sizes_argument() -> None:
     args = parse_args(["--sizes", "64", "--repeat", "2"])
     assert args.sizes == [64] and args.repeat == 2 and args.instance == 5 and args.json is None
     assert parse_args([]).sizes == [64, 256, 1024]
+
+
+def test_emptydir_rows_cost_per_gib_against_the_same_pod_without_the_file() -> None:
+    results = [_result(64, total=3.0, downtime=1.0, dump=0.1, restore=0.1)]
+    moved = MigrationRun(
+        pod="app-64m-1-ed512m", phase="Succeeded", total_s=5.0, downtime_s=3.0, volume_bytes=512 * stats.MIB, state_ok=True
+    )
+    emptydir = [SizeResult(size_mib=64, emptydir_mib=512, migrations=[moved])]
+    table = report.emptydir_table(results, emptydir).splitlines()
+    assert table[0].split() == ["pod", "moved", "downtime_s", "without_s", "extra_s", "s_per_GiB", "total_s", "state"]
+    assert table[1].split() == ["64MiB+512MiB", "emptyDir", "512.0", "3.000", "1.000", "2.000", "4.000", "5.000", "OK"]
+    text = report.render(results, emptydir=emptydir)
+    assert "s_per_GiB" in text and "failures:" not in text
+    assert report.to_json(results, meta={}, emptydir=emptydir)["emptydir"][0]["migrations"][0]["volume_bytes"] == 512 * stats.MIB

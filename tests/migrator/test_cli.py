@@ -344,6 +344,15 @@ def test_describe_renders_spec_status_phases_and_sorted_events() -> None:
     assert "main   reg/ckpt/shop/web:pm-1   5.0MiB    1.5KiB" in text
     reasons = [row.split()[1] for row in lines[lines.index("Events:") + 2 :]]
     assert reasons == ["Started", "Checkpointed", "Migrated"]
+    with_files = succeeded_migration()
+    with_files["status"]["volumeData"] = {
+        "image": "reg/ckpt/shop/web@sha256:aa",
+        "volumes": ["data", "shm"],
+        "dataBytes": 3 << 20,
+    }
+    assert "emptyDir files:  data, shm (3.0MiB) in reg/ckpt/shop/web@sha256:aa" in printing.describe(
+        with_files, events=[], now=NOW
+    )
 
 
 def test_describe_of_a_running_and_of_a_failed_phase() -> None:
@@ -821,10 +830,12 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     assert fields["NODE_NAME"] == "spec.nodeName" and fields["NODE_IP"] == "status.hostIP"
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert (
-        host_paths == {"/var/lib/kubelet/checkpoints", "/sys/fs/cgroup", "/run/podmigrate/stop-after-dump"}
-        and host_paths <= mounts
-    )
+    assert host_paths == {
+        "/var/lib/kubelet/checkpoints", "/sys/fs/cgroup", "/run/podmigrate/stop-after-dump",
+        "/var/lib/kubelet/pods", "/var/lib/podmigrate/restore-volumes",
+    } and host_paths <= mounts  # fmt: skip
+    pods_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet/pods")
+    assert pods_mount["readOnly"] is True and pods_mount["mountPropagation"] == "HostToContainer", "memory emptyDirs are mounts"
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent", "scheme": "HTTPS"}
 
 

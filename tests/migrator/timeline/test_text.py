@@ -96,3 +96,13 @@ def test_ascii_mode_has_no_non_ascii_characters(name: str) -> None:
     text = timeline.render_text(timeline.build(obj, now=NOW), width=90, unicode=False)
     assert text.isascii(), [ch for ch in text if not ch.isascii()]
     assert "#" in text
+
+
+def test_the_emptydir_files_that_moved_count_in_the_header() -> None:
+    obj = timeline.build(
+        {**SAMPLES["succeeded"](), "status": {**SAMPLES["succeeded"]()["status"], "volumeData": {"dataBytes": 3 << 20}}},
+        now=NOW,
+    )
+    assert obj.volume_bytes == 3 << 20
+    first = timeline.render_text(obj, width=160, unicode=True).splitlines()[0]
+    assert first.endswith("checkpoint 49.0MiB (image 49.0MiB), emptyDir files 3.0MiB")
