@@ -27,6 +27,12 @@ ANNOTATION_CHECKPOINT_IMAGES: Final = "podmigrate.io/checkpoint-images"  # JSON 
 ANNOTATION_ORIGINAL_IMAGES: Final = "podmigrate.io/original-images"  # JSON {container: image}
 ANNOTATION_SKIPPED_INIT: Final = "podmigrate.io/init-containers-skipped"
 LABEL_PREPULL: Final = "podmigrate.io/prepull-for"
+# In the environment of each container of a pod that restores a checkpoint: "<namespace>/<pod>" of the
+# pod that was checkpointed. The restored processes never see it (their environment is in their
+# memory); the node's CRIU hook reads it from the container's OCI config to find the emptyDir files
+# staged for that pod (a ReplicaSet's replacement has a new name). The hook (node_agent/criu_hook.sh)
+# spells the same name, and accepts it only within the restored pod's own namespace.
+ENV_RESTORED_FROM: Final = "PODMIGRATE_RESTORED_FROM"
 # On a PodMigration: the W3C traceparent of whatever started it (a NodeDrain): the migration's
 # trace becomes a child of that span, so a drain is one trace holding all its migrations.
 ANNOTATION_TRACEPARENT: Final = "podmigrate.io/traceparent"

@@ -54,6 +54,7 @@ class Slot:
     images: dict[str, str]
     source_node: str
     original_images: dict[str, str]
+    source_pod: str = ""  # the checkpointed pod's name (the replacement's may differ)
     claimed_at: float | None = None
     extra_annotations: dict[str, str] = field(default_factory=dict)
 
@@ -120,11 +121,19 @@ def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
         ops += [{"op": "add", "path": f"/metadata/annotations/{_escape(k)}", "value": v} for k, v in annotations.items()]
     else:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    restored_from = {"name": api.ENV_RESTORED_FROM, "value": f"{slot.namespace}/{slot.source_pod}"}
     for i, container in enumerate(spec.get("containers") or []):
         if container["name"] in slot.images:
             ops.append({"op": "replace" if "image" in container else "add", "path": f"/spec/containers/{i}/image",
                         "value": slot.images[container["name"]]})  # fmt: skip
             ops.append({"op": "add", "path": f"/spec/containers/{i}/imagePullPolicy", "value": "IfNotPresent"})
+            if slot.source_pod:
+                env = container.get("env")
+                ops.append(
+                    {"op": "add", "path": f"/spec/containers/{i}/env/-", "value": restored_from}
+                    if env
+                    else {"op": "add", "path": f"/spec/containers/{i}/env", "value": [restored_from]}
+                )
     return ops
 
 

@@ -12,9 +12,11 @@
 #   checkpoint (forensic, periodic, someone else's) is left alone. See node_agent/dumphook.py.
 #
 # pre-restore: move a migrated pod's emptyDir data into the new pod before any process is
-#   restored. The agent staged it under $PODMIGRATE_VOLUME_DIR/<namespace>/<pod>/<volume>/; the
-#   kubelet has already made the pod's emptyDir directories. The pod (namespace, name, UID) and
-#   its directory come from the container's OCI config (the bundle runc restores from). Entries
+#   restored. The agent staged it under $PODMIGRATE_VOLUME_DIR/<namespace>/<pod>/<volume>/, keyed by
+#   the pod that was checkpointed (PODMIGRATE_RESTORED_FROM in the container's environment, set by the
+#   control service); the kubelet has already made the new pod's emptyDir directories. The new pod
+#   (namespace, UID) and its directory come from the container's OCI config (the bundle runc
+#   restores from). Entries
 #   are moved (a rename when staging and kubelet share a filesystem), then .restored-<uid> tells
 #   the control service the data is in. A failure here fails the restore, with the reason.
 #   See node_agent/volumedata.py.
@@ -38,7 +40,25 @@ pre_restore() {
 	name=$(ann io.kubernetes.cri.sandbox-name); [ -n "$name" ] || name=$(ann io.kubernetes.pod.name)
 	uid=$(ann io.kubernetes.cri.sandbox-uid); [ -n "$uid" ] || uid=$(ann io.kubernetes.pod.uid)
 	[ -n "$ns" ] && [ -n "$name" ] && [ -n "$uid" ] || return 0
-	stage="$vdir/$ns/$name"
+	# The pod that was checkpointed: PODMIGRATE_RESTORED_FROM=<namespace>/<pod> in the container's
+	# environment (a ReplicaSet's replacement has a new name), else the pod's own name. Only within the
+	# pod's own namespace: a pod never receives another namespace's files.
+	from=$(grep -o '"PODMIGRATE_RESTORED_FROM=[^"]*"' "$cfg" | head -n 1 | sed 's/^"PODMIGRATE_RESTORED_FROM=//; s/"$//')
+	case "$from" in
+	"") from="$ns/$name" ;;
+	"$ns"/*) ;;
+	*)
+		echo "podmigrate: pod $ns/$name claims files of $from, outside its namespace" >&2
+		return 1
+		;;
+	esac
+	case "${from#*/}" in
+	"" | *[!a-z0-9.-]* | .*)
+		echo "podmigrate: pod $ns/$name names an invalid pod $from" >&2
+		return 1
+		;;
+	esac
+	stage="$vdir/$from"
 	[ -d "$stage" ] || return 0
 	# Every container mounts the pod's etc-hosts (or an emptyDir) from <kubelet root>/pods/<uid>/.
 	poddir=$(grep -o "\"/[^\"]*/pods/$uid/" "$cfg" | head -n 1 | tr -d '"')

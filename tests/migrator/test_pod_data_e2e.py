@@ -107,6 +107,50 @@ def test_emptydir_files_and_open_descriptors_move_with_the_pod(
     assert_counts_go_on(before, lines(kube, namespace, name))
 
 
+@pytest.mark.parametrize("kind", ["standin", "real"])
+def test_a_deployments_pod_gets_its_files_in_the_replacement_its_controller_makes(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, kind: str
+) -> None:
+    """The ReplicaSet's replacement has another name; the files staged for the old one still reach it."""
+    source, target = node_pair(cluster, kind)
+    loop = "exec 3>>/data/log; while true; do echo line >&3; wc -l < /data/log; sleep 1; done"
+    kube.apply(
+        f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: cache, namespace: {namespace}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: cache}}}}
+  template:
+    metadata: {{labels: {{app: cache}}}}
+    spec:
+      nodeName: {source}
+      terminationGracePeriodSeconds: 1
+{TOLERATE_REAL_NODES.replace("  tolerations", "      tolerations")}      containers:
+      - name: app
+        image: {cluster.images["counter"]}
+        command: ["/bin/sh", "-c", "{loop}"]
+        volumeMounts: [{{name: data, mountPath: /data}}]
+      volumes: [{{name: data, emptyDir: {{}}}}]
+"""
+    )
+    pod = wait_for(
+        "the Deployment's pod counting",
+        lambda: next((p for p in kube.get("pods", namespace=namespace)["items"] if len(lines(kube, namespace, p["metadata"]["name"])) >= 3), None),
+    )  # fmt: skip
+    name = pod["metadata"]["name"]
+    before = lines(kube, namespace, name)
+    moved = migrate(cluster, namespace, name, "--to", target, "--wait")
+    print(f"\n$ kubectl migrate pod {name} --to {target} --wait   # Deployment, {kind} nodes\n{moved.stdout}{moved.stderr}")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    (record,) = kube.get("podmigrations", namespace=namespace)["items"]
+    new = record["status"]["newPod"]["name"]
+    assert new != name, "a ReplicaSet's replacement has a new name"
+    assert kube.get("pod", new, namespace)["spec"]["nodeName"] == target
+    wait_for("counting on the target", lambda: max(lines(kube, namespace, new) or [0]) >= max(before) + 3)
+    assert_counts_go_on(before, lines(kube, namespace, new))
+
+
 def test_leaving_the_files_behind_is_said_in_the_outcome(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:

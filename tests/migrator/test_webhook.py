@@ -161,6 +161,17 @@ def test_the_restore_patch_binds_the_pod_to_the_slots_node_with_the_checkpoint_i
     assert patched["metadata"]["ownerReferences"] == pod["metadata"]["ownerReferences"], "still the controller's pod"
 
 
+def test_the_restore_patch_names_the_checkpointed_pod_in_each_restored_containers_environment() -> None:
+    pod = new_pod(containers=[{"name": "app", "image": IMAGE, "env": [{"name": "MODE", "value": "fast"}]}, {"name": "proxy"}])
+    patched = json_patch(
+        pod, restore_patch(pod, slot(source_pod="web-7d9-old", images={"app": CHECKPOINT, "proxy": "p@sha256:1"}))
+    )
+    marker = {"name": api.ENV_RESTORED_FROM, "value": "shop/web-7d9-old"}
+    app, proxy = patched["spec"]["containers"]
+    assert app["env"] == [{"name": "MODE", "value": "fast"}, marker], "the node's CRIU hook finds the staged emptyDir files by it"
+    assert proxy["env"] == [marker]
+
+
 def test_the_restore_patch_keeps_existing_annotations_and_drops_init_containers() -> None:
     pod = new_pod(initContainers=[{"name": "init-db", "image": "busybox"}, {"name": "migrate", "image": IMAGE}])
     pod["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "a~b": "c"}

@@ -89,7 +89,9 @@ async def test_a_failed_capture_unfreezes_and_deletes_what_was_pushed(agent: Age
     assert agent.registry.manifests == {}
 
 
-def _bundle(tmp: Path, *, kubelet_root: Path, uid: str, containerd: bool) -> Path:
+def _bundle(
+    tmp: Path, *, kubelet_root: Path, uid: str, containerd: bool, name: str = "scratch", env: tuple[str, ...] = ()
+) -> Path:
     bundle = tmp / "bundle"
     bundle.mkdir()
     pod_dir = kubelet_root / "pods" / uid
@@ -99,7 +101,8 @@ def _bundle(tmp: Path, *, kubelet_root: Path, uid: str, containerd: bool) -> Pat
         else ("io.kubernetes.pod.namespace", "io.kubernetes.pod.name", "io.kubernetes.pod.uid")
     )
     config = {
-        "annotations": dict(zip(keys, ("default", "scratch", uid), strict=True)),
+        "annotations": dict(zip(keys, ("default", name, uid), strict=True)),
+        "process": {"env": ["PATH=/usr/bin:/bin", *env]},
         "mounts": [
             {"destination": "/etc/hosts", "source": str(pod_dir / "etc-hosts"), "type": "bind"},
             {"destination": "/data", "source": str(pod_dir / "volumes" / EMPTY_DIR_PLUGIN / "data"), "type": "bind"},
@@ -145,6 +148,37 @@ async def test_staged_data_is_moved_into_the_new_pod_before_its_restore(agent: A
     assert (await agent.call("DELETE", "/v1/volumes", {"namespace": "default", "pod": "scratch"})) == (200, {"unstaged": True})
     assert not (agent.volumes.volume_dir / "default").exists()
     assert (await agent.call("DELETE", "/v1/volumes", {"namespace": "default", "pod": "scratch"})) == (200, {"unstaged": False})
+
+
+async def test_a_replacement_with_a_new_name_gets_the_files_of_the_pod_it_restores(agent: Agent, tmp_path: Path) -> None:
+    _source_volumes(agent)
+    image = (await _checkpoint_scratch(agent)).volume_data
+    assert image is not None
+    assert (await agent.call("POST", "/v1/volumes", {"namespace": "default", "pod": "scratch", "image": image.image}))[0] == 200
+    target = tmp_path / "target-kubelet"
+    # A ReplicaSet's replacement: another name, and the control service's PODMIGRATE_RESTORED_FROM.
+    bundle = _bundle(tmp_path, kubelet_root=target, uid="rs-uid", containerd=True, name="scratch-7f9c",
+                     env=("PODMIGRATE_RESTORED_FROM=default/scratch",))  # fmt: skip
+    done = _run_hook(action="pre-restore", bundle=bundle, volume_dir=agent.volumes.volume_dir)
+    assert done.returncode == 0, done.stderr
+    assert (target / "pods" / "rs-uid" / "volumes" / EMPTY_DIR_PLUGIN / "data" / "shared.db").exists()
+    assert (await agent.call("GET", "/v1/volumes?namespace=default&pod=scratch")) == (200, {"restored": ["rs-uid"]})
+
+
+@pytest.mark.parametrize(
+    ("claim", "why"),
+    [("other/scratch", "outside its namespace"), ("default/../../etc", "invalid pod"), ("default/", "invalid pod")],
+)
+def test_the_hook_refuses_files_a_pod_may_not_have(tmp_path: Path, claim: str, why: str) -> None:
+    volume_dir = tmp_path / "restore-volumes"
+    (volume_dir / "other" / "scratch" / "data").mkdir(parents=True)
+    (volume_dir / "other" / "scratch" / "data" / "secret").write_text("theirs")
+    bundle = _bundle(tmp_path, kubelet_root=tmp_path / "kubelet", uid="u4", containerd=True, name="thief",
+                     env=(f"PODMIGRATE_RESTORED_FROM={claim}",))  # fmt: skip
+    done = _run_hook(action="pre-restore", bundle=bundle, volume_dir=volume_dir)
+    assert done.returncode == 1 and why in done.stderr, done
+    assert (volume_dir / "other" / "scratch" / "data" / "secret").read_text() == "theirs"
+    assert not (tmp_path / "kubelet" / "pods" / "u4" / "volumes" / EMPTY_DIR_PLUGIN / "data" / "secret").exists()
 
 
 def test_the_hook_leaves_restores_it_has_nothing_for_alone(tmp_path: Path) -> None:

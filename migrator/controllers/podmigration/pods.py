@@ -97,6 +97,10 @@ def replacement(m: Migration, *, node: str | None, from_checkpoint: bool) -> dic
             if container["name"] in images:
                 container["image"] = images[container["name"]]
                 container["imagePullPolicy"] = "IfNotPresent"
+                container["env"] = [
+                    *(container.get("env") or []),
+                    {"name": api.ENV_RESTORED_FROM, "value": f"{m.namespace}/{m.pod_name}"},
+                ]
         if spec.get("initContainers"):
             # They ran before the checkpoint; their effects are in the restored processes.
             annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec.pop("initContainers"))
@@ -135,6 +139,7 @@ def open_slot(ctx: Context, m: Migration, *, node: str) -> None:
             images=m.images(),
             source_node=m.status["sourceNode"],
             original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
+            source_pod=m.pod_name,
         )
     )
 

@@ -726,6 +726,8 @@ async def test_emptydir_files_are_captured_staged_on_the_target_and_checked_befo
     assert s["volumeData"]["volumes"] == ["data", "shm"] and s["volumeData"]["stagedOn"] == ["node-2"]
     # Staged on the target while the source was still frozen and whole, before it was killed.
     assert world.agents.operations() == ["checkpoint", "stage_volumes", "kill"]
+    (app,) = world.kube.pods[(NS, "web")]["spec"]["containers"]
+    assert {"name": api.ENV_RESTORED_FROM, "value": f"{NS}/web"} in app["env"], "how the node's hook finds the files"
     world.kubelet.start(NS, "web")
     assert await world.reconcile(name) is None
     s = world.status(name)
