@@ -25,7 +25,7 @@ from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
 from migrator.watches import Controllers
-from migrator.webhook import RestoreSlots, Webhook
+from migrator.webhook import Webhook
 from telemetry.logcontext import setup_logging
 from telemetry.setup import setup_tracing
 
@@ -70,15 +70,13 @@ async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: Co
     return runner
 
 
-async def serve_webhook(
-    *, args: argparse.Namespace, slots: RestoreSlots, core: client.CoreV1Api, custom: client.CustomObjectsApi
-) -> web.AppRunner:
+async def serve_webhook(*, args: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi) -> web.AppRunner:
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
     if not (args.webhook_cert and args.webhook_key):
         raise SystemExit("podmigrate-controller: error: --webhook-address needs --webhook-cert and --webhook-key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.webhook_cert, args.webhook_key)
-    runner = web.AppRunner(Webhook(slots=slots, core=core, custom=custom).app, access_log=None)
+    runner = web.AppRunner(Webhook(core=core, custom=custom).app, access_log=None)
     await runner.setup()
     host, _, port = args.webhook_address.rpartition(":")
     await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context).start()
@@ -97,9 +95,8 @@ async def run(args: argparse.Namespace) -> None:
     agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
     # The gauge reads the dispatchers (created below) at scrape time.
     metrics = ControllerMetrics(in_flight=lambda: float(controllers.active()))
-    slots = RestoreSlots()
     reconciler = PodMigrationReconciler(
-        core=core, custom=custom, agents=agents, metrics=metrics, slots=slots,
+        core=core, custom=custom, agents=agents, metrics=metrics,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
     )  # fmt: skip
     controllers = Controllers(core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler)
@@ -109,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(controllers.watch())
-    webhook = await serve_webhook(args=args, slots=slots, core=core, custom=custom) if args.webhook_address else None
+    webhook = await serve_webhook(args=args, core=core, custom=custom) if args.webhook_address else None
     health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
     log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
     await stop.wait()

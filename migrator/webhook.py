@@ -11,9 +11,9 @@ same controller, a StatefulSet pod keeps its name and identity, and the replica 
 leaves [replicas-1, replicas+1].
 
 Each migration of a controller-owned pod opens one *slot* (owner UID, and the pod name for a
-StatefulSet); a slot is claimed by exactly one pod creation, so a concurrent scale-up can never
-produce a second restored copy. Slots live in memory and are re-opened by the reconciler on
-every pass (level-triggered), so a restarted control service rebuilds them from status.
+StatefulSet) in its status; a slot is claimed by exactly one pod creation, so a concurrent
+scale-up can never produce a second restored copy (``migrator.slots``). The webhook keeps
+nothing in memory: any replica of the control service can answer it.
 
 It also intercepts ``pods/eviction`` in namespaces that opt in (``intercept_evictions``), so a
 plain ``kubectl drain`` migrates their pods instead of killing them.
@@ -27,75 +27,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain
-from migrator import api, claims, movability
+from migrator import api, claims, movability, slots
+from migrator.slots import Slot
 
 log = logging.getLogger(__name__)
-
-CLAIM_TIMEOUT = 15.0  # a claimed slot whose pod never showed up is offered again after this
-
-
-@dataclass(kw_only=True)
-class Slot:
-    migration: str  # namespace/name
-    migration_uid: str
-    namespace: str
-    owner_uid: str
-    pod_name: str | None  # StatefulSet pods keep their name; ReplicaSet pods get a new one
-    node: str
-    images: dict[str, str]
-    source_node: str
-    original_images: dict[str, str]
-    source_pod: str = ""  # the checkpointed pod's name (the replacement's may differ)
-    claimed_at: float | None = None
-    extra_annotations: dict[str, str] = field(default_factory=dict)
-
-
-class RestoreSlots:
-    """Open restore slots, keyed by migration UID."""
-
-    def __init__(self) -> None:
-        self._slots: dict[str, Slot] = {}
-
-    def open(self, slot: Slot) -> None:
-        current = self._slots.get(slot.migration_uid)
-        if current is not None:
-            slot.claimed_at = current.claimed_at if current.node == slot.node else None
-        self._slots[slot.migration_uid] = slot
-
-    def close(self, migration_uid: str) -> None:
-        self._slots.pop(migration_uid, None)
-
-    def release(self, migration_uid: str) -> None:
-        """The claimed pod is not there (creation failed, or it was deleted): offer the slot again."""
-        slot = self._slots.get(migration_uid)
-        if slot is not None:
-            slot.claimed_at = None
-
-    def claim(self, pod: Mapping[str, Any], *, namespace: str) -> Slot | None:
-        meta = pod.get("metadata") or {}
-        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-        if owner is None:
-            return None
-        now = time.monotonic()
-        for slot in self._slots.values():
-            if slot.namespace != namespace or slot.owner_uid != owner.get("uid"):
-                continue
-            if slot.pod_name is not None and slot.pod_name != meta.get("name"):
-                continue
-            if slot.claimed_at is not None and now - slot.claimed_at < CLAIM_TIMEOUT:
-                continue
-            slot.claimed_at = now
-            return slot
-        return None
 
 
 def _escape(key: str) -> str:
@@ -156,10 +98,7 @@ def eviction_migration_name(pod: str, pod_uid: str) -> str:
 
 
 class Webhook:
-    def __init__(
-        self, *, slots: RestoreSlots, core: client.CoreV1Api | None = None, custom: client.CustomObjectsApi | None = None
-    ) -> None:
-        self.slots = slots
+    def __init__(self, *, core: client.CoreV1Api | None = None, custom: client.CustomObjectsApi | None = None) -> None:
         self.core = core
         self.custom = custom
         self.app = web.Application()
@@ -243,7 +182,13 @@ class Webhook:
         pod = req.get("object") or {}
         if req.get("operation") != "CREATE" or req.get("kind", {}).get("kind") != "Pod":
             return web.json_response(review_response(uid))
-        slot = self.slots.claim(pod, namespace=str(req.get("namespace", "")))
+        if self.custom is None:
+            return web.json_response(review_response(uid))
+        try:
+            slot = await slots.claim(self.custom, pod, namespace=str(req.get("namespace", "")))
+        except client.ApiException as exc:  # the pod starts cold; the migration sees that and says so
+            log.warning("cannot claim a restore slot for a pod of %s: %s", req.get("namespace"), exc.reason)
+            return web.json_response(review_response(uid))
         if slot is None:
             return web.json_response(review_response(uid))
         log.info(

@@ -50,8 +50,9 @@ from kubernetes_asyncio import client
 
 from agentapi import contract
 from agentapi.client import AgentError
-from migrator import units
-from migrator.webhook import RestoreSlots, Slot, restore_patch
+from migrator import slots, units
+from migrator.slots import Slot
+from migrator.webhook import restore_patch
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -788,9 +789,9 @@ class Kubelet:
         return pod
 
 
-def through_webhook(pod: Mapping[str, Any], *, slots: RestoreSlots, namespace: str) -> tuple[dict[str, Any], Slot | None]:
+async def through_webhook(pod: Mapping[str, Any], *, kube: FakeKube, namespace: str) -> tuple[dict[str, Any], Slot | None]:
     """A pod creation passing podmigrate's mutating webhook: the pod as it will be created, and the slot it claimed."""
-    slot = slots.claim(pod, namespace=namespace)
+    slot = await slots.claim(kube, pod, namespace=namespace)  # type: ignore[arg-type]
     if slot is None:
         return copy.deepcopy(dict(pod)), None
     return json_patch(pod, restore_patch(pod, slot)), slot

@@ -1,18 +1,18 @@
-"""The admission webhook: restore slots, the restore patch, and both handlers over HTTP against the in-memory API."""
+"""The admission webhook: the restore patch, and both handlers over HTTP against the in-memory API (slots: test_slots)."""
 
 from __future__ import annotations
 
 import base64
 import json
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from migrator import api, webhook
-from migrator.webhook import CLAIM_TIMEOUT, RestoreSlots, Slot, Webhook, eviction_migration_name, restore_patch
+from migrator import api, slots
+from migrator.slots import Slot
+from migrator.webhook import Webhook, eviction_migration_name, restore_patch
 from tests.fakekube import FakeKube, json_patch, make_node, make_pod
 
 IMAGE = "registry.local/shop/web:1.0"
@@ -49,96 +49,6 @@ def new_pod(
         },
         "spec": {"containers": [{"name": "app", "image": IMAGE}], **spec},
     }
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The webhook's monotonic clock, standing still until moved (``clock.now += seconds``)."""
-    fake = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(webhook, "time", SimpleNamespace(monotonic=lambda: fake.now))
-    return fake
-
-
-# --- RestoreSlots ---------------------------------------------------------------------------------
-def test_a_slot_is_claimed_by_exactly_one_pod_creation(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    claimed = slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop")
-    assert claimed is not None and claimed.migration == "shop/move-web" and claimed.node == "node-2"
-    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None, "a scale-up's pod starts cold"
-
-
-def test_two_migrations_of_one_owner_each_restore_one_pod(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    slots.open(slot(migration="shop/move-other", migration_uid="uid-move-other", node="node-3"))
-    first = slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop")
-    second = slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop")
-    assert first is not None and second is not None
-    assert {first.migration_uid, second.migration_uid} == {"uid-move-web", "uid-move-other"}
-    assert slots.claim(new_pod("web-7d9-ccccc"), namespace="shop") is None
-
-
-def test_a_statefulset_slot_matches_only_the_pod_of_its_name(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot(owner_uid="uid-db", pod_name="db-0"))
-    assert slots.claim(new_pod("db-1", owner_uid="uid-db"), namespace="shop") is None
-    claimed = slots.claim(new_pod("db-0", owner_uid="uid-db"), namespace="shop")
-    assert claimed is not None and claimed.pod_name == "db-0"
-
-
-def test_a_slot_does_not_match_another_namespace_owner_or_an_unowned_pod(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    assert slots.claim(new_pod(), namespace="other") is None
-    assert slots.claim(new_pod(owner_uid="uid-api-5f6"), namespace="shop") is None
-    assert slots.claim(new_pod(controller=False), namespace="shop") is None, "only the controlling owner counts"
-    bare = new_pod()
-    del bare["metadata"]["ownerReferences"]
-    assert slots.claim(bare, namespace="shop") is None
-    assert slots.claim(new_pod(), namespace="shop") is not None, "none of those used the slot up"
-
-
-def test_close_withdraws_a_slot(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    slots.close("uid-move-web")
-    slots.close("uid-unknown")
-    assert slots.claim(new_pod(), namespace="shop") is None
-
-
-def test_release_offers_a_claimed_slot_again(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
-    slots.release("uid-move-web")  # that pod's creation failed
-    slots.release("uid-unknown")
-    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is not None
-
-
-def test_reopening_on_the_same_node_keeps_the_claim_and_on_another_node_offers_the_slot_again(clock: SimpleNamespace) -> None:
-    slots = RestoreSlots()
-    slots.open(slot())
-    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
-    slots.open(slot())  # the reconciler re-opens its slot on every pass
-    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None
-    slots.open(slot(node="node-1"))  # the rollback: a restore on the source node now
-    claimed = slots.claim(new_pod("web-7d9-ccccc"), namespace="shop")
-    assert claimed is not None and claimed.node == "node-1"
-
-
-def test_a_claimed_slot_is_offered_again_after_the_claim_timeout_even_if_its_pod_was_created(clock: SimpleNamespace) -> None:
-    """Today the webhook does not know whether the claiming pod exists: after CLAIM_TIMEOUT (15s) any pod of the
-    owner may claim the slot again, unless the reconciler has closed it (it does as soon as it sees the restored pod)."""
-    slots = RestoreSlots()
-    slots.open(slot())
-    assert slots.claim(new_pod("web-7d9-aaaaa"), namespace="shop") is not None
-    clock.now += CLAIM_TIMEOUT - 0.1
-    assert slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop") is None
-    clock.now += 0.1
-    again = slots.claim(new_pod("web-7d9-bbbbb"), namespace="shop")
-    assert again is not None and again.migration_uid == "uid-move-web"
-    assert CLAIM_TIMEOUT == 15.0
 
 
 # --- restore_patch ----------------------------------------------------------------------------------
@@ -193,14 +103,24 @@ def kube() -> FakeKube:
 
 
 @pytest.fixture
-def slots() -> RestoreSlots:
-    return RestoreSlots()
-
-
-@pytest.fixture
-async def http(kube: FakeKube, slots: RestoreSlots) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(Webhook(slots=slots, core=kube, custom=kube).app)) as c:  # type: ignore[arg-type]
+async def http(kube: FakeKube) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(Webhook(core=kube, custom=kube).app)) as c:  # type: ignore[arg-type]
         yield c
+
+
+def open_in(kube: FakeKube, slot: Slot) -> dict[str, Any]:
+    """A PodMigration with an open restore slot, as the controller leaves it (``migrator.slots``)."""
+    namespace, name = slot.migration.split("/")
+    return kube.add_custom(
+        api.PLURAL,
+        {
+            "apiVersion": api.API_VERSION, "kind": api.KIND,
+            "metadata": {"name": name, "namespace": namespace, "uid": slot.migration_uid,
+                         "labels": {slots.LABEL_SLOT_OWNER: slot.owner_uid}},
+            "spec": {"podName": slot.source_pod or "web-7d9-abcde"},
+            "status": {slots.STATUS_KEY: slot.to_status()},
+        },
+    )  # fmt: skip
 
 
 def pod_review(pod: dict[str, Any], *, operation: str = "CREATE", kind: str = "Pod", uid: str = "req-1") -> dict[str, Any]:
@@ -237,8 +157,8 @@ def patch_of(response: dict[str, Any]) -> list[dict[str, Any]] | None:
     return json.loads(base64.b64decode(response["patch"]))
 
 
-async def test_mutate_pods_makes_the_owners_next_pod_the_restore_once(http: TestClient, slots: RestoreSlots) -> None:
-    slots.open(slot())
+async def test_mutate_pods_makes_the_owners_next_pod_the_restore_once(http: TestClient, kube: FakeKube) -> None:
+    open_in(kube, slot())
     response = await answer(http, "/mutate-pods", pod_review(new_pod("web-7d9-aaaaa"), uid="req-7"))
     assert response["uid"] == "req-7" and response["allowed"] is True
     patched = json_patch(new_pod("web-7d9-aaaaa"), patch_of(response) or [])
@@ -247,8 +167,8 @@ async def test_mutate_pods_makes_the_owners_next_pod_the_restore_once(http: Test
     assert second == {"uid": "req-8", "allowed": True}, "admitted unchanged: it starts cold"
 
 
-async def test_mutate_pods_leaves_other_operations_and_kinds_alone(http: TestClient, slots: RestoreSlots) -> None:
-    slots.open(slot())
+async def test_mutate_pods_leaves_other_operations_and_kinds_alone(http: TestClient, kube: FakeKube) -> None:
+    open_in(kube, slot())
     assert await answer(http, "/mutate-pods", pod_review(new_pod(), operation="UPDATE")) == {"uid": "req-1", "allowed": True}
     assert await answer(http, "/mutate-pods", pod_review(new_pod(), kind="Binding")) == {"uid": "req-1", "allowed": True}
     assert await answer(http, "/mutate-pods", pod_review(new_pod(), operation="CREATE")) != {"uid": "req-1", "allowed": True}, (
@@ -332,6 +252,6 @@ async def test_dry_run_and_unknown_pods_are_let_through(http: TestClient, kube: 
 
 async def test_without_api_access_evictions_are_let_through(kube: FakeKube) -> None:
     kube.add_pod(make_pod("web"))
-    async with TestClient(TestServer(Webhook(slots=RestoreSlots()).app)) as c:
+    async with TestClient(TestServer(Webhook().app)) as c:
         assert await answer(c, "/intercept-evictions", eviction_review("web")) == {"uid": "req-1", "allowed": True}
     assert not kube.migrations

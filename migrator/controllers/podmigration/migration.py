@@ -2,7 +2,7 @@
 
 ``Migration`` is the object and the status being built for it (``migrator.reconciling.Record``)
 with the accessors the steps read. ``Context`` is everything a step may use besides the
-migration: the API, the agents, the settings, the restore slots, metrics and the recorder that
+migration: the API, the agents, the settings, metrics and the recorder that
 saves status. Steps are plain functions of ``(ctx, m)``, so each module (forward steps,
 rollback, bookkeeping) reads top to bottom without a class around it.
 """
@@ -20,7 +20,7 @@ from migrator import api, tracing
 from migrator.api import Step
 from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Record, Recorder
-from migrator.webhook import RestoreSlots
+from migrator.slots import LABEL_SLOT_OWNER
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,6 @@ class Context:
     settings: Settings
     recorder: Recorder
     metrics: ControllerMetrics | None = None
-    slots: RestoreSlots | None = None
 
 
 class Migration(Record):
@@ -46,6 +45,8 @@ class Migration(Record):
     def __init__(self, obj: Mapping[str, Any]) -> None:
         super().__init__(obj)
         self.spec: Mapping[str, Any] = obj.get("spec") or {}
+        # The owner UID the PodMigration is labelled with while its restore slot is open (migrator.slots).
+        self.slot_label: str | None = (obj["metadata"].get("labels") or {}).get(LABEL_SLOT_OWNER)
 
     @property
     def namespace(self) -> str:

@@ -16,10 +16,10 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_plain
-from migrator import api
+from migrator import api, slots
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
 from migrator.reconciling import Wait
-from migrator.webhook import Slot
+from migrator.slots import Slot
 
 # A container waiting for one of these reasons will not come up on its own: the restore failed.
 CONTAINER_FAILURES: Final = frozenset(
@@ -122,31 +122,45 @@ async def create_pod(ctx: Context, m: Migration, body: dict[str, Any]) -> dict[s
 
 
 # --- controller-owned pods ----------------------------------------------------------------------
-def open_slot(ctx: Context, m: Migration, *, node: str) -> None:
-    """Let the webhook turn the owner's next replacement pod into the restore on ``node``."""
-    if ctx.slots is None:
-        return
+async def open_slot(ctx: Context, m: Migration, *, node: str) -> None:
+    """Let the webhook turn the owner's next replacement pod into the restore on ``node`` (``migrator.slots``).
+
+    Saved at once, and the PodMigration labelled with the owner, before the caller does what makes
+    the controller create that pod; a slot already open for ``node`` stays as it is (claimed or not).
+    """
     owner = m.status["owner"]
     original = m.status["originalPod"]
-    ctx.slots.open(
-        Slot(
-            migration=f"{m.namespace}/{m.name}",
-            migration_uid=m.uid,
-            namespace=m.namespace,
-            owner_uid=owner["uid"],
-            pod_name=m.pod_name if owner["kind"] == "StatefulSet" else None,
-            node=node,
-            images=m.images(),
-            source_node=m.status["sourceNode"],
-            original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
-            source_pod=m.pod_name,
-        )
+    slot = Slot(
+        migration=f"{m.namespace}/{m.name}",
+        migration_uid=m.uid,
+        namespace=m.namespace,
+        owner_uid=owner["uid"],
+        pod_name=m.pod_name if owner["kind"] == "StatefulSet" else None,
+        node=node,
+        images=m.images(),
+        source_node=m.status["sourceNode"],
+        original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
+        source_pod=m.pod_name,
     )
+    if slots.open_slot(m.status, slot):
+        await ctx.recorder.save(m)
+    if m.slot_label != owner["uid"]:
+        await _label(ctx, m, owner["uid"])
 
 
-def close_slot(ctx: Context, m: Migration) -> None:
-    if ctx.slots is not None:
-        ctx.slots.close(m.uid)
+async def close_slot(ctx: Context, m: Migration) -> None:
+    """No pod may claim the slot any more (the restored pod was found, or the rollback goes cold)."""
+    m.status.pop(slots.STATUS_KEY, None)
+    if m.slot_label:
+        await _label(ctx, m, None)
+
+
+async def _label(ctx: Context, m: Migration, owner_uid: str | None) -> None:
+    written = await api.PODMIGRATIONS.patch_metadata(
+        ctx.custom, name=m.name, namespace=m.namespace, metadata={"labels": {slots.LABEL_SLOT_OWNER: owner_uid}}
+    )
+    if written is not None:
+        m.slot_label = owner_uid
 
 
 async def owned_pods(ctx: Context, m: Migration) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Recorder
 from migrator.units import now
 from migrator.units import status_time as parse_time
-from migrator.webhook import RestoreSlots
 from telemetry import logcontext
 
 log = logging.getLogger(__name__)
@@ -66,12 +65,9 @@ class PodMigrationReconciler:
         agents: AgentClient,
         settings: Settings,
         metrics: ControllerMetrics | None = None,
-        slots: RestoreSlots | None = None,
     ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODMIGRATIONS)
-        self.ctx = Context(
-            core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics, slots=slots
-        )
+        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics)
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         """Drive one PodMigration as far as it can go now; seconds until the next look, or None when done."""

@@ -72,9 +72,9 @@ async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool 
     (``restore``) or cold. True when up, False when failed, None to wait."""
     record = m.status.setdefault("rollbackPod", {"failed": m.status.get("newPod", {}).get("uid", "")})
     if restore:
-        pods.open_slot(ctx, m, node=m.status["sourceNode"])
+        await pods.open_slot(ctx, m, node=m.status["sourceNode"])
     else:
-        pods.close_slot(ctx, m)
+        await pods.close_slot(ctx, m)
     failed_uid = record["failed"]
     for pod in await pods.owned_pods(ctx, m):
         meta = pod["metadata"]
@@ -86,7 +86,7 @@ async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool 
     if candidate is None:
         return None
     if restore:
-        pods.close_slot(ctx, m)
+        await pods.close_slot(ctx, m)
     record["uid"] = candidate["metadata"]["uid"]
     m.status["newPod"] = {
         "name": candidate["metadata"]["name"],

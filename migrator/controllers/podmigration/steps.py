@@ -27,7 +27,7 @@ from kubernetes_asyncio import client
 from agentapi import contract
 from agentapi.client import AgentError
 from kubeclient.reading import plain
-from migrator import api, claims, movability, placement, tracing
+from migrator import api, claims, movability, placement, slots, tracing
 from migrator.api import Phase, Step
 from migrator.controllers.podmigration import artifacts, pods
 from migrator.controllers.podmigration.bookkeeping import (
@@ -215,7 +215,7 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
 
 async def remove_source(ctx: Context, m: Migration) -> None:
     if m.status.get("owner"):
-        pods.open_slot(ctx, m, node=m.status["targetNode"])
+        await pods.open_slot(ctx, m, node=m.status["targetNode"])
     pod = await pods.read_pod(ctx, m.namespace, m.pod_name)
     if pod is None or pod["metadata"]["uid"] != m.status["podUID"]:
         m.status["sourceRemoved"] = True
@@ -256,18 +256,20 @@ async def create_target(ctx: Context, m: Migration) -> None:
 
 async def await_replacement(ctx: Context, m: Migration) -> None:
     """The controller's replacement, made a restore by the webhook, must appear."""
-    pods.open_slot(ctx, m, node=m.status["targetNode"])
+    await pods.open_slot(ctx, m, node=m.status["targetNode"])
     ours, others = await pods.find_restored(ctx, m, exclude={m.status["podUID"]})
     if ours is not None:
-        pods.close_slot(ctx, m)
+        await pods.close_slot(ctx, m)
         meta = ours["metadata"]
         m.status["newPod"] = {"name": meta["name"], "uid": meta["uid"], "node": m.status["targetNode"]}
         enter(m, Step.WAIT_READY)
         return
+    if slots.reopen_if_lost(m.status):
+        m.note("SlotReopened", "the restore slot was claimed but no pod came of it; offered again", warning=True)
     removed_at = parse_time(m.status["phases"][-1]["start"])
     cold = [p for p in others if parse_time(p["metadata"]["creationTimestamp"]) >= removed_at - timedelta(seconds=1)]
     if cold and now() - removed_at > COLD_REPLACEMENT_GRACE:
-        pods.close_slot(ctx, m)
+        await pods.close_slot(ctx, m)
         name = cold[-1]["metadata"]["name"]
         owner = m.status["owner"]
         return await finish(

@@ -20,7 +20,6 @@ from agentapi.client import AgentError
 from migrator import api
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.units import status_time
-from migrator.webhook import RestoreSlots
 from tests.fakekube import FakeAgents, FakeClock, FakeKube, Kubelet, image_id, make_node, make_pod, through_webhook, use_clock
 
 NS = "shop"
@@ -37,10 +36,9 @@ class World:
         self.kube = FakeKube(clock=self.clock)
         self.kubelet = Kubelet(self.kube)
         self.agents = FakeAgents(self.kube)
-        self.slots = RestoreSlots()
         self.reconciler = PodMigrationReconciler(
             core=self.kube, custom=self.kube, agents=self.agents, settings=Settings(checkpoint_repository=REPO),  # type: ignore[arg-type]
-            metrics=None, slots=self.slots,
+            metrics=None,
         )  # fmt: skip
         for name in ("node-1", "node-2"):
             self.kube.add_node(make_node(name))
@@ -231,7 +229,7 @@ async def test_a_replicaset_pod_is_restored_through_its_controllers_replacement(
     assert "newPod" not in s
 
     # The ReplicaSet's replacement passes the webhook: it claims the migration's slot and becomes the restore.
-    pod, slot = through_webhook(replacement(), slots=world.slots, namespace=NS)
+    pod, slot = await through_webhook(replacement(), kube=world.kube, namespace=NS)
     assert slot is not None and (slot.node, slot.source_node) == ("node-2", "node-1")
     created = (await world.kube.create_namespaced_pod(NS, pod)).metadata.name
     restored = world.kube.pods[(NS, created)]
@@ -240,7 +238,7 @@ async def test_a_replicaset_pod_is_restored_through_its_controllers_replacement(
     assert (
         restored["metadata"]["annotations"][api.ANNOTATION_MIGRATION_UID] == world.kube.migrations[(NS, name)]["metadata"]["uid"]
     )
-    scale_up, none = through_webhook(replacement(), slots=world.slots, namespace=NS)
+    scale_up, none = await through_webhook(replacement(), kube=world.kube, namespace=NS)
     assert none is None and "nodeName" not in scale_up["spec"], "one slot, one restored pod: a second pod starts cold"
 
     assert await world.reconcile(name) == pytest.approx(0.1)
@@ -253,7 +251,7 @@ async def test_a_replicaset_pod_is_restored_through_its_controllers_replacement(
     assert s["message"].startswith("pod web-7d9-abcde moved from node-1 to node-2 with its state; downtime ")
     assert world.agents.operations() == ["checkpoint", "kill", "delete_image"]
     assert world.where() == {created: "node-2"}
-    assert through_webhook(replacement(), slots=world.slots, namespace=NS)[1] is None, "the slot is closed"
+    assert (await through_webhook(replacement(), kube=world.kube, namespace=NS))[1] is None, "the slot is closed"
 
 
 async def test_a_replacement_that_skipped_the_webhook_fails_the_migration_with_the_state_lost(world: World) -> None:
@@ -280,7 +278,7 @@ async def test_a_replacement_that_skipped_the_webhook_fails_the_migration_with_t
     )
     assert ("Warning", "ReplacementNotRestored", s["message"]) in world.events(name)
     assert world.where() == {cold: "node-2"}
-    assert through_webhook(replacement(), slots=world.slots, namespace=NS)[1] is None, "the slot is closed"
+    assert (await through_webhook(replacement(), kube=world.kube, namespace=NS))[1] is None, "the slot is closed"
 
 
 # --- validation: refused before anything is touched --------------------------------------------
@@ -502,7 +500,7 @@ async def test_an_owned_pod_whose_restore_fails_is_restored_on_its_source_by_its
     world.kubelet.pull_images(NS, world.prepull(name)["metadata"]["name"])  # type: ignore[index]
     await world.reconcile(name)
     await world.reconcile(name)
-    pod, _ = through_webhook(replacement(), slots=world.slots, namespace=NS)
+    pod, _ = await through_webhook(replacement(), kube=world.kube, namespace=NS)
     failed = (await world.kube.create_namespaced_pod(NS, pod)).metadata.name
     await world.reconcile(name)
     world.kubelet.fail(NS, failed, message="criu restore failed on the target")
@@ -510,7 +508,7 @@ async def test_an_owned_pod_whose_restore_fails_is_restored_on_its_source_by_its
     assert world.status(name)["step"] == "RestoreSource"
     assert world.where() == {}, "our failed pod is deleted: its ReplicaSet replaces it"
     assert await world.reconcile(name) == pytest.approx(0.5)
-    pod, slot = through_webhook(replacement(), slots=world.slots, namespace=NS)
+    pod, slot = await through_webhook(replacement(), kube=world.kube, namespace=NS)
     assert slot is not None and slot.node == "node-1", "the replacement becomes the restore on the source node"
     back = (await world.kube.create_namespaced_pod(NS, pod)).metadata.name
     world.kubelet.start(NS, back)
