@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +32,13 @@ MANIFESTS: Final = REPO / "manifests"
 AGENT_PORT: Final = 10260
 CONTROLLER: Final = "podmigrate-controller"
 NAMESPACE: Final = "podmigrate-system"
+# The replicas' Lease: shorter than the Deployment's default (15 s) because the local cluster is one host
+# (no clock skew, no network partition between replicas and the API server), so tests wait less for takeovers.
+LEASE_SECONDS: Final = 6
+
+
+def controller_name(replica: int) -> str:
+    return CONTROLLER if replica == 0 else f"{CONTROLLER}-{replica}"
 
 
 def agent_name(node: str) -> str:
@@ -48,6 +55,7 @@ class Installation:
     health_address: str
     webhook_address: str
     otlp_endpoint: str | None
+    standby_health: dict[int, str] = field(default_factory=dict)  # replica -> its health address
 
     @property
     def state(self) -> Path:
@@ -86,25 +94,38 @@ class Installation:
             env=self._env("podmigrate-agent"),
         )  # fmt: skip
 
-    def start_controller(self) -> None:
-        cert, key = self.cluster.controlplane().issue_serving_cert(name="podmigrate-webhook", ips=["127.0.0.1"])
+    def start_controller(self, *, replica: int = 0) -> None:
+        """Start a control-service replica; they elect a leader on the Lease, as the Deployment's replicas do.
+
+        Replica 0 serves the admission webhook at the address the cluster was told of (in a real
+        cluster every replica does, behind the Service; here one host port can serve only one).
+        """
+        name = controller_name(replica)
+        health = (
+            self.health_address if replica == 0 else self.standby_health.setdefault(replica, f"127.0.0.1:{_free_loopback_port()}")
+        )
+        webhook: list[str] = []
+        if replica == 0:
+            cert, key = self.cluster.controlplane().issue_serving_cert(name="podmigrate-webhook", ips=["127.0.0.1"])
+            webhook = ["--webhook-address", self.webhook_address, "--webhook-cert", str(cert), "--webhook-key", str(key)]
         launcher = self._launcher()
         launcher.launch(
-            name=CONTROLLER,
+            name=name,
             argv=[
                 sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
                 "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT),
-                "--agent-ca", self.cluster.ca_cert, "--health-address", self.health_address,
-                "--webhook-address", self.webhook_address, "--webhook-cert", str(cert), "--webhook-key", str(key),
+                "--agent-ca", self.cluster.ca_cert, "--health-address", health, *webhook,
+                "--leader-election-namespace", NAMESPACE, "--leader-election-id", f"{name}-{time.monotonic_ns()}",
+                "--lease-seconds", str(LEASE_SECONDS),
             ],
             env=self._env(CONTROLLER),
         )  # fmt: skip
-        launcher.wait(name=CONTROLLER, what=f"GET http://{self.health_address}/healthz", ready=self.controller_healthy)
+        launcher.wait(name=name, what=f"GET http://{health}/healthz", ready=lambda: self.controller_healthy(health))
 
-    def controller_healthy(self) -> bool:
+    def controller_healthy(self, address: str | None = None) -> bool:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(f"http://{self.health_address}/healthz", timeout=1) as resp:
+            with opener.open(f"http://{address or self.health_address}/healthz", timeout=1) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -116,17 +137,18 @@ class Installation:
             return None
         return pid if processes.is_ours(pid=pid, name=name, state_dir=self.state) else None
 
-    def kill_controller(self) -> None:
-        """SIGKILL the control service: no clean-up, no flush, like a crashed pod."""
-        pid = self.pid(CONTROLLER)
+    def kill_controller(self, *, replica: int = 0) -> None:
+        """SIGKILL a control-service replica: no clean-up, no flush, no lease released, like a crashed pod."""
+        name = controller_name(replica)
+        pid = self.pid(name)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while self.pid(CONTROLLER) is not None and time.monotonic() < deadline:
+            while self.pid(name) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        names = [CONTROLLER, *(agent_name(n.name) for n in self.cluster.nodes)]
+        names = [*(controller_name(r) for r in (0, *self.standby_health)), *(agent_name(n.name) for n in self.cluster.nodes)]
         pids = {name: pid for name in names if (pid := self.pid(name)) is not None}
         processes.terminate(pids=pids, state_dir=self.state, children={}, timeout=15)
 

@@ -1,8 +1,9 @@
 """The control service's entry point: watch PodMigrations and NodeDrains, reconcile each until it is done.
 
-On start it lists every PodMigration and NodeDrain and resumes those that are not finished
-(``migrator.watches``): that is all a restart needs, because every step is recorded in status
-before the next begins. It calls
+Replicas elect a leader on a Lease (``kubeclient.leasing``); only the leader reconciles, and
+every replica serves the admission webhook. On becoming leader it lists every PodMigration and
+NodeDrain and resumes those that are not finished (``migrator.watches``): that is all a takeover
+or a restart needs, because every step is recorded in status before the next begins. It calls
 agents with its own ServiceAccount token, so it must run with one (in-cluster, or a kubeconfig
 whose user is a token); client-certificate identities are refused at start with a clear error.
 """
@@ -12,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import ssl
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +25,7 @@ from kubernetes_asyncio import client
 
 from agentapi.client import AgentClient
 from kubeclient.connecting import api_client, bearer_token
+from kubeclient.leasing import LeaderElector
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
@@ -30,6 +35,8 @@ from telemetry.logcontext import setup_logging
 from telemetry.setup import setup_tracing
 
 log = logging.getLogger("migrator")
+
+LEASE_NAME = "podmigrate-controller"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,14 +54,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--webhook-address", default="", help="host:port for the pod-restore admission webhook (HTTPS); empty: off")
     p.add_argument("--webhook-cert", help="serving certificate of the webhook (the API server must trust its CA)")
     p.add_argument("--webhook-key")
+    p.add_argument(
+        "--leader-election-namespace", default=os.environ.get("POD_NAMESPACE", "podmigrate-system"),
+        help="namespace of the Lease the replicas elect a leader with (default: $POD_NAMESPACE, else podmigrate-system)",
+    )  # fmt: skip
+    p.add_argument(
+        "--leader-election-id", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
+        help="this replica's identity in the Lease (default: $POD_NAME, else host_pid)",
+    )  # fmt: skip
+    p.add_argument("--lease-seconds", type=float, default=15.0, help="how long a leader's Lease lasts without renewal (15)")
     return p.parse_args(argv)
 
 
-async def serve_health(*, address: str, watcher: asyncio.Task[None], metrics: ControllerMetrics) -> web.AppRunner:
-    """GET /healthz: 200 while the watches run, 503 once one has died (the kubelet then restarts us)."""
+async def serve_health(*, address: str, healthy: Callable[[], str | None], metrics: ControllerMetrics) -> web.AppRunner:
+    """GET /healthz: 200 while the replica works (leading with its watches alive, or standing by), else 503."""
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(status=503, text="watch stopped\n") if watcher.done() else web.Response(text="ok\n")
+        problem = healthy()
+        return web.Response(status=503, text=f"{problem}\n") if problem else web.Response(text="ok\n")
 
     app = web.Application()
 
@@ -105,19 +122,42 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(controllers.watch())
+    elector = LeaderElector(
+        coordination=client.CoordinationV1Api(kube), namespace=args.leader_election_namespace, name=LEASE_NAME,
+        identity=args.leader_election_id, lease_seconds=args.lease_seconds,
+        renew_deadline_seconds=args.lease_seconds * 2 / 3, retry_seconds=args.lease_seconds / 7.5,
+    )  # fmt: skip
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    def healthy() -> str | None:
+        watcher = tasks.get("watch")
+        return "watch stopped" if watcher is not None and watcher.done() else None
+
+    # Every replica answers the webhook (it keeps no state); only the leader reconciles.
     webhook = await serve_webhook(args=args, core=core, custom=custom) if args.webhook_address else None
-    health = await serve_health(address=args.health_address, watcher=watcher, metrics=metrics) if args.health_address else None
-    log.info("podmigrate controller running; checkpoints go to %s", args.checkpoint_repository)
-    await stop.wait()
-    watcher.cancel()
+    health = await serve_health(address=args.health_address, healthy=healthy, metrics=metrics) if args.health_address else None
+    lost = False
+    acquire = asyncio.create_task(elector.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([acquire, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if acquire.done() and not stopping.done():
+        log.info("podmigrate controller leading; checkpoints go to %s", args.checkpoint_repository)
+        tasks["watch"] = asyncio.create_task(controllers.watch())
+        tasks["keep"] = asyncio.create_task(elector.keep())
+        await asyncio.wait([tasks["keep"], stopping], return_when=asyncio.FIRST_COMPLETED)
+        lost = tasks["keep"].done()
+    for task in (acquire, stopping, *tasks.values()):
+        task.cancel()
     for runner in (health, webhook):
         if runner is not None:
             await runner.cleanup()
     await controllers.stop()
+    await elector.release()
     flush()
     await session.close()
     await kube.close()
+    if lost:  # another replica may be acting already: stop at once and let the kubelet restart this one as a standby
+        raise SystemExit("podmigrate-controller: lost the leader lease; exiting")
 
 
 def main(argv: list[str] | None = None) -> None:

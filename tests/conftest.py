@@ -216,11 +216,11 @@ class Podmigrate:
         self.kube = kube
         self.installation = installation
 
-    def kill_controller(self) -> None:
-        self.installation.kill_controller()
+    def kill_controller(self, *, replica: int = 0) -> None:
+        self.installation.kill_controller(replica=replica)
 
-    def start_controller(self) -> None:
-        self.installation.start_controller()
+    def start_controller(self, *, replica: int = 0) -> None:
+        self.installation.start_controller(replica=replica)
 
     def migration(self, namespace: str, name: str) -> dict[str, Any]:
         return self.kube.get("podmigration", name, namespace)

@@ -792,7 +792,10 @@ def test_controller_deployment_is_locked_down() -> None:
     deployment = deploy_objects()["Deployment/podmigrate-controller"]
     spec = deployment["spec"]
     assert deployment["metadata"]["namespace"] == "podmigrate-system"
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", "no leader election: never two controllers"
+    assert spec["replicas"] == 2, "a standby takes over from the leader (kubeclient/leasing.py)"
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    budget = deploy_objects()["PodDisruptionBudget/podmigrate-controller"]["spec"]
+    assert budget["minAvailable"] == 1 and budget["selector"] == spec["selector"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["serviceAccountName"] == "podmigrate-controller" and pod["securityContext"]["runAsNonRoot"] is True
@@ -805,6 +808,8 @@ def test_controller_deployment_is_locked_down() -> None:
     ]  # fmt: skip
     env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef") for e in container["env"]}
     assert env["CHECKPOINT_REPOSITORY"] == {"name": "podmigrate-config", "key": "CHECKPOINT_REPOSITORY"}
+    fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert fields["POD_NAME"] == "metadata.name" and fields["POD_NAMESPACE"] == "metadata.namespace", "the Lease"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["optional"] is True
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
