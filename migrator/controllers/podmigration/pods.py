@@ -42,6 +42,33 @@ async def read_node(ctx: Context, name: str) -> dict[str, Any] | None:
     return await read_plain(ctx.core.read_node(name))
 
 
+# Deleting a pod that may still run: a grace period above 0 is not a forced deletion, so the object
+# stays (terminating) until its node's kubelet confirms the containers are gone. On a node that does
+# not answer that never happens, and whatever waits for the pod to be gone waits with it: a second
+# copy is never started beside one that may still run (a StatefulSet's at-most-one included).
+# Grace 0 (forced, gone at once) only for pods that cannot run: prepull pods, a source its agent killed.
+CONFIRMED_GRACE: Final = 1
+
+
+async def note_unconfirmed(ctx: Context, m: Migration, pod: Mapping[str, Any]) -> None:
+    """Say why a rollback waits: the pod's node has not confirmed its end (it may be unreachable)."""
+    since = pod["metadata"].get("deletionTimestamp")
+    node_name = pod["spec"].get("nodeName")
+    if not since or not node_name:
+        return
+    node = await read_node(ctx, node_name)
+    conditions = ((node or {}).get("status") or {}).get("conditions") or []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    if not ready and not m.status.get("waitingFor"):
+        m.status["waitingFor"] = f"node {node_name} to confirm pod {pod['metadata']['name']} is gone"
+        m.note(
+            "WaitingForNode",
+            f"pod {pod['metadata']['name']} may still run on node {node_name}, which is not Ready: nothing is started "
+            f"elsewhere until the node confirms it gone (or the Node object is deleted, which fences it)",
+            warning=True,
+        )
+
+
 async def delete_pod(ctx: Context, namespace: str, name: str, *, uid: str | None = None, grace: int = 0) -> None:
     options = client.V1DeleteOptions(grace_period_seconds=grace, preconditions=client.V1Preconditions(uid=uid) if uid else None)
     try:

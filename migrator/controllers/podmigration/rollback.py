@@ -53,10 +53,12 @@ async def _replace_and_wait(
     if record is None:
         if pod is not None and is_restored_pod_of(m, pod):
             if not pod["metadata"].get("deletionTimestamp"):
-                await pods.delete_pod(ctx, m.namespace, m.pod_name, uid=pod["metadata"]["uid"])
+                await pods.delete_pod(ctx, m.namespace, m.pod_name, uid=pod["metadata"]["uid"], grace=pods.CONFIRMED_GRACE)
+            await pods.note_unconfirmed(ctx, m, pod)
             raise Wait(0.3)  # our failed pod must be gone first
         if pod is not None:
             raise Wait(1.0)  # a pod we did not create holds the name
+        m.status.pop("waitingFor", None)
         created = await pods.create_pod(ctx, m, pods.replacement(m, node=node, from_checkpoint=from_checkpoint))
         m.status["rollbackPod"] = {"uid": created["metadata"]["uid"], "node": node or ""}
         raise Wait(POLL)
@@ -79,7 +81,7 @@ async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool 
     for pod in await pods.owned_pods(ctx, m):
         meta = pod["metadata"]
         if meta["uid"] == failed_uid and not meta.get("deletionTimestamp"):
-            await pods.delete_pod(ctx, m.namespace, meta["name"], uid=failed_uid)
+            await pods.delete_pod(ctx, m.namespace, meta["name"], uid=failed_uid, grace=pods.CONFIRMED_GRACE)
             raise Wait(0.3)
     ours, others = await pods.find_restored(ctx, m, exclude={failed_uid, m.status["podUID"]})
     candidate = ours if restore else (others[-1] if others else ours)

@@ -411,7 +411,10 @@ async def test_a_failed_restore_on_the_target_restores_the_pod_on_its_source(wor
         restore["error"]
         == "restore on node-2 failed: container app: CreateContainerError: criu restore: cannot bind 10.244.0.7:8080"
     )
-    assert world.where() == {}, "the failed pod on the target is deleted first"
+    assert world.kube.pods[(NS, "web")]["metadata"]["deletionTimestamp"], "the failed pod on the target is deleted first"
+    assert await world.reconcile(name) == pytest.approx(0.3), "and nothing starts until its node confirms it gone"
+    world.kubelet.terminate(NS, "web")
+    assert world.where() == {}
 
     await world.reconcile(name)
     pod = world.kube.pods[(NS, "web")]
@@ -433,11 +436,33 @@ async def test_a_failed_restore_on_the_target_restores_the_pod_on_its_source(wor
     assert ("Warning", "RestoreFailed", s["message"]) in world.events(name)
 
 
+async def test_a_failed_pod_on_a_node_that_does_not_answer_is_waited_for_never_doubled(world: World) -> None:
+    """No forced deletion of a pod that may still run: the rollback waits for its node to confirm it gone."""
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.fail(NS, "web", reason="CreateContainerError", message="criu restore failed")
+    node = world.kube.nodes["node-2"]
+    node["status"]["conditions"] = [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}]
+    for _ in range(5):
+        await world.reconcile(name)
+        world.clock.advance(5)
+    assert world.where() == {"web": "node-2"}, "still there, terminating: nothing restored beside it"
+    assert world.kube.pods[(NS, "web")]["metadata"]["deletionTimestamp"]
+    s = world.status(name)
+    assert (s["step"], s["waitingFor"]) == ("RestoreSource", "node node-2 to confirm pod web is gone")
+    assert any(e[1] == "WaitingForNode" for e in world.events(name))
+    world.kubelet.terminate(NS, "web")  # the node is back (or was deleted): the pod is gone
+    await world.reconcile(name)
+    assert world.where() == {"web": "node-1"}
+
+
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
     """A restore that fails on the target, and then on the source too."""
     await world.to_wait_ready(name)
     world.kubelet.fail(NS, "web", message="criu restore failed on the target")
     await world.reconcile(name)
+    world.kubelet.terminate(NS, "web")
     await world.reconcile(name)
     assert world.where() == {"web": "node-1"}
     world.kubelet.fail(NS, "web", message="criu restore failed on the source")
@@ -450,6 +475,7 @@ async def test_when_the_restore_fails_on_the_source_too_the_pod_is_recreated_fro
     await world.reconcile(name)
     s = world.status(name)
     assert (s["phase"], s["step"]) == ("RollingBack", "Recreate")
+    world.kubelet.terminate(NS, "web")
     assert world.where() == {}, "the failed restore on the source is deleted first"
     await world.reconcile(name)
     assert world.where() == {"web": None}, "recreated from its original spec, for the scheduler to place"
@@ -474,6 +500,7 @@ async def test_on_failure_recreate_starts_the_pod_again_from_its_original_spec(w
     await world.to_wait_ready(name)
     world.kubelet.fail(NS, "web", reason="CrashLoopBackOff", message="back-off restarting failed container")
     await world.reconcile(name)
+    world.kubelet.terminate(NS, "web")
     assert (world.status(name)["step"], world.where()) == ("Recreate", {})
     await world.reconcile(name)
     assert world.where() == {"web": None}, "no node chosen: the scheduler places it"
@@ -506,6 +533,7 @@ async def test_an_owned_pod_whose_restore_fails_is_restored_on_its_source_by_its
     world.kubelet.fail(NS, failed, message="criu restore failed on the target")
     await world.reconcile(name)
     assert world.status(name)["step"] == "RestoreSource"
+    world.kubelet.terminate(NS, failed)
     assert world.where() == {}, "our failed pod is deleted: its ReplicaSet replaces it"
     assert await world.reconcile(name) == pytest.approx(0.5)
     pod, slot = await through_webhook(replacement(), kube=world.kube, namespace=NS)
@@ -544,6 +572,7 @@ async def test_the_deadline_after_the_source_is_removed_restores_it_on_its_sourc
     await world.to_wait_ready(name)
     world.clock.advance(61)
     await world.reconcile(name)
+    world.kubelet.terminate(NS, "web")
     assert (world.status(name)["step"], world.where()) == ("RestoreSource", {}), "the restore that never became Ready goes"
     await world.reconcile(name)
     world.kubelet.start(NS, "web")
@@ -746,7 +775,8 @@ async def test_a_restore_without_the_files_is_a_failed_restore_and_the_source_ge
     s = world.status(name)
     assert (s["phase"], s["step"]) == ("RollingBack", "RestoreSource"), s
     assert "restored on node-2 without its emptyDir files" in s["failure"]["message"]
-    await world.reconcile(name)  # the failed pod goes, the files are staged on the source, the pod restored there
+    world.kubelet.terminate(NS, "web")
+    await world.reconcile(name)  # the failed pod went, the files are staged on the source, the pod restored there
     assert ("stage_volumes", "node-1", f"{NS}/web") in world.agents.calls
     await world.reconcile(name)
     world.kubelet.start(NS, "web")

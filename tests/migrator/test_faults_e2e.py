@@ -1,0 +1,214 @@
+"""End to end: exactly one copy of the pod, whatever breaks (the fault matrix of docs/faults.md).
+
+Each case breaks one thing at one moment of a real migration on the local cluster and then checks
+the same invariants:
+
+* exactly one pod of that name exists and runs (never zero, never two);
+* it counts on from where it was (the restored copy continued from the checkpoint, or the source,
+  never frozen for good, went on); nothing it counted went backwards;
+* the PodMigration ended (``Succeeded``, or ``Failed`` with the reason and the pod running) and its
+  finalizer was released;
+* no checkpoint image of it is left in the registry.
+
+The controller is killed when the PodMigration's recorded step becomes the one under test, seen
+through a watch (``kubectl get -w``), so the kill lands while that step runs or just after.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from localcluster import cluster as lc
+from tests.conftest import Kube, Podmigrate, wait_for
+from tests.migrator.workloads import counter_pod, migration
+
+pytestmark = pytest.mark.cluster
+
+STEPS = ("Validate", "PrepareTarget", "Checkpoint", "RemoveSource", "CreateTarget", "WaitReady", "Cleanup")
+
+
+class StepWatch(threading.Thread):
+    """``kubectl get podmigration -w``: calls ``at_step`` the moment the recorded step becomes ``step``."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, *, step: str, action: Any) -> None:
+        super().__init__(daemon=True)
+        self.step, self.action = step, action
+        self.seen: list[str] = []
+        self.fired = threading.Event()
+        self.proc = subprocess.Popen(
+            [kube.cluster.kubectl, f"--kubeconfig={kube.kubeconfig}", "get", "podmigration", name, "-n", namespace, "-w",
+             "-o", "jsonpath={.status.step}{'\\n'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            step = line.strip()
+            if step and (not self.seen or self.seen[-1] != step):
+                self.seen.append(step)
+            if step == self.step and not self.fired.is_set():
+                self.action()
+                self.fired.set()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        self.join(timeout=5)
+
+
+def numbers(kube: Kube, namespace: str, pod: str) -> list[int]:
+    result = kube.run("logs", pod, "-n", namespace, check=False)
+    return [int(x) for x in result.stdout.split() if x.isdigit()] if result.returncode == 0 else []
+
+
+def running_copies(kube: Kube, namespace: str, pod: str) -> list[dict[str, Any]]:
+    pods = kube.get("pods", namespace=namespace)["items"]
+    return [p for p in pods if p["metadata"]["name"] == pod and not p["metadata"].get("deletionTimestamp")]
+
+
+def registry_tags(podmigrate: Podmigrate, namespace: str, pod: str) -> list[str]:
+    registry, _, path = podmigrate.installation.repository.partition("/")
+    url = f"http://{registry}/v2/{path}/{namespace}/{pod}/tags/list"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as resp:
+            return list(json.loads(resp.read()).get("tags") or [])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+def manifests_left(podmigrate: Podmigrate, namespace: str, pod: str) -> list[str]:
+    """Tags whose manifest still exists (a deleted manifest's tag may linger in the tag list of registry 2.8)."""
+    registry, _, path = podmigrate.installation.repository.partition("/")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    left = []
+    for tag in registry_tags(podmigrate, namespace, pod):
+        request = urllib.request.Request(
+            f"http://{registry}/v2/{path}/{namespace}/{pod}/manifests/{tag}", method="HEAD",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )  # fmt: skip
+        try:
+            with opener.open(request, timeout=5):
+                left.append(tag)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+    return left
+
+
+def assert_exactly_one_copy_counting_on(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, *, before: int, migration_name: str
+) -> dict[str, Any]:
+    status = podmigrate.wait_done(namespace, migration_name, timeout=240)["status"]
+    (pod,) = wait_for(
+        "exactly one copy, running",
+        lambda: (c if len(c := running_copies(kube, namespace, "counter")) == 1 and c[0]["status"].get("phase") == "Running"
+                 else None),
+        timeout=90,
+    )  # fmt: skip
+    wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
+    counted = numbers(kube, namespace, "counter")
+    assert all(b == a + 1 for a, b in itertools.pairwise(counted)), f"never back, never twice: {counted}"
+    assert counted[-1] > before
+    obj = podmigrate.migration(namespace, migration_name)
+    wait_for("the finalizer released", lambda: not podmigrate.migration(namespace, migration_name)["metadata"].get("finalizers"),
+             timeout=30)  # fmt: skip
+    if status["phase"] == "Failed":
+        assert status.get("reason") and status.get("message"), status
+    wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
+    return {"status": status, "pod": pod, "migration": obj}
+
+
+@pytest.fixture
+def counter(kube: Kube, cluster: lc.Cluster, namespace: str) -> Iterator[tuple[str, str]]:
+    source, target = cluster.nodes[0].name, cluster.nodes[1].name
+    kube.apply(counter_pod(namespace, source, cluster.images["counter"]))
+    wait_for("counting", lambda: len(numbers(kube, namespace, "counter")) >= 2)
+    yield source, target
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_controller_killed_at_each_step_leaves_exactly_one_copy(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], step: str
+) -> None:
+    _source, target = counter
+    watch = StepWatch(kube, namespace, "move-counter", step=step, action=podmigrate.kill_controller)
+    watch.start()
+    try:
+        kube.apply(migration(namespace, "counter", target=target))
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), f"never saw step {step}: {watch.seen}"
+        killed_at = podmigrate.migration(namespace, "move-counter").get("status", {}).get("step")
+        time.sleep(1)
+        podmigrate.start_controller()
+        outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
+    finally:
+        watch.close()
+    status = outcome["status"]
+    print(f"\nkilled at {step} (recorded step then: {killed_at}): {status['phase']} {status.get('reason', '')}: "
+          f"{status.get('message', '')}")  # fmt: skip
+    assert status["phase"] == "Succeeded", "a restarted control service resumes from status"
+    assert outcome["pod"]["spec"]["nodeName"] == target
+
+
+def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    _source, target = counter
+    podmigrate.start_controller(replica=1)
+    holder = lambda: kube.get("lease", "podmigrate-controller", "podmigrate-system")["spec"].get("holderIdentity", "")  # noqa: E731
+    try:
+        assert holder().startswith("podmigrate-controller-"), holder()
+        leader = holder()
+        watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=podmigrate.kill_controller)
+        watch.start()
+        kube.apply(migration(namespace, "counter", target=target))
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), watch.seen
+        watch.close()
+        took_over = time.monotonic()
+        wait_for("the standby leading", lambda: holder().startswith("podmigrate-controller-1-"), timeout=30)
+        print(f"\nleader {leader} killed at Checkpoint; {holder()} leads {time.monotonic() - took_over:.1f}s later")
+        outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
+        assert outcome["status"]["phase"] == "Succeeded", outcome["status"]
+        assert outcome["pod"]["spec"]["nodeName"] == target
+    finally:
+        # Back to one replica, replica 0 leading, as the other tests expect.
+        if podmigrate.installation.pid("podmigrate-controller") is None:
+            podmigrate.start_controller()
+        podmigrate.kill_controller(replica=1)
+        wait_for("replica 0 leading again", lambda: not holder().startswith("podmigrate-controller-1-"), timeout=30)
+
+
+def test_two_migrations_of_one_pod_at_once_move_it_once(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    source, target = counter
+    other = next(n.name for n in cluster.nodes if n.name not in (source, target) and n.kind == "standin")
+    before = max(numbers(kube, namespace, "counter"))
+    kube.apply(
+        migration(namespace, "counter", name="first", target=target)
+        + "---\n"
+        + migration(namespace, "counter", name="second", target=other)
+    )
+    first = podmigrate.wait_done(namespace, "first")["status"]
+    second = podmigrate.wait_done(namespace, "second")["status"]
+    outcomes = sorted([(first["phase"], first.get("reason")), (second["phase"], second.get("reason"))])
+    assert outcomes == [("Failed", "AlreadyMigrating"), ("Succeeded", "Migrated")], (first, second)
+    (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
+    assert pod["spec"]["nodeName"] == (target if first["phase"] == "Succeeded" else other)
+    wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
+    for name in ("first", "second"):
+        kube.run("delete", "podmigration", name, "-n", namespace, "--timeout=30s")  # finalizers released: no hang
