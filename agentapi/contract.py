@@ -48,6 +48,7 @@ MAX_TIMEOUT_SECONDS: Final = 3600
 # Kubernetes' own rules: namespaces and container names are DNS labels, pod names DNS subdomains.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # The OCI distribution spec's tag grammar.
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
@@ -123,6 +124,9 @@ class CheckpointRequest:
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     # emptyDir volumes whose files are captured (the pod still frozen) and pushed beside the images.
     volumes: tuple[EmptyDirVolume, ...] = ()
+    # Makes the call idempotent: a retry with the same id joins the checkpoint in flight or gets its
+    # answer again (for a while), instead of freezing and pushing a second time.
+    request_id: str | None = None
 
     @property
     def repository(self) -> Reference:
@@ -166,6 +170,9 @@ class CheckpointRequest:
         volumes = tuple(EmptyDirVolume.from_json(v) for v in raw_volumes)
         if len({v.name for v in volumes}) != len(volumes):
             raise ContractError("'volumes' lists a volume twice")
+        request_id = data.get("request_id")
+        if request_id is not None and (not isinstance(request_id, str) or not _REQUEST_ID.match(request_id)):
+            raise ContractError("'request_id' must be 1-128 characters of letters, digits, '.', '_' or '-'")
         timeout = data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
             raise ContractError(f"'timeout_seconds' must be an integer between 1 and {MAX_TIMEOUT_SECONDS}")
@@ -178,6 +185,7 @@ class CheckpointRequest:
             freeze=freeze,
             timeout_seconds=timeout,
             volumes=volumes,
+            request_id=request_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -193,6 +201,8 @@ class CheckpointRequest:
             out["containers"] = list(self.containers)
         if self.volumes:
             out["volumes"] = [v.to_json() for v in self.volumes]
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
         return out
 
     @property

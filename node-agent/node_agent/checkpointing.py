@@ -62,6 +62,7 @@ from ocicheckpoint.volumedata import volume_data_image
 
 log = logging.getLogger(__name__)
 
+REQUEST_MEMORY_S = 600.0  # how long a finished checkpoint's answer is given again to a retry with its request id
 OUTCOME_BY_STAGE: dict[Stage, str] = {"freeze": "freeze_failed", "checkpoint": "checkpoint_failed", "push": "push_failed"}
 
 
@@ -131,6 +132,8 @@ class Checkpointer:
         self._tracer = tracer or trace.get_tracer("node_agent")
         self._locks = KeyedLocks()
         self._hook = dump_hook or DumpHook()
+        # Checkpoints by request id: in flight, or done and remembered for REQUEST_MEMORY_S (idempotent retries).
+        self._requests: dict[str, tuple[CheckpointRequest, asyncio.Task[CheckpointResponse]]] = {}
         self._volume_data = volume_data or VolumeData()
 
     # --- reading the pod --------------------------------------------------------------------
@@ -272,6 +275,40 @@ class Checkpointer:
 
     # --- checkpoint -------------------------------------------------------------------------
     async def checkpoint(self, req: CheckpointRequest, *, parent: otel_context.Context | None = None) -> CheckpointResponse:
+        """Checkpoint the pod; with a ``request_id``, once: a retry joins the one in flight or gets its answer again.
+
+        Why: the caller retries a call whose answer it did not get (a timeout, a reset connection).
+        Without an id each retry would freeze and push again and orphan the first images. The
+        work goes on if the caller goes away, so that its retry finds it; a failed checkpoint is
+        forgotten at once (a retry starts afresh: the failure undid everything).
+        """
+        if req.request_id is None:
+            return await self._checkpoint_once(req, parent=parent)
+        known = self._requests.get(req.request_id)
+        if known is not None:
+            first, task = known
+            if (first.namespace, first.pod, first.image_repository, first.tag) != (
+                req.namespace,
+                req.pod,
+                req.image_repository,
+                req.tag,
+            ):
+                raise AgentError(f"request id {req.request_id} was used for another checkpoint", status=409, stage="checkpoint")
+            log.info("checkpoint %s of %s/%s: joining the one already %s", req.request_id, req.namespace, req.pod,
+                     "done" if task.done() else "in flight")  # fmt: skip
+            return await asyncio.shield(task)
+        task = asyncio.create_task(self._checkpoint_once(req, parent=parent))
+        self._requests[req.request_id] = (req, task)
+        task.add_done_callback(lambda t, rid=req.request_id: self._remember(rid, t))
+        return await asyncio.shield(task)
+
+    def _remember(self, request_id: str, task: asyncio.Task[CheckpointResponse]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._requests.pop(request_id, None)
+            return
+        asyncio.get_running_loop().call_later(REQUEST_MEMORY_S, self._requests.pop, request_id, None)
+
+    async def _checkpoint_once(self, req: CheckpointRequest, *, parent: otel_context.Context | None) -> CheckpointResponse:
         started = time.monotonic()
         with self._tracer.start_as_current_span(
             "agent.checkpoint",

@@ -6,6 +6,7 @@ built by ``ocicheckpoint`` and pushed by the real registry client to a fake regi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -247,3 +248,27 @@ async def test_metrics_and_healthz(agent: Agent) -> None:
     assert samples[("podmigrate_agent_checkpoint_duration_seconds_bucket", (("le", "+Inf"), ("phase", "total")))] == 1
     assert samples[("podmigrate_agent_pushed_bytes_total", ())] > 0
     assert 0 < samples[("process_resident_memory_bytes", ())] <= samples[("process_resident_memory_peak_bytes", ())]
+
+
+async def test_a_retry_with_the_same_request_id_joins_the_checkpoint_instead_of_pushing_again(agent: Agent) -> None:
+    calls_before = len(agent.kubelet.calls)
+    body = agent.checkpoint_body(request_id="pm-uid-1")
+    (s1, first), (s2, second) = await asyncio.gather(
+        agent.call("POST", "/v1/checkpoint", body), agent.call("POST", "/v1/checkpoint", body)
+    )
+    assert s1 == s2 == 200 and first == second, "the second call (a retry) got the first call's answer"
+    assert len(agent.kubelet.calls) - calls_before == 1, "one kubelet checkpoint, one push"
+    s3, third = await agent.call("POST", "/v1/checkpoint", body)
+    assert (s3, third["containers"]) == (200, first["containers"]), "answered again after it finished"
+    status, clash = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body("pair", request_id="pm-uid-1"))
+    assert status == 409 and "used for another checkpoint" in clash["error"]
+
+
+async def test_a_failed_checkpoint_is_forgotten_so_a_retry_starts_afresh(agent: Agent) -> None:
+    agent.registry.fail = [500] * 8  # every push attempt of the first call fails
+    body = agent.checkpoint_body(request_id="pm-uid-2")
+    status, _ = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 500 and agent.state("counter", "counter") == "THAWED"
+    agent.registry.fail = []
+    status, answer = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 200 and answer["frozen"] is True

@@ -184,6 +184,7 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         freeze=True,
         timeout_seconds=ctx.settings.checkpoint_timeout_seconds,
         volumes=tuple(contract.EmptyDirVolume(name=v["name"], medium=v["medium"]) for v in m.status.get("emptyDirs") or []),
+        request_id=f"pm-{m.uid}",  # a retried call (or a restarted controller's) joins this checkpoint, never a second one
     )
     try:
         response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())

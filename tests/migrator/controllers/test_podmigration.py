@@ -746,6 +746,8 @@ async def test_emptydir_files_are_captured_staged_on_the_target_and_checked_befo
     name = world.migrate(targetNode="node-2")
     await world.to_wait_ready(name)
     (request,) = world.agents.requests
+    uid = world.kube.migrations[(NS, name)]["metadata"]["uid"]
+    assert request.request_id == f"pm-{uid}", "a retried checkpoint call joins this one (idempotent)"
     assert request.volumes == (
         contract.EmptyDirVolume(name="data", medium=""), contract.EmptyDirVolume(name="shm", medium="Memory"),
     )  # fmt: skip
