@@ -147,3 +147,9 @@ class AgentClient:
         url = self.url(node, contract.PATH_VOLUMES)
         body = contract.PodRef(namespace=namespace, pod=pod).to_json()
         await self._call("DELETE", url, body=body, traceparent=traceparent, timeout=30)
+
+    async def renew_freeze(self, *, node: Mapping[str, Any], namespace: str, pod: str, seconds: int) -> None:
+        """Keep the frozen source frozen ``seconds`` more; ``AgentError`` 409 once its lease lapsed (it was thawed)."""
+        url = self.url(node, contract.PATH_FREEZE_LEASE)
+        body = contract.LeaseRequest(namespace=namespace, pod=pod, seconds=seconds).to_json()
+        await self._call("POST", url, body=body, traceparent=None, timeout=10)

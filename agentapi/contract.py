@@ -9,7 +9,9 @@ Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
 
 * ``POST /v1/checkpoint``  ``CheckpointRequest`` -> ``CheckpointResponse``
 * ``POST /v1/thaw``        ``PodRef`` -> ``{"frozen": false, "thawed": [names]}``
-* ``POST /v1/kill``        ``PodRef`` -> ``{"killed": [names]}`` (only frozen containers; 409 for a running one)
+* ``POST /v1/kill``        ``PodRef`` -> ``{"killed": [names]}`` (only frozen containers; 409 for a running one,
+  or for a pod whose freeze lease lapsed)
+* ``POST /v1/freeze-lease`` ``LeaseRequest`` -> ``{"seconds": n}`` (409 once it lapsed: the pod was thawed)
 * ``GET  /v1/frozen``      ``?namespace=&pod=`` -> ``FrozenState``
 * ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` -> ``{"deleted": bool}``
 * ``POST /v1/volumes``     ``StageRequest`` -> ``StageResponse`` (a pod's emptyDir data staged for its restore here)
@@ -35,6 +37,8 @@ PATH_KILL: Final = "/v1/kill"
 PATH_FROZEN: Final = "/v1/frozen"
 PATH_IMAGES: Final = "/v1/images"
 PATH_VOLUMES: Final = "/v1/volumes"
+PATH_FREEZE_LEASE: Final = "/v1/freeze-lease"
+MAX_LEASE_SECONDS: Final = 600
 PATH_HEALTHZ: Final = "/healthz"
 # Sent by the control service with every call: which migration it is for (namespace/name), for logs.
 HEADER_MIGRATION: Final = "X-Podmigrate-Migration"
@@ -127,6 +131,9 @@ class CheckpointRequest:
     # Makes the call idempotent: a retry with the same id joins the checkpoint in flight or gets its
     # answer again (for a while), instead of freezing and pushing a second time.
     request_id: str | None = None
+    # With ``freeze``: the pod stays frozen only while this lease is renewed (``/v1/freeze-lease``);
+    # when it lapses the agent thaws it and refuses to kill it. None: frozen until thawed or killed.
+    freeze_lease_seconds: int | None = None
 
     @property
     def repository(self) -> Reference:
@@ -173,6 +180,9 @@ class CheckpointRequest:
         request_id = data.get("request_id")
         if request_id is not None and (not isinstance(request_id, str) or not _REQUEST_ID.match(request_id)):
             raise ContractError("'request_id' must be 1-128 characters of letters, digits, '.', '_' or '-'")
+        lease = data.get("freeze_lease_seconds")
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, int) or not 1 <= lease <= MAX_LEASE_SECONDS):
+            raise ContractError(f"'freeze_lease_seconds' must be an integer between 1 and {MAX_LEASE_SECONDS}")
         timeout = data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
             raise ContractError(f"'timeout_seconds' must be an integer between 1 and {MAX_TIMEOUT_SECONDS}")
@@ -186,6 +196,7 @@ class CheckpointRequest:
             timeout_seconds=timeout,
             volumes=volumes,
             request_id=request_id,
+            freeze_lease_seconds=lease,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -203,6 +214,8 @@ class CheckpointRequest:
             out["volumes"] = [v.to_json() for v in self.volumes]
         if self.request_id is not None:
             out["request_id"] = self.request_id
+        if self.freeze_lease_seconds is not None:
+            out["freeze_lease_seconds"] = self.freeze_lease_seconds
         return out
 
     @property
@@ -321,6 +334,26 @@ class CheckpointResponse:
             total_s=float(timings.get("total_s", 0.0)),
             volume_data=VolumeDataCheckpoint.from_json(volume_data) if volume_data else None,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseRequest:
+    """Renew a frozen pod's freeze lease for ``seconds`` more."""
+
+    namespace: str
+    pod: str
+    seconds: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LeaseRequest:
+        ref = PodRef.from_json(data)
+        seconds = data.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_LEASE_SECONDS:
+            raise ContractError(f"'seconds' must be an integer between 1 and {MAX_LEASE_SECONDS}")
+        return cls(namespace=ref.namespace, pod=ref.pod, seconds=seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "pod": self.pod, "seconds": self.seconds}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -95,6 +95,7 @@ class AgentApi:
         self.app.router.add_post(contract.PATH_KILL, self.kill)
         self.app.router.add_get(contract.PATH_FROZEN, self.frozen)
         self.app.router.add_delete(contract.PATH_IMAGES, self.delete_image)
+        self.app.router.add_post(contract.PATH_FREEZE_LEASE, self.renew_lease)
         self.app.router.add_post(contract.PATH_VOLUMES, self.stage_volumes)
         self.app.router.add_get(contract.PATH_VOLUMES, self.restored_volumes)
         self.app.router.add_delete(contract.PATH_VOLUMES, self.unstage_volumes)
@@ -139,6 +140,12 @@ class AgentApi:
         if not deleted:
             return web.json_response({"deleted": False, **error_body(f"{req.image} not found")}, status=404)
         return web.json_response({"deleted": True})
+
+    async def renew_lease(self, request: web.Request) -> web.Response:
+        req = contract.LeaseRequest.from_json(await _json_body(request))
+        async with self._checkpointer.pod_lock(req.namespace, req.pod):  # not while a thaw or kill of it runs
+            seconds = self._checkpointer.renew_lease(namespace=req.namespace, pod=req.pod, seconds=req.seconds)
+        return web.json_response({"seconds": seconds})
 
     async def stage_volumes(self, request: web.Request) -> web.Response:
         req = contract.StageRequest.from_json(await _json_body(request))

@@ -51,6 +51,7 @@ from node_agent.dumphook import DumpHook
 from node_agent.errors import AgentError
 from node_agent.freezer import CgroupFreezer, FreezeError, container_id_from_status
 from node_agent.kubelet import KubeletEndpoint, KubeletError
+from node_agent.leases import FreezeLeases, LeaseLapsed
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import NodeView, PodSource, PodView
 from node_agent.publishing import Publisher
@@ -119,6 +120,7 @@ class Checkpointer:
         tracer: trace.Tracer | None = None,
         dump_hook: DumpHook | None = None,
         volume_data: VolumeData | None = None,
+        leases: FreezeLeases | None = None,
     ) -> None:
         self.node_name = node_name
         self._pods = pods
@@ -135,6 +137,7 @@ class Checkpointer:
         # Checkpoints by request id: in flight, or done and remembered for REQUEST_MEMORY_S (idempotent retries).
         self._requests: dict[str, tuple[CheckpointRequest, asyncio.Task[CheckpointResponse]]] = {}
         self._volume_data = volume_data or VolumeData()
+        self.leases = leases or FreezeLeases()
 
     # --- reading the pod --------------------------------------------------------------------
     async def _pod_here(self, ref: PodRef, *, stage: Stage | None, running: bool) -> PodView:
@@ -244,6 +247,7 @@ class Checkpointer:
                     except (FreezeError, OSError) as exc:
                         raise AgentError(f"thawing container {name}: {exc}", status=500, stage="freeze") from None
                 self._metrics.thaws.inc(len(thawed), reason="request")
+                self.leases.release(namespace=ref.namespace, pod=ref.pod)
                 span.set_attribute("thawed", thawed)
                 return thawed
 
@@ -257,6 +261,12 @@ class Checkpointer:
             "agent.kill", context=parent, kind=SpanKind.SERVER, attributes={"pod": ref.pod, "namespace": ref.namespace}
         ) as span:
             async with self._locks.hold((ref.namespace, ref.pod)):
+                if self.leases.lapsed(namespace=ref.namespace, pod=ref.pod):
+                    raise AgentError(
+                        f"the freeze of {ref.namespace}/{ref.pod} lapsed (the control service stopped renewing it) and the "
+                        "pod was thawed: it has run since its checkpoint, so it is not killed",
+                        status=409, stage="freeze",
+                    )  # fmt: skip
                 pod = await self._pod_here(ref, stage=None, running=False)
                 killed = []
                 for name, cid in pod.known_container_ids().items():
@@ -270,8 +280,45 @@ class Checkpointer:
                         continue  # already gone
                     except (FreezeError, OSError) as exc:
                         raise AgentError(f"killing container {name}: {exc}", status=409, stage="freeze") from None
+                self.leases.release(namespace=ref.namespace, pod=ref.pod)
                 span.set_attribute("killed", killed)
                 return killed
+
+    # --- freeze leases (node_agent.leases) ---------------------------------------------------
+    def pod_lock(self, namespace: str, pod: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold((namespace, pod))
+
+    def renew_lease(self, *, namespace: str, pod: str, seconds: int) -> int:
+        try:
+            self.leases.renew(namespace=namespace, pod=pod, seconds=seconds)
+        except LeaseLapsed as exc:
+            raise AgentError(str(exc), status=409, stage="freeze") from None
+        except KeyError:
+            raise AgentError(f"pod {namespace}/{pod} holds no freeze lease here", status=404, stage="freeze") from None
+        return seconds
+
+    async def expire_leases(self) -> list[str]:
+        """Thaw every pod whose freeze lease lapsed (run every second by the agent); their names."""
+        thawed = []
+        for namespace, pod in self.leases.due():
+            log.warning("freeze lease of %s/%s lapsed: the control service stopped renewing it; thawing", namespace, pod)
+            self.leases.mark_lapsed(namespace=namespace, pod=pod)  # first: from now on a kill is refused
+            try:
+                await self.thaw(PodRef(namespace=namespace, pod=pod))
+            except AgentError as exc:
+                if exc.status not in (404, 409):  # gone, or on another node: nothing to thaw here
+                    log.error("thawing %s/%s after its lease lapsed: %s", namespace, pod, exc.message)
+            self._metrics.thaws.inc(reason="lease")
+            thawed.append(f"{namespace}/{pod}")
+        return thawed
+
+    async def keep_leases(self, *, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_leases()
+            except Exception:
+                log.exception("checking freeze leases")
 
     # --- checkpoint -------------------------------------------------------------------------
     async def checkpoint(self, req: CheckpointRequest, *, parent: otel_context.Context | None = None) -> CheckpointResponse:
@@ -406,6 +453,8 @@ class Checkpointer:
             for archive in kubelet_archives:
                 archives.remove_archive(archive)
         frozen = True
+        if req.freeze and req.freeze_lease_seconds:
+            self.leases.grant(namespace=req.namespace, pod=req.pod, seconds=req.freeze_lease_seconds)
         if not req.freeze:
             try:
                 frozen = self._state_of(pod).frozen

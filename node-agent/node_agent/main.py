@@ -29,6 +29,7 @@ from node_agent.checkpointing import Checkpointer
 from node_agent.dumphook import DEFAULT_HOOK_DIR, DumpHook
 from node_agent.freezer import CgroupFreezer
 from node_agent.kubelet import KubeletClient, kubelet_ssl_context
+from node_agent.leases import FreezeLeases
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import KubePods
 from node_agent.publishing import Publisher
@@ -126,6 +127,7 @@ async def run(args: argparse.Namespace) -> None:
         tracer=tracing.tracer(),
         dump_hook=DumpHook(directory=args.dump_hook_dir),
         volume_data=volumes,
+        leases=FreezeLeases(path=_on_host(args.host_root, args.volume_dir).parent / "freeze-leases.json"),
     )
     agent = AgentApi(
         checkpointer=checkpointer,
@@ -158,8 +160,10 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    leases = asyncio.create_task(checkpointer.keep_leases())  # thaws pods whose freeze lease lapsed
     await stop.wait()
-    # Frozen pods stay frozen: the freeze is the migration's state, not this process's.
+    leases.cancel()
+    # Frozen pods stay frozen: the freeze is the migration's state (and its lease is on disk), not this process's.
     log.info("agent for node %s shutting down", args.node_name)
     await runner.cleanup()
     await kubelet_session.close()

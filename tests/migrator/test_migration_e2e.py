@@ -22,7 +22,7 @@ pytestmark = pytest.mark.cluster
 def test_counter_moves_to_the_other_node_and_continues(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:
-    source, target = cluster.nodes[0].name, cluster.nodes[1].name
+    source = cluster.nodes[0].name
     kube.apply(counter_pod(namespace, source, cluster.images["counter"]))
     wait_for("counter at 3", lambda: len(kube.logs("counter", namespace).split()) >= 3)
     old_uid = kube.get("pod", "counter", namespace)["metadata"]["uid"]
@@ -31,7 +31,9 @@ def test_counter_moves_to_the_other_node_and_continues(
     done = podmigrate.wait_done(namespace, "move-counter")
     status = done["status"]
     assert status["phase"] == "Succeeded", status
-    assert status["sourceNode"] == source and status["targetNode"] == target
+    # No targetNode: the control service picked one (the least loaded of those that fit, so not always node-2).
+    assert status["sourceNode"] == source and status["targetNode"] not in (source, None)
+    target = status["targetNode"]
     pod = kube.get("pod", "counter", namespace)
     assert pod["metadata"]["uid"] != old_uid and pod["spec"]["nodeName"] == target
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
