@@ -819,6 +819,9 @@ class FakeAgents:
         self.killed: set[str] = set()
         self.staged: dict[tuple[str, str], str] = {}  # (node, namespace/pod) -> volume-data image
         self.without_hook: set[str] = set()  # nodes whose CRIU configuration lacks podmigrate's pre-restore hook
+        self.lapsed: set[str] = set()  # namespace/pod whose freeze lease lapsed: the agent thawed them
+        self.lapse_after_checkpoint: set[str] = set()  # namespace/pod whose lease will lapse right after its checkpoint
+        self.leases: dict[str, int] = {}  # namespace/pod -> seconds last granted or renewed
 
     def _call(self, operation: str, node: Mapping[str, Any], what: str, traceparent: str | None) -> None:
         self.calls.append((operation, str(node["metadata"]["name"]), what))
@@ -861,6 +864,10 @@ class FakeAgents:
             )
         if request.freeze:
             self.frozen.add(key)
+            if request.freeze_lease_seconds:
+                self.leases[key] = request.freeze_lease_seconds
+            if key in self.lapse_after_checkpoint:  # the controller stalls before its first renewal
+                self.lapse(request.namespace, request.pod)
         volume_data = None
         if request.volumes:
             digest = "sha256:" + hashlib.sha256(f"{request.image_repository}:{request.volume_tag}".encode()).hexdigest()
@@ -871,6 +878,19 @@ class FakeAgents:
         return contract.CheckpointResponse(
             frozen=request.freeze, containers=tuple(checkpoints), freeze_s=0.001, total_s=0.2, volume_data=volume_data
         )
+
+    def lapse(self, namespace: str, pod: str) -> None:
+        """The control service stopped renewing: the agent thaws the pod and will refuse to kill it."""
+        key = f"{namespace}/{pod}"
+        self.frozen.discard(key)
+        self.lapsed.add(key)
+
+    async def renew_freeze(self, *, node: Mapping[str, Any], namespace: str, pod: str, seconds: int) -> None:
+        key = f"{namespace}/{pod}"
+        self._call("renew_freeze", node, key, None)
+        if key in self.lapsed:
+            raise AgentError(f"the freeze of {key} lapsed and the pod was thawed", status=409, stage="freeze")
+        self.leases[key] = seconds
 
     async def stage_volumes(
         self, *, node: Mapping[str, Any], request: contract.StageRequest, traceparent: str | None
@@ -904,6 +924,9 @@ class FakeAgents:
         self._call("kill", node, key, traceparent)
         if "kill" in self.errors:
             raise self.errors["kill"]
+        if key in self.lapsed:
+            raise AgentError(f"the freeze of {key} lapsed (the control service stopped renewing it) and the pod was thawed",
+                             status=409, stage="freeze")  # fmt: skip
         if key not in self.frozen:
             raise AgentError(f"pod {key} is not frozen: the agent kills only frozen containers", status=409)
         self.frozen.discard(key)

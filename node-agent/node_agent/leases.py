@@ -42,7 +42,7 @@ class _Lease:
 class FreezeLeases:
     def __init__(self, *, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self._path = path
-        self._clock = clock
+        self.clock = clock
         self._leases: dict[str, _Lease] = {}
         if path is not None and path.exists():
             try:
@@ -64,7 +64,7 @@ class FreezeLeases:
         os.replace(tmp, self._path)
 
     def grant(self, *, namespace: str, pod: str, seconds: float) -> None:
-        self._leases[self._key(namespace, pod)] = _Lease(expires=self._clock() + seconds)
+        self._leases[self._key(namespace, pod)] = _Lease(expires=self.clock() + seconds)
         self._save()
 
     def renew(self, *, namespace: str, pod: str, seconds: float) -> float:
@@ -72,7 +72,7 @@ class FreezeLeases:
         lease = self._leases[self._key(namespace, pod)]
         if lease.lapsed_at is not None:
             raise LeaseLapsed(f"the freeze of {namespace}/{pod} lapsed and the pod was thawed")
-        lease.expires = self._clock() + seconds
+        lease.expires = self.clock() + seconds
         self._save()
         return seconds
 
@@ -89,7 +89,7 @@ class FreezeLeases:
 
     def due(self) -> list[tuple[str, str]]:
         """Pods whose lease has expired and that are not thawed yet; forgets old lapses."""
-        now = self._clock()
+        now = self.clock()
         for key in [k for k, v in self._leases.items() if v.lapsed_at is not None and now - v.lapsed_at > LAPSE_MEMORY_S]:
             del self._leases[key]
         due = [k for k, v in self._leases.items() if v.lapsed_at is None and v.expires <= now]
@@ -98,5 +98,5 @@ class FreezeLeases:
     def mark_lapsed(self, *, namespace: str, pod: str) -> None:
         lease = self._leases.get(self._key(namespace, pod))
         if lease is not None:
-            lease.lapsed_at = self._clock()
+            lease.lapsed_at = self.clock()
             self._save()

@@ -17,6 +17,7 @@ from node_agent.app import AgentApi
 from node_agent.auth import Caller, Decision
 from node_agent.checkpointing import Checkpointer
 from node_agent.freezer import CgroupFreezer
+from node_agent.leases import FreezeLeases
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher
 from node_agent.volumedata import VolumeData
@@ -46,6 +47,8 @@ class Agent:
     metrics: AgentMetrics
     archives_dir: Path
     volumes: VolumeData
+    checkpointer: Checkpointer
+    leases: FreezeLeases
 
     async def call(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
         headers = {"Authorization": "Bearer t", "traceparent": TRACEPARENT}
@@ -91,6 +94,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
     provider.add_span_processor(SimpleSpanProcessor(spans))
     metrics = AgentMetrics()
     session = aiohttp.ClientSession()
+    leases = FreezeLeases(path=tmp_path / "freeze-leases.json", clock=ManualClock())
     volumes = VolumeData(kubelet_root=tmp_path / "kubelet", volume_dir=tmp_path / "restore-volumes")
     publisher = Publisher(session=session, plain_http_registries=frozenset({registry_host}), backoff_initial_s=0.01)
     checkpointer = Checkpointer(
@@ -103,6 +107,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         criu_version="4.1.1",
         tracer=provider.get_tracer("test"),
         volume_data=volumes,
+        leases=leases,
     )
     api = AgentApi(
         checkpointer=checkpointer,
@@ -125,7 +130,19 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         metrics=metrics,
         archives_dir=archives_dir,
         volumes=volumes,
+        checkpointer=checkpointer,
+        leases=leases,
     )
     await client.close()
     await session.close()
     await registry_server.close()
+
+
+class ManualClock:
+    """Wall-clock time for the freeze leases, moved by the test (``agent.leases.clock.now += s``)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -272,3 +272,31 @@ async def test_a_failed_checkpoint_is_forgotten_so_a_retry_starts_afresh(agent: 
     agent.registry.fail = []
     status, answer = await agent.call("POST", "/v1/checkpoint", body)
     assert status == 200 and answer["frozen"] is True
+
+
+async def test_a_freeze_nobody_renews_is_thawed_and_the_pod_is_then_never_killed(agent: Agent) -> None:
+    status, _ = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body(freeze_lease_seconds=5))
+    assert status == 200 and agent.state("counter", "counter") == "FROZEN"
+    leases = agent.leases
+    assert (await agent.call("POST", "/v1/freeze-lease", {"namespace": "default", "pod": "counter", "seconds": 5})) == (
+        200, {"seconds": 5},
+    )  # fmt: skip
+    leases.clock.now += 4.9
+    assert await agent.checkpointer.expire_leases() == [], "renewed: still within its lease"
+    leases.clock.now += 0.2
+    assert await agent.checkpointer.expire_leases() == ["default/counter"]
+    assert agent.state("counter", "counter") == "THAWED", "it runs on where it was"
+    status, body = await agent.call("POST", "/v1/kill", {"namespace": "default", "pod": "counter"})
+    assert status == 409 and "lapsed" in body["error"], "it ran since its checkpoint: never killed as a migrated source"
+    status, body = await agent.call("POST", "/v1/freeze-lease", {"namespace": "default", "pod": "counter", "seconds": 5})
+    assert status == 409 and "lapsed" in body["error"]
+
+
+async def test_a_thaw_or_a_kill_ends_the_lease(agent: Agent) -> None:
+    status, _ = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body(freeze_lease_seconds=5))
+    assert status == 200
+    assert (await agent.call("POST", "/v1/kill", {"namespace": "default", "pod": "counter"}))[0] == 200
+    agent.leases.clock.now += 10
+    assert await agent.checkpointer.expire_leases() == []
+    status, _ = await agent.call("POST", "/v1/freeze-lease", {"namespace": "default", "pod": "counter", "seconds": 5})
+    assert status == 404, "no lease any more"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
@@ -27,6 +27,14 @@ from migrator.slots import LABEL_SLOT_OWNER
 class Settings:
     checkpoint_repository: str  # host[:port]/path; images go to <it>/<namespace>/<pod>
     checkpoint_timeout_seconds: int = 120
+    # How long a checkpointed source stays frozen without this service renewing it (freezes.py).
+    freeze_lease_seconds: int = 30
+
+
+class FreezeKeeperLike(Protocol):
+    def keep(self, ctx: Context, m: Migration) -> None: ...
+
+    def forget(self, m: Migration) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +45,7 @@ class Context:
     settings: Settings
     recorder: Recorder
     metrics: ControllerMetrics | None = None
+    freezes: FreezeKeeperLike | None = None
 
 
 class Migration(Record):

@@ -26,6 +26,7 @@ from kubeclient.resources import Gone
 from migrator import api
 from migrator.api import Step
 from migrator.controllers.podmigration import bookkeeping, rollback, steps
+from migrator.controllers.podmigration.freezes import FreezeKeeper
 from migrator.controllers.podmigration.migration import Context, Migration, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Recorder
@@ -67,7 +68,11 @@ class PodMigrationReconciler:
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODMIGRATIONS)
-        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics)
+        self.freezes = FreezeKeeper()
+        self.ctx = Context(
+            core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics,
+            freezes=self.freezes,
+        )  # fmt: skip
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         """Drive one PodMigration as far as it can go now; seconds until the next look, or None when done."""
@@ -76,6 +81,8 @@ class PodMigrationReconciler:
             return await self._reconcile(m)
         except Gone:
             return None
+        finally:
+            self.freezes.sync(self.ctx, m)
 
     async def _reconcile(self, m: Migration) -> float | None:
         if m.phase in api.TERMINAL_PHASES:

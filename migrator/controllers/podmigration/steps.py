@@ -185,6 +185,7 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         timeout_seconds=ctx.settings.checkpoint_timeout_seconds,
         volumes=tuple(contract.EmptyDirVolume(name=v["name"], medium=v["medium"]) for v in m.status.get("emptyDirs") or []),
         request_id=f"pm-{m.uid}",  # a retried call (or a restarted controller's) joins this checkpoint, never a second one
+        freeze_lease_seconds=ctx.settings.freeze_lease_seconds,
     )
     try:
         response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
@@ -196,6 +197,8 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         m.status["volumeData"] = {"image": data.image, "digest": data.digest, "volumes": list(data.volumes),
                                   "dataBytes": data.data_bytes, "stagedOn": []}  # fmt: skip
     m.status["frozen"] = response.frozen
+    if response.frozen and ctx.freezes is not None:
+        ctx.freezes.keep(ctx, m)  # from now on until the kill: a long staging below must not let the freeze lapse
     m.status["containers"] = [
         {"name": c.name, "image": c.image, "digest": c.digest, "baseImage": c.base_image,
          "archiveBytes": c.archive_bytes, "imageBytes": c.image_bytes}
@@ -244,7 +247,13 @@ async def remove_source(ctx: Context, m: Migration) -> None:
                 await ctx.agents.kill(node=node, namespace=m.namespace, pod=m.pod_name, traceparent=m.traceparent())
                 grace = 0
             except AgentError as exc:
+                if exc.status == 409 and "lapsed" in str(exc):
+                    # Its freeze lapsed and its agent thawed it: it has run since the checkpoint, so it stays.
+                    m.status["sourceKilled"] = False
+                    return fail_before_removal(m, "FreezeLapsed", f"the source on {m.status['sourceNode']}: {exc}")
                 log.warning("agent could not kill the frozen source (%s); deleting with a grace period", exc)
+            if ctx.freezes is not None:
+                ctx.freezes.forget(m)
         await pods.delete_pod(ctx, m.namespace, m.pod_name, uid=m.status["podUID"], grace=grace)
     raise Wait(0.1)
 

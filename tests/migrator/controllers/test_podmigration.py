@@ -457,6 +457,24 @@ async def test_a_failed_pod_on_a_node_that_does_not_answer_is_waited_for_never_d
     assert world.where() == {"web": "node-1"}
 
 
+async def test_a_source_whose_freeze_lapsed_is_never_killed_and_stays_running(world: World) -> None:
+    """The agent thawed it (the lease was not renewed in time): it ran since its checkpoint, so the move fails back."""
+    uid = world.kube.add_pod(make_pod("web"))["metadata"]["uid"]
+    world.agents.lapse_after_checkpoint.add(f"{NS}/web")
+    name = world.migrate(targetNode="node-2")
+    await world.reconcile(name)
+    world.kubelet.pull_images(NS, world.prepull(name)["metadata"]["name"])  # type: ignore[index]
+    for _ in range(3):
+        if await world.reconcile(name) is None:
+            break
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "FreezeLapsed"), s
+    assert "the source pod was left running on node-1" in s["message"]
+    assert world.kube.pods[(NS, "web")]["metadata"]["uid"] == uid, "never deleted"
+    assert "delete_image" in world.agents.operations(), "its images are gone too"
+    assert world.agents.leases == {f"{NS}/web": 30}, "the checkpoint asked for a freeze lease"
+
+
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
     """A restore that fails on the target, and then on the source too."""
     await world.to_wait_ready(name)
