@@ -6,8 +6,8 @@ the same invariants:
 * exactly one pod of that name exists and runs (never zero, never two);
 * it counts on from where it was (the restored copy continued from the checkpoint, or the source,
   never frozen for good, went on); nothing it counted went backwards;
-* the PodMigration ended (``Succeeded``, or ``Failed`` with the reason and the pod running) and its
-  finalizer was released;
+* the PodMigration ended (``Succeeded``, or ``Failed`` with the reason and the pod running) and can
+  be deleted (its finalizer lets go);
 * no checkpoint image of it is left in the registry.
 
 The controller is killed when the PodMigration's recorded step becomes the one under test, seen
@@ -45,8 +45,9 @@ class StepWatch(threading.Thread):
         self.seen: list[str] = []
         self.fired = threading.Event()
         self.proc = subprocess.Popen(
-            [kube.cluster.kubectl, f"--kubeconfig={kube.kubeconfig}", "get", "podmigration", name, "-n", namespace, "-w",
-             "-o", "jsonpath={.status.step}{'\\n'}"],
+            # The collection, selected by name: the watch starts before the PodMigration exists and misses nothing.
+            [kube.cluster.kubectl, f"--kubeconfig={kube.kubeconfig}", "get", "podmigrations", "-n", namespace, "-w",
+             f"--field-selector=metadata.name={name}", "-o", "jsonpath={.status.step}{'\\n'}"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
 
@@ -123,8 +124,8 @@ def assert_exactly_one_copy_counting_on(
     assert all(b == a + 1 for a, b in itertools.pairwise(counted)), f"never back, never twice: {counted}"
     assert counted[-1] > before
     obj = podmigrate.migration(namespace, migration_name)
-    wait_for("the finalizer released", lambda: not podmigrate.migration(namespace, migration_name)["metadata"].get("finalizers"),
-             timeout=30)  # fmt: skip
+    # Its finalizer lets go once it is deleted (a finished migration holds nothing back).
+    kube.run("delete", "podmigration", migration_name, "-n", namespace, "--timeout=30s")
     if status["phase"] == "Failed":
         assert status.get("reason") and status.get("message"), status
     wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
@@ -146,6 +147,7 @@ def test_the_controller_killed_at_each_step_leaves_exactly_one_copy(
     _source, target = counter
     watch = StepWatch(kube, namespace, "move-counter", step=step, action=podmigrate.kill_controller)
     watch.start()
+    time.sleep(0.5)  # the watch is established
     try:
         kube.apply(migration(namespace, "counter", target=target))
         before = max(numbers(kube, namespace, "counter"))
@@ -174,6 +176,7 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
         leader = holder()
         watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=podmigrate.kill_controller)
         watch.start()
+        time.sleep(0.5)
         kube.apply(migration(namespace, "counter", target=target))
         before = max(numbers(kube, namespace, "counter"))
         assert watch.fired.wait(timeout=60), watch.seen
