@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY = 30.0
 
 EventType = Literal["SYNC", "SYNCED", "ADDED", "MODIFIED", "DELETED"]
 
@@ -57,14 +60,17 @@ async def list_and_watch(
     with SYNCED: callers that keep state drop whatever that snapshot did not contain.
     """
     resource_version: str | None = None
+    delay = retry_delay  # doubles with each failure in a row (up to MAX_RETRY_DELAY), back to retry_delay on success
     while True:
         if resource_version is None:
             try:
                 listing = await list_fn(**kwargs)
-            except (TimeoutError, ApiException, OSError) as exc:
-                log.warning("list failed (%s); retrying in %.1fs", exc, retry_delay)
-                await asyncio.sleep(retry_delay)
+            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
+                log.warning("list failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
+            delay = retry_delay
             items = listing["items"] if isinstance(listing, dict) else listing.items
             for item in items:
                 yield Event(type="SYNC", object=item)
@@ -82,6 +88,7 @@ async def list_and_watch(
                     resource_version = None
                     break
                 obj = raw["object"]
+                delay = retry_delay
                 resource_version = _resource_version(obj) or resource_version
                 if raw["type"] in ("ADDED", "MODIFIED", "DELETED"):
                     yield Event(type=raw["type"], object=obj)
@@ -89,10 +96,14 @@ async def list_and_watch(
             if exc.status == 410:
                 resource_version = None
             else:
-                log.warning("watch failed (%s); resuming in %.1fs", exc.reason, retry_delay)
-                await asyncio.sleep(retry_delay)
-        except (TimeoutError, OSError) as exc:
-            log.warning("watch connection lost (%s); resuming in %.1fs", exc, retry_delay)
-            await asyncio.sleep(retry_delay)
+                log.warning("watch failed (%s); resuming in %.1fs", exc.reason, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            # Every way a connection ends: timeouts, resets, the server closing it (ServerDisconnectedError),
+            # a truncated chunk (ClientPayloadError). The watch resumes from the last resourceVersion seen.
+            log.warning("watch connection lost (%r); resuming in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
         finally:
             await stream.close()

@@ -9,6 +9,7 @@ retries nothing itself: callers decide (tenacity) what is transient.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator, Sequence
@@ -49,6 +50,16 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
+# The slowest upload taken for progress: below this, a PUT is a stalled registry (measured ingest on
+# loopback is 200-360 MB/s: docs/facts.md, "Registry throughput").
+MIN_UPLOAD_BYTES_PER_S = 4 << 20
+MIN_UPLOAD_DEADLINE_S = 30.0
+
+
+def upload_deadline(size: int) -> float:
+    return MIN_UPLOAD_DEADLINE_S + size / MIN_UPLOAD_BYTES_PER_S
+
+
 class RegistryClient:
     """One registry host. ``plain_http`` for a loopback test registry without TLS."""
 
@@ -85,8 +96,16 @@ class RegistryClient:
             location = self._base.removesuffix("/v2") + location
         sep = "&" if "?" in location else "?"
         headers = {**self._headers, "Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        async with self._session.put(f"{location}{sep}digest={digest}", data=body, headers=headers) as resp:
-            await self._check(resp, f"upload blob {digest}", 201)
+        # aiohttp has no write timeout: a registry that stops reading mid-upload would hold the push (and
+        # the frozen pod's lock) forever. So the whole PUT has a deadline from the blob's size.
+        try:
+            async with asyncio.timeout(upload_deadline(size)):
+                async with self._session.put(f"{location}{sep}digest={digest}", data=body, headers=headers) as resp:
+                    await self._check(resp, f"upload blob {digest}", 201)
+        except TimeoutError:
+            raise TimeoutError(
+                f"upload of blob {digest} ({size} bytes) did not finish within {upload_deadline(size):.0f}s: the registry stalled"
+            ) from None
 
     async def push_blob_file(self, *, repository: str, path: Path, descriptor: Descriptor) -> bool:
         """Stream a file as one blob. Returns False when the registry already had it."""
