@@ -329,6 +329,8 @@ class NodeDrainReconciler:
             await self._follow(d, entry)
         expired = now() >= d.deadline()
         if not expired and not d.status.get("blockedReasons"):
+            await self._adopt_arrivals(d)
+        if not expired and not d.status.get("blockedReasons"):
             await self._start(d)
         if d.having(PodOutcome.IN_PROGRESS):
             raise Wait(self.poll)
@@ -351,6 +353,38 @@ class NodeDrainReconciler:
             details = "; ".join(f"{p['namespace']}/{p['name']}: {p.get('reason', '')}" for p in failed)
             return self._finish(d, DrainPhase.FAILED, reason, f"node {d.node} not drained ({tally}): {details}")
         self._finish(d, DrainPhase.SUCCEEDED, "Drained", f"node {d.node} drained: {tally}")
+
+    async def _adopt_arrivals(self, d: Drain) -> None:
+        """Pods that landed on the node after the plan (bound by name past the cordon, a DaemonSet's new pod)
+        join the drain, judged like the first ones. Not a pod one of this drain's migrations put back here
+        after it failed: that one stays, its failure is already recorded."""
+        listing = await self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={d.node}")
+        known = {entry.get("uid") for entry in d.pods}
+        ours = {f"{entry['namespace']}/{entry['migration']}" for entry in d.pods if entry.get("migration")}
+        arrived = []
+        for item in listing.items:
+            pod = plain(item)
+            meta = pod["metadata"]
+            if meta["uid"] in known or meta.get("deletionTimestamp"):
+                continue
+            if (meta.get("annotations") or {}).get(api.ANNOTATION_MIGRATION) in ours:
+                continue
+            arrived.append(pod)
+        if not arrived:
+            return
+        world = await self._world()
+        try:
+            plan = drainplan.plan(spec=d.spec, pods=arrived, nodes=world.nodes, pods_by_node=world.by_node, claims=world.claims)
+        except SelectorError:
+            return  # the plan already failed the drain for its selector
+        names = []
+        for p in plan.pods:
+            d.status["pods"].append(p.entry())
+            names.append(f"{p.namespace}/{p.name}")
+        if plan.blocked:
+            d.status.setdefault("blockedReasons", []).extend(plan.blocked)
+        if names:
+            d.note("PodsArrived", f"{len(names)} pod(s) landed on node {d.node} during the drain and join it: {', '.join(names)}")
 
     async def _start(self, d: Drain) -> None:
         """Start migrations (and evictions) while there is room: concurrency, then every PodDisruptionBudget."""

@@ -408,3 +408,33 @@ async def test_the_annotation_leaves_other_drains_alone(world: DrainWorld) -> No
     await auto.reconcile(n)
     assert world.drains["auto-node-1"]["spec"]["unmigratablePolicy"] == "Block", "a finished drain is no obstacle"
     assert AutoDrainReconciler.policy("nonsense") == "Block" and AutoDrainReconciler.policy(" Evict ") == "Evict"
+
+
+async def test_pods_that_land_on_the_node_during_the_drain_join_it(world: DrainWorld) -> None:
+    world.add_pod(pod("web-0"))
+    world.add_drain("d", maxConcurrent=5)
+    await run(world, "d")
+    assert set(pods_by_name(world, "d")) == {"web-0"}
+    world.add_pod(pod("late"))  # bound to the node by name, past the cordon
+    await run(world, "d")
+    entries = pods_by_name(world, "d")
+    assert entries["late"]["action"] == "migrate" and entries["late"]["outcome"] == "in-progress"
+    assert ("shop", "drain-node-1-late") in world.migrations
+    assert any(reason == "PodsArrived" for reason, _ in world.event_pairs())
+    world.finish_migration("shop", "drain-node-1-web-0")
+    world.finish_migration("shop", "drain-node-1-late")
+    assert await run(world, "d") is None
+    assert status(world, "d")["counts"]["migrated"] == 2
+
+
+async def test_a_pod_put_back_by_a_failed_migration_of_the_drain_is_not_taken_again(world: DrainWorld) -> None:
+    world.add_pod(pod("web-0"))
+    world.add_drain("d")
+    await run(world, "d")
+    world.finish_migration("shop", "drain-node-1-web-0", ok=False)
+    restored = world.pods[("shop", "web-0")]
+    restored["metadata"]["uid"] += "-restored"  # restored on its source from the checkpoint
+    restored["metadata"].setdefault("annotations", {})[api.ANNOTATION_MIGRATION] = "shop/drain-node-1-web-0"
+    assert await run(world, "d", passes=2) is None
+    s = status(world, "d")
+    assert s["phase"] == "Failed" and [p["name"] for p in s["pods"]] == ["web-0"], "once"
