@@ -93,7 +93,7 @@ async def serve_webhook(*, args: argparse.Namespace, core: client.CoreV1Api, cus
         raise SystemExit("podmigrate-controller: error: --webhook-address needs --webhook-cert and --webhook-key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.webhook_cert, args.webhook_key)
-    runner = web.AppRunner(Webhook(core=core, custom=custom).app, access_log=None)
+    runner = web.AppRunner(Webhook(core=core, custom=custom, policy=client.PolicyV1Api(core.api_client)).app, access_log=None)
     await runner.setup()
     host, _, port = args.webhook_address.rpartition(":")
     await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context).start()

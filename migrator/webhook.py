@@ -34,7 +34,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain
-from migrator import api, claims, movability, slots
+from migrator import api, claims, disruption, movability, slots
 from migrator.slots import Slot
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,15 @@ def eviction_migration_name(pod: str, pod_uid: str) -> str:
 
 
 class Webhook:
-    def __init__(self, *, core: client.CoreV1Api | None = None, custom: client.CustomObjectsApi | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        core: client.CoreV1Api | None = None,
+        custom: client.CustomObjectsApi | None = None,
+        policy: client.PolicyV1Api | None = None,
+    ) -> None:
         self.core = core
+        self.policy = policy
         self.custom = custom
         self.app = web.Application()
         self.app.router.add_post("/mutate-pods", self.mutate_pods)
@@ -153,6 +160,8 @@ class Webhook:
             if refusal is not None:
                 log.info("eviction of %s/%s allowed: pod %s", namespace, pod_name, refusal.message)
                 return web.json_response(review_response(uid))
+            if spent := await self._budget_spent(namespace, plain(pod)):
+                return web.json_response(review_response(uid, allowed=False, code=429, message=spent))
             body = {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
@@ -174,6 +183,38 @@ class Webhook:
             return web.json_response(review_response(uid))
         message = f"podmigrate is migrating pod {pod_name} instead of evicting it (podmigration {name}: {phase}); retry later"
         return web.json_response(review_response(uid, allowed=False, code=429, message=message))
+
+    async def _budget_spent(self, namespace: str, pod: Mapping[str, Any]) -> str | None:
+        """Why a migration of ``pod`` now would exceed a PodDisruptionBudget, or None.
+
+        This webhook runs at the eviction's admission, before the API server checks the budget, so it
+        checks it here, as the eviction would: against ``disruptionsAllowed``, minus the migrations
+        already under way in the namespace whose source pod still exists (a frozen pod is still
+        counted healthy by the budget until it is deleted). Without this, a plain ``kubectl drain``
+        would start a migration for every replica at once.
+        """
+        if self.policy is None or self.custom is None or self.core is None:
+            return None
+        pdbs = [plain(b) for b in (await self.policy.list_namespaced_pod_disruption_budget(namespace)).items]
+        covering = disruption.covering(pod, disruption.budgets(pdbs))
+        if not covering:
+            return None
+        listing = await self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)
+        alive = {p.metadata.name: plain(p) for p in (await self.core.list_namespaced_pod(namespace)).items}
+        moving = [
+            alive[name] for m in listing.get("items") or []
+            if (name := (m.get("spec") or {}).get("podName")) in alive and name != pod["metadata"]["name"]
+            and api.unfinished_migrations_of([m], pod=name)
+        ]  # fmt: skip
+        for budget in covering:
+            in_flight = sum(1 for other in moving if budget.covers(other))
+            if in_flight >= budget.disruptions_allowed:
+                return (
+                    f"Cannot migrate pod {pod['metadata']['name']} now: PodDisruptionBudget {budget.name} allows "
+                    f"{budget.disruptions_allowed} disruption(s) and {in_flight} migration(s) under it are under way; "
+                    "retry later"
+                )
+        return None
 
     async def mutate_pods(self, request: web.Request) -> web.Response:
         review = await request.json()

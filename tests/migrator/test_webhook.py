@@ -104,7 +104,7 @@ def kube() -> FakeKube:
 
 @pytest.fixture
 async def http(kube: FakeKube) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(Webhook(core=kube, custom=kube).app)) as c:  # type: ignore[arg-type]
+    async with TestClient(TestServer(Webhook(core=kube, custom=kube, policy=kube).app)) as c:  # type: ignore[arg-type]
         yield c
 
 
@@ -255,3 +255,26 @@ async def test_without_api_access_evictions_are_let_through(kube: FakeKube) -> N
     async with TestClient(TestServer(Webhook().app)) as c:
         assert await answer(c, "/intercept-evictions", eviction_review("web")) == {"uid": "req-1", "allowed": True}
     assert not kube.migrations
+
+
+async def test_evictions_of_replicas_migrate_no_more_of_them_at_once_than_their_budget_allows(
+    http: TestClient, kube: FakeKube
+) -> None:
+    """The API server checks the budget after this webhook admitted the eviction: so the webhook checks it,
+    counting the migrations already under way (their frozen pods still look healthy to the budget)."""
+    for name in ("web-a", "web-b"):
+        kube.add_pod(make_pod(name, labels={"app": "web"}))
+    kube.add_pdb({
+        "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1},
+        "status": {"disruptionsAllowed": 1, "observedGeneration": 1},
+    })  # fmt: skip
+    first = await answer(http, "/intercept-evictions", eviction_review("web-a"))
+    assert first["status"]["code"] == 429 and "is migrating pod web-a" in first["status"]["message"]
+    second = await answer(http, "/intercept-evictions", eviction_review("web-b"))
+    assert second["allowed"] is False and second["status"]["code"] == 429
+    assert second["status"]["message"] == (
+        "Cannot migrate pod web-b now: PodDisruptionBudget web allows 1 disruption(s) and 1 migration(s) under it are "
+        "under way; retry later"
+    )
+    assert [m["spec"]["podName"] for m in kube.migrations.values()] == ["web-a"], "no second migration started"
