@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +30,7 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
+from localcluster.podmigrate import agent_name
 from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.workloads import counter_pod, migration
 
@@ -215,3 +218,70 @@ def test_two_migrations_of_one_pod_at_once_move_it_once(
     wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
     for name in ("first", "second"):
         kube.run("delete", "podmigration", name, "-n", namespace, "--timeout=30s")  # finalizers released: no hang
+
+
+def test_a_restore_that_never_turns_ready_ends_at_the_timeout_with_the_pod_kept_on_its_source(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    """Ready only while a file it wrote at start is there; moved without its emptyDir files, it never is again."""
+    source, target = cluster.nodes[0].name, cluster.nodes[1].name
+    loop = "touch /data/ready; i=0; while true; do i=$((i+1)); echo $i; sleep 1; done"
+    kube.apply(
+        f"""apiVersion: v1
+kind: Pod
+metadata: {{name: counter, namespace: {namespace}}}
+spec:
+  nodeName: {source}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {cluster.images["counter"]}
+    command: ["/bin/sh", "-c", "{loop}"]
+    readinessProbe: {{exec: {{command: ["test", "-f", "/data/ready"]}}, periodSeconds: 1}}
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, emptyDir: {{}}}}]
+"""
+    )
+    wait_for("Ready", lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                                  for c in kube.get("pod", "counter", namespace)["status"].get("conditions") or []))  # fmt: skip
+    before = max(numbers(kube, namespace, "counter"))
+    kube.apply(migration(namespace, "counter", target=target, extra="  timeoutSeconds: 15\n  deleteEmptyDirData: true\n"))
+    status = podmigrate.wait_done(namespace, "move-counter", timeout=180)["status"]
+    print(f"\n{status['phase']} {status.get('reason')}: {status.get('message')}")
+    assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status
+    assert "restored on its source node" in status["message"] and "not Ready" in status["message"]
+    (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
+    assert pod["spec"]["nodeName"] == source
+    wait_for("counting on, from the checkpoint", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2)
+    assert min(numbers(kube, namespace, "counter")) > 1, "restored (state kept), not started cold"
+    wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
+
+
+def test_the_source_agent_killed_mid_checkpoint_leaves_exactly_one_copy(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    source, target = counter
+    installation = podmigrate.installation
+    agent = agent_name(source)
+
+    def kill_agent() -> None:
+        pid = installation.pid(agent)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=kill_agent)
+    watch.start()
+    time.sleep(0.5)
+    try:
+        kube.apply(migration(namespace, "counter", target=target))
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), watch.seen
+        time.sleep(1)
+        installation.start_agent(source)  # the DaemonSet would restart it
+        outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
+    finally:
+        watch.close()
+        if installation.pid(agent) is None:
+            installation.start_agent(source)
+    status = outcome["status"]
+    print(f"\nagent killed during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")

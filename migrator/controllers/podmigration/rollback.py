@@ -15,14 +15,22 @@ the reason and where the pod runs now.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
 from agentapi.client import AgentError
 from migrator.api import Phase, Step
 from migrator.controllers.podmigration import artifacts, pods
 from migrator.controllers.podmigration.bookkeeping import enter, finish
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of, prepull_name
 from migrator.reconciling import Wait
+from migrator.units import now
+from migrator.units import status_time as parse_time
 
 POLL = 0.5
+# How long a pod restored on its source may run without turning Ready before the rollback takes it as is.
+ROLLBACK_READY_GRACE = timedelta(seconds=30)
 
 
 async def thaw_source(ctx: Context, m: Migration) -> None:
@@ -66,7 +74,20 @@ async def _replace_and_wait(
         return False
     if pods.is_ready(pod) if need_ready else pods.is_running(pod):
         return True
-    return False if pods.container_failure(pod) else None
+    if pods.container_failure(pod):
+        return False
+    return True if _running_long_enough(m, pod) else None
+
+
+def _running_long_enough(m: Migration, pod: Mapping[str, Any]) -> bool:
+    """A rollback's restored pod that runs but has not turned Ready within ``ROLLBACK_READY_GRACE`` counts as
+    restored: it holds the state, and replacing it cold would lose what the rollback exists to keep. The
+    outcome says it was not Ready (``notReady``)."""
+    started = (pod.get("status") or {}).get("startTime") or pod["metadata"].get("creationTimestamp")
+    if not pods.is_running(pod) or not started or now() - parse_time(started) < ROLLBACK_READY_GRACE:
+        return False
+    m.status["notReady"] = True
+    return True
 
 
 async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool | None:
@@ -97,7 +118,13 @@ async def _owned_rollback(ctx: Context, m: Migration, *, restore: bool) -> bool 
     }
     if pods.is_ready(candidate) if restore else pods.is_running(candidate):
         return True
-    return False if pods.container_failure(candidate) else None
+    if pods.container_failure(candidate):
+        return False
+    return True if restore and _running_long_enough(m, candidate) else None
+
+
+def _not_ready(m: Migration) -> str:
+    return f" but not Ready after {ROLLBACK_READY_GRACE.seconds}s" if m.status.get("notReady") else ""
 
 
 async def _stage_on_source(ctx: Context, m: Migration) -> str | None:
@@ -132,7 +159,7 @@ async def restore_source(ctx: Context, m: Migration) -> None:
         if outcome:
             note = await _files_note(ctx, m, m.status["newPod"]["name"])
             await artifacts.release(ctx, m)
-            message = f"{failure['message']}; the pod was restored on its source node {source} (state kept){note}"
+            message = f"{failure['message']}; the pod was restored on its source node {source} (state kept){note}{_not_ready(m)}"
             return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
         m.status["rollbackPod"] = {"failed": m.status["newPod"]["uid"]}
     else:
@@ -145,6 +172,7 @@ async def restore_source(ctx: Context, m: Migration) -> None:
             await artifacts.release(ctx, m)
             message = (
                 f"{failure['message']}; the pod was restored on its source node {source} from the checkpoint (state kept){note}"
+                f"{_not_ready(m)}"
             )
             return await finish(ctx, m, phase=Phase.FAILED, reason=failure["reason"], message=message)
         m.status.pop("rollbackPod", None)

@@ -475,6 +475,27 @@ async def test_a_source_whose_freeze_lapsed_is_never_killed_and_stays_running(wo
     assert world.agents.leases == {f"{NS}/web": 30}, "the checkpoint asked for a freeze lease"
 
 
+async def test_a_source_restore_that_runs_but_never_turns_ready_is_kept_after_a_grace(world: World) -> None:
+    """The rollback does not wait forever for Ready, nor kill a running restored pod (its state) to start it cold."""
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2", timeoutSeconds=60)
+    await world.to_wait_ready(name)
+    world.kubelet.start(NS, "web", ready=False)  # restored on the target, never Ready
+    world.clock.advance(61)
+    await world.reconcile(name)
+    assert world.status(name)["step"] == "RestoreSource"
+    world.kubelet.terminate(NS, "web")
+    await world.reconcile(name)
+    world.kubelet.start(NS, "web", ready=False)  # restored on the source: running, not Ready either
+    assert await world.reconcile(name) == pytest.approx(0.5), "it waits for Ready first"
+    world.clock.advance(31)
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "Timeout")
+    assert s["message"].endswith("restored on its source node node-1 from the checkpoint (state kept) but not Ready after 30s")
+    assert world.where() == {"web": "node-1"}
+
+
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
     """A restore that fails on the target, and then on the source too."""
     await world.to_wait_ready(name)
