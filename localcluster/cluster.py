@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +37,9 @@ CACHE: Final = Path(os.environ.get("PODMIGRATE_CACHE", Path.home() / ".cache" / 
 INSTALL_DEPS: Final = Path(__file__).resolve().parent / "install-deps.sh"
 NODE_PORT: Final = 10250
 DEFAULT_REGISTRY_PORT: Final = 5310
+
+
+REGISTRY: Final = "docker-registry"  # the registry's process name (pid file, logs)
 
 
 class ClusterError(processes.ProcessError):
@@ -77,6 +81,32 @@ class Cluster:
 
     def controlplane(self) -> controlplane.ControlPlane:
         return controlplane.ControlPlane.load(state_dir=Path(self.state_dir) / "controlplane")
+
+    # --- fault injection: the registry goes away and comes back ---------------------------
+    def registry_pid(self) -> int | None:
+        state = Path(self.state_dir)
+        try:
+            pid = int(processes.pid_file(state_dir=state, name=REGISTRY).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if processes.is_ours(pid=pid, name=REGISTRY, state_dir=state) else None
+
+    def kill_registry(self) -> None:
+        """SIGKILL the registry (its storage stays): pushes and pulls fail with connection refused."""
+        pid = self.registry_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while self.registry_pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def start_registry(self) -> None:
+        """Start the registry again, on its address and storage."""
+        launcher = processes.Launcher(state_dir=Path(self.state_dir), deadline=time.monotonic() + 30)
+        config = Path(self.state_dir) / "registry.yml"
+        launcher.launch(name=REGISTRY, argv=[str(tool("docker-registry")), "serve", str(config)])
+        url = f"http://{self.registry}/v2/"
+        launcher.wait(name=REGISTRY, what=f"GET {url}", ready=lambda: _http_ok(url))
 
 
 def tool(name: str) -> Path:
@@ -128,8 +158,8 @@ def _start_registry(*, launcher: processes.Launcher, state: Path, port: int) -> 
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {address}\n"
     )
-    launcher.launch(name="docker-registry", argv=[str(tool("docker-registry")), "serve", str(config)])
-    launcher.wait(name="docker-registry", what=f"GET http://{address}/v2/", ready=lambda: _http_ok(f"http://{address}/v2/"))
+    launcher.launch(name=REGISTRY, argv=[str(tool("docker-registry")), "serve", str(config)])
+    launcher.wait(name=REGISTRY, what=f"GET http://{address}/v2/", ready=lambda: _http_ok(f"http://{address}/v2/"))
     return address
 
 

@@ -198,17 +198,23 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
         wait_for("replica 0 leading again", lambda: not holder().startswith("podmigrate-controller-1-"), timeout=30)
 
 
+@pytest.mark.parametrize("apart", [0.0, 0.6], ids=["together", "0.6s-apart"])
 def test_two_migrations_of_one_pod_at_once_move_it_once(
-    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], apart: float
 ) -> None:
     source, target = counter
     other = next(n.name for n in cluster.nodes if n.name not in (source, target) and n.kind == "standin")
     before = max(numbers(kube, namespace, "counter"))
-    kube.apply(
-        migration(namespace, "counter", name="first", target=target)
-        + "---\n"
-        + migration(namespace, "counter", name="second", target=other)
-    )
+    if apart:
+        kube.apply(migration(namespace, "counter", name="first", target=target))
+        time.sleep(apart)
+        kube.apply(migration(namespace, "counter", name="second", target=other))
+    else:
+        kube.apply(
+            migration(namespace, "counter", name="first", target=target)
+            + "---\n"
+            + migration(namespace, "counter", name="second", target=other)
+        )
     first = podmigrate.wait_done(namespace, "first")["status"]
     second = podmigrate.wait_done(namespace, "second")["status"]
     outcomes = sorted([(first["phase"], first.get("reason")), (second["phase"], second.get("reason"))])
@@ -285,3 +291,68 @@ def test_the_source_agent_killed_mid_checkpoint_leaves_exactly_one_copy(
             installation.start_agent(source)
     status = outcome["status"]
     print(f"\nagent killed during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+
+
+def test_the_registry_gone_during_the_checkpoint_leaves_the_source_running(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    source, target = counter
+    watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=cluster.kill_registry)
+    watch.start()
+    time.sleep(0.5)
+    try:
+        kube.apply(migration(namespace, "counter", target=target))
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), watch.seen
+        status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
+    finally:
+        watch.close()
+        if cluster.registry_pid() is None:
+            cluster.start_registry()
+    print(f"\nregistry killed during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    if status["phase"] == "Failed":  # the push failed: the source was thawed and runs on where it was
+        assert status["reason"] == "CheckpointFailed" and "left running on" in status["message"], status
+    (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
+    assert pod["spec"]["nodeName"] == (source if status["phase"] == "Failed" else target)
+    wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
+    counted = numbers(kube, namespace, "counter")
+    assert all(b == a + 1 for a, b in itertools.pairwise(counted)), counted
+    wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
+
+
+def test_a_drain_takes_the_pods_that_land_on_the_node_while_it_runs(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    source = cluster.nodes[0].name
+    targets = [n.name for n in cluster.nodes[1:] if n.kind == "standin"]
+    for name in ("first", "second"):
+        kube.apply(counter_pod(namespace, source, cluster.images["counter"], name=name).replace(
+            "labels: {app: " + name + "}", f"labels: {{app: {name}, drain-test: {namespace}}}"))  # fmt: skip
+    wait_for("counting", lambda: all(len(numbers(kube, namespace, n)) >= 2 for n in ("first", "second")))
+    drain = f"arrivals-{namespace}"[:63]
+    kube.apply(json.dumps({
+        "apiVersion": "podmigrate.io/v1alpha1", "kind": "NodeDrain", "metadata": {"name": drain},
+        "spec": {"nodeName": source, "podSelector": f"drain-test={namespace}", "targetNodes": targets, "maxConcurrent": 1},
+    }))  # fmt: skip
+    try:
+        wait_for("the drain under way", lambda: (kube.get("nodedrain", drain).get("status") or {}).get("phase") == "Draining")
+        kube.apply(counter_pod(namespace, source, cluster.images["counter"], name="late").replace(
+            "labels: {app: late}", f"labels: {{app: late, drain-test: {namespace}}}"))  # fmt: skip
+        status = wait_for(
+            "the drain to finish",
+            lambda: s if (s := kube.get("nodedrain", drain).get("status") or {}).get("phase") in ("Succeeded", "Failed", "Blocked")
+            else None,
+            timeout=240,
+        )  # fmt: skip
+        print(f"\nNodeDrain {drain}: {status['phase']} {status.get('message', '')}")
+        assert status["phase"] == "Succeeded", status
+        assert {p["name"]: p["outcome"] for p in status["pods"]} == {
+            "first": "migrated",
+            "second": "migrated",
+            "late": "migrated",
+        }
+        for name in ("first", "second", "late"):
+            assert kube.get("pod", name, namespace)["spec"]["nodeName"] in targets
+    finally:
+        kube.run("delete", "nodedrain", drain, "--wait=true", "--timeout=60s", check=False)
+        kube.run("uncordon", source, check=False)
