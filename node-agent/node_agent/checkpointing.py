@@ -54,7 +54,7 @@ from node_agent.kubelet import KubeletEndpoint, KubeletError
 from node_agent.leases import FreezeLeases, LeaseLapsed
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import NodeView, PodSource, PodView
-from node_agent.publishing import Publisher
+from node_agent.publishing import Publisher, describe
 from node_agent.volumedata import EmptyDir, VolumeData, VolumeDataError
 from ocicheckpoint.image import checkpoint_image
 from ocicheckpoint.reference import parse_reference
@@ -620,7 +620,9 @@ class Checkpointer:
                 except RegistryError as exc:
                     raise AgentError(f"pushing to {ref.registry}/{ref.repository}: {exc}", status=500, stage="push") from None
                 except Exception as exc:  # connection errors and timeouts, after the retries ran out
-                    raise AgentError(f"pushing to {ref.registry}/{ref.repository}: {exc!r}", status=500, stage="push") from None
+                    raise AgentError(
+                        f"pushing to {ref.registry}/{ref.repository}: {describe(exc)}", status=500, stage="push"
+                    ) from None
                 push_s = time.monotonic() - t0
                 span.set_attributes(
                     {

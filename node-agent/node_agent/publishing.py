@@ -29,6 +29,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def describe(exc: BaseException) -> str:
+    """A registry failure in one line a user can act on (not a repr of the client's internals)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror if exc.os_error is not None and exc.os_error.strerror else str(exc.os_error)
+        return f"cannot connect to the registry at {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the registry closed the connection"
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "the registry did not answer in time"
+    return str(exc) or type(exc).__name__
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DigestMismatch):
         return False

@@ -300,3 +300,12 @@ async def test_a_thaw_or_a_kill_ends_the_lease(agent: Agent) -> None:
     assert await agent.checkpointer.expire_leases() == []
     status, _ = await agent.call("POST", "/v1/freeze-lease", {"namespace": "default", "pod": "counter", "seconds": 5})
     assert status == 404, "no lease any more"
+
+
+async def test_a_registry_that_cannot_be_reached_is_said_in_one_plain_line(agent: Agent) -> None:
+    body = agent.checkpoint_body()
+    body["image_repository"] = "127.0.0.1:9/ckpt/counter"  # nothing listens on port 9 (discard)
+    status, answer = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 500 and answer["stage"] == "push"
+    assert answer["error"].startswith("pushing to 127.0.0.1:9/ckpt/counter: cannot connect to the registry at 127.0.0.1:9: ")
+    assert "ConnectionKey" not in answer["error"]
