@@ -200,20 +200,11 @@ class Webhook:
         if not covering:
             return None
         listing = await self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)
-        alive = {p.metadata.name: plain(p) for p in (await self.core.list_namespaced_pod(namespace)).items}
-        moving = [
-            alive[name] for m in listing.get("items") or []
-            if (name := (m.get("spec") or {}).get("podName")) in alive and name != pod["metadata"]["name"]
-            and api.unfinished_migrations_of([m], pod=name)
-        ]  # fmt: skip
-        for budget in covering:
-            in_flight = sum(1 for other in moving if budget.covers(other))
-            if in_flight >= budget.disruptions_allowed:
-                return (
-                    f"Cannot migrate pod {pod['metadata']['name']} now: PodDisruptionBudget {budget.name} allows "
-                    f"{budget.disruptions_allowed} disruption(s) and {in_flight} migration(s) under it are under way; "
-                    "retry later"
-                )
+        alive = {(namespace, p.metadata.name): plain(p) for p in (await self.core.list_namespaced_pod(namespace)).items}
+        moving = disruption.moving_sources(listing.get("items") or [], alive)
+        decision = disruption.check(pod, all_budgets=covering, in_flight={}, windows={}, others=moving)
+        if not decision.allowed:
+            return f"Cannot migrate pod {pod['metadata']['name']} now: {decision.reason}; retry later"
         return None
 
     async def mutate_pods(self, request: web.Request) -> web.Response:

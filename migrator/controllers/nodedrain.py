@@ -116,6 +116,7 @@ class World:
         self.index = {drainplan.pod_key(p): p for p in pods}
         self._policy = policy
         self._budgets: dict[str, list[disruption.Budget]] = {}
+        self.migrations: list[dict[str, Any]] = []  # every PodMigration (for everyone else's disruptions in flight)
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.index.get((namespace, name))
@@ -254,7 +255,10 @@ class NodeDrainReconciler:
     async def _world(self) -> World:
         nodes = [plain(n) for n in (await self.core.list_node()).items]
         pods = [plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
-        return World(nodes=nodes, pods=pods, claims=await claims.read_all(self.core), policy=self.policy)
+        world = World(nodes=nodes, pods=pods, claims=await claims.read_all(self.core), policy=self.policy)
+        listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+        world.migrations = list(listing.get("items") or [])
+        return world
 
     async def _set_unschedulable(self, node: str, value: bool) -> None:
         # null removes the field, as kubectl uncordon leaves it.
@@ -422,7 +426,10 @@ class NodeDrainReconciler:
                 else:
                     entry["target"] = target
             budgets = disruption.covering(pod, await world.budgets(entry["namespace"]))
-            decision = disruption.check(pod, all_budgets=budgets, in_flight=d.in_flight_by_budget(), windows=windows)
+            others = disruption.moving_sources(world.migrations, world.index, except_drain=d.name)
+            decision = disruption.check(
+                pod, all_budgets=budgets, in_flight=d.in_flight_by_budget(), windows=windows, others=others
+            )
             if decision.allowed and entry["action"] == PodAction.MIGRATE:
                 decision = await self._dry_run_eviction(pod, decision)
             if decision.refused:

@@ -181,6 +181,29 @@ async def test_pdb_limits_this_drains_own_disruptions_in_flight(world: DrainWorl
     assert ("shop", "drain-node-1-web-1") in world.migrations and len(world.migrations) == 2
 
 
+async def test_a_pod_frozen_by_someone_elses_migration_counts_against_the_budget(world: DrainWorld) -> None:
+    """A frozen pod still looks healthy to its PDB: the drain counts everyone's migrations under way."""
+    world.add_pod(pod("web-0", labels={"app": "web"}, node="node-2"))  # being moved by kubectl migrate, elsewhere
+    world.add_pod(pod("web-1", labels={"app": "web"}))
+    world.add_pdb({
+        "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1},
+        "status": {"disruptionsAllowed": 1, "observedGeneration": 1},
+    })  # fmt: skip
+    manual = world.add_custom(api.PLURAL, {
+        "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "by-hand", "namespace": "shop"},
+        "spec": {"podName": "web-0"}, "status": {"phase": "Checkpointing", "step": "Checkpoint"},
+    })  # fmt: skip
+    world.add_drain("d")
+    await run(world, "d")
+    assert ("shop", "drain-node-1-web-1") not in world.migrations
+    reason = pods_by_name(world, "d")["web-1"]["reason"]
+    assert "allowed 1 disruption(s) and 1 pod(s) migrated by others under it are being moved" in reason, reason
+    manual["status"] = {"phase": "Succeeded", "step": "Done"}
+    await run(world, "d")
+    assert ("shop", "drain-node-1-web-1") in world.migrations, "once that one is done"
+
+
 async def test_a_spent_budget_holds_a_pod_back(world: DrainWorld) -> None:
     world.add_pod(pod("web", labels={"app": "web"}))
     world.add_pdb(

@@ -274,7 +274,7 @@ async def test_evictions_of_replicas_migrate_no_more_of_them_at_once_than_their_
     second = await answer(http, "/intercept-evictions", eviction_review("web-b"))
     assert second["allowed"] is False and second["status"]["code"] == 429
     assert second["status"]["message"] == (
-        "Cannot migrate pod web-b now: PodDisruptionBudget web allows 1 disruption(s) and 1 migration(s) under it are "
-        "under way; retry later"
+        "Cannot migrate pod web-b now: PodDisruptionBudget shop/web allowed 1 disruption(s) and 1 pod(s) migrated by "
+        "others under it are being moved; retry later"
     )
     assert [m["spec"]["podName"] for m in kube.migrations.values()] == ["web-a"], "no second migration started"
