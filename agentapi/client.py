@@ -153,3 +153,8 @@ class AgentClient:
         url = self.url(node, contract.PATH_FREEZE_LEASE)
         body = contract.LeaseRequest(namespace=namespace, pod=pod, seconds=seconds).to_json()
         await self._call("POST", url, body=body, traceparent=None, timeout=10)
+
+    async def abort_checkpoint(self, *, node: Mapping[str, Any], request_id: str, traceparent: str | None) -> None:
+        """Give up on a checkpoint (in flight: undone; finished: its images deleted). Best effort for the caller."""
+        url = self.url(node, contract.PATH_CHECKPOINT)
+        await self._call("DELETE", url, body={"request_id": request_id}, traceparent=traceparent, timeout=60)

@@ -8,6 +8,8 @@ a bad body is a ``ContractError`` (HTTP 400), never a half-done checkpoint.
 Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
 
 * ``POST /v1/checkpoint``  ``CheckpointRequest`` -> ``CheckpointResponse``
+* ``DELETE /v1/checkpoint`` ``{"request_id"}`` -> ``{"aborted": bool, "deleted": [images]}``: the caller gave up on
+  that checkpoint: one in flight is cancelled (and undone), a finished one's images are deleted
 * ``POST /v1/thaw``        ``PodRef`` -> ``{"frozen": false, "thawed": [names]}``
 * ``POST /v1/kill``        ``PodRef`` -> ``{"killed": [names]}`` (only frozen containers; 409 for a running one,
   or for a pod whose freeze lease lapsed)
@@ -334,6 +336,18 @@ class CheckpointResponse:
             total_s=float(timings.get("total_s", 0.0)),
             volume_data=VolumeDataCheckpoint.from_json(volume_data) if volume_data else None,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbortRequest:
+    request_id: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AbortRequest:
+        value = data.get("request_id") if isinstance(data, Mapping) else None
+        if not isinstance(value, str) or not _REQUEST_ID.match(value):
+            raise ContractError("expected {'request_id': '...'} (1-128 letters, digits, '.', '_' or '-')")
+        return cls(request_id=value)
 
 
 @dataclass(frozen=True, kw_only=True)

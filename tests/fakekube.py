@@ -879,6 +879,9 @@ class FakeAgents:
             frozen=request.freeze, containers=tuple(checkpoints), freeze_s=0.001, total_s=0.2, volume_data=volume_data
         )
 
+    async def abort_checkpoint(self, *, node: Mapping[str, Any], request_id: str, traceparent: str | None) -> None:
+        self._call("abort_checkpoint", node, request_id, traceparent)
+
     def lapse(self, namespace: str, pod: str) -> None:
         """The control service stopped renewing: the agent thaws the pod and will refuse to kill it."""
         key = f"{namespace}/{pod}"

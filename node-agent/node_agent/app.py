@@ -91,6 +91,7 @@ class AgentApi:
             middlewares=[_errors, auth_middleware(reviewer=reviewer, public_paths=PUBLIC_PATHS, ttl=auth_ttl_s)],
         )
         self.app.router.add_post(contract.PATH_CHECKPOINT, self.checkpoint)
+        self.app.router.add_delete(contract.PATH_CHECKPOINT, self.abort_checkpoint)
         self.app.router.add_post(contract.PATH_THAW, self.thaw)
         self.app.router.add_post(contract.PATH_KILL, self.kill)
         self.app.router.add_get(contract.PATH_FROZEN, self.frozen)
@@ -106,6 +107,11 @@ class AgentApi:
         req = contract.CheckpointRequest.from_json(await _json_body(request))
         response = await self._checkpointer.checkpoint(req, parent=tracing.incoming_context(request.headers))
         return web.json_response(response.to_json())
+
+    async def abort_checkpoint(self, request: web.Request) -> web.Response:
+        req = contract.AbortRequest.from_json(await _json_body(request))
+        aborted, deleted = await self._checkpointer.abort(req.request_id)
+        return web.json_response({"aborted": aborted, "deleted": deleted})
 
     async def thaw(self, request: web.Request) -> web.Response:
         ref = contract.PodRef.from_json(await _json_body(request))

@@ -343,11 +343,49 @@ class Checkpointer:
                 raise AgentError(f"request id {req.request_id} was used for another checkpoint", status=409, stage="checkpoint")
             log.info("checkpoint %s of %s/%s: joining the one already %s", req.request_id, req.namespace, req.pod,
                      "done" if task.done() else "in flight")  # fmt: skip
-            return await asyncio.shield(task)
+            return await self._await_shielded(task)
         task = asyncio.create_task(self._checkpoint_once(req, parent=parent))
         self._requests[req.request_id] = (req, task)
         task.add_done_callback(lambda t, rid=req.request_id: self._remember(rid, t))
-        return await asyncio.shield(task)
+        return await self._await_shielded(task)
+
+    @staticmethod
+    async def _await_shielded(task: asyncio.Task[CheckpointResponse]) -> CheckpointResponse:
+        """The checkpoint's result; it goes on if this caller goes away, and an abort is answered, not dropped."""
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                raise AgentError(
+                    "the checkpoint was aborted (DELETE /v1/checkpoint) and undone", status=409, stage="checkpoint"
+                ) from None
+            raise
+
+    async def abort(self, request_id: str) -> tuple[bool, list[str]]:
+        """The caller gave up on this checkpoint (its deadline passed): undo it. (aborted?, images deleted)
+
+        In flight: cancelled, which undoes it as any failure does (pushes cancelled, images deleted,
+        what it froze thawed). Finished: its images are deleted (they hold process memory and nobody
+        will use them); the pod stays as the checkpoint left it, for the caller's thaw.
+        """
+        known = self._requests.pop(request_id, None)
+        if known is None:
+            return False, []
+        _, task = known
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            return True, []
+        if task.cancelled() or task.exception() is not None:
+            return False, []
+        response = task.result()
+        pushed: list[ContainerCheckpoint | VolumeDataCheckpoint] = [*response.containers]
+        if response.volume_data is not None:
+            pushed.append(response.volume_data)
+        await self._unpublish(pushed)
+        return False, [item.image for item in pushed]
 
     def _remember(self, request_id: str, task: asyncio.Task[CheckpointResponse]) -> None:
         if task.cancelled() or task.exception() is not None:

@@ -118,6 +118,7 @@ class FakeKubelet:
         self.frozen_during_call: dict[str, bool] = {}
         self.observe_frozen: Any = None  # optional callable(container) -> bool
         self.delay_before_failure = 0.0
+        self.delay = 0.0  # every call takes this long (a slow checkpoint)
 
     async def checkpoint(
         self, *, endpoint: KubeletEndpoint, namespace: str, pod: str, container: str, timeout_seconds: int
@@ -125,6 +126,7 @@ class FakeKubelet:
         self.calls.append(container)
         if self.observe_frozen is not None:
             self.frozen_during_call[container] = self.observe_frozen(container)
+        await asyncio.sleep(self.delay)
         if container in self.fail:
             await asyncio.sleep(self.delay_before_failure)
             raise self.fail[container]

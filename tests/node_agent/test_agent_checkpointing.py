@@ -309,3 +309,24 @@ async def test_a_registry_that_cannot_be_reached_is_said_in_one_plain_line(agent
     assert status == 500 and answer["stage"] == "push"
     assert answer["error"].startswith("pushing to 127.0.0.1:9/ckpt/counter: cannot connect to the registry at 127.0.0.1:9: ")
     assert "ConnectionKey" not in answer["error"]
+
+
+async def test_a_checkpoint_the_caller_gave_up_on_is_undone_in_flight_or_its_images_deleted_after(agent: Agent) -> None:
+    agent.kubelet.delay = 5.0
+    body = agent.checkpoint_body(request_id="pm-gave-up")
+    call = asyncio.create_task(agent.call("POST", "/v1/checkpoint", body))
+    await asyncio.sleep(0.3)  # frozen, the kubelet working
+    assert agent.state("counter", "counter") == "FROZEN"
+    assert await agent.call("DELETE", "/v1/checkpoint", {"request_id": "pm-gave-up"}) == (200, {"aborted": True, "deleted": []})
+    status, answer = await call
+    assert (status, answer["error"]) == (409, "the checkpoint was aborted (DELETE /v1/checkpoint) and undone")
+    assert agent.state("counter", "counter") == "THAWED", "undone like any failure"
+    assert agent.registry.manifests == {}
+
+    agent.kubelet.delay = 0.0
+    status, done = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body(request_id="pm-late"))
+    assert status == 200
+    status, answer = await agent.call("DELETE", "/v1/checkpoint", {"request_id": "pm-late"})
+    assert (status, answer["aborted"], answer["deleted"]) == (200, False, [done["containers"][0]["image"]])
+    assert agent.registry.manifests == {}, "the finished checkpoint's images are gone (nobody will use them)"
+    assert agent.state("counter", "counter") == "FROZEN", "the pod is left as it was, for the caller's thaw"

@@ -12,6 +12,7 @@ downtime, the root span, metrics and the final Event.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from migrator import api, tracing
@@ -118,6 +119,18 @@ def fail_after_removal(m: Migration, reason: str, message: str) -> None:
     on_failure = OnFailure(m.spec.get("onFailure") or OnFailure.RESTORE_SOURCE)
     restore = on_failure == OnFailure.RESTORE_SOURCE and m.status.get("containers")
     enter(m, Step.RESTORE_SOURCE if restore else Step.RECREATE, error=message)
+
+
+DEFAULT_TIMEOUT_SECONDS: Final = 300  # the CRD's default for spec.timeoutSeconds
+
+
+def timeout_seconds(m: Migration) -> int:
+    return int(m.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
+
+
+def deadline(m: Migration) -> datetime:
+    """When the whole migration must be done (``timeoutSeconds`` from its start)."""
+    return parse_time(m.status["startTime"]) + timedelta(seconds=timeout_seconds(m))
 
 
 def downtime_seconds(m: Migration) -> float | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -31,7 +30,6 @@ from migrator.controllers.podmigration.migration import Context, Migration, Sett
 from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Recorder
 from migrator.units import now
-from migrator.units import status_time as parse_time
 from telemetry import logcontext
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,6 @@ STEPS: Final[dict[Step, StepFn]] = {
 BEFORE_REMOVAL: Final = frozenset({Step.VALIDATE, Step.PREPARE_TARGET, Step.CHECKPOINT})
 # Steps after it, while the restore is under way: a failure restores on the source or recreates.
 RESTORING: Final = frozenset({Step.CREATE_TARGET, Step.AWAIT_REPLACEMENT, Step.WAIT_READY})
-DEFAULT_TIMEOUT_SECONDS: Final = 300
 
 
 class PodMigrationReconciler:
@@ -124,8 +121,8 @@ class PodMigrationReconciler:
 
     @staticmethod
     def _check_deadline(m: Migration) -> None:
-        timeout = int(m.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
-        if now() < parse_time(m.status["startTime"]) + timedelta(seconds=timeout):
+        timeout = bookkeeping.timeout_seconds(m)
+        if now() < bookkeeping.deadline(m):
             return
         message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step {m.step}"
         if m.step in BEFORE_REMOVAL:

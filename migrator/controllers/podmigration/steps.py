@@ -17,6 +17,8 @@ step that must wait for the world raises ``Wait``. Each is safe to run twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,7 @@ from agentapi.client import AgentError
 from kubeclient.reading import plain
 from migrator import api, claims, movability, placement, slots, tracing
 from migrator.api import Phase, Step
-from migrator.controllers.podmigration import artifacts, pods
+from migrator.controllers.podmigration import artifacts, bookkeeping, pods
 from migrator.controllers.podmigration.bookkeeping import (
     attributes,
     downtime_seconds,
@@ -187,11 +189,20 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         request_id=f"pm-{m.uid}",  # a retried call (or a restarted controller's) joins this checkpoint, never a second one
         freeze_lease_seconds=ctx.settings.freeze_lease_seconds,
     )
+    remaining = (bookkeeping.deadline(m) - now()).total_seconds()
     try:
-        response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
+        # The migration's deadline holds while the agent works too (its own timeouts may be longer).
+        async with asyncio.timeout(max(remaining, 1.0)):
+            response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
     except AgentError as exc:
         stage = f" ({exc.stage})" if exc.stage else ""
         return fail_before_removal(m, "CheckpointFailed", f"checkpoint on {m.status['sourceNode']} failed{stage}: {exc}")
+    except TimeoutError:
+        with contextlib.suppress(AgentError):  # undone by the agent (or its images deleted); the thaw follows
+            await ctx.agents.abort_checkpoint(node=node, request_id=request.request_id or "", traceparent=m.traceparent())
+        timeout = bookkeeping.timeout_seconds(m)
+        message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step Checkpoint"
+        return fail_before_removal(m, "Timeout", message)
     if response.volume_data is not None:
         data = response.volume_data
         m.status["volumeData"] = {"image": data.image, "digest": data.digest, "volumes": list(data.volumes),

@@ -9,6 +9,7 @@ Only the public interface is used: the constructor and ``reconcile``.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -494,6 +495,28 @@ async def test_a_source_restore_that_runs_but_never_turns_ready_is_kept_after_a_
     assert (s["phase"], s["reason"]) == ("Failed", "Timeout")
     assert s["message"].endswith("restored on its source node node-1 from the checkpoint (state kept) but not Ready after 30s")
     assert world.where() == {"web": "node-1"}
+
+
+async def test_the_deadline_holds_while_the_agent_checkpoints_too(world: World) -> None:
+    """A checkpoint slower than what is left of timeoutSeconds is given up (and undone by its agent); the source runs on."""
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2", timeoutSeconds=60)
+    await world.reconcile(name)
+    world.kubelet.pull_images(NS, world.prepull(name)["metadata"]["name"])  # type: ignore[index]
+    world.clock.advance(59.0)  # (the first pass waited 0.5 s): half a second left when the checkpoint starts
+
+    async def slow() -> None:
+        await asyncio.sleep(2)
+
+    world.agents.during_checkpoint = slow
+    for _ in range(3):
+        if await world.reconcile(name) is None:
+            break
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "Timeout"), s
+    assert "while in step Checkpoint" in s["message"] and "left running on node-1" in s["message"]
+    uid = world.kube.migrations[(NS, name)]["metadata"]["uid"]
+    assert ("abort_checkpoint", "node-1", f"pm-{uid}") in world.agents.calls, "the agent undoes what it did"
 
 
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
