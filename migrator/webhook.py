@@ -28,6 +28,7 @@ import base64
 import json
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -36,8 +37,13 @@ from kubernetes_asyncio import client
 from kubeclient.reading import plain
 from migrator import api, claims, disruption, movability, slots
 from migrator.slots import Slot
+from migrator.units import now
+from migrator.units import status_time as parse_time
 
 log = logging.getLogger(__name__)
+
+# How long after a move an eviction of the pod's name is taken for the evicting tool's retry of the old one.
+RECENTLY_MOVED = timedelta(minutes=2)
 
 
 def _escape(key: str) -> str:
@@ -112,13 +118,27 @@ class Webhook:
         self.app.router.add_post("/mutate-pods", self.mutate_pods)
         self.app.router.add_post("/intercept-evictions", self.intercept_evictions)
 
-    async def _node_cordoned(self, node: str | None) -> bool:
+    async def _node_leaving(self, node: str | None) -> bool:
+        """Is the pod's node being emptied: cordoned, or tainted against new pods (the cluster autoscaler's
+        ToBeDeletedByClusterAutoscaler, an upgrade tool's taint)?"""
         if not node or self.core is None:
             return False
         try:
-            return bool((await self.core.read_node(node)).spec.unschedulable)
+            spec = (await self.core.read_node(node)).spec
         except client.ApiException:
             return False
+        return bool(spec.unschedulable) or any(t.effect in ("NoSchedule", "NoExecute") for t in spec.taints or [])
+
+    async def _just_moved(self, namespace: str, annotations: Mapping[str, str]) -> bool:
+        """Did this pod's own migration finish less than ``RECENTLY_MOVED`` ago (the evicting tool still retrying)?"""
+        where = annotations.get(api.ANNOTATION_MIGRATION, "")
+        if not annotations.get(api.ANNOTATION_MIGRATION_UID) or "/" not in where or self.custom is None:
+            return False
+        obj = await api.PODMIGRATIONS.get(self.custom, name=where.partition("/")[2], namespace=namespace)
+        if obj is None:
+            return False  # its record is gone: nothing says the move was recent
+        completed = (obj.get("status") or {}).get("completionTime")
+        return not completed or now() - parse_time(completed) < RECENTLY_MOVED
 
     async def intercept_evictions(self, request: web.Request) -> web.Response:
         """Migrate instead of evict, for namespaces that opted in (label ``podmigrate.io/migrate-on-evict``).
@@ -140,9 +160,11 @@ class Webhook:
         except client.ApiException:
             return web.json_response(review_response(uid))
         annotations = pod.metadata.annotations or {}
-        if annotations.get(api.ANNOTATION_MIGRATION_UID) and not await self._node_cordoned(pod.spec.node_name):
-            # An evicting tool retries by pod *name*; after a move that name belongs to the restored pod on a
-            # healthy node. 404 is what the tool would get had the pod been evicted: it moves on, the pod lives.
+        if await self._just_moved(namespace, annotations) and not await self._node_leaving(pod.spec.node_name):
+            # An evicting tool retries by pod *name*; right after a move that name belongs to the restored pod on
+            # a healthy node. 404 is what the tool would get had the pod been evicted: it moves on, the pod lives.
+            # Only for a while, and never on a node that is itself being emptied: a later eviction of the restored
+            # pod (the autoscaler removing its new node) is a real one, answered like any other.
             where = annotations.get(api.ANNOTATION_MIGRATION, "")
             message = f"pod {pod_name} was migrated off the drained node ({where}); it is not on that node any more"
             return web.json_response(review_response(uid, allowed=False, code=404, message=message))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from migrator import api, slots
 from migrator.slots import Slot
+from migrator.units import iso, now
 from migrator.webhook import Webhook, eviction_migration_name, restore_patch
 from tests.fakekube import FakeKube, json_patch, make_node, make_pod
 
@@ -221,9 +223,19 @@ async def test_an_eviction_is_let_through_once_its_migration_failed(http: TestCl
     assert await answer(http, "/intercept-evictions", eviction_review("web")) == {"uid": "req-1", "allowed": True}
 
 
-async def test_an_eviction_of_a_pod_that_was_migrated_away_answers_not_found(http: TestClient, kube: FakeKube) -> None:
+def moved(kube: FakeKube, *, ago: timedelta) -> dict[str, Any]:
+    """The pod web, restored on node-2 by the PodMigration evict-web-1234 that finished ``ago``."""
+    kube.add_custom(api.PLURAL, {
+        "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "evict-web-1234", "namespace": "shop"},
+        "spec": {"podName": "web"}, "status": {"phase": "Succeeded", "completionTime": iso(now() - ago)},
+    })  # fmt: skip
     pod = kube.add_pod(make_pod("web", node="node-2"))
     pod["metadata"]["annotations"] = {api.ANNOTATION_MIGRATION_UID: "uid-m", api.ANNOTATION_MIGRATION: "shop/evict-web-1234"}
+    return pod
+
+
+async def test_an_eviction_of_a_pod_that_was_migrated_away_answers_not_found(http: TestClient, kube: FakeKube) -> None:
+    moved(kube, ago=timedelta(seconds=10))
     response = await answer(http, "/intercept-evictions", eviction_review("web"))
     assert response["allowed"] is False
     assert response["status"] == {
@@ -231,12 +243,22 @@ async def test_an_eviction_of_a_pod_that_was_migrated_away_answers_not_found(htt
         "reason": "NotFound",
         "message": "pod web was migrated off the drained node (shop/evict-web-1234); it is not on that node any more",
     }
-    assert not kube.migrations
+    assert list(kube.migrations) == [("shop", "evict-web-1234")], "no new migration"
+
+
+@pytest.mark.parametrize("why", ["long-ago", "its-new-node-is-leaving"])
+async def test_a_later_eviction_of_the_restored_pod_is_a_real_one(http: TestClient, kube: FakeKube, why: str) -> None:
+    """Not "not found" for ever: the autoscaler removing the pod's new node would take that as "gone" and kill it."""
+    pod = moved(kube, ago=timedelta(minutes=10) if why == "long-ago" else timedelta(seconds=10))
+    if why == "its-new-node-is-leaving":
+        kube.nodes["node-2"]["spec"]["taints"] = [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]
+    response = await answer(http, "/intercept-evictions", eviction_review("web"))
+    assert response["status"]["code"] == 429, "migrated again, instead of evicted"
+    assert ("shop", eviction_migration_name("web", pod["metadata"]["uid"])) in kube.migrations
 
 
 async def test_a_migrated_pod_on_a_cordoned_node_is_migrated_again(http: TestClient, kube: FakeKube) -> None:
-    pod = kube.add_pod(make_pod("web", node="node-2"))
-    pod["metadata"]["annotations"] = {api.ANNOTATION_MIGRATION_UID: "uid-m"}
+    pod = moved(kube, ago=timedelta(seconds=10))
     kube.nodes["node-2"]["spec"]["unschedulable"] = True  # now node-2 is being drained
     response = await answer(http, "/intercept-evictions", eviction_review("web"))
     assert response["status"]["code"] == 429
