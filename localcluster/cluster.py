@@ -100,6 +100,18 @@ class Cluster:
             while self.registry_pid() is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
 
+    def pause_node(self, name: str, *, paused: bool) -> None:
+        """Stop (SIGSTOP) or continue a stand-in node's kubelet process: a node that stops answering and
+        heartbeating while its containers run on, as after a partition. Real nodes are not paused this way."""
+        node = next(n for n in self.nodes if n.name == name)
+        if node.kind != "standin":
+            raise ClusterError(f"node {name} is a {node.kind} node: only stand-in nodes can be paused")
+        state = Path(self.state_dir)
+        pid = int(processes.pid_file(state_dir=state, name=name).read_text().strip())
+        if not processes.is_ours(pid=pid, name=name, state_dir=state):
+            raise ClusterError(f"node {name}'s process is not running")
+        os.kill(pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def start_registry(self) -> None:
         """Start the registry again, on its address and storage."""
         launcher = processes.Launcher(state_dir=Path(self.state_dir), deadline=time.monotonic() + 30)

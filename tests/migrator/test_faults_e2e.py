@@ -356,3 +356,35 @@ def test_a_drain_takes_the_pods_that_land_on_the_node_while_it_runs(
     finally:
         kube.run("delete", "nodedrain", drain, "--wait=true", "--timeout=60s", check=False)
         kube.run("uncordon", source, check=False)
+
+
+def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets_a_second_copy_beside_it(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    """The target's kubelet stops (its containers run on, unreported): the migration times out and rolls back,
+    but it waits for the node to confirm the restored pod gone before restoring on the source: at most one copy."""
+    source, target = counter
+    watch = StepWatch(kube, namespace, "move-counter", step="WaitReady", action=lambda: cluster.pause_node(target, paused=True))
+    watch.start()
+    time.sleep(0.5)
+    try:
+        kube.apply(migration(namespace, "counter", target=target, extra="  timeoutSeconds: 15\n"))
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), watch.seen
+        waiting = wait_for(
+            "the rollback waiting for the silent node",
+            lambda: (s := podmigrate.migration(namespace, "move-counter").get("status") or {}).get("waitingFor") and s,
+            timeout=90,
+        )  # fmt: skip
+        assert waiting["step"] == "RestoreSource" and target in waiting["waitingFor"], waiting
+        pods = running_copies(kube, namespace, "counter")
+        assert [p["spec"]["nodeName"] for p in pods] == [target], "nothing started on the source beside it"
+    finally:
+        cluster.pause_node(target, paused=False)
+        watch.close()
+    status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
+    print(f"\ntarget paused at WaitReady: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status
+    (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
+    assert pod["spec"]["nodeName"] == source
+    wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
