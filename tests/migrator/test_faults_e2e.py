@@ -377,8 +377,9 @@ def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets
             timeout=90,
         )  # fmt: skip
         assert waiting["step"] == "RestoreSource" and target in waiting["waitingFor"], waiting
-        pods = running_copies(kube, namespace, "counter")
+        pods = [p for p in kube.get("pods", namespace=namespace)["items"] if p["metadata"]["name"] == "counter"]
         assert [p["spec"]["nodeName"] for p in pods] == [target], "nothing started on the source beside it"
+        assert pods[0]["metadata"].get("deletionTimestamp"), "deleted, waiting for its node to confirm"
     finally:
         cluster.pause_node(target, paused=False)
         watch.close()

@@ -135,11 +135,17 @@ def replacement(m: Migration, *, node: str | None, from_checkpoint: bool) -> dic
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
+class NamespaceTerminating(RuntimeError):
+    """The namespace is being deleted: no pod can be created in it any more, so nothing is left to bring back."""
+
+
 async def create_pod(ctx: Context, m: Migration, body: dict[str, Any]) -> dict[str, Any]:
     """Create the pod, or adopt it if a previous pass of this migration already did."""
     try:
         return plain(await ctx.core.create_namespaced_pod(m.namespace, body))
     except client.ApiException as exc:
+        if exc.status == 403 and "being terminated" in str(exc.body or ""):
+            raise NamespaceTerminating(m.namespace) from None
         if exc.status != 409:
             raise
     existing = await read_pod(ctx, m.namespace, body["metadata"]["name"])

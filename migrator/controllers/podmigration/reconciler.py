@@ -14,6 +14,7 @@ itself (phases, spans, failures, the end) in ``bookkeeping``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -21,10 +22,10 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 
 from agentapi.client import AgentClient
-from kubeclient.resources import Gone
+from kubeclient.resources import Conflict, Gone
 from migrator import api
-from migrator.api import Step
-from migrator.controllers.podmigration import bookkeeping, rollback, steps
+from migrator.api import Phase, Step
+from migrator.controllers.podmigration import bookkeeping, pods, rollback, steps
 from migrator.controllers.podmigration.freezes import FreezeKeeper
 from migrator.controllers.podmigration.migration import Context, Migration, Settings
 from migrator.metrics import ControllerMetrics
@@ -77,6 +78,17 @@ class PodMigrationReconciler:
         try:
             return await self._reconcile(m)
         except Gone:
+            return None
+        except pods.NamespaceTerminating:
+            # Its namespace is being deleted, and with it the pod and this PodMigration: there is nothing
+            # left to restore, and holding the finalizer would hold the namespace's deletion for ever.
+            await bookkeeping.finish(
+                self.ctx, m, phase=Phase.FAILED, reason="NamespaceDeleted",
+                message=f"namespace {m.namespace} is being deleted: the pod is not brought back",
+            )  # fmt: skip
+            with contextlib.suppress(Gone, Conflict):
+                await self.recorder.save(m)
+            await self.recorder.release(m, api.FINALIZER)
             return None
         finally:
             self.freezes.sync(self.ctx, m)

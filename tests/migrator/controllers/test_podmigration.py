@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
 
 from agentapi import contract
 from agentapi.client import AgentError
@@ -517,6 +518,28 @@ async def test_the_deadline_holds_while_the_agent_checkpoints_too(world: World) 
     assert "while in step Checkpoint" in s["message"] and "left running on node-1" in s["message"]
     uid = world.kube.migrations[(NS, name)]["metadata"]["uid"]
     assert ("abort_checkpoint", "node-1", f"pm-{uid}") in world.agents.calls, "the agent undoes what it did"
+
+
+async def test_a_namespace_deleted_mid_migration_is_not_held_up_by_it(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing can be created in a terminating namespace: the migration ends and lets its finalizer go."""
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.fail(NS, "web", message="criu restore failed")
+    await world.reconcile(name)
+    world.kubelet.terminate(NS, "web")
+
+    forbidden = client.ApiException(status=403, reason="Forbidden")
+    forbidden.body = f'pods "web" is forbidden: unable to create new content in namespace {NS} because it is being terminated'
+
+    async def terminating(namespace: str, body: Any, **_: Any) -> Any:
+        raise forbidden
+
+    monkeypatch.setattr(world.kube, "create_namespaced_pod", terminating)
+    assert await world.reconcile(name) is None
+    s = world.status(name)
+    assert (s["phase"], s["reason"]) == ("Failed", "NamespaceDeleted"), s
+    assert api.FINALIZER not in (world.kube.migrations[(NS, name)]["metadata"].get("finalizers") or [])
 
 
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
