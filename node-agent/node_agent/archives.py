@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,27 @@ def remove_archive(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.error("could not delete checkpoint archive %s (it holds process memory): %s", path, exc)
+
+
+def sweep(checkpoints_dir: Path, *, older_than_s: float) -> list[Path]:
+    """Delete the kubelet's checkpoint archives older than ``older_than_s`` (they hold process memory).
+
+    Archives are normally deleted as soon as they are pushed; these are left by an agent that died,
+    or by a kubelet that finished a checkpoint after its caller timed out. At agent start every
+    archive is one of those (``older_than_s=0``); later, anything older than any checkpoint takes.
+    """
+    removed = []
+    cutoff = time.time() - older_than_s
+    for path in checkpoints_dir.glob("checkpoint-*.tar") if checkpoints_dir.is_dir() else []:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime <= cutoff:
+                remove_archive(path)
+                removed.append(path)
+        except OSError:
+            continue
+    if removed:
+        log.warning("swept %d leftover checkpoint archive(s) from %s", len(removed), checkpoints_dir)
+    return removed
 
 
 def criu_version(*, binary: str = "criu") -> str:

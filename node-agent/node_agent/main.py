@@ -46,6 +46,13 @@ def _on_host(host_root: Path, path: Path) -> Path:
     return host_root / path.relative_to("/") if path.is_absolute() else path
 
 
+async def _sweep_archives(checkpoints_dir: Path, *, every_s: float = 60.0, older_than_s: float = 900.0) -> None:
+    """Archives no request of this agent will push (a kubelet that finished after its caller gave up)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(archives.sweep, checkpoints_dir, older_than_s=older_than_s)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="podmigrate-agent", description="podmigrate's per-node checkpoint agent.")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default: $NODE_NAME)")
@@ -114,6 +121,8 @@ async def run(args: argparse.Namespace) -> None:
         kubelet_root=_on_host(args.host_root, args.kubelet_root_dir), volume_dir=_on_host(args.host_root, args.volume_dir)
     )
     volumes.sweep()
+    checkpoints_dir = _on_host(args.host_root, args.kubelet_root_dir) / "checkpoints"
+    archives.sweep(checkpoints_dir, older_than_s=0)  # left by a previous agent: nobody will push them
     checkpointer = Checkpointer(
         node_name=args.node_name,
         pods=KubePods(api=api),
@@ -161,8 +170,10 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     leases = asyncio.create_task(checkpointer.keep_leases())  # thaws pods whose freeze lease lapsed
+    sweeper = asyncio.create_task(_sweep_archives(checkpoints_dir))
     await stop.wait()
     leases.cancel()
+    sweeper.cancel()
     # Frozen pods stay frozen: the freeze is the migration's state (and its lease is on disk), not this process's.
     log.info("agent for node %s shutting down", args.node_name)
     await runner.cleanup()

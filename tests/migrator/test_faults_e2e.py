@@ -16,6 +16,7 @@ through a watch (``kubectl get -w``), so the kill lands while that step runs or 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +70,22 @@ class StepWatch(threading.Thread):
         self.proc.kill()
         self.proc.wait(timeout=5)
         self.join(timeout=5)
+
+
+@contextlib.contextmanager
+def broken_at(kube: Kube, namespace: str, manifest: str, *, step: str, action: Any) -> Iterator[int]:
+    """Create the PodMigration ``manifest`` (of the pod counter) and run ``action`` the moment its recorded step
+    becomes ``step``; yields what the counter had counted a moment before the move."""
+    watch = StepWatch(kube, namespace, "move-counter", step=step, action=action)
+    watch.start()
+    time.sleep(0.5)  # the watch is established
+    try:
+        kube.apply(manifest)
+        before = max(numbers(kube, namespace, "counter"))
+        assert watch.fired.wait(timeout=60), f"never saw step {step}: {watch.seen}"
+        yield before
+    finally:
+        watch.close()
 
 
 def numbers(kube: Kube, namespace: str, pod: str) -> list[int]:
@@ -148,19 +166,12 @@ def test_the_controller_killed_at_each_step_leaves_exactly_one_copy(
     kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], step: str
 ) -> None:
     _source, target = counter
-    watch = StepWatch(kube, namespace, "move-counter", step=step, action=podmigrate.kill_controller)
-    watch.start()
-    time.sleep(0.5)  # the watch is established
-    try:
-        kube.apply(migration(namespace, "counter", target=target))
-        before = max(numbers(kube, namespace, "counter"))
-        assert watch.fired.wait(timeout=60), f"never saw step {step}: {watch.seen}"
+    with broken_at(kube, namespace, migration(namespace, "counter", target=target), step=step,
+                   action=podmigrate.kill_controller) as before:  # fmt: skip
         killed_at = podmigrate.migration(namespace, "move-counter").get("status", {}).get("step")
         time.sleep(1)
         podmigrate.start_controller()
         outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
-    finally:
-        watch.close()
     status = outcome["status"]
     print(f"\nkilled at {step} (recorded step then: {killed_at}): {status['phase']} {status.get('reason', '')}: "
           f"{status.get('message', '')}")  # fmt: skip
@@ -177,13 +188,9 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
     try:
         assert holder().startswith("podmigrate-controller-"), holder()
         leader = holder()
-        watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=podmigrate.kill_controller)
-        watch.start()
-        time.sleep(0.5)
-        kube.apply(migration(namespace, "counter", target=target))
-        before = max(numbers(kube, namespace, "counter"))
-        assert watch.fired.wait(timeout=60), watch.seen
-        watch.close()
+        with broken_at(kube, namespace, migration(namespace, "counter", target=target), step="Checkpoint",
+                       action=podmigrate.kill_controller) as before:  # fmt: skip
+            pass
         took_over = time.monotonic()
         wait_for("the standby leading", lambda: holder().startswith("podmigrate-controller-1-"), timeout=30)
         print(f"\nleader {leader} killed at Checkpoint; {holder()} leads {time.monotonic() - took_over:.1f}s later")
@@ -263,50 +270,70 @@ spec:
     wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
 
 
-def test_the_source_agent_killed_mid_checkpoint_leaves_exactly_one_copy(
-    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+def agent_stage_reached(cluster: lc.Cluster, podmigrate: Podmigrate, *, stage: str, node: str, pod_uid: str, repo: str) -> bool:
+    """Is the source agent at ``stage`` now, as seen from outside it: the pod's cgroup FROZEN (freeze), the
+    kubelet writing its archive (checkpoint), the registry receiving an upload of the pod's images (push)?"""
+    state = Path(next(n.state_dir for n in cluster.nodes if n.name == node))
+    if stage == "freeze":
+        return any(
+            f.read_text().strip() == "FROZEN"
+            for f in Path("/sys/fs/cgroup/freezer").glob(f"localcluster-n*/{pod_uid}/*/freezer.state")
+        )
+    if stage == "checkpoint":
+        return any((state / "kubelet" / "checkpoints").glob(".work-*"))
+    uploads = Path(cluster.state_dir) / "registry" / "docker" / "registry" / "v2" / "repositories" / repo / "_uploads"
+    return uploads.is_dir() and any(uploads.iterdir())
+
+
+@pytest.mark.parametrize("stage", ["freeze", "checkpoint", "push"])
+def test_the_source_agent_killed_at_each_of_its_stages_leaves_exactly_one_copy(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], stage: str
 ) -> None:
     source, target = counter
     installation = podmigrate.installation
     agent = agent_name(source)
+    uid = kube.get("pod", "counter", namespace)["metadata"]["uid"]
+    killed = threading.Event()
+    started = time.time()
 
-    def kill_agent() -> None:
-        pid = installation.pid(agent)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+    def watch_and_kill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed.is_set():
+            if agent_stage_reached(cluster, stage=stage, node=source, pod_uid=uid, since=started):
+                pid = installation.pid(agent)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                killed.set()
+                return
+            time.sleep(0.002)
 
-    watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=kill_agent)
-    watch.start()
-    time.sleep(0.5)
+    killer = threading.Thread(target=watch_and_kill, daemon=True)
+    killer.start()
     try:
         kube.apply(migration(namespace, "counter", target=target))
         before = max(numbers(kube, namespace, "counter"))
-        assert watch.fired.wait(timeout=60), watch.seen
+        assert killed.wait(timeout=60), f"the agent never reached {stage}"
         time.sleep(1)
         installation.start_agent(source)  # the DaemonSet would restart it
         outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
     finally:
-        watch.close()
+        killed.set()
+        killer.join(timeout=5)
         if installation.pid(agent) is None:
             installation.start_agent(source)
     status = outcome["status"]
-    print(f"\nagent killed during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    print(f"\nagent killed at {stage}: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
 
 
 def test_the_registry_gone_during_the_checkpoint_leaves_the_source_running(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
 ) -> None:
     source, target = counter
-    watch = StepWatch(kube, namespace, "move-counter", step="Checkpoint", action=cluster.kill_registry)
-    watch.start()
-    time.sleep(0.5)
     try:
-        kube.apply(migration(namespace, "counter", target=target))
-        before = max(numbers(kube, namespace, "counter"))
-        assert watch.fired.wait(timeout=60), watch.seen
-        status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
+        with broken_at(kube, namespace, migration(namespace, "counter", target=target), step="Checkpoint",
+                       action=cluster.kill_registry) as before:  # fmt: skip
+            status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
     finally:
-        watch.close()
         if cluster.registry_pid() is None:
             cluster.start_registry()
     print(f"\nregistry killed during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
@@ -364,25 +391,22 @@ def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets
     """The target's kubelet stops (its containers run on, unreported): the migration times out and rolls back,
     but it waits for the node to confirm the restored pod gone before restoring on the source: at most one copy."""
     source, target = counter
-    watch = StepWatch(kube, namespace, "move-counter", step="WaitReady", action=lambda: cluster.pause_node(target, paused=True))
-    watch.start()
-    time.sleep(0.5)
+    manifest = migration(namespace, "counter", target=target, extra="  timeoutSeconds: 15\n")
     try:
-        kube.apply(migration(namespace, "counter", target=target, extra="  timeoutSeconds: 15\n"))
-        before = max(numbers(kube, namespace, "counter"))
-        assert watch.fired.wait(timeout=60), watch.seen
-        waiting = wait_for(
-            "the rollback waiting for the silent node",
-            lambda: (s := podmigrate.migration(namespace, "move-counter").get("status") or {}).get("waitingFor") and s,
-            timeout=90,
-        )  # fmt: skip
-        assert waiting["step"] == "RestoreSource" and target in waiting["waitingFor"], waiting
-        pods = [p for p in kube.get("pods", namespace=namespace)["items"] if p["metadata"]["name"] == "counter"]
-        assert [p["spec"]["nodeName"] for p in pods] == [target], "nothing started on the source beside it"
-        assert pods[0]["metadata"].get("deletionTimestamp"), "deleted, waiting for its node to confirm"
+        with broken_at(
+            kube, namespace, manifest, step="WaitReady", action=lambda: cluster.pause_node(target, paused=True)
+        ) as before:
+            waiting = wait_for(
+                "the rollback waiting for the silent node",
+                lambda: (s := podmigrate.migration(namespace, "move-counter").get("status") or {}).get("waitingFor") and s,
+                timeout=90,
+            )  # fmt: skip
+            assert waiting["step"] == "RestoreSource" and target in waiting["waitingFor"], waiting
+            pods = [p for p in kube.get("pods", namespace=namespace)["items"] if p["metadata"]["name"] == "counter"]
+            assert [p["spec"]["nodeName"] for p in pods] == [target], "nothing started on the source beside it"
+            assert pods[0]["metadata"].get("deletionTimestamp"), "deleted, waiting for its node to confirm"
     finally:
         cluster.pause_node(target, paused=False)
-        watch.close()
     status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
     print(f"\ntarget paused at WaitReady: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
     assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,16 @@ def test_incoming_context() -> None:
     ctx = tracing.incoming_context({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     span_context = trace.get_current_span(ctx).get_span_context()
     assert f"{span_context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_leftover_archives_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "checkpoint-web_shop-app-2026.tar", tmp_path / "checkpoint-db_shop-app-2026.tar"
+    other = tmp_path / "notes.txt"
+    for path in (old, fresh, other):
+        path.write_bytes(b"memory")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(other, (time.time() - 3600, time.time() - 3600))
+    assert archives.sweep(tmp_path, older_than_s=900) == [old]
+    assert fresh.exists() and other.exists()
+    assert archives.sweep(tmp_path, older_than_s=0) == [fresh], "at agent start: every archive is a leftover"
+    assert archives.sweep(tmp_path / "missing", older_than_s=0) == []
