@@ -837,7 +837,7 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert host_paths == {
         "/var/lib/kubelet/checkpoints", "/sys/fs/cgroup", "/run/podmigrate/stop-after-dump",
-        "/var/lib/kubelet/pods", "/var/lib/podmigrate/restore-volumes",
+        "/var/lib/kubelet/pods", "/var/lib/podmigrate",
     } and host_paths <= mounts  # fmt: skip
     pods_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet/pods")
     assert pods_mount["readOnly"] is True and pods_mount["mountPropagation"] == "HostToContainer", "memory emptyDirs are mounts"
