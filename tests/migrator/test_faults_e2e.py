@@ -270,19 +270,24 @@ spec:
     wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)
 
 
-def agent_stage_reached(cluster: lc.Cluster, podmigrate: Podmigrate, *, stage: str, node: str, pod_uid: str, repo: str) -> bool:
+def agent_stage_reached(cluster: lc.Cluster, *, stage: str, node: str, pod_uid: str, since: float) -> bool:
     """Is the source agent at ``stage`` now, as seen from outside it: the pod's cgroup FROZEN (freeze), the
-    kubelet writing its archive (checkpoint), the registry receiving an upload of the pod's images (push)?"""
-    state = Path(next(n.state_dir for n in cluster.nodes if n.name == node))
+    kubelet writing its archive (checkpoint), the archive written and not yet deleted, so being packed and
+    pushed (push)?"""
+    checkpoints = Path(next(n.state_dir for n in cluster.nodes if n.name == node)) / "kubelet" / "checkpoints"
     if stage == "freeze":
-        return any(
-            f.read_text().strip() == "FROZEN"
-            for f in Path("/sys/fs/cgroup/freezer").glob(f"localcluster-n*/{pod_uid}/*/freezer.state")
-        )
+        for state in Path("/sys/fs/cgroup/freezer").glob(f"localcluster-n*/{pod_uid}/*/freezer.state"):
+            with contextlib.suppress(OSError):
+                if state.read_text().strip() == "FROZEN":
+                    return True
+        return False
     if stage == "checkpoint":
-        return any((state / "kubelet" / "checkpoints").glob(".work-*"))
-    uploads = Path(cluster.state_dir) / "registry" / "docker" / "registry" / "v2" / "repositories" / repo / "_uploads"
-    return uploads.is_dir() and any(uploads.iterdir())
+        return any(checkpoints.glob(".work-*"))
+    for archive in checkpoints.glob("checkpoint-counter_*.tar"):
+        with contextlib.suppress(FileNotFoundError):  # pushed and deleted in between
+            if archive.stat().st_mtime >= since:
+                return True
+    return False
 
 
 @pytest.mark.parametrize("stage", ["freeze", "checkpoint", "push"])
