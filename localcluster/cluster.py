@@ -112,6 +112,13 @@ class Cluster:
             raise ClusterError(f"node {name}'s process is not running")
         os.kill(pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
+    def pause_registry(self, *, paused: bool) -> None:
+        """Stop (SIGSTOP) or continue the registry: connections are accepted and never answered, as a stalled one."""
+        pid = self.registry_pid()
+        if pid is None:
+            raise ClusterError("the registry is not running")
+        os.kill(pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def start_registry(self) -> None:
         """Start the registry again, on its address and storage."""
         launcher = processes.Launcher(state_dir=Path(self.state_dir), deadline=time.monotonic() + 30)

@@ -418,3 +418,51 @@ def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets
     (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
     assert pod["spec"]["nodeName"] == source
     wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
+
+
+def test_a_registry_that_stalls_during_the_checkpoint_ends_at_the_deadline_with_the_source_running(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    """Connections accepted, never answered: the migration's deadline ends the wait, the agent undoes the
+    checkpoint (the push cancelled, the pod thawed) and the source runs on."""
+    source, target = counter
+    manifest = migration(namespace, "counter", target=target, extra="  timeoutSeconds: 20\n")
+    try:
+        with broken_at(
+            kube, namespace, manifest, step="Checkpoint", action=lambda: cluster.pause_registry(paused=True)
+        ) as before:
+            status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
+    finally:
+        cluster.pause_registry(paused=False)
+    print(f"\nregistry stalled during the checkpoint: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status
+    assert "while in step Checkpoint" in status["message"] and "left running on" in status["message"]
+    (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
+    assert pod["spec"]["nodeName"] == source
+    wait_for("counting on", lambda: max(numbers(kube, namespace, "counter") or [0]) >= before + 2, timeout=60)
+    wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=60)
+
+
+@pytest.mark.parametrize("step", ["ThawSource", "RestoreSource"])
+def test_the_controller_killed_in_a_rollback_step_finishes_it_after_its_restart(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], step: str
+) -> None:
+    from localcluster.node.restoring import FAIL_CHECKPOINTS_ANNOTATION, FAIL_RESTORES_ANNOTATION
+
+    source, target = counter
+    node, annotation = (source, FAIL_CHECKPOINTS_ANNOTATION) if step == "ThawSource" else (target, FAIL_RESTORES_ANNOTATION)
+    kube.run("annotate", "node", node, f"{annotation}=injected for the fault matrix", "--overwrite")
+    try:
+        with broken_at(kube, namespace, migration(namespace, "counter", target=target), step=step,
+                       action=podmigrate.kill_controller) as before:  # fmt: skip
+            time.sleep(1)
+            podmigrate.start_controller()
+            outcome = assert_exactly_one_copy_counting_on(
+                kube, podmigrate, namespace, before=before, migration_name="move-counter"
+            )
+    finally:
+        kube.run("annotate", "node", node, f"{annotation}-", check=False)
+    status = outcome["status"]
+    print(f"\nkilled in {step}: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    assert status["phase"] == "Failed" and outcome["pod"]["spec"]["nodeName"] == source
+    assert ("left running on" if step == "ThawSource" else "restored on its source node") in status["message"]
