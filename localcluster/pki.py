@@ -194,8 +194,10 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 
 def _validity() -> tuple[dt.datetime, dt.datetime]:
+    """Valid from five minutes ago (as cfssl and cert-manager backdate): a clock that steps back a little,
+    or a peer whose clock runs behind, must not see a certificate issued a moment ago as "not yet valid"."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return now, now + dt.timedelta(days=_VALIDITY_DAYS)
+    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=_VALIDITY_DAYS)
 
 
 # --------------------------------------------------------------------------- CA

@@ -409,6 +409,14 @@ class NodeDrainReconciler:
             if pod["metadata"].get("deletionTimestamp"):
                 self._pod_done(entry, PodOutcome.SKIPPED, "deleted by someone else before its turn")
                 continue
+            owner = entry.get("owner") or ""
+            busy = [o for o in d.having(PodOutcome.IN_PROGRESS) if owner and o.get("owner") == owner
+                    and o["namespace"] == entry["namespace"]]  # fmt: skip
+            if busy and entry["action"] == PodAction.MIGRATE:
+                # One replica of a controller at a time: each migration takes its pod out of service briefly,
+                # so two at once could leave a 2-replica StatefulSet with none (a PDB, if any, is checked too).
+                entry["reason"] = f"waiting: {owner}'s pod {busy[0]['name']} is being moved (one at a time per controller)"
+                continue
             if entry["action"] == PodAction.MIGRATE:
                 assigned: dict[str, list[Mapping[str, Any]]] = {}
                 for other in d.having(PodOutcome.IN_PROGRESS):

@@ -461,3 +461,18 @@ async def test_a_pod_put_back_by_a_failed_migration_of_the_drain_is_not_taken_ag
     assert await run(world, "d", passes=2) is None
     s = status(world, "d")
     assert s["phase"] == "Failed" and [p["name"] for p in s["pods"]] == ["web-0"], "once"
+
+
+async def test_one_pod_of_a_controller_at_a_time(world: DrainWorld) -> None:
+    """Each migration takes its pod out of service briefly: two replicas of a 2-replica StatefulSet never at once."""
+    for name in ("db-0", "db-1"):
+        world.add_pod(pod(name, owner=("StatefulSet", "db")))
+    world.add_drain("d", maxConcurrent=5)
+    await run(world, "d")
+    assert list(world.migrations) == [("shop", "drain-node-1-db-0")]
+    assert pods_by_name(world, "d")["db-1"]["reason"] == (
+        "waiting: StatefulSet/db's pod db-0 is being moved (one at a time per controller)"
+    )
+    world.finish_migration("shop", "drain-node-1-db-0")
+    await run(world, "d")
+    assert ("shop", "drain-node-1-db-1") in world.migrations
