@@ -466,3 +466,33 @@ def test_the_controller_killed_in_a_rollback_step_finishes_it_after_its_restart(
     print(f"\nkilled in {step}: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
     assert status["phase"] == "Failed" and outcome["pod"]["spec"]["nodeName"] == source
     assert ("left running on" if step == "ThawSource" else "restored on its source node") in status["message"]
+
+
+def test_the_controller_killed_while_recreating_after_a_double_failure_still_ends_with_one_running_copy(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
+) -> None:
+    """The restore fails on the target and on the source: the pod is recreated from its spec (state lost,
+    said so), never gone; the controller killed in that step finishes it after its restart."""
+    from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION
+
+    source, target = counter
+    for node in (source, target):
+        kube.run("annotate", "node", node, f"{FAIL_RESTORES_ANNOTATION}=injected for the fault matrix", "--overwrite")
+    try:
+        with broken_at(kube, namespace, migration(namespace, "counter", target=target), step="Recreate",
+                       action=podmigrate.kill_controller):  # fmt: skip
+            for node in (source, target):  # the recreated pod starts cold, wherever the scheduler puts it
+                kube.run("annotate", "node", node, f"{FAIL_RESTORES_ANNOTATION}-", check=False)
+            time.sleep(1)
+            podmigrate.start_controller()
+            status = podmigrate.wait_done(namespace, "move-counter", timeout=180)["status"]
+    finally:
+        for node in (source, target):
+            kube.run("annotate", "node", node, f"{FAIL_RESTORES_ANNOTATION}-", check=False)
+    print(f"\nkilled in Recreate: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
+    assert (status["phase"], status["reason"]) == ("Failed", "RestoreFailed"), status
+    assert "recreated from its original spec" in status["message"] and "state lost" in status["message"]
+    wait_for("one copy, running", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1
+             and c[0]["status"].get("phase") == "Running" else None, timeout=90)  # fmt: skip
+    wait_for("counting again", lambda: len(numbers(kube, namespace, "counter")) >= 2, timeout=60)
+    wait_for("no checkpoint image left", lambda: not manifests_left(podmigrate, namespace, "counter"), timeout=30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -20,6 +21,8 @@ from migrator import api, slots
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
 from migrator.reconciling import Wait
 from migrator.slots import Slot
+from migrator.units import now
+from migrator.units import status_time as parse_time
 
 # A container waiting for one of these reasons will not come up on its own: the restore failed.
 CONTAINER_FAILURES: Final = frozenset(
@@ -29,9 +32,12 @@ CONTAINER_FAILURES: Final = frozenset(
         "ErrImagePull",
         "ImagePullBackOff",
         "CrashLoopBackOff",
-        "CreateContainerConfigError",
     }
 )
+# The kubelet retries these by itself (a Secret or ConfigMap created a moment later, a projected token the
+# API server's caches do not know the new pod for yet): a failure only once they last this long.
+RETRIED_BY_THE_KUBELET: Final = frozenset({"CreateContainerConfigError"})
+RETRY_GRACE: Final = timedelta(seconds=20)
 
 
 async def read_pod(ctx: Context, namespace: str, name: str) -> dict[str, Any] | None:
@@ -93,7 +99,9 @@ def container_failure(pod: Mapping[str, Any]) -> str | None:
         return f"pod failed: {status.get('reason', '')} {status.get('message', '')}".strip()
     for s in status.get("containerStatuses") or []:
         waiting = (s.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in CONTAINER_FAILURES:
+        created = (pod.get("metadata") or {}).get("creationTimestamp")
+        lasting = waiting.get("reason") in RETRIED_BY_THE_KUBELET and (not created or now() - parse_time(created) >= RETRY_GRACE)
+        if waiting.get("reason") in CONTAINER_FAILURES or lasting:
             return f"container {s['name']}: {waiting['reason']}: {waiting.get('message', '')}".strip()
         if (s.get("state") or {}).get("terminated") or s.get("restartCount", 0) > 0:
             return f"container {s['name']} exited after the restore"

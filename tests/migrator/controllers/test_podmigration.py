@@ -542,6 +542,32 @@ async def test_a_namespace_deleted_mid_migration_is_not_held_up_by_it(world: Wor
     assert api.FINALIZER not in (world.kube.migrations[(NS, name)]["metadata"].get("finalizers") or [])
 
 
+async def test_a_config_error_the_kubelet_retries_is_waited_for_before_it_counts_as_a_failed_restore(world: World) -> None:
+    """CreateContainerConfigError is retried by the kubelet (the API server's caches may not know the new pod for
+    its projected token yet): a failure only once it lasts."""
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.fail(NS, "web", reason="CreateContainerConfigError", message="404 Not Found")
+    await world.reconcile(name)
+    assert world.status(name)["step"] == "WaitReady", "not a failure yet"
+    world.kubelet.start(NS, "web")  # the kubelet's retry worked
+    assert await world.reconcile(name) is None
+    assert world.status(name)["phase"] == "Succeeded"
+
+
+async def test_a_config_error_that_lasts_is_a_failed_restore(world: World) -> None:
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate(targetNode="node-2")
+    await world.to_wait_ready(name)
+    world.kubelet.fail(NS, "web", reason="CreateContainerConfigError", message='secret "db" not found')
+    await world.reconcile(name)
+    world.clock.advance(21)
+    await world.reconcile(name)
+    s = world.status(name)
+    assert s["step"] == "RestoreSource" and "CreateContainerConfigError: secret" in s["failure"]["message"], s
+
+
 async def fail_restore_on_target_and_source(world: World, name: str) -> None:
     """A restore that fails on the target, and then on the source too."""
     await world.to_wait_ready(name)
