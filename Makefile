@@ -9,7 +9,7 @@ STATE ?= $(CURDIR)/.localcluster
 NODES ?= 2
 REAL_NODES ?= 0
 
-.PHONY: deps venv cluster-up cluster-down test lint demo bench clean
+.PHONY: deps venv cluster-up cluster-down test lint demo bench image clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +44,13 @@ demo: deps venv
 BENCH_ARGS ?=
 bench: deps venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+# podmigrate's own image, built without Docker (imagebuild/: this machine's Debian Python, wheels from PyPI
+# cached in ~/.cache/podmigrate) and pushed to REGISTRY (default: the local cluster's); prints repo@sha256:...
+# With a container engine instead: docker build -f Containerfile .
+# make image REGISTRY=127.0.0.1:5310 IMAGE_ARGS="--repository podmigrate --tag dev"
+image: venv
+	$(PY) -m imagebuild --registry $(or $(REGISTRY),127.0.0.1:5310) $(IMAGE_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV)

@@ -51,18 +51,18 @@ class AgentClient:
         session: aiohttp.ClientSession,
         token: Callable[[], Awaitable[str | None]],
         port: int,
-        ca_file: str | None,
+        tls: ssl.SSLContext,
         attempts: int = 5,
     ) -> None:
+        """``tls`` trusts the CA of the agents' certificates; there is no plain-HTTP mode (the calls carry a bearer token)."""
         self._session = session
         self._token = token
         self._port = port
-        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else False
-        self._scheme = "https" if ca_file else "http"
+        self._ssl = tls
         self._attempts = attempts
 
     def url(self, node: Mapping[str, Any], path: str) -> str:
-        return f"{self._scheme}://{node_address(node)}:{self._port}{path}"
+        return f"https://{node_address(node)}:{self._port}{path}"
 
     async def _call(
         self, method: str, url: str, *, body: Mapping[str, Any] | None, traceparent: str | None, timeout: float

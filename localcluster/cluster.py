@@ -228,6 +228,7 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
     check_host()
     for sub in ("logs", "pids", "nodes"):
         (state / sub).mkdir(parents=True, exist_ok=True)
+    share_nodes_dir(state / "nodes")
     os.environ["PATH"] = f"{CACHE / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     cp = controlplane.start(state_dir=state / "controlplane", api_port=api_port)
     launcher = processes.Launcher(state_dir=state, deadline=time.monotonic() + 180 + 60 * real_nodes)
@@ -330,6 +331,26 @@ def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
     return stopped
 
 
+def share_nodes_dir(nodes: Path) -> None:
+    """Make the nodes' directory a shared mount of its own.
+
+    The agents' DaemonSet mounts it with ``mountPropagation: HostToContainer`` (the tmpfs of a
+    memory-backed emptyDir is mounted after the agent starts, and the agent must see it), and a
+    runtime accepts that only for a path on a shared or slave mount ("path ... is mounted on /
+    but it is not a shared or slave mount"). On a node that is ``/var/lib/kubelet`` under a
+    shared ``/``; here, a bind mount of the directory onto itself, removed at ``down``.
+    """
+    if str(nodes) not in realnode.mounts_under(nodes):
+        subprocess.run(["mount", "--bind", str(nodes), str(nodes)], check=True)
+    subprocess.run(["mount", "--make-shared", str(nodes)], check=True)
+
+
+def _unshare_nodes_dir(nodes: Path) -> None:
+    while str(nodes) in realnode.mounts_under(nodes):
+        if subprocess.run(["umount", str(nodes)], check=False, capture_output=True).returncode != 0:
+            return  # something is still mounted below it: leftovers() names it
+
+
 def leftovers(state: Path) -> list[str]:
     """Anything of this cluster still on the machine: mounts, network namespaces, cgroups, veths."""
     found = [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in line]
@@ -357,6 +378,7 @@ def down(*, state_dir: Path) -> list[str]:
     if not state.exists():
         return []
     stopped = _stop_daemons(state)
+    _unshare_nodes_dir(state / "nodes")
     if (state / "controlplane").exists():
         stopped += controlplane.stop_state_dir(state_dir=state / "controlplane")
     left = leftovers(state)

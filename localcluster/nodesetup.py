@@ -27,5 +27,15 @@ def volume_dir(node_state: Path) -> Path:
     return node_state / "restore-volumes"
 
 
+def dump_hook_dir(node_state: Path) -> Path:
+    """Where the node's agent arms the CRIU post-dump hook (containerd nodes; ``PODMIGRATE_HOOK_DIR``)."""
+    return node_state / "dump-hook"
+
+
 def agent_args(node_state: Path) -> list[str]:
-    return ["--kubelet-root-dir", str(kubelet_root(node_state)), "--volume-dir", str(volume_dir(node_state))]
+    """The agent's flags for a node whose state is ``node_state`` (a path, or one with ``$(NODE_NAME)`` in it)."""
+    return [
+        "--kubelet-root-dir", str(kubelet_root(node_state)),
+        "--volume-dir", str(volume_dir(node_state)),
+        "--dump-hook-dir", str(dump_hook_dir(node_state)),
+    ]  # fmt: skip

@@ -1,14 +1,16 @@
-"""Install podmigrate on the local cluster: CRD, RBAC, and the control service and agents as daemons.
+"""Install podmigrate on the local cluster, the way users install it, or as host processes.
 
-In a real cluster the control service is a Deployment and the agents a DaemonSet
-(``manifests/deploy``). The local cluster's nodes cannot run privileged host-network pods, so
-here they run as processes on the host, but with exactly the identities the manifests give
-them: each authenticates with a token of its ServiceAccount from ``manifests/rbac``, so RBAC
-that is too narrow fails here as it would in a cluster. Agents listen on their node's address
-at the agent port with a serving certificate from the cluster CA, as the DaemonSet would.
+:func:`install_pods` is the user's install: ``make image`` (``python -m imagebuild``) builds
+podmigrate's image and pushes it to the local registry, and ``kubectl apply -k`` of the local
+overlay (``localcluster/overlay.py``) applies ``manifests/``: the control service runs as the
+Deployment's two pods, an agent as the DaemonSet's pod on every node, stand-in and real, under
+their ServiceAccounts, with certificates issued in the cluster. The demo, the tests and the
+benchmark use it. :class:`PodInstallation` is what tests do to it (kill the leader, an agent).
 
-The demo, the tests and the benchmark all install podmigrate through this module, and
-``localcluster down`` stops what it started (the daemons' PIDs are in the cluster's ``pids/``).
+:func:`install` (``--as-processes``) is a developer convenience, not what the tests prove: the
+same programs as host processes with the manifests' identities (tokens of the ServiceAccounts),
+certificates from the cluster CA, quick to restart under a debugger. ``localcluster down`` stops
+what either started (host processes by the PIDs in the cluster's ``pids/``; pods with their nodes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from localcluster import nodesetup, processes, realnode
+from localcluster import nodesetup, overlay, processes
 from localcluster.cluster import Cluster, ClusterError, NodeInfo
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -72,13 +75,8 @@ class Installation:
 
     @staticmethod
     def _hook_args(node: NodeInfo) -> list[str]:
-        """The node's directories: its kubelet's, the volume staging its CRIU hook reads, and (real
-        nodes) where the agent arms the post-dump hook its containerd was told of."""
-        args = nodesetup.agent_args(Path(node.state_dir))
-        if node.kind != "real":
-            return args
-        spec = realnode.RealNode.load(Path(node.state_dir) / realnode.SPEC_FILE)
-        return [*args, "--dump-hook-dir", str(spec.dump_hook_dir)]
+        """The node's directories: its kubelet's, the volume staging its CRIU hook reads, the post-dump hook's."""
+        return nodesetup.agent_args(Path(node.state_dir))
 
     def start_agent(self, node_name: str) -> None:
         node = next(n for n in self.cluster.nodes if n.name == node_name)
@@ -146,6 +144,27 @@ class Installation:
             deadline = time.monotonic() + 10
             while self.pid(name) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+    def logs(self, *, component: str, node: str | None = None) -> str:
+        name = CONTROLLER if component == "controller" else agent_name(node or "")
+        path = self.state / "logs" / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def kill_agent(self, node: str) -> bool:
+        pid = self.pid(agent_name(node))
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    def wait_agent(self, node: str) -> None:
+        """The DaemonSet would restart a dead agent: here the test does."""
+        if self.pid(agent_name(node)) is None:
+            self.start_agent(node)
+
+    def leader(self) -> str:
+        result = self.cluster.controlplane().kubectl("get", "lease", CONTROLLER, "-n", NAMESPACE, "-o", "json", check=False)
+        return str(json.loads(result.stdout)["spec"].get("holderIdentity") or "") if result.returncode == 0 else ""
 
     def stop(self) -> None:
         names = [*(controller_name(r) for r in (0, *self.standby_health)), *(agent_name(n.name) for n in self.cluster.nodes)]
@@ -233,3 +252,170 @@ def register_webhook(cluster: Cluster, *, address: str) -> None:
         result = cluster.controlplane().kubectl("apply", "-f", "-", check=False, input=json.dumps(doc))
         if result.returncode != 0:
             raise ClusterError(f"registering webhook {doc['metadata']['name']}: {result.stderr.strip()}")
+
+
+# --- the user's install: podmigrate's image and manifests, as pods --------------------------------------------
+
+
+def _kubectl_json(cluster: Cluster, *args: str) -> dict:
+    result = cluster.controlplane().kubectl(*args, "-o", "json", check=False)
+    if result.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def _instance(cluster: Cluster) -> int:
+    """The cluster's instance number, from its addresses (127.0.<1+instance>.N)."""
+    return int(cluster.nodes[0].address.split(".")[2]) - 1
+
+
+def build_image(cluster: Cluster) -> str:
+    """``make image``: build podmigrate's image and push it to the cluster's registry; its reference by digest."""
+    argv = [sys.executable, "-m", "imagebuild", "--registry", cluster.registry]
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ClusterError(f"make image failed: {result.stderr.strip()[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodInstallation:
+    """podmigrate installed from its manifests; what tests do to it goes through the API, as an operator's would."""
+
+    cluster: Cluster
+    image: str
+    overlay_dir: Path
+    repository: str
+
+    @property
+    def state(self) -> Path:
+        return Path(self.cluster.state_dir)
+
+    def _pods(self, component: str) -> list[dict]:
+        selector = f"app.kubernetes.io/name=podmigrate,app.kubernetes.io/component={component}"
+        return _kubectl_json(self.cluster, "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+
+    def leader(self) -> str:
+        lease = _kubectl_json(self.cluster, "get", "lease", CONTROLLER, "-n", NAMESPACE)
+        return str(lease["spec"].get("holderIdentity") or "")
+
+    def leader_pod(self) -> dict | None:
+        leader = self.leader()
+        return next((p for p in self._pods("controller") if p["metadata"]["name"] == leader), None)
+
+    @property
+    def health_address(self) -> str:
+        pod = self.leader_pod()
+        if pod is None:
+            raise ClusterError("no podmigrate controller is leading")
+        return f"{pod['status']['podIP']}:8080"
+
+    def agent_pod(self, node: str) -> dict | None:
+        return next((p for p in self._pods("agent") if p["spec"].get("nodeName") == node), None)
+
+    def logs(self, *, component: str, node: str | None = None) -> str:
+        """The container logs of the leader (controller) or of a node's agent, as ``kubectl logs`` shows them."""
+        pod = self.leader_pod() if component == "controller" else self.agent_pod(node or "")
+        if pod is None:
+            return ""
+        cp = self.cluster.controlplane()
+        name = pod["metadata"]["name"]
+        return "".join(cp.kubectl("logs", "-n", NAMESPACE, name, *flag, check=False).stdout for flag in (["--previous"], []))
+
+    def _process_of(self, pod: dict) -> int | None:
+        """The PID of a pod's main process on this host, found by the pod's name in its environment.
+
+        The pod's processes were started by this cluster's own node; only a process whose
+        environment names this pod (POD_NAME or NODE_NAME plus the command) is ever matched.
+        """
+        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName", "")
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        marker = f"POD_NAME={name}".encode() if component == "controller" else f"NODE_NAME={node}".encode()
+        command = b"podmigrate-controller" if component == "controller" else b"podmigrate-agent"
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            # The registry's address is in both commands and names this cluster (another may run beside it).
+            if marker in environ and command in cmdline and self.cluster.registry.encode() in cmdline:
+                return int(entry.name)
+        return None
+
+    def kill_controller(self, *, replica: int = 0) -> None:
+        """SIGKILL the leading replica's process (replica 0) or a standby's (1): a crash, no lease released.
+
+        Its kubelet restarts the container; the other replica takes over once the Lease lapses.
+        """
+        pods = [p for p in self._pods("controller") if p["status"].get("phase") == "Running"]
+        leader = self.leader()
+        chosen = [p for p in pods if (p["metadata"]["name"] == leader) == (replica == 0)]
+        for pod in chosen[:1]:
+            pid = self._process_of(pod)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+
+    def delete_controller_pod(self) -> str:
+        """Delete the leader's pod outright (no grace): the Deployment creates another; returns the deleted pod's name."""
+        pod = self.leader_pod()
+        if pod is None:
+            raise ClusterError("no podmigrate controller is leading")
+        name = pod["metadata"]["name"]
+        self.cluster.controlplane().kubectl("delete", "pod", "-n", NAMESPACE, name, "--grace-period=0", "--force", check=False)
+        return name
+
+    def start_controller(self, *, replica: int = 0) -> None:
+        """The Deployment keeps two replicas: wait until one leads again (a killed one is restarted by its kubelet)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pod = self.leader_pod()
+            if pod is not None and all(c.get("ready") for c in pod["status"].get("containerStatuses") or []):
+                return
+            time.sleep(0.5)
+        raise ClusterError("no podmigrate controller led within 60s")
+
+    def kill_agent(self, node: str) -> bool:
+        """SIGKILL the agent process of ``node`` (its kubelet restarts the container); False if none ran."""
+        pod = self.agent_pod(node)
+        pid = None if pod is None else self._process_of(pod)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    def wait_agent(self, node: str, *, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pod = self.agent_pod(node)
+            if pod is not None and all(c.get("ready") for c in pod["status"].get("containerStatuses") or [{}]):
+                return
+            time.sleep(0.5)
+        raise ClusterError(f"the agent on {node} was not Ready within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Leave the install in place: it goes with the cluster (nodes remove their pods at ``down``)."""
+
+
+def install_pods(cluster: Cluster, *, otlp_endpoint: str | None = None, timeout: float = 300) -> PodInstallation:
+    """``make image``, then ``kubectl apply -k`` of the local overlay; returns once every pod is Ready."""
+    image = build_image(cluster)
+    state = Path(cluster.state_dir)
+    directory = overlay.write(
+        state / "podmigrate" / "overlay", image=image, registry=cluster.registry, api_port=int(cluster.server.rpartition(":")[2]),
+        instance=_instance(cluster), nodes_dir=state / "nodes", otlp_endpoint=otlp_endpoint,
+    )  # fmt: skip
+    cp = cluster.controlplane()
+    result = cp.kubectl("apply", "-k", str(directory), check=False)
+    if result.returncode != 0:
+        raise ClusterError(f"kubectl apply -k {directory}: {result.stderr.strip()}")
+    for what in ("deployment/podmigrate-controller", "daemonset/podmigrate-agent"):
+        result = cp.kubectl("rollout", "status", what, "-n", NAMESPACE, f"--timeout={int(timeout)}s", check=False)
+        if result.returncode != 0:
+            pods = cp.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout
+            raise ClusterError(f"{what} not ready: {result.stderr.strip() or result.stdout.strip()}\n{pods}")
+    return PodInstallation(
+        cluster=cluster, image=image, overlay_dir=directory, repository=f"{cluster.registry}/podmigrate-checkpoints"
+    )

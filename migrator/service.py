@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -23,9 +24,11 @@ import aiohttp
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from agentapi import certificates
 from agentapi.client import AgentClient
 from kubeclient.connecting import api_client, bearer_token
 from kubeclient.leasing import LeaderElector
+from migrator import certificates as authority
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
@@ -45,14 +48,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context")
     p.add_argument("--checkpoint-repository", required=True, help="host[:port]/path where checkpoint images go")
     p.add_argument("--agent-port", type=int, default=10260)
-    p.add_argument("--agent-ca", help="CA bundle that signed the agents' serving certificates (plain HTTP without it)")
+    p.add_argument(
+        "--agent-ca",
+        help="CA bundle that signed the agents' serving certificates; default: the podmigrate CA in the Secret "
+        f"{certificates.CA_SECRET}, which this service creates and signs the agents' certificate requests with",
+    )
     p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
     p.add_argument(
         "--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness) and GET /metrics; empty: off"
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--webhook-address", default="", help="host:port for the pod-restore admission webhook (HTTPS); empty: off")
-    p.add_argument("--webhook-cert", help="serving certificate of the webhook (the API server must trust its CA)")
+    p.add_argument(
+        "--webhook-cert",
+        help="serving certificate of the webhook (the API server must trust its CA); default: one from the podmigrate CA, "
+        "which is then put into the webhook configurations' caBundle",
+    )
     p.add_argument("--webhook-key")
     p.add_argument(
         "--leader-election-namespace", default=os.environ.get("POD_NAMESPACE", "podmigrate-system"),
@@ -63,7 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="this replica's identity in the Lease (default: $POD_NAME, else host_pid)",
     )  # fmt: skip
     p.add_argument("--lease-seconds", type=float, default=15.0, help="how long a leader's Lease lasts without renewal (15)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.webhook_cert) != bool(args.webhook_key):
+        p.error("--webhook-cert and --webhook-key go together")
+    return args
 
 
 async def serve_health(*, address: str, healthy: Callable[[], str | None], metrics: ControllerMetrics) -> web.AppRunner:
@@ -87,17 +101,27 @@ async def serve_health(*, address: str, healthy: Callable[[], str | None], metri
     return runner
 
 
-async def serve_webhook(*, args: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi) -> web.AppRunner:
+async def serve_webhook(
+    *, args: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi, context: ssl.SSLContext
+) -> web.AppRunner:
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
-    if not (args.webhook_cert and args.webhook_key):
-        raise SystemExit("podmigrate-controller: error: --webhook-address needs --webhook-cert and --webhook-key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.webhook_cert, args.webhook_key)
     runner = web.AppRunner(Webhook(core=core, custom=custom, policy=client.PolicyV1Api(core.api_client)).app, access_log=None)
     await runner.setup()
     host, _, port = args.webhook_address.rpartition(":")
-    await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context).start()
+    # reuse_port: where there is no Service network (the local cluster's overlay), every replica on a host
+    # serves one shared address, as a Service's virtual IP would.
+    await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context, reuse_port=True).start()
     return runner
+
+
+def _webhook_ips(address: str) -> list[str]:
+    """The webhook's listen address, when it is one the API server is told to call (a URL) rather than a wildcard."""
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    return [] if ip.is_unspecified else [str(ip)]
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -108,8 +132,11 @@ async def run(args: argparse.Namespace) -> None:
             "podmigrate-controller: error: needs a ServiceAccount token (in-cluster, or a kubeconfig with a token user)"
         )
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    namespace = args.leader_election_namespace
+    ca = None if args.agent_ca and args.webhook_cert else await authority.ensure_ca(core=core, namespace=namespace)
+    agent_tls = ssl.create_default_context(cafile=args.agent_ca) if args.agent_ca else authority.client_context(ca)
     session = aiohttp.ClientSession()
-    agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, ca_file=args.agent_ca)
+    agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, tls=agent_tls)
     # The gauge reads the dispatchers (created below) at scrape time.
     metrics = ControllerMetrics(in_flight=lambda: float(controllers.active()))
     reconciler = PodMigrationReconciler(
@@ -134,7 +161,17 @@ async def run(args: argparse.Namespace) -> None:
         return "watch stopped" if watcher is not None and watcher.done() else None
 
     # Every replica answers the webhook (it keeps no state); only the leader reconciles.
-    webhook = await serve_webhook(args=args, core=core, custom=custom) if args.webhook_address else None
+    webhook = None
+    if args.webhook_address:
+        if args.webhook_cert:
+            webhook_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            webhook_tls.load_cert_chain(args.webhook_cert, args.webhook_key)
+        else:
+            issued = authority.WebhookCertificate(api=kube, ca=ca, namespace=namespace, ips=_webhook_ips(args.webhook_address))
+            webhook_tls = issued.context()
+            await issued.publish_ca()
+            tasks["webhook-cert"] = asyncio.create_task(issued.keep(webhook_tls))
+        webhook = await serve_webhook(args=args, core=core, custom=custom, context=webhook_tls)
     health = await serve_health(address=args.health_address, healthy=healthy, metrics=metrics) if args.health_address else None
     lost = False
     acquire = asyncio.create_task(elector.acquire())
@@ -143,6 +180,8 @@ async def run(args: argparse.Namespace) -> None:
     if acquire.done() and not stopping.done():
         log.info("podmigrate controller leading; checkpoints go to %s", args.checkpoint_repository)
         tasks["watch"] = asyncio.create_task(controllers.watch())
+        if not args.agent_ca:  # this service is the signer of the agents' certificates
+            tasks["signer"] = asyncio.create_task(authority.AgentSigner(api=kube, ca=ca, namespace=namespace).run())
         tasks["keep"] = asyncio.create_task(elector.keep())
         await asyncio.wait([tasks["keep"], stopping], return_when=asyncio.FIRST_COMPLETED)
         lost = tasks["keep"].done()

@@ -167,17 +167,21 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     try:
         _taint_real_nodes(c)
         # Into the test log even when everything passes: which nodes (and runtimes) this run had.
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is not None and capture is not None:
-            wide = c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout
-            with capture.global_and_fixture_disabled():  # past pytest's output capture, into the log
-                reporter.write_line("\n$ kubectl get nodes -o wide\n" + wide)
+        _print_to_log(request, "\n$ kubectl get nodes -o wide\n" + c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
         yield c
     finally:
         lc.down(state_dir=state)  # raises if a mount, netns, cgroup or process is left behind
         assert not state.exists(), "cluster down must remove its state directory"
         assert realnode.read_sysctls() == HOST_SYSCTLS, "the real nodes' kubelets must not change the host's kernel settings"
+
+
+def _print_to_log(request: pytest.FixtureRequest, text: str) -> None:
+    """Into the test log even when everything passes, past pytest's output capture."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text)
 
 
 def _taint_real_nodes(c: lc.Cluster) -> None:
@@ -222,6 +226,18 @@ class Podmigrate:
     def start_controller(self, *, replica: int = 0) -> None:
         self.installation.start_controller(replica=replica)
 
+    def kill_agent(self, node: str) -> bool:
+        """SIGKILL a node's agent (no clean-up); False if none was running."""
+        return self.installation.kill_agent(node)
+
+    def wait_agent(self, node: str) -> None:
+        """Until the node's agent runs again (its DaemonSet pod restarted; as a process, started again)."""
+        self.installation.wait_agent(node)
+
+    def leader(self) -> str:
+        """The Lease holder's identity (the leading replica)."""
+        return self.installation.leader()
+
     def migration(self, namespace: str, name: str) -> dict[str, Any]:
         return self.kube.get("podmigration", name, namespace)
 
@@ -243,10 +259,17 @@ def otlp() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def podmigrate(cluster: lc.Cluster, kube: Kube, otlp: Any) -> Iterator[Podmigrate]:
+def podmigrate(request: pytest.FixtureRequest, cluster: lc.Cluster, kube: Kube, otlp: Any) -> Iterator[Podmigrate]:
     from localcluster import podmigrate as install
 
-    installation = install.install(cluster, otlp_endpoint=otlp.endpoint)
+    # The user's install (podmigrate's image, kubectl apply -k of the local overlay) unless a developer asks
+    # for host processes (PODMIGRATE_INSTALL=processes: quicker to debug, not what CI proves).
+    if os.environ.get("PODMIGRATE_INSTALL", "pods") == "processes":
+        installation = install.install(cluster, otlp_endpoint=otlp.endpoint)
+    else:
+        installation = install.install_pods(cluster, otlp_endpoint=otlp.endpoint)
+        _print_to_log(request, "\n$ kubectl get pods -n podmigrate-system -o wide\n" + kube.run(
+            "get", "pods", "-n", "podmigrate-system", "-o", "wide").stdout)  # fmt: skip
     try:
         yield Podmigrate(kube=kube, installation=installation)
     finally:

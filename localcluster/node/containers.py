@@ -15,6 +15,16 @@ Details that matter for checkpoint/restore, learnt the hard way (docs/facts.md, 
   the upper directory: that is the archive's ``rootfs-diff.tar``;
 * this process is a child subreaper, so container init processes (and restored ones)
   become its children after runc exits, and their exit codes can be collected.
+
+Security and host namespaces follow CRI-O's translation of what the kubelet sends (the
+kubelet's own half, which decides *what* to ask for, is ``securitycontext``): the process user
+resolved against the image's ``/etc/passwd`` and ``/etc/group``, CRI-O's default capabilities
+changed by ``capabilities.add/drop``, everything the host has for ``privileged`` (capabilities,
+devices, no masked paths, ``/sys`` writable), and no pid/ipc/network namespace entry for
+``hostPID``/``hostIPC``/``hostNetwork``. The podmigrate install runs a privileged host-network
+agent and a non-root, read-only, capability-less controller on every node, so a stand-in that
+ran everything as uid 0 in private namespaces would hide exactly the permission mistakes a real
+node shows.
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +88,20 @@ CRIU_CONFIG_ANNOTATION = "org.criu.config"
 #    connected while the pod was frozen) are dropped rather than failing the whole checkpoint.
 CRIU_OPTIONS = "tcp-close\nskip-in-flight\n"
 READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# Linux capability names by number (linux/capability.h): the bits of /proc/self/status' CapBnd.
+CAPABILITY_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+# What libcontainer's HostDevices() leaves out when a privileged container gets the host's devices.
+HOST_DEVICE_SKIPPED_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+# Mount propagation of a bind mount, as CRI-O writes it (the kubelet's None/HostToContainer/Bidirectional).
+PROPAGATIONS = ("rprivate", "rslave", "rshared")
 
 
 class ContainerError(RuntimeError):
@@ -97,19 +123,60 @@ class Mount:
     container_path: str
     host_path: str
     readonly: bool = False
+    propagation: str = "rprivate"  # one of PROPAGATIONS
 
 
 @dataclass(frozen=True, kw_only=True)
 class Sandbox:
-    """What CRI-O knows of a pod sandbox: identity, its network namespace, its directory."""
+    """What CRI-O knows of a pod sandbox: identity, its namespaces, its directory.
+
+    ``netns_path`` is None for a ``hostNetwork`` pod: its containers stay in the node's network
+    namespace. The UTS namespace stays private even then, with the node's name as hostname: the
+    machine's own hostname belongs to no node, and a pod on the host network of a real node sees
+    that node's name.
+    """
 
     uid: str
     name: str
     namespace: str
     hostname: str
-    netns_path: Path
+    netns_path: Path | None
     directory: Path
-    ip: str = ""
+    ip: str = ""  # empty on the host network: CRI-O reports no sandbox IP there
+    host_pid: bool = False
+    host_ipc: bool = False
+
+    @property
+    def host_network(self) -> bool:
+        return self.netns_path is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityContext:
+    """CRI's LinuxContainerSecurityContext: what the kubelet resolved (``securitycontext``) for CRI-O.
+
+    ``run_as_user`` is the effective one, the image's uid when the pod names none (the kubelet
+    fills it in); ``run_as_username`` is set instead when the image names its user.
+    """
+
+    run_as_user: int | None = None
+    run_as_username: str = ""
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    privileged: bool = False
+    readonly_rootfs: bool = False
+    no_new_privs: bool = False
+    add_capabilities: tuple[str, ...] = ()
+    drop_capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessUser:
+    """The container process' credentials, as CRI-O puts them in ``process.user``."""
+
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -130,6 +197,7 @@ class ContainerRequest:
     log_path: Path
     memory_limit: int | None = None
     cpu_shares: int | None = None
+    security: SecurityContext = field(default_factory=SecurityContext)
 
 
 @dataclass(kw_only=True)
@@ -177,14 +245,202 @@ def resolve_argv(*, command: list[str], args: list[str], entrypoint: tuple[str, 
     return [*entrypoint, *cmd]
 
 
+def _image_file(root: Path, path: str) -> Path | None:
+    """``path`` in an image's root filesystem, symlinks followed inside that root (never out of it), as
+    CRI-O's securejoin does; None when it is not a regular file there."""
+    pending = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            pending = [p for p in target.split("/") if p] + pending
+            continue
+        resolved.append(part)
+    found = root.joinpath(*resolved)
+    return found if found.is_file() else None
+
+
+def _entries(root: Path, path: str) -> list[list[str]]:
+    """The colon-separated lines of the image's /etc/passwd or /etc/group (none if it has no such file)."""
+    found = _image_file(root, path)
+    if found is None:
+        return []
+    lines = found.read_text(errors="replace").splitlines()
+    return [line.split(":") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def resolve_user(*, root: Path, security: SecurityContext, image_user: str) -> ProcessUser:
+    """CRI-O's process user: the user (name or uid, and ``:group``) looked up in the image's passwd and
+    group files the way runc's ``GetExecUser`` does, then ``runAsGroup`` and the supplemental groups.
+
+    The user is ``run_as_username``, else ``run_as_user``, else the image's ``User``. When it is the
+    image's own user, the group the image names with it (``User: "65532:65532"``) applies too.
+    """
+    user = security.run_as_username or ("" if security.run_as_user is None else str(security.run_as_user)) or image_user
+    if ":" in image_user and image_user.split(":", 1)[0] == user:
+        user = image_user
+    name, _, group = user.partition(":")
+    name = name or "0"
+    passwd = [e for e in _entries(root, "/etc/passwd") if len(e) >= 4 and e[2].isdigit() and e[3].isdigit()]
+    entry = next((e for e in passwd if e[0] == name or (name.isdigit() and int(e[2]) == int(name))), None)
+    if entry is not None:
+        uid, gid, username = int(entry[2]), int(entry[3]), entry[0]
+    elif name.isdigit():
+        uid, gid, username = int(name), 0, ""
+    else:
+        raise ContainerError(f"unable to find user {name}: no matching entries in passwd file")
+    groups = [e for e in _entries(root, "/etc/group") if len(e) >= 3 and e[2].isdigit()]
+    sgids: list[int] = []
+    if group:
+        match = next((e for e in groups if e[0] == group or (group.isdigit() and int(e[2]) == int(group))), None)
+        if match is not None:
+            gid = int(match[2])
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise ContainerError(f"unable to find group {group}: no matching entries in group file")
+    elif username:
+        sgids = [int(e[2]) for e in groups if len(e) >= 4 and username in e[3].split(",")]
+    if security.run_as_group is not None:
+        gid = security.run_as_group
+    additional = list(dict.fromkeys([gid, *sgids, *security.supplemental_groups]))
+    return ProcessUser(uid=uid, gid=gid, additional_gids=tuple(additional))
+
+
+def host_capabilities() -> list[str]:
+    """Every capability this node process may hand out: its bounding set (what "all" means for
+    privileged containers, as containerd's ``WithAllCurrentCapabilities``; a capability outside it
+    would make runc fail)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            bits = int(line.split()[1], 16)
+            return [cap for i, cap in enumerate(CAPABILITY_NAMES) if bits >> i & 1]
+    return list(CAPABILITY_NAMES)
+
+
+def capabilities(security: SecurityContext) -> list[str]:
+    """CRI-O's ``setupCapabilities``: its defaults, plus ``add``, minus ``drop``; ``ALL`` in ``add`` starts
+    from every capability, in ``drop`` from none. ``privileged`` ignores both and gets everything."""
+    known = host_capabilities()
+    if security.privileged:
+        return known
+
+    def prefixed(cap: str) -> str:
+        return cap if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
+
+    add_all = any(c.upper() == "ALL" for c in security.add_capabilities)
+    drop_all = any(c.upper() == "ALL" for c in security.drop_capabilities)
+    caps: list[str] = []
+    if add_all:
+        caps = list(known)
+    if drop_all:
+        caps = []
+    to_add = [c for c in security.add_capabilities if c.upper() != "ALL"]
+    if not (add_all or drop_all):
+        to_add += DEFAULT_CAPABILITIES
+    for cap in map(prefixed, to_add):
+        if cap not in CAPABILITY_NAMES:
+            raise ContainerError(f'unknown capability "{cap}" to add')
+        if cap not in caps:
+            caps.append(cap)
+    for cap in (prefixed(c) for c in security.drop_capabilities if c.upper() != "ALL"):
+        if cap not in CAPABILITY_NAMES:
+            raise ContainerError(f"failed to drop cap {cap} invalid capability: {cap}")
+        if cap in caps:
+            caps.remove(cap)
+    return caps
+
+
+def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
+    """The host's device nodes as OCI ``linux.devices`` (what CRI-O gives a privileged container)."""
+    found: list[dict[str, Any]] = []
+    for dirpath, dirnames, filenames in os.walk(dev):
+        dirnames[:] = sorted(d for d in dirnames if d not in HOST_DEVICE_SKIPPED_DIRS)
+        for name in sorted(filenames):
+            if name == "console":
+                continue
+            path = Path(dirpath, name)
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                continue
+            found.append(
+                {
+                    "path": str(path),
+                    "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                    "major": os.major(st.st_rdev),
+                    "minor": os.minor(st.st_rdev),
+                    "fileMode": stat.S_IMODE(st.st_mode),
+                    "uid": st.st_uid,
+                    "gid": st.st_gid,
+                }
+            )
+    return found
+
+
+def _mount_table(mountinfo: str) -> dict[str, list[str]]:
+    """Mount point -> its optional fields (``shared:N``, ``master:N``...); the topmost mount of a point wins."""
+    table: dict[str, list[str]] = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        table[point] = fields[6 : fields.index("-", 6)]
+    return table
+
+
+def check_propagation(mounts: Sequence[Mount], *, mountinfo: str | None = None) -> None:
+    """CRI-O's ``ensureShared`` / ``ensureSharedOrSlave``: an ``rshared`` bind needs its source on a shared
+    mount, an ``rslave`` one on a shared or slave mount, or nothing mounted there later would reach the
+    container. (A systemd host's ``/`` is shared; this machine's is not, so the local cluster makes its
+    nodes' directory a shared mount of its own.)"""
+    table = _mount_table(Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo)
+    for m in mounts:
+        if m.propagation == "rprivate":
+            continue
+        source = point = os.path.realpath(m.host_path)
+        while point not in table and point != "/":
+            point = os.path.dirname(point)
+        optional = table.get(point, [])
+        if m.propagation == "rshared" and not any(o.startswith("shared:") for o in optional):
+            raise ContainerError(f'path "{source}" is mounted on "{point}" but it is not a shared mount')
+        if m.propagation == "rslave" and not any(o.startswith(("shared:", "master:")) for o in optional):
+            raise ContainerError(f'path "{source}" is mounted on "{point}" but it is not a shared or slave mount')
+
+
 def oci_spec(
     *, sandbox: Sandbox, request: ContainerRequest, container_id: str, cgroups_path: str, criu_config: Path | None = None
 ) -> dict[str, Any]:
-    """The OCI runtime spec CRI-O would generate for this container."""
+    """The OCI runtime spec CRI-O would generate for this container.
+
+    Not honoured (accepted and ignored, as on a node without the feature): ``seccompProfile``
+    (no seccomp filter is installed, RuntimeDefault included), AppArmor and SELinux options, and
+    ``procMount`` (always Default). Every other field of the CRI security context is.
+    """
     cfg = request.image.config
+    sec = request.security
     argv = resolve_argv(command=request.command, args=request.args, entrypoint=cfg.entrypoint, cmd=cfg.cmd)
     if not argv:
         raise ContainerError("no command specified")
+    user = resolve_user(root=request.image.root, security=sec, image_user=request.image.user)
+    caps = capabilities(sec)
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {
@@ -199,14 +455,23 @@ def oci_spec(
             "source": "devpts",
             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         },
-        {
+        # hostIPC: the host's /dev/shm (CRI-O's sandbox shm path is then /dev/shm itself). The mqueue
+        # filesystem below shows the IPC namespace of whoever mounts it: the host's, without an ipc entry.
+        {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "nosuid", "noexec", "nodev"]}
+        if sandbox.host_ipc
+        else {
             "destination": "/dev/shm",
             "type": "tmpfs",
             "source": "shm",
             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         },
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "rw" if sec.privileged else "ro"],
+        },
         {
             "destination": "/etc/hostname",
             "type": "bind",
@@ -214,13 +479,17 @@ def oci_spec(
             "options": ["rbind", "ro"],
         },
     ]
-    for m in request.mounts:
+    # Shallow destinations first, as CRI-O and containerd order them: a mount at /tmp must not cover
+    # one at /tmp/a/b that the pod asked for too.
+    for m in sorted(request.mounts, key=lambda m: Path(m.container_path).as_posix().rstrip("/").count("/")):
+        if m.propagation not in PROPAGATIONS:
+            raise ContainerError(f"invalid mount propagation {m.propagation!r} for {m.container_path}")
         mounts.append(
             {
                 "destination": m.container_path,
                 "type": "bind",
                 "source": m.host_path,
-                "options": ["rbind", "rprivate", "ro" if m.readonly else "rw"],
+                "options": ["rbind", m.propagation, "ro" if m.readonly else "rw"],
             }
         )
     memory: dict[str, int] = {"limit": request.memory_limit} if request.memory_limit else {}
@@ -233,7 +502,6 @@ def oci_spec(
         "io.kubernetes.cri-o.Name": f"k8s_{request.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_{request.attempt}",
         "io.kubernetes.cri-o.SandboxName": f"k8s_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_0",
         "io.kubernetes.cri-o.Created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "io.kubernetes.cri-o.IP.0": sandbox.ip,
         "io.kubernetes.cri-o.ContainerType": "container",
         "io.kubernetes.cri-o.ContainerID": container_id,
         "io.kubernetes.cri-o.SandboxID": sandbox.uid,
@@ -245,37 +513,52 @@ def oci_spec(
         "io.kubernetes.pod.uid": sandbox.uid,
         "io.kubernetes.container.name": request.name,
     }
+    if sandbox.ip:
+        annotations["io.kubernetes.cri-o.IP.0"] = sandbox.ip
     if criu_config is not None:
         annotations[CRIU_CONFIG_ANNOTATION] = str(criu_config)
+    namespaces: list[dict[str, str]] = []
+    if not sandbox.host_pid:
+        namespaces.append({"type": "pid"})
+    if not sandbox.host_ipc:
+        namespaces.append({"type": "ipc"})
+    namespaces += [{"type": "uts"}, {"type": "mount"}]
+    if sandbox.netns_path is not None:
+        namespaces.append({"type": "network", "path": str(sandbox.netns_path)})
+    linux: dict[str, Any] = {
+        "cgroupsPath": cgroups_path,
+        "resources": {"devices": [{"allow": sec.privileged, "access": "rwm"}], "memory": memory, "cpu": cpu},
+        "namespaces": namespaces,
+        "maskedPaths": [] if sec.privileged else MASKED_PATHS,
+        "readonlyPaths": [] if sec.privileged else READONLY_PATHS,
+    }
+    if sec.privileged:
+        linux["devices"] = host_devices()
+    propagations = {m.propagation for m in request.mounts}
+    if "rshared" in propagations:
+        linux["rootfsPropagation"] = "rshared"
+    elif "rslave" in propagations:
+        linux["rootfsPropagation"] = "rslave"
+    process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
+    if user.additional_gids:
+        process_user["additionalGids"] = list(user.additional_gids)
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
+            "user": process_user,
             "args": argv,
             "env": _spec_env(request),
             "cwd": request.working_dir or cfg.working_dir or "/",
-            "capabilities": {k: DEFAULT_CAPABILITIES for k in ("bounding", "effective", "permitted")},
+            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": False,
+            "noNewPrivileges": sec.no_new_privs,
         },
-        "root": {"path": "rootfs", "readonly": False},
+        "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
         "hostname": sandbox.hostname,
         "mounts": mounts,
         "annotations": annotations,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "resources": {"devices": [{"allow": False, "access": "rwm"}], "memory": memory, "cpu": cpu},
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": str(sandbox.netns_path)},
-            ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
+        "linux": linux,
     }
 
 
@@ -338,6 +621,15 @@ class ContainerRuntime:
     async def _prepare(self, *, sandbox: Sandbox, request: ContainerRequest) -> Container:
         cid = self.container_id(sandbox, request)
         bundle = self.state_dir / cid
+        # The spec first: what it refuses (user, capabilities, propagation) must leave nothing mounted.
+        spec = oci_spec(
+            sandbox=sandbox,
+            request=request,
+            container_id=cid,
+            cgroups_path=f"{self.cgroup_parent}/{sandbox.uid}/{cid}",
+            criu_config=self.criu_config,
+        )
+        check_propagation(request.mounts)
         await self._unmount(bundle / "rootfs")
         shutil.rmtree(bundle, ignore_errors=True)
         for sub in ("rootfs", "upper", "work"):
@@ -359,22 +651,20 @@ class ContainerRuntime:
         if proc.returncode != 0:
             raise ContainerError(f"mounting the root filesystem: {err.decode().strip()}")
         container = Container(id=cid, sandbox=sandbox, request=request, bundle=bundle)
-        spec = oci_spec(
-            sandbox=sandbox,
-            request=request,
-            container_id=cid,
-            cgroups_path=f"{self.cgroup_parent}/{sandbox.uid}/{cid}",
-            criu_config=self.criu_config,
-        )
-        for m in spec["mounts"]:
-            if m["type"] == "bind":
-                target = container.rootfs / m["destination"].lstrip("/")
-                if Path(m["source"]).is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if not target.exists():
-                        target.touch()
+        # Mount points exist before runc starts, so that a read-only root filesystem needs none created.
+        try:
+            for m in spec["mounts"]:
+                if m["type"] == "bind":
+                    target = container.rootfs / m["destination"].lstrip("/")
+                    if Path(m["source"]).is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                    else:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        if not target.exists():
+                            target.touch()
+        except OSError as exc:
+            await self._unmount(container.rootfs)
+            raise ContainerError(f"creating a mount point: {exc}") from None
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         return container

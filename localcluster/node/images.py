@@ -40,6 +40,13 @@ class LocalImage:
     manifest: oci.Manifest
     config: oci.ImageConfig
     root: Path  # the unpacked content (a rootfs, or a checkpoint archive's files)
+    user: str = ""  # the config's User ("", "name", "uid", "uid:gid", ...): what CRI-O's ImageStatus reports
+
+    @property
+    def uid(self) -> int | None:
+        """The image user's uid when it is numeric (CRI-O's ImageStatus ``uid``; a name is ``username``)."""
+        name = self.user.split(":", 1)[0]
+        return int(name) if name.isdigit() else None
 
     @property
     def image_id(self) -> str:
@@ -85,6 +92,16 @@ def unpack_layer(*, layer: Path, root: Path, gzip: bool) -> None:
             tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="tar")
 
 
+def image_user(config: bytes) -> str:
+    """The ``User`` of an image config (the shared ``ImageConfig`` parser does not keep it)."""
+    try:
+        doc = json.loads(config)
+    except ValueError:
+        return ""
+    cfg = doc.get("config") if isinstance(doc, dict) else None
+    return str((cfg or {}).get("User") or "")
+
+
 def _with_default_tag(ref: Reference) -> Reference:
     if ref.tag is None and ref.digest is None:
         return Reference(registry=ref.registry, repository=ref.repository, tag="latest")
@@ -119,11 +136,13 @@ class ImageStore:
         d = self._root / digest.removeprefix("sha256:")
         if not (d / "complete").exists():
             return None
+        config = (d / "config.json").read_bytes()
         return LocalImage(
             reference=ref.with_digest(digest),
             manifest=oci.parse_manifest((d / "manifest.json").read_bytes()),
-            config=oci.parse_config((d / "config.json").read_bytes()),
+            config=oci.parse_config(config),
             root=d / "rootfs",
+            user=image_user(config),
         )
 
     def local(self, name: str) -> LocalImage | None:

@@ -1,14 +1,19 @@
 """The kubelet's half of the node: one worker per pod bound here, level-triggered.
 
 Each ``PodWorker`` is told the latest version of its pod and, on every pass, moves the world
-one step closer to it: sandbox (network namespace), volumes, init containers in order, then
+one step closer to it: sandbox (a network namespace, or the node's own for ``hostNetwork``),
+volumes, init containers in order, then
 the containers, restarts with back-off by restart policy, probes, and a status written back
 through the API server. When the pod gets a deletion timestamp it stops the containers within
 the grace period and then deletes the pod object with grace 0, exactly as a kubelet does, so
 the API server, the controllers and ``kubectl`` see a real node's pod lifecycle.
 
 A container whose image is a checkpoint image is *restored* instead of started, with CRI-O's
-rules (see ``restoring``).
+rules (see ``restoring``). Security contexts are resolved and checked as the kubelet does it
+(``securitycontext``) before the runtime half sees them.
+
+A ``hostNetwork`` pod gets no namespace and no veth: its IP is the node's InternalIP, its
+hostname the node's name and its /etc/hosts the host's, as on a real node.
 """
 
 from __future__ import annotations
@@ -40,17 +45,20 @@ from localcluster.node.containers import (
     Mount,
     Sandbox,
     remove_cgroups,
+    unmount_all,
 )
 from localcluster.node.images import ImagePullError, ImageStore, LocalImage
 from localcluster.node.network import NetworkAllocator, NetworkError
 from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION, RestoreError, prepare_restore
-from localcluster.node.volumes import VolumeError, VolumeManager, field_value
+from localcluster.node.securitycontext import container_security, mount_propagation
+from localcluster.node.volumes import VolumeError, VolumeManager, field_value, quantity_bytes
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 10.0
 BACKOFF_MAX = 300.0
 SYNC_PERIOD = 1.0
+HOST_HOSTS_FILE = Path("/etc/hosts")
 
 
 def rfc3339(when: datetime | None) -> str | None:
@@ -117,16 +125,6 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(
         r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value
     )
-
-
-def _memory_bytes(quantity: str | None) -> int | None:
-    if not quantity:
-        return None
-    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return int(float(quantity[: -len(suffix)]) * factor)
-    return int(float(quantity))
 
 
 def _cpu_shares(quantity: str | None) -> int | None:
@@ -269,27 +267,47 @@ class PodWorker:
         phase = (self._last_status or {}).get("phase")
         return phase in ("Succeeded", "Failed")
 
+    @property
+    def host_network(self) -> bool:
+        return bool(self.pod["spec"].get("hostNetwork"))
+
     async def _make_sandbox(self) -> None:
         self.pod_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            net = await self.ctx.network.setup(pod_uid=self.uid)
-        except NetworkError as exc:
-            for slot in self._slots.values():
-                slot.waiting_message = f"Failed to create pod sandbox: {exc}"
-            raise
-        self._pod_ip = net.pod_ip
-        hostname = self.pod["spec"].get("hostname") or self.name
+        spec = self.pod["spec"]
+        netns_path: Path | None = None
+        if self.host_network:
+            # The node's network namespace: nothing to create, and the pod's address is the node's.
+            self._pod_ip, sandbox_ip, hostname = self.ctx.node_ip, "", self.ctx.name
+            host_hosts = HOST_HOSTS_FILE.read_text() if HOST_HOSTS_FILE.exists() else ""
+            hosts = (
+                "# Kubernetes-managed hosts file (host network).\n"
+                + host_hosts
+                + ("" if host_hosts.endswith("\n") or not host_hosts else "\n")
+                + f"{self.ctx.node_ip}\t{self.ctx.name}\n"  # what this node's own /etc/hosts would say of it
+            )
+        else:
+            try:
+                net = await self.ctx.network.setup(pod_uid=self.uid)
+            except NetworkError as exc:
+                for slot in self._slots.values():
+                    slot.waiting_message = f"Failed to create pod sandbox: {exc}"
+                raise
+            self._pod_ip = sandbox_ip = net.pod_ip
+            netns_path = net.netns_path
+            hostname = spec.get("hostname") or self.name
+            hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{net.pod_ip}\t{hostname}\n"
         (self.pod_dir / "hostname").write_text(hostname + "\n")
-        hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{net.pod_ip}\t{hostname}\n"
         (self.pod_dir / "etc-hosts").write_text(hosts)
         self._sandbox = Sandbox(
             uid=self.uid,
             name=self.name,
             namespace=self.namespace,
             hostname=hostname,
-            netns_path=net.netns_path,
+            netns_path=netns_path,
             directory=self.pod_dir,
-            ip=net.pod_ip,
+            ip=sandbox_ip,
+            host_pid=bool(spec.get("hostPID")),
+            host_ipc=bool(spec.get("hostIPC")),
         )
         self._set_condition("PodReadyToStartContainers", True)
 
@@ -415,6 +433,7 @@ class PodWorker:
         spec = slot.spec
         assert self._volumes is not None
         env = await self._env(spec)
+        security = container_security(self.pod, spec, image=image)
         mounts: list[Mount] = []
         for vm in spec.get("volumeMounts") or []:
             if vm["name"] not in self._volumes:
@@ -423,12 +442,20 @@ class PodWorker:
             if vm.get("subPath"):
                 host = host / vm["subPath"]
                 host.mkdir(parents=True, exist_ok=True)
-            mounts.append(Mount(container_path=vm["mountPath"], host_path=str(host), readonly=bool(vm.get("readOnly"))))
+            mounts.append(
+                Mount(
+                    container_path=vm["mountPath"],
+                    host_path=str(host),
+                    readonly=bool(vm.get("readOnly")),
+                    propagation=mount_propagation(vm, privileged=security.privileged),
+                )
+            )
         mounts.append(Mount(container_path="/etc/hosts", host_path=str(self.pod_dir / "etc-hosts")))
         term_path = spec.get("terminationMessagePath") or "/dev/termination-log"
         term_file = self.pod_dir / "containers" / slot.name / f"termination-{slot.restart_count}"
         term_file.parent.mkdir(parents=True, exist_ok=True)
         term_file.touch()
+        term_file.chmod(0o666)  # the kubelet's: whatever user the container runs as writes its message
         mounts.append(Mount(container_path=term_path, host_path=str(term_file)))
         spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
         resources = spec.get("resources") or {}
@@ -456,8 +483,9 @@ class PodWorker:
                 "io.kubernetes.pod.uid": self.uid,
             },
             log_path=self.log_path(slot.name, slot.restart_count),
-            memory_limit=_memory_bytes((resources.get("limits") or {}).get("memory")),
+            memory_limit=quantity_bytes((resources.get("limits") or {}).get("memory")),
             cpu_shares=_cpu_shares((resources.get("requests") or {}).get("cpu")),
+            security=security,
         )
 
     # --- probes ---------------------------------------------------------------------------
@@ -509,8 +537,10 @@ class PodWorker:
             assert slot.current is not None
             with contextlib.suppress(Exception):
                 await self.ctx.runtime.remove(slot.current)
-        await self.ctx.network.teardown(pod_uid=self.uid)
+        if not self.host_network:  # a host-network pod never had a namespace or veth of its own
+            await self.ctx.network.teardown(pod_uid=self.uid)
         remove_cgroups(f"{self.ctx.cgroup_parent}/{self.uid}")
+        unmount_all(self.pod_dir)  # memory-backed emptyDirs
         shutil.rmtree(self.pod_dir, ignore_errors=True)
         self._sandbox = None
 

@@ -215,7 +215,7 @@ class RealNode:
     @property
     def dump_hook_dir(self) -> Path:
         """Where the node agent arms podmigrate's CRIU post-dump hook (node_agent.dumphook)."""
-        return self.run / "dump-hook"
+        return nodesetup.dump_hook_dir(self.state)
 
 
 def inject_fault(node: RealNode, fault: str, reason: str | None) -> None:

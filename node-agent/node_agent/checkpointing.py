@@ -49,7 +49,7 @@ from node_agent import archives, dumphook
 from node_agent.archives import ArchiveError, ArchiveFacts
 from node_agent.dumphook import DumpHook
 from node_agent.errors import AgentError
-from node_agent.freezer import CgroupFreezer, FreezeError, container_id_from_status
+from node_agent.freezer import CgroupFreezer, FreezeError, KillRefused, container_id_from_status
 from node_agent.kubelet import KubeletEndpoint, KubeletError
 from node_agent.leases import FreezeLeases, LeaseLapsed
 from node_agent.metrics import AgentMetrics
@@ -278,6 +278,12 @@ class Checkpointer:
                         killed.append(name)
                     except FileNotFoundError:
                         continue  # already gone
+                    except KillRefused as exc:
+                        if killed:  # some containers are dead already: no way back for this pod
+                            raise AgentError(f"killing container {name}: {exc}", status=409, stage="freeze") from None
+                        raise AgentError(
+                            f"not killed: {exc}", status=409, stage="freeze"
+                        ) from None  # the pod is frozen and whole: the control service thaws it and gives up
                     except (FreezeError, OSError) as exc:
                         raise AgentError(f"killing container {name}: {exc}", status=409, stage="freeze") from None
                 self.leases.release(namespace=ref.namespace, pod=ref.pod)

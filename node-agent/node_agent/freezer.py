@@ -40,6 +40,10 @@ class FreezeError(RuntimeError):
     """A cgroup could not be found, frozen or thawed."""
 
 
+class KillRefused(FreezeError):
+    """Nothing was signalled: the frozen container is as it was (its migration can thaw it and give up)."""
+
+
 def container_id_from_status(container_id: str) -> str:
     """``cri-o://<id>`` (or ``containerd://``, ``docker://``) -> ``<id>``, refusing anything path-like."""
     _, sep, rest = container_id.partition("://")
@@ -174,6 +178,14 @@ class CgroupFreezer:
         if self.state(cgroup) != "FROZEN":
             raise FreezeError(f"{cgroup} is not frozen: refusing to kill a running container")
         procs = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+        if not procs or 0 in procs:
+            # A frozen container has processes. Seeing none (cgroup v1) or zeros (v2) means they live in a PID
+            # namespace this agent cannot see: a kill would end nothing, and the thaw would let the source run
+            # on after its checkpoint. Refuse, so the migration fails with the source still in place.
+            raise KillRefused(
+                f"{cgroup} shows no process this agent can see (it lists {procs or 'none'}): the agent must run in "
+                "the host's PID namespace (hostPID: true) to end a frozen container"
+            )
         for pid in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

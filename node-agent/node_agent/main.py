@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from agentapi import certificates
 from kubeclient.connecting import api_client, bearer_token
 from node_agent import archives, tracing
 from node_agent.app import AgentApi
@@ -33,6 +34,7 @@ from node_agent.leases import FreezeLeases
 from node_agent.metrics import AgentMetrics
 from node_agent.pods import KubePods
 from node_agent.publishing import Publisher
+from node_agent.servingcert import ServingCertificate
 from node_agent.volumedata import DEFAULT_KUBELET_ROOT, DEFAULT_VOLUME_DIR, VolumeData
 from telemetry.logcontext import setup_logging
 
@@ -58,8 +60,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default: $NODE_NAME)")
     p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
     p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port to serve on (default {DEFAULT_LISTEN})")
-    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument(
+        "--tls-cert", default=None,
+        help="serve with this certificate (with --tls-key); default: ask the cluster for one (a CertificateSigningRequest)",
+    )  # fmt: skip
     p.add_argument("--tls-key", default=None)
+    p.add_argument(
+        "--cert-dir", default=Path("/tmp/podmigrate-tls"), type=Path,
+        help="where the certificate the cluster issued and its key are kept (default /tmp/podmigrate-tls)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cert-seconds", default=certificates.AGENT_CERT_SECONDS, type=int,
+        help="lifetime asked for the issued certificate; it is renewed at two thirds of it (default 7 days)",
+    )  # fmt: skip
     p.add_argument(
         "--plain-http-registry", action="append", default=[], help="host:port of a registry served over plain HTTP (repeatable)"
     )
@@ -146,19 +159,20 @@ async def run(args: argparse.Namespace) -> None:
         volumes=volumes,
         auth_ttl_s=args.auth_cache_ttl,
     )
-    serving_tls = None
+    issued: ServingCertificate | None = None
     if args.tls_cert:
         serving_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         serving_tls.load_cert_chain(args.tls_cert, args.tls_key)
+    else:
+        issued = ServingCertificate(api=api, node_name=args.node_name, directory=args.cert_dir, seconds=args.cert_seconds)
+        serving_tls = await issued.context()
     runner = web.AppRunner(agent.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.listen_host, args.listen_port, ssl_context=serving_tls)
     await site.start()
-    scheme = "https" if serving_tls else "http"
     log.info(
-        "agent for node %s serving %s://%s:%d (cgroups %s under %s)",
+        "agent for node %s serving https://%s:%d (cgroups %s under %s)",
         args.node_name,
-        scheme,
         args.listen_host,
         args.listen_port,
         freezer.version,
@@ -171,9 +185,11 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     leases = asyncio.create_task(checkpointer.keep_leases())  # thaws pods whose freeze lease lapsed
     sweeper = asyncio.create_task(_sweep_archives(checkpoints_dir))
+    renewer = asyncio.create_task(issued.keep(serving_tls)) if issued else None
     await stop.wait()
-    leases.cancel()
-    sweeper.cancel()
+    for task in (leases, sweeper, renewer):
+        if task is not None:
+            task.cancel()
     # Frozen pods stay frozen: the freeze is the migration's state (and its lease is on disk), not this process's.
     log.info("agent for node %s shutting down", args.node_name)
     await runner.cleanup()

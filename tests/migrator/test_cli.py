@@ -802,10 +802,9 @@ def test_controller_deployment_is_locked_down() -> None:
     assert container["image"] == "ghcr.io/podmigrate/podmigrate:0.1.0"
     assert container["command"] == [
         "podmigrate-controller", "--checkpoint-repository", "$(CHECKPOINT_REPOSITORY)",
-        "--agent-port", "10260", "--agent-ca", "/etc/podmigrate/agent-ca/ca.crt",
-        "--webhook-address", "0.0.0.0:9443", "--webhook-cert", "/etc/podmigrate/webhook/tls.crt",
-        "--webhook-key", "/etc/podmigrate/webhook/tls.key",
+        "--agent-port", "10260", "--webhook-address", "0.0.0.0:9443", "--health-address", "$(POD_IP):8080",
     ]  # fmt: skip
+    assert not any("cert" in a or "-ca" in a for a in container["command"]), "certificates are issued in the cluster"
     env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef") for e in container["env"]}
     assert env["CHECKPOINT_REPOSITORY"] == {"name": "podmigrate-config", "key": "CHECKPOINT_REPOSITORY"}
     fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
@@ -825,12 +824,14 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     pod = deploy_objects()["DaemonSet/podmigrate-agent"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["serviceAccountName"] == "podmigrate-agent"
-    assert pod["hostNetwork"] is True and pod["hostPID"] is False and container["securityContext"]["privileged"] is True
+    assert pod["hostNetwork"] is True and container["securityContext"]["privileged"] is True
+    assert pod["hostPID"] is True, "from its own PID namespace the agent sees no process in a frozen cgroup to kill"
     assert pod["tolerations"] == [{"operator": "Exists"}], "every taint: it must run on cordoned nodes"
     assert container["command"] == [
-        "podmigrate-agent", "--node-name", "$(NODE_NAME)", "--listen", "$(NODE_IP):10260",
-        "--tls-cert", "/etc/podmigrate/tls/tls.crt", "--tls-key", "/etc/podmigrate/tls/tls.key",
+        "podmigrate-agent", "--node-name", "$(NODE_NAME)", "--listen", "$(NODE_IP):10260", "--cert-dir", "/run/podmigrate/tls",
     ]  # fmt: skip
+    (tls,) = (v for v in pod["volumes"] if v["name"] == "tls")
+    assert tls["emptyDir"]["medium"] == "Memory", "the agent's own key never touches the node's disk"
     fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert fields["NODE_NAME"] == "spec.nodeName" and fields["NODE_IP"] == "status.hostIP"
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}

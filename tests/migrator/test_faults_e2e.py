@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -32,7 +30,6 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
-from localcluster.podmigrate import agent_name
 from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.workloads import counter_pod, migration
 
@@ -183,26 +180,25 @@ def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
     kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
 ) -> None:
     _source, target = counter
-    podmigrate.start_controller(replica=1)
-    holder = lambda: kube.get("lease", "podmigrate-controller", "podmigrate-system")["spec"].get("holderIdentity", "")  # noqa: E731
+    podmigrate.start_controller(replica=1)  # as processes; the Deployment runs two replicas already
     try:
-        assert holder().startswith("podmigrate-controller-"), holder()
-        leader = holder()
+        leader = wait_for("a leader", podmigrate.leader)
         with broken_at(kube, namespace, migration(namespace, "counter", target=target), step="Checkpoint",
                        action=podmigrate.kill_controller) as before:  # fmt: skip
             pass
         took_over = time.monotonic()
-        wait_for("the standby leading", lambda: holder().startswith("podmigrate-controller-1-"), timeout=30)
-        print(f"\nleader {leader} killed at Checkpoint; {holder()} leads {time.monotonic() - took_over:.1f}s later")
+        wait_for("the standby leading", lambda: podmigrate.leader() not in ("", leader), timeout=30)
+        print(f"\nleader {leader} killed at Checkpoint; {podmigrate.leader()} leads {time.monotonic() - took_over:.1f}s later")
         outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
         assert outcome["status"]["phase"] == "Succeeded", outcome["status"]
         assert outcome["pod"]["spec"]["nodeName"] == target
     finally:
-        # Back to one replica, replica 0 leading, as the other tests expect.
-        if podmigrate.installation.pid("podmigrate-controller") is None:
-            podmigrate.start_controller()
-        podmigrate.kill_controller(replica=1)
-        wait_for("replica 0 leading again", lambda: not holder().startswith("podmigrate-controller-1-"), timeout=30)
+        podmigrate.start_controller()
+        if hasattr(podmigrate.installation, "standby_health"):  # as processes: back to replica 0 alone, leading
+            podmigrate.kill_controller(replica=1)
+            wait_for(
+                "replica 0 leading again", lambda: not podmigrate.leader().startswith("podmigrate-controller-1-"), timeout=30
+            )
 
 
 @pytest.mark.parametrize("apart", [0.0, 0.6], ids=["together", "0.6s-apart"])
@@ -295,8 +291,6 @@ def test_the_source_agent_killed_at_each_of_its_stages_leaves_exactly_one_copy(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], stage: str
 ) -> None:
     source, target = counter
-    installation = podmigrate.installation
-    agent = agent_name(source)
     uid = kube.get("pod", "counter", namespace)["metadata"]["uid"]
     killed = threading.Event()
     started = time.time()
@@ -305,9 +299,7 @@ def test_the_source_agent_killed_at_each_of_its_stages_leaves_exactly_one_copy(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed.is_set():
             if agent_stage_reached(cluster, stage=stage, node=source, pod_uid=uid, since=started):
-                pid = installation.pid(agent)
-                if pid is not None:
-                    os.kill(pid, signal.SIGKILL)
+                podmigrate.kill_agent(source)
                 killed.set()
                 return
             time.sleep(0.002)
@@ -319,13 +311,12 @@ def test_the_source_agent_killed_at_each_of_its_stages_leaves_exactly_one_copy(
         before = max(numbers(kube, namespace, "counter"))
         assert killed.wait(timeout=60), f"the agent never reached {stage}"
         time.sleep(1)
-        installation.start_agent(source)  # the DaemonSet would restart it
+        podmigrate.wait_agent(source)  # its DaemonSet pod restarted
         outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
     finally:
         killed.set()
         killer.join(timeout=5)
-        if installation.pid(agent) is None:
-            installation.start_agent(source)
+        podmigrate.wait_agent(source)
     status = outcome["status"]
     print(f"\nagent killed at {stage}: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
 

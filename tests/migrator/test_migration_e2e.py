@@ -73,7 +73,6 @@ def test_counter_moves_to_the_other_node_and_continues(
     import subprocess
     import sys
     import xml.etree.ElementTree as ET
-    from pathlib import Path
 
     cli = [str(Path(sys.executable).parent / "kubectl-migrate"), f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
     text = subprocess.run([*cli, "timeline", "move-counter", "--ascii"], capture_output=True, text=True, check=True).stdout
@@ -251,10 +250,9 @@ def test_the_migration_is_one_trace_with_the_agents_spans_inside(
     assert top.parent_span_id == checkpoint.span_id, "the agent's work sits inside the checkpoint phase"
     assert any(s.name == "migration.downtime" for s in spans)
     # The logs tell the same story, every line tagged: the controller's and the agent's.
-    logs = Path(cluster.state_dir) / "logs"
     tag = f"migration={namespace}/move-counter trace_id={trace_id}"
-    assert tag in (logs / "podmigrate-controller.log").read_text()
-    agent_log = (logs / f"podmigrate-agent-{status['sourceNode']}.log").read_text()
+    assert tag in podmigrate.installation.logs(component="controller")
+    agent_log = podmigrate.installation.logs(component="agent", node=status["sourceNode"])
     assert any("checkpointed" in line and tag in line for line in agent_log.splitlines()), "the agent's lines carry it too"
     restore = next(s for s in spans if s.name == "migration.restore")
     target = [s for s in spans if s.name.startswith("target.")]

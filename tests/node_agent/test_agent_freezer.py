@@ -231,3 +231,16 @@ async def test_kill_of_a_frozen_cgroup_kills_before_it_thaws(tmp_path: Path) -> 
     freezer.thaw = thaw  # type: ignore[method-assign]
     assert await freezer.kill_frozen(cgroup) == 1
     assert order == ["thaw"]
+
+
+@pytest.mark.parametrize("listed", ["", "0\n0\n"], ids=["v1-other-pid-namespace", "v2-other-pid-namespace"])
+async def test_kill_refuses_a_frozen_cgroup_whose_processes_it_cannot_see(tmp_path: Path, listed: str) -> None:
+    """From a PID namespace of its own (hostPID: false) the agent reads no PIDs (v1) or zeros (v2): a kill would
+    end nothing and the thaw would let the source run on after its checkpoint. It must refuse and stay frozen."""
+    cgroup = _v1_cgroup(tmp_path, "kubepods", "crio-abc.scope")
+    (cgroup / "freezer.state").write_text("FROZEN")
+    (cgroup / "cgroup.procs").write_text(listed)
+    freezer = CgroupFreezer(root=tmp_path)
+    with pytest.raises(FreezeError, match=r"hostPID: true"):
+        await freezer.kill_frozen(cgroup)
+    assert (cgroup / "freezer.state").read_text() == "FROZEN", "not thawed"

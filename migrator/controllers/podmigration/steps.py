@@ -262,6 +262,12 @@ async def remove_source(ctx: Context, m: Migration) -> None:
                     # Its freeze lapsed and its agent thawed it: it has run since the checkpoint, so it stays.
                     m.status["sourceKilled"] = False
                     return fail_before_removal(m, "FreezeLapsed", f"the source on {m.status['sourceNode']}: {exc}")
+                if exc.status == 409 and str(exc).startswith("not killed"):
+                    # The agent could not see the frozen processes (node_agent/freezer.py KillRefused) and signalled
+                    # none: the source is frozen and whole. Deleting it now could let it run on after its checkpoint
+                    # (or leave it behind): it is thawed and stays, and the reason says what to fix.
+                    m.status["sourceKilled"] = False
+                    return fail_before_removal(m, "SourceNotKilled", f"the source on {m.status['sourceNode']}: {exc}")
                 log.warning("agent could not kill the frozen source (%s); deleting with a grace period", exc)
             if ctx.freezes is not None:
                 ctx.freezes.forget(m)
