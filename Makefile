@@ -9,7 +9,7 @@ STATE ?= $(CURDIR)/.localcluster
 NODES ?= 2
 REAL_NODES ?= 0
 
-.PHONY: deps venv cluster-up cluster-down test lint demo bench image clean
+.PHONY: deps venv cluster-up cluster-down test lint demo bench image krew clean kind-up kind-down
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,20 @@ bench: deps venv
 # make image REGISTRY=127.0.0.1:5310 IMAGE_ARGS="--repository podmigrate --tag dev"
 image: venv
 	$(PY) -m imagebuild --registry $(or $(REGISTRY),127.0.0.1:5310) $(IMAGE_ARGS)
+
+# kubectl-migrate as a krew plugin (krew/): a Python zipapp in krew/dist/kubectl-migrate-v<version>.tar.gz and that
+# archive's sha256 in krew/migrate.yaml (commit it), then krew's own validator and `kubectl krew install --manifest
+# --archive` into a temporary KREW_ROOT (krew v0.4.3 built from the Go module proxy, cached in ~/.cache/podmigrate).
+krew: venv
+	archive="$$($(PY) krew/build.py)" && bash krew/validate.sh krew/migrate.yaml "$$archive"
+
+# A kind cluster (Docker, or podman with KIND_ENGINE=podman) whose nodes restore checkpoints, with
+# podmigrate installed from manifests/: kind-config/README.md. make demo and make test do not use it.
+kind-up:
+	bash kind-config/kind-up.sh
+
+kind-down:
+	bash kind-config/kind-down.sh
 
 clean: cluster-down
 	rm -rf $(VENV)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[SizeResult] = []
     emptydir: list[SizeResult] = []
     cluster: lc.Cluster | None = None
-    installation: podmigrate.Installation | None = None
+    installation: podmigrate.PodInstallation | None = None
     teardown_error: str | None = None
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"bringing up local cluster instance {args.instance} in {state}")
         t0 = time.monotonic()
         cluster = lc.up(state_dir=state, nodes=2, instance=args.instance)
-        installation = podmigrate.install(cluster)
+        installation = podmigrate.install_pods(cluster)  # make image + kubectl apply -k: the user's install
         timings["up_s"] = time.monotonic() - t0
         _log(f"cluster and podmigrate up in {timings['up_s']:.1f}s")
         api = migration.Api(cluster, workdir=base)
@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         if args.logs and (state / "logs").exists():
             shutil.copytree(state / "logs", args.logs, dirs_exist_ok=True)
+            if installation is not None and cluster is not None:  # the pods' logs, as kubectl logs shows them
+                (args.logs / "podmigrate-controller.log").write_text(installation.logs(component="controller"))
+                for node in cluster.nodes:
+                    log = installation.logs(component="agent", node=node.name)
+                    (args.logs / f"podmigrate-agent-{node.name}.log").write_text(log)
             _log(f"cluster logs copied to {args.logs}")
         if installation is not None:
             try:

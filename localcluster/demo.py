@@ -85,7 +85,7 @@ def run(*, state_dir: Path, keep: bool, real_nodes: bool = False) -> None:
         c = lc.Cluster.load(state_dir)
     installation = None
     try:
-        installation = podmigrate.install(c)
+        installation = podmigrate.install_pods(c)  # make image + kubectl apply -k: the user's install
         kubectl = _Kubectl(c)
         kind = "real" if real_nodes else "standin"
         candidates = [n.name for n in c.nodes if n.kind == kind]

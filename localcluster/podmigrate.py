@@ -269,6 +269,14 @@ def _instance(cluster: Cluster) -> int:
     return int(cluster.nodes[0].address.split(".")[2]) - 1
 
 
+def _in_back_off(pod: dict) -> bool:
+    """A container the kubelet waits to restart (CrashLoopBackOff)."""
+    return any(
+        (status.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+        for status in pod["status"].get("containerStatuses") or []
+    )
+
+
 def build_image(cluster: Cluster) -> str:
     """``make image``: build podmigrate's image and push it to the cluster's registry; its reference by digest."""
     argv = [sys.executable, "-m", "imagebuild", "--registry", cluster.registry]
@@ -300,7 +308,8 @@ class PodInstallation:
         return str(lease["spec"].get("holderIdentity") or "")
 
     def leader_pod(self) -> dict | None:
-        leader = self.leader()
+        """The leading replica's pod (its identity in the Lease is ``<pod name>_<random>``)."""
+        leader = self.leader().rpartition("_")[0]
         return next((p for p in self._pods("controller") if p["metadata"]["name"] == leader), None)
 
     @property
@@ -351,7 +360,7 @@ class PodInstallation:
         Its kubelet restarts the container; the other replica takes over once the Lease lapses.
         """
         pods = [p for p in self._pods("controller") if p["status"].get("phase") == "Running"]
-        leader = self.leader()
+        leader = self.leader().rpartition("_")[0]
         chosen = [p for p in pods if (p["metadata"]["name"] == leader) == (replica == 0)]
         for pod in chosen[:1]:
             pid = self._process_of(pod)
@@ -368,14 +377,25 @@ class PodInstallation:
         return name
 
     def start_controller(self, *, replica: int = 0) -> None:
-        """The Deployment keeps two replicas: wait until one leads again (a killed one is restarted by its kubelet)."""
-        deadline = time.monotonic() + 60
+        """Until two replicas run again and one leads.
+
+        A killed replica is restarted by its kubelet, with the kubelet's back-off: after the fault
+        matrix's dozen kills it would wait minutes (10 s doubling to 5 min), as it would in any
+        cluster. A replica found waiting in back-off is deleted, as an operator would, and the
+        Deployment starts a fresh one at once.
+        """
+        cp = self.cluster.controlplane()
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            pod = self.leader_pod()
-            if pod is not None and all(c.get("ready") for c in pod["status"].get("containerStatuses") or []):
+            pods = [p for p in self._pods("controller") if not p["metadata"].get("deletionTimestamp")]
+            for pod in pods:
+                if _in_back_off(pod):
+                    cp.kubectl("delete", "pod", "-n", NAMESPACE, pod["metadata"]["name"], "--wait=false", check=False)
+            ready = [p for p in pods if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])]
+            if len(ready) >= 2 and any(p["metadata"]["name"] == self.leader().rpartition("_")[0] for p in ready):
                 return
             time.sleep(0.5)
-        raise ClusterError("no podmigrate controller led within 60s")
+        raise ClusterError("the podmigrate controller did not get back to two replicas, one leading, within 120s")
 
     def kill_agent(self, node: str) -> bool:
         """SIGKILL the agent process of ``node`` (its kubelet restarts the container); False if none ran."""
@@ -387,11 +407,15 @@ class PodInstallation:
         return True
 
     def wait_agent(self, node: str, *, timeout: float = 90) -> None:
+        """Until the node's agent pod is Ready; one waiting in back-off is deleted (the DaemonSet starts a fresh one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pod = self.agent_pod(node)
             if pod is not None and all(c.get("ready") for c in pod["status"].get("containerStatuses") or [{}]):
                 return
+            if pod is not None and _in_back_off(pod):
+                name = pod["metadata"]["name"]
+                self.cluster.controlplane().kubectl("delete", "pod", "-n", NAMESPACE, name, "--wait=false", check=False)
             time.sleep(0.5)
         raise ClusterError(f"the agent on {node} was not Ready within {timeout:.0f}s")
 

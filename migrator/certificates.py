@@ -80,9 +80,11 @@ def _condition(csr: dict[str, Any], kind: str) -> bool:
 class AgentSigner:
     """Approves or denies, then signs, the agents' certificate requests."""
 
-    def __init__(self, *, api: client.ApiClient, ca: certificates.KeyPair, namespace: str) -> None:
-        self._certs = client.CertificatesV1Api(api)
-        self._core = client.CoreV1Api(api)
+    def __init__(
+        self, *, certs: client.CertificatesV1Api, core: client.CoreV1Api, ca: certificates.KeyPair, namespace: str
+    ) -> None:
+        self._certs = certs
+        self._core = core
         self._ca = ca
         self._namespace = namespace
 

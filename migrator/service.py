@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import ssl
+import uuid
 from collections.abc import Callable
 
 import aiohttp
@@ -70,8 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="namespace of the Lease the replicas elect a leader with (default: $POD_NAMESPACE, else podmigrate-system)",
     )  # fmt: skip
     p.add_argument(
-        "--leader-election-id", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}",
-        help="this replica's identity in the Lease (default: $POD_NAME, else host_pid)",
+        "--leader-election-id", default=f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        help="this process's identity in the Lease (default: $POD_NAME_<random>, else host_<random>: a restarted "
+        "container is a new candidate, so it neither takes over as its dead self nor blocks the standby)",
     )  # fmt: skip
     p.add_argument("--lease-seconds", type=float, default=15.0, help="how long a leader's Lease lasts without renewal (15)")
     args = p.parse_args(argv)
@@ -181,7 +183,9 @@ async def run(args: argparse.Namespace) -> None:
         log.info("podmigrate controller leading; checkpoints go to %s", args.checkpoint_repository)
         tasks["watch"] = asyncio.create_task(controllers.watch())
         if not args.agent_ca:  # this service is the signer of the agents' certificates
-            tasks["signer"] = asyncio.create_task(authority.AgentSigner(api=kube, ca=ca, namespace=namespace).run())
+            tasks["signer"] = asyncio.create_task(
+                authority.AgentSigner(certs=client.CertificatesV1Api(kube), core=core, ca=ca, namespace=namespace).run()
+            )
         tasks["keep"] = asyncio.create_task(elector.keep())
         await asyncio.wait([tasks["keep"], stopping], return_when=asyncio.FIRST_COMPLETED)
         lost = tasks["keep"].done()

@@ -24,12 +24,16 @@ class Reference:
         return Reference(registry=self.registry, repository=self.repository, tag=self.tag, digest=digest)
 
     def __str__(self) -> str:
+        """``repo@digest`` when the digest is known, else ``repo:tag``.
+
+        Never both: containers/image (CRI-O, Podman, skopeo) refuses ``repo:tag@digest`` ("Docker
+        references with both a tag and digest are currently not supported"), and the digest alone
+        names the content exactly. The tag stays in the registry for people browsing it.
+        """
         out = f"{self.registry}/{self.repository}"
-        if self.tag:
-            out += f":{self.tag}"
         if self.digest:
-            out += f"@{self.digest}"
-        return out
+            return f"{out}@{self.digest}"
+        return f"{out}:{self.tag}" if self.tag else out
 
 
 def parse_reference(text: str) -> Reference:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from kubernetes_asyncio import client
 
 from agentapi import certificates
 from kubeclient.connecting import api_client, bearer_token
@@ -164,7 +165,10 @@ async def run(args: argparse.Namespace) -> None:
         serving_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         serving_tls.load_cert_chain(args.tls_cert, args.tls_key)
     else:
-        issued = ServingCertificate(api=api, node_name=args.node_name, directory=args.cert_dir, seconds=args.cert_seconds)
+        issued = ServingCertificate(
+            certs=client.CertificatesV1Api(api), core=client.CoreV1Api(api),
+            node_name=args.node_name, directory=args.cert_dir, seconds=args.cert_seconds,
+        )  # fmt: skip
         serving_tls = await issued.context()
     runner = web.AppRunner(agent.app, access_log=None)
     await runner.setup()

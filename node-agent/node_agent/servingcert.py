@@ -50,14 +50,15 @@ class ServingCertificate:
     def __init__(
         self,
         *,
-        api: client.ApiClient,
+        certs: client.CertificatesV1Api,
+        core: client.CoreV1Api,
         node_name: str,
         directory: Path,
         seconds: int = certificates.AGENT_CERT_SECONDS,
         poll_s: float = 0.5,
     ) -> None:
-        self._certs = client.CertificatesV1Api(api)
-        self._core = client.CoreV1Api(api)
+        self._certs = certs
+        self._core = core
         self._node = node_name
         self._dir = directory
         self._seconds = seconds

@@ -39,6 +39,7 @@ import shutil
 import tarfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -68,6 +69,36 @@ class Fetcher(Protocol):
     async def manifest(self, *, image: Reference) -> Manifest: ...
 
     async def blob_to_file(self, *, image: Reference, digest: str, path: Path) -> int: ...
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _confined(tar: tarfile.TarFile, *, dest: Path, volume: str) -> Iterator[tarfile.TarInfo]:
+    """The members of a volume's tar that stay inside ``dest``, checked one by one as they are extracted.
+
+    Written out rather than ``extractall(filter=...)``: the image's Python is Debian 12's 3.11.2,
+    which predates extraction filters (3.11.4). Each member is checked after the ones before it
+    were written, so a symlink planted by an earlier member cannot carry a later one outside:
+    ``realpath`` follows it. Refused: devices, absolute names, names or links that resolve outside
+    ``dest``. Modes are kept (CRIU compares the modes of open files) except setuid and setgid.
+    """
+    root = os.path.realpath(dest)
+    for member in tar:
+        if member.isdev():
+            raise VolumeDataError(f"volume {volume}: device node {member.name!r} refused")
+        if os.path.isabs(member.name) or not _inside(os.path.realpath(os.path.join(root, member.name)), root):
+            raise VolumeDataError(f"volume {volume}: {member.name!r} would be written outside the volume")
+        where = os.path.dirname(os.path.realpath(os.path.join(root, member.name)))
+        if member.issym() and (
+            os.path.isabs(member.linkname) or not _inside(os.path.realpath(os.path.join(where, member.linkname)), root)
+        ):
+            raise VolumeDataError(f"volume {volume}: symlink {member.name!r} -> {member.linkname!r} leaves the volume")
+        if member.islnk() and not _inside(os.path.realpath(os.path.join(root, member.linkname)), root):
+            raise VolumeDataError(f"volume {volume}: hard link {member.name!r} -> {member.linkname!r} leaves the volume")
+        member.mode &= 0o1777
+        yield member
 
 
 class VolumeDataError(RuntimeError):
@@ -169,17 +200,9 @@ class VolumeData:
         dest.mkdir(mode=0o777)
         os.chmod(dest, 0o777)  # what the kubelet gives an emptyDir; the hook moves entries, not this directory
 
-        def confined(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
-            if member.isdev():
-                raise VolumeDataError(f"volume {volume}: device node {member.name!r} refused")
-            checked = tarfile.tar_filter(member, path)  # refuses absolute paths and paths leaving ``dest``
-            # tar_filter drops group/other write bits; CRIU compares modes of open files, so keep them
-            # (only setuid/setgid go: nothing in a scratch volume needs them).
-            return checked.replace(mode=member.mode & 0o1777, deep=False)
-
         try:
             with tarfile.open(layer, mode="r:") as tar:
-                tar.extractall(dest, filter=confined, numeric_owner=True)
+                tar.extractall(dest, members=_confined(tar, dest=dest, volume=volume), numeric_owner=True)
         except (tarfile.TarError, OSError) as exc:
             raise VolumeDataError(f"volume {volume}: {exc}") from None
 

@@ -176,6 +176,28 @@ def test_the_controller_killed_at_each_step_leaves_exactly_one_copy(
     assert outcome["pod"]["spec"]["nodeName"] == target
 
 
+@pytest.mark.parametrize("step", ["Checkpoint", "RemoveSource", "WaitReady"])
+def test_the_leaders_pod_deleted_mid_migration_the_deployment_finishes_it(
+    kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str], step: str
+) -> None:
+    """What an operator (or a node drain) does: ``kubectl delete pod`` of the leading controller. The
+    Deployment's other replica, or the pod that replaces the deleted one, picks the migration up from status."""
+    if not hasattr(podmigrate.installation, "delete_controller_pod"):
+        pytest.skip("podmigrate runs as host processes here (PODMIGRATE_INSTALL=processes): there is no pod to delete")
+    _source, target = counter
+    deleted: list[str] = []
+    with broken_at(kube, namespace, migration(namespace, "counter", target=target), step=step,
+                   action=lambda: deleted.append(podmigrate.installation.delete_controller_pod())) as before:  # fmt: skip
+        outcome = assert_exactly_one_copy_counting_on(kube, podmigrate, namespace, before=before, migration_name="move-counter")
+    status = outcome["status"]
+    print(f"\nleader pod {deleted} deleted at {step}; {podmigrate.leader()} finished: {status['phase']} "
+          f"{status.get('reason', '')}")  # fmt: skip
+    assert deleted and podmigrate.leader().rpartition("_")[0] not in ("", *deleted)
+    assert status["phase"] == "Succeeded", status
+    assert outcome["pod"]["spec"]["nodeName"] == target
+    podmigrate.start_controller()  # two replicas again before the next test
+
+
 def test_the_standby_takes_over_when_the_leader_dies_mid_migration(
     kube: Kube, podmigrate: Podmigrate, namespace: str, counter: tuple[str, str]
 ) -> None:
