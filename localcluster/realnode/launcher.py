@@ -309,10 +309,19 @@ def _shim_pids(node: RealNode) -> list[int]:
     return pids
 
 
+def _dirs_under(root: Path) -> list[Path]:
+    """Every directory below ``root``; ones that vanish during the walk (a shim removing its cgroup) are skipped.
+
+    ``Path.rglob`` raises FileNotFoundError when a directory goes between listing and descending;
+    ``os.walk`` ignores such errors.
+    """
+    return [Path(top) / d for top, dirs, _files in os.walk(root) for d in dirs]
+
+
 def _cgroup_pids(node: RealNode) -> set[int]:
     pids: set[int] = set()
     for root in _cgroup_dirs(node):
-        for procs in root.rglob("cgroup.procs"):
+        for procs in (d / "cgroup.procs" for d in (root, *_dirs_under(root))):
             with contextlib.suppress(OSError, ValueError):
                 pids.update(int(p) for p in procs.read_text().split())
     return pids
@@ -583,7 +592,7 @@ def stop(node: RealNode, *, timeout: float = 20.0) -> list[str]:
     if Path(f"/sys/class/net/{node.bridge}").exists():
         _run("ip", "link", "del", node.bridge, check=False)
     for root in _cgroup_dirs(node):
-        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        for d in sorted(_dirs_under(root), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 d.rmdir()
         with contextlib.suppress(OSError):
