@@ -53,8 +53,8 @@ DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # failed' / 'net: Locking network failed'. The nftables lock method cannot be chosen for
 # runc: its /etc/criu/runc.conf route crashes criu 4.1.1 (`network-lock` in an RPC config
 # file: NULL argv dereference, fixed upstream by checkpoint-restore/criu PR #3051).
-# python3-pip: `make image` installs the image's Python packages with Debian's own pip, for Debian's python3 (imagebuild/).
-HOST_PKGS=(runc iproute2 iptables busybox-static python3 python3-pip xz-utils tar ca-certificates openssl util-linux)
+# shellcheck: tests/kind_config lints the kind scripts. python3-pip: `make image` installs the image's Python packages with Debian's own pip, for Debian's python3 (imagebuild/).
+HOST_PKGS=(runc iproute2 iptables busybox-static python3 python3-pip shellcheck xz-utils tar ca-certificates openssl util-linux)
 # libprotobuf-dev: criu's images/google/protobuf/descriptor.proto is a symlink to
 # /usr/include/google/protobuf/descriptor.proto (only a Recommends of protobuf-compiler).
 CRIU_BUILD_PKGS=(gcc make libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev

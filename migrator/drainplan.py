@@ -29,7 +29,7 @@ from typing import Any, Final
 from migrator import placement
 from migrator.api import PodAction, PodOutcome, UnmigratablePolicy
 from migrator.claims import Claims
-from migrator.movability import controller_of, empty_dirs, obstacles
+from migrator.movability import controller_of, empty_dirs, is_control_service, obstacles
 
 NAME_LIMIT: Final = 63  # PodMigration names from a drain, and NodeDrain names (they become label values)
 
@@ -199,6 +199,10 @@ class Verdict:
 
 def judge(pod: Mapping[str, Any], *, spec: DrainSpec, claims: Claims | None = None) -> Verdict:
     """The pod's fate in this drain, from what ``movability`` says stands in the way of moving it."""
+    if is_control_service(pod) and not (pod["metadata"].get("deletionTimestamp")):
+        # Its replicas keep no state (migrations resume from status) and it cannot checkpoint itself: it is
+        # evicted as kubectl drain would, whatever unmigratablePolicy says; its PodDisruptionBudget keeps one.
+        return Verdict(action=PodAction.EVICT, reason="podmigrate's own control service: evicted (another replica leads on)")
     found = obstacles(pod, claims=claims)
     skip = next((o for o in found if o.kind == "skip"), None)
     if skip is not None:

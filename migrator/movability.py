@@ -67,6 +67,16 @@ def _devices(spec: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
+# The labels of the control service's pods (manifests/deploy/controller.yaml).
+CONTROL_SERVICE_LABELS: Final = {"app.kubernetes.io/name": "podmigrate", "app.kubernetes.io/component": "controller"}
+
+
+def is_control_service(pod: Mapping[str, Any]) -> bool:
+    """A replica of podmigrate's control service: stateless (all it knows is in status), never migrated."""
+    labels = pod["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in CONTROL_SERVICE_LABELS.items())
+
+
 def obstacles(pod: Mapping[str, Any], *, claims: Claims | None = None) -> list[Obstacle]:
     """Everything that stands in the way of moving ``pod`` with its state, most fundamental first.
 
@@ -98,6 +108,8 @@ def obstacles(pod: Mapping[str, Any], *, claims: Claims | None = None) -> list[O
             f"{' and '.join(sorted(OWNERS_RESTORED_BY_WEBHOOK))}s can be moved",
             "never",
         )
+    if is_control_service(pod):
+        add("ControlService", "is podmigrate's own control service: it cannot checkpoint itself", "never")
     if spec.get("hostNetwork"):
         add("HostNetwork", "uses the host network: its sockets cannot move with it", "never")
     volumes = spec.get("volumes") or []

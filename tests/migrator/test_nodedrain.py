@@ -294,3 +294,23 @@ def test_windows_close_when_nothing_of_the_drain_is_in_flight_under_them() -> No
         {"namespace": "shop", "name": "web", "disruptionsAllowed": 2},
     ]
     assert disruption.windows_from_status(records) == windows
+
+
+def test_podmigrates_own_control_service_is_evicted_never_migrated_whatever_the_policy() -> None:
+    """A drain of a node that runs a controller replica: it cannot checkpoint itself, and needs not (its state is
+    in status): it is evicted, as kubectl drain would, even with unmigratablePolicy Block."""
+    from migrator import drainplan
+    from migrator.api import PodAction
+
+    pod = {
+        "metadata": {
+            "name": "podmigrate-controller-5df47479b8-qq7l9", "namespace": "podmigrate-system", "uid": "u1",
+            "labels": {"app.kubernetes.io/name": "podmigrate", "app.kubernetes.io/component": "controller"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "podmigrate-controller-5df47479b8", "controller": True}],
+        },
+        "spec": {"nodeName": "node-1", "hostNetwork": True, "containers": [{"name": "controller"}]},
+        "status": {"phase": "Running"},
+    }  # fmt: skip
+    verdict = drainplan.judge(pod, spec=drainplan.DrainSpec(node="node-1"))
+    assert verdict.action == PodAction.EVICT and not verdict.blocks and not verdict.unmigratable
+    assert "own control service" in verdict.reason
