@@ -269,6 +269,13 @@ def _instance(cluster: Cluster) -> int:
     return int(cluster.nodes[0].address.split(".")[2]) - 1
 
 
+def _ready(pod: dict) -> bool:
+    """Ready as the endpoints and the tests see it: the pod's Ready condition and every container."""
+    status = pod.get("status") or {}
+    condition = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return condition and all(c.get("ready") for c in status.get("containerStatuses") or [{}])
+
+
 def _in_back_off(pod: dict) -> bool:
     """A container the kubelet waits to restart (CrashLoopBackOff)."""
     return any(
@@ -391,7 +398,7 @@ class PodInstallation:
             for pod in pods:
                 if _in_back_off(pod):
                     cp.kubectl("delete", "pod", "-n", NAMESPACE, pod["metadata"]["name"], "--wait=false", check=False)
-            ready = [p for p in pods if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])]
+            ready = [p for p in pods if _ready(p)]
             if len(ready) >= 2 and any(p["metadata"]["name"] == self.leader().rpartition("_")[0] for p in ready):
                 return
             time.sleep(0.5)
@@ -411,13 +418,44 @@ class PodInstallation:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pod = self.agent_pod(node)
-            if pod is not None and all(c.get("ready") for c in pod["status"].get("containerStatuses") or [{}]):
+            if pod is not None and _ready(pod):
                 return
             if pod is not None and _in_back_off(pod):
                 name = pod["metadata"]["name"]
                 self.cluster.controlplane().kubectl("delete", "pod", "-n", NAMESPACE, name, "--wait=false", check=False)
             time.sleep(0.5)
         raise ClusterError(f"the agent on {node} was not Ready within {timeout:.0f}s")
+
+    def rolled_out(self) -> str | None:
+        """What is not there yet: two controller pods and one agent pod per node, Ready, running this image."""
+
+        def current(pod: dict) -> bool:
+            return (
+                not pod["metadata"].get("deletionTimestamp")
+                and pod["spec"]["containers"][0]["image"] == self.image
+                and _ready(pod)
+            )
+
+        controllers = [p for p in self._pods("controller") if current(p)]
+        if len(controllers) < 2:
+            return f"{len(controllers)} of 2 controller replicas Ready"
+        agents = {p["spec"].get("nodeName") for p in self._pods("agent") if current(p)}
+        missing = sorted({n.name for n in self.cluster.nodes} - agents)
+        return f"no Ready agent on {', '.join(missing)}" if missing else None
+
+    def wait_rolled_out(self, *, timeout: float) -> None:
+        """Until :meth:`rolled_out` is satisfied, read from the pods themselves.
+
+        Not ``kubectl rollout status``: it reads the DaemonSet's status, which its controller may
+        leave behind for minutes after a conflict ("read version ... is not as new as written
+        version", then the work queue's exponential back-off), while every pod is long Ready.
+        """
+        deadline = time.monotonic() + timeout
+        while (missing := self.rolled_out()) is not None:
+            if time.monotonic() > deadline:
+                pods = self.cluster.controlplane().kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout
+                raise ClusterError(f"podmigrate not rolled out within {timeout:.0f}s: {missing}\n{pods}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Leave the install in place: it goes with the cluster (nodes remove their pods at ``down``)."""
@@ -435,11 +473,8 @@ def install_pods(cluster: Cluster, *, otlp_endpoint: str | None = None, timeout:
     result = cp.kubectl("apply", "-k", str(directory), check=False)
     if result.returncode != 0:
         raise ClusterError(f"kubectl apply -k {directory}: {result.stderr.strip()}")
-    for what in ("deployment/podmigrate-controller", "daemonset/podmigrate-agent"):
-        result = cp.kubectl("rollout", "status", what, "-n", NAMESPACE, f"--timeout={int(timeout)}s", check=False)
-        if result.returncode != 0:
-            pods = cp.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout
-            raise ClusterError(f"{what} not ready: {result.stderr.strip() or result.stdout.strip()}\n{pods}")
-    return PodInstallation(
+    installation = PodInstallation(
         cluster=cluster, image=image, overlay_dir=directory, repository=f"{cluster.registry}/podmigrate-checkpoints"
     )
+    installation.wait_rolled_out(timeout=timeout)
+    return installation

@@ -223,6 +223,21 @@ def test_the_shipped_daemonset_ends_the_source_for_good(
     assert [n for n in numbers if n > last][:2] == [last + 1, last + 2], f"the restored copy goes on from {last}: {numbers}"
 
 
+def _agents_with_host_pid(kube: Kube, cluster: lc.Cluster, host_pid: bool) -> None:
+    """Until every node runs a Ready agent pod with ``hostPID: host_pid`` (read from the pods, not the DaemonSet's status)."""
+
+    def rolled() -> bool:
+        pods = [
+            p for p in kube.get("pods", namespace=NS, )["items"]
+            if p["metadata"]["labels"]["app.kubernetes.io/component"] == "agent" and not p["metadata"].get("deletionTimestamp")
+            and bool(p["spec"].get("hostPID")) == host_pid
+            and all(c["ready"] for c in p["status"].get("containerStatuses") or [{"ready": False}])
+        ]  # fmt: skip
+        return {p["spec"]["nodeName"] for p in pods} == {n.name for n in cluster.nodes}
+
+    wait_for(f"every agent with hostPID {host_pid}", rolled, timeout=240)
+
+
 def test_an_agent_that_cannot_see_the_sources_processes_fails_the_migration_and_keeps_the_source(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, installed: Any, namespace: str
 ) -> None:
@@ -232,7 +247,7 @@ def test_an_agent_that_cannot_see_the_sources_processes_fails_the_migration_and_
     patch = '{"spec":{"template":{"spec":{"hostPID":%s}}}}'
     kube.run("patch", "daemonset", "podmigrate-agent", "-n", NS, "-p", patch % "false")
     try:
-        kube.run("rollout", "status", "daemonset/podmigrate-agent", "-n", NS, "--timeout=240s")
+        _agents_with_host_pid(kube, cluster, False)
         kube.apply(counter_pod(namespace, source, cluster.images["counter"]))
         wait_for("counting", lambda: len(kube.logs("counter", namespace).split()) >= 3)
         kube.apply(migration(namespace, "counter", target=target))
@@ -245,4 +260,4 @@ def test_an_agent_that_cannot_see_the_sources_processes_fails_the_migration_and_
         wait_for("the source counting on", lambda: max(int(x) for x in kube.logs("counter", namespace).split()) >= before + 2)
     finally:
         kube.run("patch", "daemonset", "podmigrate-agent", "-n", NS, "-p", patch % "true")
-        kube.run("rollout", "status", "daemonset/podmigrate-agent", "-n", NS, "--timeout=240s")
+        _agents_with_host_pid(kube, cluster, True)

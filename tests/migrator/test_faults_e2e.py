@@ -426,6 +426,7 @@ def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets
     finally:
         cluster.pause_node(target, paused=False)
     status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
+    podmigrate.wait_agent(target)  # its agent pod went NotReady with its node; the next test needs it
     print(f"\ntarget paused at WaitReady: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
     assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status
     (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)
