@@ -648,7 +648,12 @@ class PodWorker:
         if self._pod_ip:
             status["podIP"] = self._pod_ip
             status["podIPs"] = [{"ip": self._pod_ip}]
-        if status == self._last_status:
+        # Like the kubelet's status manager, reconcile against what the API server holds, not only against what
+        # was last written: the node lifecycle controller marks every pod of a node NotReady while the node is
+        # silent, and nothing but the kubelet sets them Ready again.
+        on_server = {c.get("type"): c.get("status") for c in (self.pod.get("status") or {}).get("conditions") or []}
+        drifted = any(on_server.get(c["type"]) != c["status"] for c in status["conditions"] if c["type"] == "Ready")
+        if status == self._last_status and not drifted:
             return
         try:
             await self.ctx.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status})

@@ -426,7 +426,16 @@ def test_the_target_node_that_stops_answering_right_after_the_restore_never_gets
     finally:
         cluster.pause_node(target, paused=False)
     status = podmigrate.wait_done(namespace, "move-counter", timeout=120)["status"]
-    podmigrate.wait_agent(target)  # its agent pod went NotReady with its node; the next test needs it
+
+    # The next test moves pods to this node: wait until the node lifecycle controller has lifted what it put on
+    # the silent node (NotReady, the unreachable/not-ready taints), or placement refuses it (NodeDoesNotFit).
+    def recovered() -> bool:
+        node = kube.get("node", target)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions") or [])
+        taints = {t["key"] for t in node["spec"].get("taints") or []}
+        return ready and not taints & {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
+
+    wait_for(f"{target} Ready and untainted again", recovered, timeout=120)
     print(f"\ntarget paused at WaitReady: {status['phase']} {status.get('reason', '')}: {status.get('message', '')}")
     assert (status["phase"], status["reason"]) == ("Failed", "Timeout"), status
     (pod,) = wait_for("one copy", lambda: c if len(c := running_copies(kube, namespace, "counter")) == 1 else None)

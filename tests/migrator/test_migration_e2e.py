@@ -105,7 +105,8 @@ def test_warm_app_serves_again_at_once_with_its_memory(
     status = podmigrate.wait_done(namespace, "move-app")["status"]
     assert status["phase"] == "Succeeded", status
     pod = wait_for("Ready on the target", lambda: ready(kube, namespace, "app"))
-    assert pod["spec"]["nodeName"] == cluster.nodes[1].name
+    standins = {n.name for n in cluster.nodes if n.kind == "standin"}
+    assert pod["spec"]["nodeName"] in standins - {cluster.nodes[0].name}, "the best-fitting other stand-in"
     restore = next(p for p in status["phases"] if p["name"] == "restore")
     from migrator.units import status_time as parse_time
 
