@@ -188,7 +188,7 @@ def new_ca(*, common_name: str = "podmigrate-ca") -> KeyPair:
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(_ski(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -202,7 +202,12 @@ def _ca_parts(ca: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return ca.certificate, key
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """digitalSignature, plus keyCertSign and cRLSign for a CA.
+
+    ECDSA keys only sign: keyEncipherment is an RSA-only usage, and Go's TLS stack
+    does not need it for ECDHE key exchange. (The local cluster's CA uses the same: localcluster/pki.py.)
+    """
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -236,7 +241,7 @@ def _leaf(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(_ski(public_key), critical=False)

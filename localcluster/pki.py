@@ -55,6 +55,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agentapi.certificates import key_usage
+
 __all__ = [
     "CertificateAuthority",
     "PkiError",
@@ -174,25 +176,6 @@ def _subject(*, cn: str, orgs: Sequence[str]) -> x509.Name:
         raise ValueError(f"invalid certificate subject (cn={cn!r}, orgs={list(orgs)!r}): {e}") from e
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    """digitalSignature, plus keyCertSign and cRLSign for a CA.
-
-    ECDSA keys only sign: keyEncipherment is an RSA-only usage, and Go's TLS stack
-    does not need it for ECDHE key exchange.
-    """
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def _validity() -> tuple[dt.datetime, dt.datetime]:
     """Valid from five minutes ago (as cfssl and cert-manager backdate): a clock that steps back a little,
     or a peer whose clock runs behind, must not see a certificate issued a moment ago as "not yet valid"."""
@@ -231,7 +214,7 @@ def ensure_ca(directory: Path, /, *, cn: str = "podmigrate-localcluster-ca") -> 
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -317,7 +300,7 @@ def issue_cert(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
