@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from agentapi import certificates
 from bench import stats
 from bench.floor import http_json
 from bench.results import MigrationRun
@@ -212,10 +213,18 @@ class ServiceWatch(threading.Thread):
             self.stop.wait(self.interval)
 
 
+def agent_ca(cluster: Cluster) -> str:
+    """The CA of the agents' certificates: the podmigrate CA the control service keeps (migrator/certificates.py)."""
+    result = cluster.controlplane().kubectl(
+        "get", "secret", certificates.CA_SECRET, "-n", "podmigrate-system", "-o", "jsonpath={.data.tls\\.crt}"
+    )
+    return base64.b64decode(result.stdout).decode()
+
+
 def agent_metrics(cluster: Cluster, node_name: str) -> stats.Samples:
-    """Scrape a node agent's ``/metrics`` over HTTPS, verified with the cluster CA."""
+    """Scrape a node agent's ``/metrics`` over HTTPS, verified with the CA that issued the agents' certificates."""
     node = next(n for n in cluster.nodes if n.name == node_name)
-    ctx = ssl.create_default_context(cafile=cluster.ca_cert)
+    ctx = ssl.create_default_context(cadata=agent_ca(cluster))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
     with opener.open(f"https://{node.address}:{AGENT_PORT}/metrics", timeout=10) as resp:
         return stats.parse_prometheus(resp.read().decode())
