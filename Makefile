@@ -49,8 +49,12 @@ bench: deps venv
 # cached in ~/.cache/podmigrate) and pushed to REGISTRY (default: the local cluster's); prints repo@sha256:...
 # With a container engine instead: docker build -f Containerfile .
 # make image REGISTRY=127.0.0.1:5310 IMAGE_ARGS="--repository podmigrate --tag dev"
+# Against the local cluster's registry (token authentication), it pushes as cluster-images with the credentials
+# `localcluster up` generated (docs/registry.md); REGISTRY_CREDENTIALS=FILE for any other registry.
+REGISTRY_CREDENTIALS ?= $(wildcard $(STATE)/registry-auth/cluster-images.dockerconfigjson)
 image: venv
-	$(PY) -m imagebuild --registry $(or $(REGISTRY),127.0.0.1:5310) $(IMAGE_ARGS)
+	$(PY) -m imagebuild --registry $(or $(REGISTRY),127.0.0.1:5310) \
+		$(if $(REGISTRY_CREDENTIALS),--registry-credentials $(REGISTRY_CREDENTIALS),) $(IMAGE_ARGS)
 
 # kubectl-migrate as a krew plugin (krew/): a Python zipapp in krew/dist/kubectl-migrate-v<version>.tar.gz and that
 # archive's sha256 in krew/migrate.yaml (commit it), then krew's own validator and `kubectl krew install --manifest

@@ -2,17 +2,21 @@
 
 Agents listen on their node's InternalIP at one well-known port (a DaemonSet with host
 networking in a real cluster, one process per node in the local cluster), so finding the
-agent of a node needs nothing but the Node object. Calls carry the control service's own
-ServiceAccount token (the agent asks the API server whether it may drive migrations) and the
-migration's ``traceparent``. Connection failures and 5xx answers of the agent *itself* are
+agent of a node needs nothing but the Node object. Calls carry a ServiceAccount token minted
+for the agents' audience (``contract.AUDIENCE``: a projected token the kubelet keeps fresh in a
+file, ``TokenFile``), never the control service's API token, and the migration's
+``traceparent``; the agent asks the API server who the token is and whether it may drive
+migrations. Connection failures and 5xx answers of the agent *itself* are
 transient (an agent restarting) and retried with bounded back-off; what the agent reports as
 the kubelet's or the registry's failure is final for that attempt and surfaces as the reason.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,6 +46,34 @@ def node_address(node: Mapping[str, Any]) -> str:
         if address["type"] == "InternalIP":
             return str(address["address"])
     raise AgentError(f"node {node['metadata']['name']} has no InternalIP", status=0)
+
+
+class TokenFile:
+    """A projected ServiceAccount token file, re-read when the kubelet replaces it (it rotates at 80% of its life).
+
+    Callable as the ``token`` of ``AgentClient``. A file that is missing or empty is an error the
+    caller sees at once (``check``), not a call without credentials.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+
+    def check(self) -> None:
+        """Raise ``OSError``/``ValueError`` unless the file holds a token now."""
+        if not self._read():
+            raise ValueError(f"{self.path} is empty")
+
+    def _read(self) -> str:
+        info = os.stat(self.path)  # a stat of a tmpfs file: no I/O worth a thread
+        stamp = (info.st_mtime_ns, info.st_ino)
+        if stamp != self._stamp:
+            self._token, self._stamp = self.path.read_text().strip(), stamp
+        return self._token
+
+    async def __call__(self) -> str | None:
+        return self._read() or None
 
 
 class AgentClient:

@@ -15,13 +15,20 @@ Endpoints (JSON; every ``/v1`` path needs ``Authorization: Bearer``):
   or for a pod whose freeze lease lapsed)
 * ``POST /v1/freeze-lease`` ``LeaseRequest`` -> ``{"seconds": n}`` (409 once it lapsed: the pod was thawed)
 * ``GET  /v1/frozen``      ``?namespace=&pod=`` -> ``FrozenState``
-* ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` -> ``{"deleted": bool}``
+* ``DELETE /v1/images``    ``{"image": "host/repo@sha256:..."}`` (or ``host/repo:tag``: what the tag names) ->
+  ``{"deleted": bool}``
 * ``POST /v1/volumes``     ``StageRequest`` -> ``StageResponse`` (a pod's emptyDir data staged for its restore here)
 * ``GET /v1/volumes``      ``?namespace=&pod=`` -> ``{"restored": [pod UIDs the data moved into]}``
 * ``DELETE /v1/volumes``   ``PodRef`` -> ``{"unstaged": bool}``
 * ``GET /healthz``, ``GET /metrics`` (no authentication)
 
 Errors are ``{"error": "...", "stage": "freeze|checkpoint|push"}`` (stage only where one applies).
+
+Who may call: a ServiceAccount token minted for ``AUDIENCE`` (a projected token), never a token
+meant for the API server, so an agent that receives one cannot replay it against the API server
+and a token stolen from any other pod is refused. What a call may touch follows from the object
+it acts on: the namespace of the pod, or for an image the namespace its repository path names
+under the configured checkpoint repository (``checkpoint_repository``, ``namespace_of_image``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ PATH_HEALTHZ: Final = "/healthz"
 # Sent by the control service with every call: which migration it is for (namespace/name), for logs.
 HEADER_MIGRATION: Final = "X-Podmigrate-Migration"
 PATH_METRICS: Final = "/metrics"
+# The audience of the tokens the agent accepts (TokenReview ``spec.audiences``): the controller's pod
+# mounts a projected ServiceAccount token for it. The API server's own audience is refused.
+AUDIENCE: Final = "podmigrate.io/agent"
 
 Stage = Literal["freeze", "checkpoint", "push"]
 
@@ -427,6 +437,12 @@ class FrozenState:
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteImageRequest:
+    """Delete one manifest: by digest, or (``host/repository:tag``) the one the tag names now.
+
+    By tag for a caller that never got the digest: a checkpoint whose answer was lost (the caller
+    timed out, or restarted) still pushed under the tag the caller chose, and must not stay.
+    """
+
     image: Reference
 
     @classmethod
@@ -437,9 +453,33 @@ class DeleteImageRequest:
             ref = parse_reference(data["image"])
         except ValueError as exc:
             raise ContractError(f"'image': {exc}") from None
-        if not ref.digest:
-            raise ContractError("'image' must be pinned by digest (host/repository@sha256:...)")
+        if not ref.digest and not ref.tag:
+            raise ContractError("'image' must be pinned by digest (host/repository@sha256:...) or name a tag")
         return cls(image=ref)
+
+
+def is_namespace(value: object) -> bool:
+    """Is ``value`` a valid namespace name (a DNS label)?"""
+    return isinstance(value, str) and bool(_DNS_LABEL.match(value))
+
+
+def checkpoint_repository(*, root: str, namespace: str, pod: str) -> str:
+    """Where the checkpoint images of ``namespace/pod`` go: ``<root>/<namespace>/<pod>``.
+
+    The namespace is the first path segment under the root, so that an image's namespace can be
+    read back from its reference alone (``namespace_of_image``) and registry permissions can be
+    scoped per namespace by repository prefix.
+    """
+    return f"{root.rstrip('/')}/{namespace}/{pod}"
+
+
+def namespace_of_image(*, root: str, image: Reference) -> str | None:
+    """The namespace whose checkpoint ``image`` is, or None when it is not under ``root`` at all."""
+    base = parse_reference(root.rstrip("/"))
+    if image.registry != base.registry or not image.repository.startswith(base.repository + "/"):
+        return None
+    namespace, _, rest = image.repository[len(base.repository) + 1 :].partition("/")
+    return namespace if _DNS_LABEL.match(namespace) and rest else None
 
 
 def error_body(message: str, *, stage: Stage | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagebuild import build, packages, project
+from ocicheckpoint.credentials import load_docker_config
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -25,6 +26,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="tags",
         help="tag to push (repeatable; default: <version> and <version>-<short commit>[-dirty])",
     )
+    parser.add_argument(
+        "--registry-credentials", type=Path, default=None,
+        help="a .dockerconfigjson with credentials for the registry "
+        "(the local cluster's: <state>/registry-auth/cluster-images.dockerconfigjson)",
+    )  # fmt: skip
     parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS (implied for a loopback registry)")
     parser.add_argument("--refresh", action="store_true", help="ask PyPI for newer dependency wheels instead of using the cache")
     parser.add_argument("--no-bytecode", action="store_true", help="ship no precompiled .pyc (smaller, slower to start)")
@@ -60,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             repository=args.repository,
             tags=tags,
             plain_http=args.plain_http or build.is_loopback(args.registry),
+            credentials=load_docker_config(args.registry_credentials) if args.registry_credentials else None,
         )
     )
     report(pushed)

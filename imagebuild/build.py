@@ -33,6 +33,7 @@ from imagebuild.project import Project, Revision
 from localcluster.testimages import SYSTEM_PYTHON
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.credentials import DockerConfig
 from ocicheckpoint.registry import RegistryClient
 
 USER: Final = f"{runtime.NONROOT_UID}:{runtime.NONROOT_UID}"
@@ -211,6 +212,7 @@ async def build_and_push(
     repository: str,
     tags: Sequence[str],
     plain_http: bool,
+    credentials: DockerConfig | None = None,
 ) -> Pushed:
     """Build in a temporary directory and push; the directory is gone when this returns."""
     installer = await asyncio.to_thread(packages.find_installer, python=options.python)
@@ -220,7 +222,8 @@ async def build_and_push(
             build_image, project=project, revision=revision, options=options, installer=installer, work=Path(tmp)
         )
         async with aiohttp.ClientSession() as session:
-            client = RegistryClient(host=registry, session=session, plain_http=plain_http)
+            cred = credentials.for_registry(registry) if credentials is not None else None
+            client = RegistryClient(host=registry, session=session, plain_http=plain_http, credentials=cred)
             digest = await push(image=image, client=client, repository=repository, tags=tags)
     return Pushed(
         reference=f"{registry}/{repository}@{digest}",

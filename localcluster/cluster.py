@@ -4,6 +4,8 @@ Layout under the state directory (default ``.localcluster/`` in the checkout):
 
 * ``controlplane/``   etcd, API server, controllers, scheduler, PKI, kubeconfigs (``controlplane``)
 * ``registry/``       the registry's storage; ``registry.yml`` its configuration
+* ``registry-auth/``  the registry's token server: signing key, users, one ``<user>.dockerconfigjson`` each
+  (``localcluster.registryauth`` says who may do what; anonymous pull and push are refused)
 * ``nodes/<name>/``   each node's kubelet/CRI-O state (pods, images, checkpoints, runc root)
 * ``logs/``, ``pids/`` the registry's and nodes' logs and PIDs (``processes``)
 * ``cluster.json``    where everything is: what tests and the demo read
@@ -31,12 +33,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from localcluster import controlplane, nodesetup, processes, realnode, testimages
+from localcluster import controlplane, nodesetup, processes, realnode, registryauth, testimages
+from ocicheckpoint.credentials import DockerConfig
 
 CACHE: Final = Path(os.environ.get("PODMIGRATE_CACHE", Path.home() / ".cache" / "podmigrate"))
 INSTALL_DEPS: Final = Path(__file__).resolve().parent / "install-deps.sh"
 NODE_PORT: Final = 10250
 DEFAULT_REGISTRY_PORT: Final = 5310
+# The registry's token server (localcluster/registryauth.py), next to it: 5320+k for instance k.
+DEFAULT_REGISTRY_AUTH_PORT: Final = 5320
+REGISTRY_AUTH_DIR: Final = "registry-auth"
 
 
 REGISTRY: Final = "docker-registry"  # the registry's process name (pid file, logs)
@@ -65,6 +71,7 @@ class Cluster:
     registry: str
     images: dict[str, str]
     nodes: list[NodeInfo]
+    registry_auth: str = ""  # the token server's directory: users, signing certificate, one dockerconfigjson per user
 
     @classmethod
     def load(cls, state_dir: Path) -> Cluster:
@@ -78,6 +85,16 @@ class Cluster:
     def save(self) -> None:
         path = Path(self.state_dir) / "cluster.json"
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def registry_credentials(self, user: str) -> DockerConfig:
+        """A registry user's credentials (``registryauth.PUSH_USER``, ``PULL_USER``, ``IMAGES_USER``, ``NODE_USER``)."""
+        if not self.registry_auth:
+            return DockerConfig()
+        return registryauth.Paths(directory=Path(self.registry_auth)).credentials(user)
+
+    def registry_credentials_file(self, user: str) -> Path:
+        """The ``.dockerconfigjson`` file holding ``user``'s credentials."""
+        return registryauth.Paths(directory=Path(self.registry_auth)).dockerconfig(user)
 
     def controlplane(self) -> controlplane.ControlPlane:
         return controlplane.ControlPlane.load(state_dir=Path(self.state_dir) / "controlplane")
@@ -125,7 +142,7 @@ class Cluster:
         config = Path(self.state_dir) / "registry.yml"
         launcher.launch(name=REGISTRY, argv=[str(tool("docker-registry")), "serve", str(config)])
         url = f"http://{self.registry}/v2/"
-        launcher.wait(name=REGISTRY, what=f"GET {url}", ready=lambda: _http_ok(url))
+        launcher.wait(name=REGISTRY, what=f"GET {url}", ready=lambda: _http_answers(url))
 
 
 def tool(name: str) -> Path:
@@ -164,10 +181,39 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _start_registry(*, launcher: processes.Launcher, state: Path, port: int) -> str:
+def _http_answers(url: str) -> bool:
+    """The registry answers: 200, or 401 once it authenticates (``GET /v2/`` needs a token too)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start_registry_auth(*, launcher: processes.Launcher, state: Path, port: int, registry: str) -> tuple[str, Path]:
+    """The token server (``registryauth``), with fresh users and signing key: its address and directory."""
+    address = f"127.0.0.1:{port}"
+    if not _port_free(port):
+        raise ClusterError(f"{address} is in use by something else (the registry's token server goes there)")
+    paths = registryauth.prepare(directory=state / REGISTRY_AUTH_DIR, registry=registry)
+    launcher.launch(
+        name=registryauth.NAME,
+        argv=[sys.executable, "-m", "localcluster.registryauth", "--name", registryauth.NAME,
+              "--dir", str(paths.directory), "--listen", address],
+    )  # fmt: skip
+    url = f"http://{address}{registryauth.TOKEN_PATH}"
+    launcher.wait(name=registryauth.NAME, what=f"GET {url}", ready=lambda: _http_ok(url))
+    return address, paths.directory
+
+
+def _start_registry(*, launcher: processes.Launcher, state: Path, port: int, auth_port: int) -> str:
     address = f"127.0.0.1:{port}"
     if not _port_free(port):
         raise ClusterError(f"{address} is in use by something else; pass another --registry-port")
+    auth_address, auth_dir = _start_registry_auth(launcher=launcher, state=state, port=auth_port, registry=address)
     storage = state / "registry"
     storage.mkdir(parents=True, exist_ok=True)
     config = state / "registry.yml"
@@ -176,9 +222,10 @@ def _start_registry(*, launcher: processes.Launcher, state: Path, port: int) -> 
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {address}\n"
+        + registryauth.registry_auth_config(paths=registryauth.Paths(directory=auth_dir), address=auth_address)
     )
     launcher.launch(name=REGISTRY, argv=[str(tool("docker-registry")), "serve", str(config)])
-    launcher.wait(name=REGISTRY, what=f"GET http://{address}/v2/", ready=lambda: _http_ok(f"http://{address}/v2/"))
+    launcher.wait(name=REGISTRY, what=f"GET http://{address}/v2/", ready=lambda: _http_answers(f"http://{address}/v2/"))
     return address
 
 
@@ -219,6 +266,7 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
     if not 0 <= instance <= 5:
         raise ClusterError("--instance must be between 0 and 5")
     registry_port, api_port = DEFAULT_REGISTRY_PORT + instance, 6443 + instance
+    auth_port = DEFAULT_REGISTRY_AUTH_PORT + instance
     state = state_dir.resolve()
     if (state / "cluster.json").exists():
         raise ClusterError(f"a local cluster is already recorded at {state}: run `localcluster down` first")
@@ -229,12 +277,23 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
     for sub in ("logs", "pids", "nodes"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     share_nodes_dir(state / "nodes")
+    # The nodes' encryption keypair: checkpoint images are encrypted to it, only nodes hold its private key.
+    nodesetup.make_encryption_keys(
+        cluster_state=state,
+        node_states=[
+            *(state / "nodes" / f"node-{i}" for i in range(1, nodes + 1)),
+            *(realnode.RealNode.plan(cluster_state=state, instance=instance, i=i).state for i in range(1, real_nodes + 1)),
+        ],
+    )
     os.environ["PATH"] = f"{CACHE / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     cp = controlplane.start(state_dir=state / "controlplane", api_port=api_port)
     launcher = processes.Launcher(state_dir=state, deadline=time.monotonic() + 180 + 60 * real_nodes)
     try:
-        registry = _start_registry(launcher=launcher, state=state, port=registry_port)
-        images = asyncio.run(testimages.build_and_push_all(registry=registry))
+        registry = _start_registry(launcher=launcher, state=state, port=registry_port, auth_port=auth_port)
+        auth = registryauth.Paths(directory=state / REGISTRY_AUTH_DIR)
+        images = asyncio.run(
+            testimages.build_and_push_all(registry=registry, credentials=auth.credentials(registryauth.IMAGES_USER))
+        )
         infos: list[NodeInfo] = []
         for i in range(1, nodes + 1):
             name, address = f"node-{i}", f"127.0.{1 + instance}.{i}"
@@ -270,6 +329,10 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
                     registry,
                     "--criu-action-script",
                     str(nodesetup.CRIU_HOOK_SCRIPT),
+                    "--registry-credentials",
+                    str(auth.dockerconfig(registryauth.NODE_USER)),
+                    "--decryption-keys-path",
+                    str(nodesetup.decryption_key_dir(node_state)),
                 ],
                 env={nodesetup.VOLUME_DIR_ENV: str(nodesetup.volume_dir(node_state))},
             )
@@ -277,10 +340,15 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
             infos.append(NodeInfo(name=name, index=10 * instance + i, address=address, state_dir=str(node_state)))
         if real_nodes:
             bin_dir = realnode.ensure_binaries()
-            sandbox_image = realnode.push_pause_image(registry=registry, bin_dir=bin_dir)
+            sandbox_image = realnode.push_pause_image(
+                registry=registry, bin_dir=bin_dir, credentials=auth.credentials(registryauth.IMAGES_USER)
+            )
             reals = [realnode.RealNode.plan(cluster_state=state, instance=instance, i=i) for i in range(1, real_nodes + 1)]
             for rn in reals:
-                realnode.start(node=rn, cp=cp, launcher=launcher, bin_dir=bin_dir, registry=registry, sandbox_image=sandbox_image)
+                realnode.start(
+                    node=rn, cp=cp, launcher=launcher, bin_dir=bin_dir, registry=registry, sandbox_image=sandbox_image,
+                    node_credentials=auth.dockerconfig(registryauth.NODE_USER),
+                )  # fmt: skip
             for rn in reals:
                 realnode.patch_address(node=rn, cp=cp, launcher=launcher)
                 infos.append(NodeInfo(name=rn.name, index=rn.index, address=rn.address, state_dir=rn.state_dir, kind="real"))
@@ -299,6 +367,7 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
         registry=registry,
         images=images,
         nodes=infos,
+        registry_auth=str(auth.directory),
     )
     cluster.save()
     print(f"local cluster up in {time.monotonic() - started:.1f}s: {len(infos)} nodes, registry {registry}", file=sys.stderr)
@@ -313,7 +382,7 @@ def _stop_daemons(state: Path, *, timeout: float = 30.0) -> list[str]:
         return stopped
     nodes = sorted(p.stem for p in pids_dir.glob("node-*.pid"))
     podmigrate = sorted(p.stem for p in pids_dir.glob("podmigrate-*.pid"))  # installed by localcluster.podmigrate
-    for group in (podmigrate, nodes, ["docker-registry"]):
+    for group in (podmigrate, nodes, [REGISTRY, registryauth.NAME]):
         if group is nodes:  # real nodes: kubelets, their pods, containerd, mounts, cgroups
             stopped.extend(realnode.stop_all(state, timeout=timeout))
         pids: dict[str, int] = {}

@@ -89,6 +89,9 @@ SERVICE_CIDR: Final = "169.254.240.0/24"
 
 _FORBIDDEN_NETS: Final = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+# The API server's client certificate for admission webhooks, from a CA of its own (``_admission_config``).
+WEBHOOK_CLIENT_CA_DIR: Final = "webhook-client"
+WEBHOOK_CLIENT_CN: Final = "kube-apiserver-webhook-client"
 _LOG_TAIL_LINES: Final = 40
 
 
@@ -259,6 +262,11 @@ class ControlPlane:
         pki_dir = self.state_dir / "pki"
         return pki.CertificateAuthority(directory=pki_dir, cert=pki_dir / "ca.crt", key=pki_dir / "ca.key")
 
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA certificate of the client certificate the API server presents to admission webhooks."""
+        return self.state_dir / "pki" / WEBHOOK_CLIENT_CA_DIR / "ca.crt"
+
     def kubeconfig_for(self, *, user: str, cn: str, orgs: Sequence[str] = ()) -> Path:
         """Mint (or reuse) a client-certificate kubeconfig for identity ``cn``/``orgs``.
 
@@ -353,6 +361,7 @@ class _Pki:
     ca: pki.CertificateAuthority
     etcd_ca: pki.CertificateAuthority
     front_proxy_ca: pki.CertificateAuthority
+    webhook_client_ca: pki.CertificateAuthority
     sa_pub: Path
     sa_key: Path
     certs: dict[str, tuple[Path, Path]]
@@ -366,6 +375,9 @@ def _ensure_pki(*, state_dir: Path, service_cidr: str) -> _Pki:
     # content for CA bundle ... requestheader-client-ca-file" over and over, and
     # aggregated API servers could not authenticate the API server's proxied calls.
     front_proxy_ca = pki.ensure_ca(pki_dir / "front-proxy", cn="podmigrate-localcluster-front-proxy-ca")
+    # Its own CA, trusted by admission webhooks only: a certificate from the cluster CA (a kubelet's, an
+    # admin's) must not pass for the API server calling a webhook (admission_config).
+    webhook_client_ca = pki.ensure_ca(pki_dir / WEBHOOK_CLIENT_CA_DIR, cn="podmigrate-localcluster-webhook-client-ca")
     sa_pub, sa_key = pki.ensure_service_account_keypair(pki_dir)
     # The `kubernetes` Service gets the range's first address; in-cluster clients
     # verify the API server's certificate against it.
@@ -397,6 +409,9 @@ def _ensure_pki(*, state_dir: Path, service_cidr: str) -> _Pki:
             ca=ca, name="apiserver-kubelet-client", cn="kube-apiserver-kubelet-client",
             client=True,
         ),
+        "apiserver-webhook-client": pki.issue_cert(
+            ca=webhook_client_ca, name="apiserver-webhook-client", cn=WEBHOOK_CLIENT_CN, client=True,
+        ),
         "admin": pki.issue_cert(
             ca=ca, name="admin", cn="podmigrate-admin", orgs=["system:masters"], client=True,
         ),
@@ -416,7 +431,51 @@ def _ensure_pki(*, state_dir: Path, service_cidr: str) -> _Pki:
             sans_ip=loopback, sans_dns=["localhost"], server=True,
         ),
     }  # fmt: skip
-    return _Pki(ca=ca, etcd_ca=etcd_ca, front_proxy_ca=front_proxy_ca, sa_pub=sa_pub, sa_key=sa_key, certs=certs)
+    return _Pki(
+        ca=ca, etcd_ca=etcd_ca, front_proxy_ca=front_proxy_ca, webhook_client_ca=webhook_client_ca,
+        sa_pub=sa_pub, sa_key=sa_key, certs=certs,
+    )  # fmt: skip
+
+
+def _admission_config(*, state_dir: Path, p: _Pki) -> Path:
+    """The API server's ``--admission-control-config-file``: it presents a client certificate to webhooks.
+
+    Admission webhooks are plain HTTPS servers; without this, anything that can reach one can post a
+    forged AdmissionReview. The API server's ``WebhookAdmission`` configuration names a kubeconfig
+    whose users are webhook hosts; ``*`` (every webhook) serves here, where the only webhooks are
+    podmigrate's. A real cluster names the webhook's host (SECURITY.md, "Webhook callers").
+    """
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [
+            {
+                "name": "*",
+                "user": {
+                    "client-certificate": str(p.certs["apiserver-webhook-client"][0]),
+                    "client-key": str(p.certs["apiserver-webhook-client"][1]),
+                },
+            }
+        ],
+    }
+    webhook_kubeconfig = state_dir / "kubeconfigs" / "admission-webhooks.kubeconfig"
+    webhook_kubeconfig.write_text(json.dumps(kubeconfig, indent=2))
+    webhook_kubeconfig.chmod(0o600)
+    plugins = [
+        {
+            "name": plugin,
+            "configuration": {
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "WebhookAdmissionConfiguration",
+                "kubeConfigFile": str(webhook_kubeconfig),
+            },
+        }
+        for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+    ]
+    config = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration", "plugins": plugins}
+    path = state_dir / "admission-config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def _choose_ports(*, state_dir: Path, api_port: int) -> dict[str, int]:
@@ -477,6 +536,7 @@ def _argv(
             f"--client-ca-file={p.ca.cert}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",  # on top of the default set
+            f"--admission-control-config-file={_admission_config(state_dir=state_dir, p=p)}",
             "--allow-privileged=true",
             f"--service-cluster-ip-range={service_cidr}",
             f"--service-account-issuer={_ISSUER}",

@@ -5,12 +5,21 @@ node's CRIU configuration and tells the container runtime where the agent stages
 pod's emptyDir files (``PODMIGRATE_VOLUME_DIR``). The local cluster does the same for each of its
 nodes, per node rather than in the host's ``/etc``, and starts each agent with the matching
 directories: the stand-in's kubelet root is ``<state>/kubelet`` like a real node's.
+
+Encryption at rest (docs/encryption.md): an operator gives every node a private key that its
+runtime decrypts checkpoint images with (CRI-O's ``decryption_keys_path``, containerd's
+``ctd-decoder --decryption-keys-path``) and the agents the matching public keys (the
+ConfigMap ``podmigrate-encryption``). The local cluster makes one keypair at ``up``
+(:func:`make_encryption_keys`), puts the private key in every node's ``keys`` directory, and the
+overlay the public key in the ConfigMap.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Final
+
+from ocicheckpoint import encryption
 
 # A file of the product, not an import: the runtime's CRIU runs it (node_agent/dumphook.py, volumedata.py).
 CRIU_HOOK_SCRIPT: Final = Path(__file__).resolve().parents[1] / "node-agent" / "node_agent" / "criu_hook.sh"
@@ -32,10 +41,35 @@ def dump_hook_dir(node_state: Path) -> Path:
     return node_state / "dump-hook"
 
 
+def decryption_key_dir(node_state: Path) -> Path:
+    """The node's private keys (``/etc/crio/keys``, ``/etc/podmigrate/keys`` on a real host): its runtime and agent read them."""
+    return node_state / "keys"
+
+
+def encryption_public_key(cluster_state: Path) -> Path:
+    """The cluster's node public key (PEM), what the ConfigMap ``podmigrate-encryption`` holds."""
+    return cluster_state / "pki" / "encryption" / "nodes.pub.pem"
+
+
+def make_encryption_keys(*, cluster_state: Path, node_states: list[Path]) -> Path:
+    """One RSA keypair for the nodes: the private key into each node's key directory (0600, and
+    nowhere else), the public key beside the cluster's other PKI; returns the public key's path."""
+    private, public = encryption.new_keypair()
+    pub = encryption_public_key(cluster_state)
+    pub.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pub.write_bytes(public)
+    for node_state in node_states:
+        keys = decryption_key_dir(node_state)
+        keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        encryption.write_private_key(path=keys / "node.key", pem=private)
+    return pub
+
+
 def agent_args(node_state: Path) -> list[str]:
     """The agent's flags for a node whose state is ``node_state`` (a path, or one with ``$(NODE_NAME)`` in it)."""
     return [
         "--kubelet-root-dir", str(kubelet_root(node_state)),
         "--volume-dir", str(volume_dir(node_state)),
         "--dump-hook-dir", str(dump_hook_dir(node_state)),
+        "--decryption-key-dir", str(decryption_key_dir(node_state)),
     ]  # fmt: skip

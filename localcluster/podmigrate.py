@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from localcluster import nodesetup, overlay, processes
+from agentapi import contract
+from localcluster import nodesetup, overlay, processes, registryauth
 from localcluster.cluster import Cluster, ClusterError, NodeInfo
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ class Installation:
     repository: str
     controller_kubeconfig: Path
     agent_kubeconfig: Path
+    agent_token: Path  # the controller's token for the agents' audience (a projected token, in a pod)
     health_address: str
     webhook_address: str
     otlp_endpoint: str | None
@@ -78,6 +80,12 @@ class Installation:
         """The node's directories: its kubelet's, the volume staging its CRIU hook reads, the post-dump hook's."""
         return nodesetup.agent_args(Path(node.state_dir))
 
+    def _registry_args(self) -> list[str]:
+        """The agents' registry credentials (push, pull, delete on the checkpoint repository)."""
+        if not self.cluster.registry_auth:
+            return []
+        return ["--registry-credentials", str(self.cluster.registry_credentials_file(registryauth.PUSH_USER))]
+
     def start_agent(self, node_name: str) -> None:
         node = next(n for n in self.cluster.nodes if n.name == node_name)
         cert, key = self.cluster.controlplane().issue_serving_cert(name=f"agent-{node.name}", ips=[node.address])
@@ -86,8 +94,9 @@ class Installation:
             argv=[
                 sys.executable, "-m", "node_agent.main", "--node-name", node.name, "--kubeconfig", str(self.agent_kubeconfig),
                 "--listen", f"{node.address}:{AGENT_PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
-                "--plain-http-registry", self.cluster.registry,
-                *self._hook_args(node),
+                "--plain-http-registry", self.cluster.registry, "--checkpoint-repository", self.repository,
+                "--encryption-key-dir", str(nodesetup.encryption_public_key(self.state).parent),
+                *self._registry_args(), *self._hook_args(node),
             ],
             env=self._env("podmigrate-agent"),
         )  # fmt: skip
@@ -105,14 +114,18 @@ class Installation:
         webhook: list[str] = []
         if replica == 0:
             cert, key = self.cluster.controlplane().issue_serving_cert(name="podmigrate-webhook", ips=["127.0.0.1"])
-            webhook = ["--webhook-address", self.webhook_address, "--webhook-cert", str(cert), "--webhook-key", str(key)]
+            webhook = [
+                "--webhook-address", self.webhook_address, "--webhook-cert", str(cert), "--webhook-key", str(key),
+                "--webhook-client-ca", str(self.cluster.controlplane().webhook_client_ca),
+            ]  # fmt: skip
         launcher = self._launcher()
         launcher.launch(
             name=name,
             argv=[
                 sys.executable, "-m", "migrator.service", "--kubeconfig", str(self.controller_kubeconfig),
                 "--checkpoint-repository", self.repository, "--agent-port", str(AGENT_PORT),
-                "--agent-ca", self.cluster.ca_cert, "--health-address", health, *webhook,
+                "--agent-ca", self.cluster.ca_cert, "--agent-token-file", str(self.agent_token),
+                "--health-address", health, *webhook,
                 "--leader-election-namespace", NAMESPACE, "--leader-election-id", f"{name}-{time.monotonic_ns()}",
                 "--lease-seconds", str(LEASE_SECONDS),
             ],
@@ -202,6 +215,12 @@ def install(cluster: Cluster, *, otlp_endpoint: str | None = None) -> Installati
         result = cp.kubectl("apply", "-k", str(MANIFESTS / part), check=False)
         if result.returncode != 0:
             raise ClusterError(f"kubectl apply -k manifests/{part}: {result.stderr.strip()}")
+    if cluster.registry_auth:  # the registry Secrets, as the pod install's overlay makes them (the controller copies one)
+        auth = registryauth.Paths(directory=Path(cluster.registry_auth))
+        secrets = {"apiVersion": "v1", "kind": "List", "items": registryauth.secret_manifests(paths=auth, namespace=NAMESPACE)}
+        result = cp.kubectl("apply", "-f", "-", check=False, input=json.dumps(secrets))
+        if result.returncode != 0:
+            raise ClusterError(f"kubectl apply of the registry Secrets: {result.stderr.strip()}")
     deadline = time.monotonic() + 30
     while cp.kubectl("get", "podmigrations", "-A", check=False).returncode != 0:
         if time.monotonic() > deadline:
@@ -210,8 +229,13 @@ def install(cluster: Cluster, *, otlp_endpoint: str | None = None) -> Installati
     workdir = Path(cluster.state_dir) / "podmigrate"
     workdir.mkdir(exist_ok=True)
 
-    def token(sa: str) -> str:
-        return cp.kubectl("create", "token", sa, "-n", NAMESPACE, "--duration=24h").stdout.strip()
+    def token(sa: str, *audience: str) -> str:
+        flags = [f"--audience={a}" for a in audience]
+        return cp.kubectl("create", "token", sa, "-n", NAMESPACE, "--duration=24h", *flags).stdout.strip()
+
+    agent_token = workdir / "agent-audience.token"
+    agent_token.write_text(token(CONTROLLER, contract.AUDIENCE))
+    agent_token.chmod(0o600)
 
     inst = Installation(
         cluster=cluster,
@@ -219,6 +243,7 @@ def install(cluster: Cluster, *, otlp_endpoint: str | None = None) -> Installati
         repository=f"{cluster.registry}/podmigrate-checkpoints",
         controller_kubeconfig=token_kubeconfig(cluster, token=token(CONTROLLER), path=workdir / "controller.kubeconfig"),
         agent_kubeconfig=token_kubeconfig(cluster, token=token("podmigrate-agent"), path=workdir / "agent.kubeconfig"),
+        agent_token=agent_token,
         health_address=f"127.0.0.1:{_free_loopback_port()}",
         webhook_address=f"127.0.0.1:{_free_loopback_port()}",
         otlp_endpoint=otlp_endpoint,
@@ -287,6 +312,8 @@ def _in_back_off(pod: dict) -> bool:
 def build_image(cluster: Cluster) -> str:
     """``make image``: build podmigrate's image and push it to the cluster's registry; its reference by digest."""
     argv = [sys.executable, "-m", "imagebuild", "--registry", cluster.registry]
+    if cluster.registry_auth:  # the registry refuses anonymous pushes: cluster-images pushes the cluster's own images
+        argv += ["--registry-credentials", str(cluster.registry_credentials_file(registryauth.IMAGES_USER))]
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ClusterError(f"make image failed: {result.stderr.strip()[-2000:]}")
@@ -468,6 +495,8 @@ def install_pods(cluster: Cluster, *, otlp_endpoint: str | None = None, timeout:
     directory = overlay.write(
         state / "podmigrate" / "overlay", image=image, registry=cluster.registry, api_port=int(cluster.server.rpartition(":")[2]),
         instance=_instance(cluster), nodes_dir=state / "nodes", otlp_endpoint=otlp_endpoint,
+        webhook_client_ca=cluster.controlplane().webhook_client_ca,
+        registry_auth=Path(cluster.registry_auth) if cluster.registry_auth else None,
     )  # fmt: skip
     cp = cluster.controlplane()
     result = cp.kubectl("apply", "-k", str(directory), check=False)

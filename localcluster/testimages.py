@@ -27,6 +27,7 @@ import aiohttp
 
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.credentials import DockerConfig
 from ocicheckpoint.registry import RegistryClient
 
 BUSYBOX = Path("/bin/busybox")
@@ -146,9 +147,9 @@ def warmup_image(work: Path) -> TestImage:
     )
 
 
-async def push(image: TestImage, *, registry: str, session: aiohttp.ClientSession, work: Path) -> str:
-    """Push one image; returns its full reference (registry/repo:tag)."""
-    client = RegistryClient(host=registry, session=session, plain_http=True)
+async def push(image: TestImage, *, registry: str, session: aiohttp.ClientSession, work: Path, credentials: DockerConfig) -> str:
+    """Push one image with ``credentials`` (the registry refuses anonymous pushes); returns registry/repo:tag."""
+    client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials.for_registry(registry))
     layer_path = work / f"{image.repository.replace('/', '_')}.tar"
     layer = await asyncio.to_thread(_layer, image.rootfs, layer_path)
     config_bytes = oci.build_config(diff_ids=[layer.digest], entrypoint=image.entrypoint, cmd=image.cmd, env=image.env)
@@ -165,12 +166,13 @@ async def push(image: TestImage, *, registry: str, session: aiohttp.ClientSessio
     return f"{registry}/{image.repository}:{image.tag}"
 
 
-async def build_and_push_all(*, registry: str) -> dict[str, str]:
-    """Build every test image and push it; returns name -> reference."""
+async def build_and_push_all(*, registry: str, credentials: DockerConfig) -> dict[str, str]:
+    """Build every test image and push it with ``credentials``; returns name -> reference."""
     with tempfile.TemporaryDirectory(prefix="localcluster-images-") as tmp:
         work = Path(tmp)
         async with aiohttp.ClientSession() as session:
             refs = {}
             for name, make in (("counter", counter_image), ("warmup", warmup_image)):
-                refs[name] = await push(await asyncio.to_thread(make, work), registry=registry, session=session, work=work)
+                built = await asyncio.to_thread(make, work)
+                refs[name] = await push(built, registry=registry, session=session, work=work, credentials=credentials)
             return refs

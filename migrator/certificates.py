@@ -35,11 +35,10 @@ from agentapi import certificates
 from agentapi.client import AgentError, node_address
 from kubeclient.reading import plain, read_or_none, read_plain
 from kubeclient.watching import list_and_watch
+from migrator import webhookconfig
 
 log = logging.getLogger(__name__)
 
-MUTATING_WEBHOOK: Final = "podmigrate"
-VALIDATING_WEBHOOK: Final = "podmigrate-evictions"
 APPROVER: Final = "podmigrate-controller"
 
 
@@ -180,12 +179,7 @@ class WebhookCertificate:
     async def publish_ca(self) -> None:
         """Put the CA into the webhooks' caBundle where it is not there yet (a JSON patch per webhook)."""
         bundle = base64.b64encode(self._ca.cert_pem).decode()
-        for read, patch, name in (
-            (self._admission.read_mutating_webhook_configuration, self._admission.patch_mutating_webhook_configuration,
-             MUTATING_WEBHOOK),
-            (self._admission.read_validating_webhook_configuration, self._admission.patch_validating_webhook_configuration,
-             VALIDATING_WEBHOOK),
-        ):  # fmt: skip
+        for read, patch, name in webhookconfig.configurations(self._admission):
             config = await read_plain(read(name))
             if config is None:
                 log.warning("webhook configuration %s does not exist: nothing to trust the webhook with", name)

@@ -25,11 +25,12 @@ import aiohttp
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from agentapi import certificates
-from agentapi.client import AgentClient
+from agentapi import certificates, contract
+from agentapi.client import AgentClient, TokenFile
 from kubeclient.connecting import api_client, bearer_token
 from kubeclient.leasing import LeaderElector
 from migrator import certificates as authority
+from migrator import webhookconfig
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
@@ -54,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CA bundle that signed the agents' serving certificates; default: the podmigrate CA in the Secret "
         f"{certificates.CA_SECRET}, which this service creates and signs the agents' certificate requests with",
     )
+    p.add_argument(
+        "--agent-token-file", default="/var/run/secrets/podmigrate.io/agent/token",
+        help=f"a ServiceAccount token for the audience {contract.AUDIENCE} (a projected token volume), shown to the agents",
+    )  # fmt: skip
     p.add_argument("--checkpoint-timeout", type=int, default=120, help="seconds the kubelet may take per container checkpoint")
     p.add_argument(
         "--health-address", default="0.0.0.0:8080", help="host:port for GET /healthz (liveness) and GET /metrics; empty: off"
@@ -67,6 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--webhook-key")
     p.add_argument(
+        "--webhook-client-ca",
+        help="CA bundle of the client certificate the API server presents to admission webhooks (its admission "
+        "configuration); the webhooks answer only callers with a certificate from it",
+    )
+    p.add_argument(
+        "--webhook-client-name", action="append", default=[],
+        help="accept only client certificates with this common name (repeatable; default: any from --webhook-client-ca)",
+    )  # fmt: skip
+    p.add_argument(
+        "--webhook-allow-any-client", action="store_true",
+        help="serve the webhooks without client authentication (an API server whose admission configuration cannot be "
+        "set, as on some managed clusters): anything that reaches the port can then post AdmissionReviews; SECURITY.md",
+    )  # fmt: skip
+    p.add_argument(
         "--leader-election-namespace", default=os.environ.get("POD_NAMESPACE", "podmigrate-system"),
         help="namespace of the Lease the replicas elect a leader with (default: $POD_NAMESPACE, else podmigrate-system)",
     )  # fmt: skip
@@ -79,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if bool(args.webhook_cert) != bool(args.webhook_key):
         p.error("--webhook-cert and --webhook-key go together")
+    if args.webhook_address and not args.webhook_client_ca and not args.webhook_allow_any_client:
+        p.error("--webhook-address needs --webhook-client-ca (or, knowingly, --webhook-allow-any-client)")
     return args
 
 
@@ -104,16 +125,33 @@ async def serve_health(*, address: str, healthy: Callable[[], str | None], metri
 
 
 async def serve_webhook(
-    *, args: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi, context: ssl.SSLContext
+    *,
+    args: argparse.Namespace,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    context: ssl.SSLContext,
+    own_user: str,
 ) -> web.AppRunner:
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
-    runner = web.AppRunner(Webhook(core=core, custom=custom, policy=client.PolicyV1Api(core.api_client)).app, access_log=None)
+    hook = Webhook(
+        core=core, custom=custom, policy=client.PolicyV1Api(core.api_client),
+        authz=client.AuthorizationV1Api(core.api_client), checkpoint_repository=args.checkpoint_repository,
+        own_user=own_user,
+        client_names=frozenset(args.webhook_client_name), require_client_cert=not args.webhook_allow_any_client,
+    )  # fmt: skip
+    runner = web.AppRunner(hook.app, access_log=None)
     await runner.setup()
     host, _, port = args.webhook_address.rpartition(":")
     # reuse_port: where there is no Service network (the local cluster's overlay), every replica on a host
     # serves one shared address, as a Service's virtual IP would.
     await web.TCPSite(runner, host=host or "0.0.0.0", port=int(port), ssl_context=context, reuse_port=True).start()
     return runner
+
+
+async def whoami(kube: client.ApiClient) -> str:
+    """This service's user name as the API server sees it (a SelfSubjectReview): its own requests are told apart."""
+    review = await client.AuthenticationV1Api(kube).create_self_subject_review(client.V1SelfSubjectReview())
+    return str(review.status.user_info.username)
 
 
 def _webhook_ips(address: str) -> list[str]:
@@ -138,7 +176,14 @@ async def run(args: argparse.Namespace) -> None:
     ca = None if args.agent_ca and args.webhook_cert else await authority.ensure_ca(core=core, namespace=namespace)
     agent_tls = ssl.create_default_context(cafile=args.agent_ca) if args.agent_ca else authority.client_context(ca)
     session = aiohttp.ClientSession()
-    agents = AgentClient(session=session, token=lambda: bearer_token(kube), port=args.agent_port, tls=agent_tls)
+    agent_token = TokenFile(args.agent_token_file)
+    try:
+        agent_token.check()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"podmigrate-controller: error: no token for the agents ({contract.AUDIENCE}) in {args.agent_token_file}: {exc}"
+        ) from None
+    agents = AgentClient(session=session, token=agent_token, port=args.agent_port, tls=agent_tls)
     # The gauge reads the dispatchers (created below) at scrape time.
     metrics = ControllerMetrics(in_flight=lambda: float(controllers.active()))
     reconciler = PodMigrationReconciler(
@@ -173,7 +218,21 @@ async def run(args: argparse.Namespace) -> None:
             webhook_tls = issued.context()
             await issued.publish_ca()
             tasks["webhook-cert"] = asyncio.create_task(issued.keep(webhook_tls))
-        webhook = await serve_webhook(args=args, core=core, custom=custom, context=webhook_tls)
+        if args.webhook_client_ca:
+            if not os.path.isfile(args.webhook_client_ca):
+                raise SystemExit(
+                    f"podmigrate-controller: error: --webhook-client-ca {args.webhook_client_ca} does not exist: put the CA "
+                    "of the API server's admission client certificate there (the ConfigMap podmigrate-webhook-client-ca; "
+                    "SECURITY.md, 'Webhook callers'), or pass --webhook-allow-any-client knowingly"
+                )
+            webhook_tls.verify_mode = ssl.CERT_REQUIRED
+            webhook_tls.load_verify_locations(cafile=args.webhook_client_ca)
+        else:
+            log.warning("admission webhooks serve any client (--webhook-allow-any-client): SECURITY.md says what that allows")
+        admission = client.AdmissionregistrationV1Api(kube)
+        await webhookconfig.set_checkpoint_repository(admission=admission, repository=args.checkpoint_repository)
+        own_user = await whoami(kube)
+        webhook = await serve_webhook(args=args, core=core, custom=custom, context=webhook_tls, own_user=own_user)
     health = await serve_health(address=args.health_address, healthy=healthy, metrics=metrics) if args.health_address else None
     lost = False
     acquire = asyncio.create_task(elector.acquire())

@@ -56,6 +56,7 @@ class Slot:
     source_pod: str = ""  # the checkpointed pod's name (the replacement's may differ)
     extra_annotations: dict[str, str] = field(default_factory=dict)
     generation: int = 1
+    pull_secret: str = ""  # the checkpoint registry's pull Secret the restored pod names (migrator.pullsecrets)
 
     def to_status(self) -> dict[str, Any]:
         out = {
@@ -66,6 +67,8 @@ class Slot:
             out["podName"] = self.pod_name
         if self.extra_annotations:
             out["extraAnnotations"] = dict(self.extra_annotations)
+        if self.pull_secret:
+            out["pullSecret"] = self.pull_secret
         return out
 
     @classmethod
@@ -80,7 +83,7 @@ class Slot:
             owner_uid=raw["ownerUID"], pod_name=raw.get("podName"), node=raw["node"], images=dict(raw.get("images") or {}),
             source_node=raw.get("sourceNode", ""), original_images=dict(raw.get("originalImages") or {}),
             source_pod=raw.get("sourcePod", ""), extra_annotations=dict(raw.get("extraAnnotations") or {}),
-            generation=int(raw.get("generation") or 1),
+            generation=int(raw.get("generation") or 1), pull_secret=str(raw.get("pullSecret") or ""),
         )  # fmt: skip
 
 

@@ -20,6 +20,16 @@ plain ``kubectl drain`` migrates their pods instead of killing them.
 
 The webhook's failure policy is Ignore: if it is down, the controller's replacement starts
 cold, which the migration detects and reports (state lost, but never zero copies).
+
+The same server answers the validating webhooks of ``migrator.guard`` (who may use checkpoint
+images, who may ask for a migration or a drain; failure policy Fail).
+
+Who may call: only the API server. Each handler acts with the control service's permissions,
+so a forged AdmissionReview would be a way around RBAC. The server asks for a client
+certificate from the CA of the API server's admission configuration (``--webhook-client-ca``,
+optionally by name) and refuses the TLS handshake without one; the handlers still re-read
+every object they act on (the pod, its namespace's opt-in, the migration) rather than trust the
+request's copy. Handlers make no blocking call: everything they await is the API server.
 """
 
 from __future__ import annotations
@@ -29,13 +39,13 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from kubeclient.reading import plain
-from migrator import api, claims, disruption, movability, slots
+from kubeclient.reading import plain, read_or_none
+from migrator import api, claims, disruption, guard, movability, slots
 from migrator.slots import Slot
 from migrator.units import now
 from migrator.units import status_time as parse_time
@@ -82,6 +92,12 @@ def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
                     if env
                     else {"op": "add", "path": f"/spec/containers/{i}/env", "value": [restored_from]}
                 )
+    if slot.pull_secret:  # the checkpoint registry's pull-only Secret, copied into the namespace (migrator/pullsecrets.py)
+        secret = {"name": slot.pull_secret}
+        if not spec.get("imagePullSecrets"):
+            ops.append({"op": "add", "path": "/spec/imagePullSecrets", "value": [secret]})
+        elif secret not in spec["imagePullSecrets"]:
+            ops.append({"op": "add", "path": "/spec/imagePullSecrets/-", "value": secret})
     return ops
 
 
@@ -103,6 +119,44 @@ def eviction_migration_name(pod: str, pod_uid: str) -> str:
     return f"evict-{pod[:45]}-{pod_uid[:8]}"
 
 
+PATH_MUTATE_PODS: Final = "/mutate-pods"
+PATH_INTERCEPT_EVICTIONS: Final = "/intercept-evictions"
+PATH_VALIDATE_PODS: Final = "/validate-pods"
+PATH_VALIDATE_PODMIGRATIONS: Final = "/validate-podmigrations"
+PATH_VALIDATE_NODEDRAINS: Final = "/validate-nodedrains"
+
+
+def _common_names(peercert: Mapping[str, Any] | None) -> set[str]:
+    """The commonName values of a peer certificate as ``ssl`` decodes it (``getpeercert()``)."""
+    names = set()
+    for rdn in (peercert or {}).get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(str(value))
+    return names
+
+
+def client_check(*, require_cert: bool, names: frozenset[str]) -> Any:
+    """A middleware: 403 unless the TLS peer presented a certificate (and, when ``names`` is set, one of those CNs).
+
+    The TLS layer (``CERT_REQUIRED`` with the client CA) already refuses a handshake without a
+    valid certificate; this makes the rule visible per request and checks the name.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not require_cert:
+            return await handler(request)
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        if not cert:
+            return web.json_response({"error": "a client certificate is required"}, status=403)
+        if names and not (_common_names(cert) & names):
+            return web.json_response({"error": f"client certificate {sorted(_common_names(cert))} is not accepted"}, status=403)
+        return await handler(request)
+
+    return middleware
+
+
 class Webhook:
     def __init__(
         self,
@@ -110,13 +164,65 @@ class Webhook:
         core: client.CoreV1Api | None = None,
         custom: client.CustomObjectsApi | None = None,
         policy: client.PolicyV1Api | None = None,
+        authz: client.AuthorizationV1Api | None = None,
+        checkpoint_repository: str = "",
+        own_user: str | None = None,
+        client_names: frozenset[str] = frozenset(),
+        require_client_cert: bool = False,
     ) -> None:
         self.core = core
         self.policy = policy
         self.custom = custom
-        self.app = web.Application()
-        self.app.router.add_post("/mutate-pods", self.mutate_pods)
-        self.app.router.add_post("/intercept-evictions", self.intercept_evictions)
+        self.guard = (
+            guard.Guard(custom=custom, authz=authz, repository=checkpoint_repository, own_user=own_user)
+            if custom is not None and authz is not None and checkpoint_repository
+            else None
+        )
+        self.app = web.Application(middlewares=[client_check(require_cert=require_client_cert, names=client_names)])
+        self.app.router.add_post(PATH_MUTATE_PODS, self.mutate_pods)
+        self.app.router.add_post(PATH_INTERCEPT_EVICTIONS, self.intercept_evictions)
+        self.app.router.add_post(PATH_VALIDATE_PODS, self.validate_pods)
+        self.app.router.add_post(PATH_VALIDATE_PODMIGRATIONS, self.validate_podmigrations)
+        self.app.router.add_post(PATH_VALIDATE_NODEDRAINS, self.validate_nodedrains)
+
+    async def _validate(self, request: web.Request, decide: str) -> web.Response:
+        """Answer a validating review with ``self.guard.<decide>``; refuse when it cannot be decided (failurePolicy Fail)."""
+        review = await request.json()
+        req = review.get("request") or {}
+        uid = str(req.get("uid", ""))
+        if self.guard is None:
+            return web.json_response(
+                review_response(uid, allowed=False, message="podmigrate's admission guard is not configured")
+            )
+        try:
+            verdict = await getattr(self.guard, decide)(req)
+        except client.ApiException as exc:
+            log.warning("admission %s: cannot decide: %s", decide, exc.reason)
+            return web.json_response(review_response(uid, allowed=False, code=503, message=f"cannot check now: {exc.reason}"))
+        if not verdict.allowed:
+            log.info("admission %s refused: %s", decide, verdict.message)
+        return web.json_response(review_response(uid, allowed=verdict.allowed, message=verdict.message))
+
+    async def validate_pods(self, request: web.Request) -> web.Response:
+        return await self._validate(request, "pod")
+
+    async def validate_podmigrations(self, request: web.Request) -> web.Response:
+        return await self._validate(request, "podmigration")
+
+    async def validate_nodedrains(self, request: web.Request) -> web.Response:
+        return await self._validate(request, "nodedrain")
+
+    async def _opted_in(self, namespace: str) -> bool:
+        """Does ``namespace`` ask for migrations instead of evictions, read now (not from the request)?"""
+        if self.core is None or not namespace:
+            return False
+        try:
+            ns = await read_or_none(self.core.read_namespace(namespace))
+        except client.ApiException as exc:
+            log.warning("eviction in %s: cannot read the namespace (%s): let through", namespace, exc.reason)
+            return False
+        labels = (ns.metadata.labels or {}) if ns is not None else {}
+        return labels.get(api.LABEL_MIGRATE_ON_EVICT) == "true"
 
     async def _node_leaving(self, node: str | None) -> bool:
         """Is the pod's node being emptied: cordoned, or tainted against new pods (the cluster autoscaler's
@@ -154,6 +260,11 @@ class Webhook:
         uid = str(req.get("uid", ""))
         namespace, pod_name = str(req.get("namespace", "")), str(req.get("name", ""))
         if req.get("dryRun") or self.core is None or self.custom is None or not pod_name:
+            return web.json_response(review_response(uid))
+        resource = req.get("resource") or {}
+        if (resource.get("resource"), req.get("subResource"), req.get("operation")) != ("pods", "eviction", "CREATE"):
+            return web.json_response(review_response(uid))  # not an eviction: nothing to intercept
+        if not await self._opted_in(namespace):  # the namespaceSelector said so; the request's word is not enough
             return web.json_response(review_response(uid))
         try:
             pod = await self.core.read_namespaced_pod(pod_name, namespace)

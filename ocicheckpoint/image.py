@@ -9,6 +9,11 @@ only looks for its own (see ``names``).
 
 Ordinary images (the base images pods run) are read by the same code: manifest, config
 (entrypoint, cmd, env, working dir) and layers.
+
+Given recipients (the nodes' public keys), the layer is encrypted in ocicrypt's format
+(``ocicheckpoint.encryption``) into ``<archive>.enc`` beside the archive and the manifest
+lists that; the config's ``diff_ids`` stay the plaintext archive's digest, which is what a
+runtime checks after it decrypted the layer on pull.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ocicheckpoint import names
+
+if TYPE_CHECKING:
+    from ocicheckpoint.encryption import PublicKey
 
 CHUNK = 1 << 20
 
@@ -256,32 +264,55 @@ class CheckpointImage:
     config: Descriptor
     manifest_bytes: bytes
     manifest_digest: str
+    encrypted: bool = False  # layer_path is then the encrypted copy (``encrypted_layer_path``), the caller's to delete
 
     @property
     def files(self) -> tuple[tuple[Descriptor, Path], ...]:
         return ((self.layer, self.layer_path),)
 
 
-def checkpoint_image(*, archive: Path, info: CheckpointInfo, archive_digest: str | None = None) -> CheckpointImage:
+def encrypted_layer_path(layer: Path) -> Path:
+    """Where the encrypted copy of a layer file goes (beside it, deleted with it)."""
+    return layer.with_name(layer.name + names.ENCRYPTED_LAYER_FILE_SUFFIX)
+
+
+def checkpoint_image(
+    *,
+    archive: Path,
+    info: CheckpointInfo,
+    archive_digest: str | None = None,
+    recipients: Sequence[PublicKey] = (),
+) -> CheckpointImage:
     """Make the checkpoint image of a kubelet checkpoint archive (the archive is the layer).
 
     ``archive_digest`` may be given when it was computed while the archive was written, so
-    the archive is not read twice.
+    the archive is not read twice. With ``recipients`` the layer is the archive encrypted to
+    them (written to ``encrypted_layer_path(archive)``; reads and writes the whole archive
+    once, so call it off the event loop).
     """
     if archive_digest is None:
         digest, size = sha256_file(archive)
     else:
         digest, size = archive_digest, archive.stat().st_size
     layer = Descriptor(media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, digest=digest, size=size)
+    layer_path = archive
+    if recipients:
+        from ocicheckpoint.encryption import encrypt_layer  # here: the encryption module imports this one
+
+        layer_path = encrypted_layer_path(archive)
+        layer = encrypt_layer(
+            src=archive, dst=layer_path, media_type=layer.media_type, recipients=recipients, plain_digest=digest
+        )
     annotations = checkpoint_annotations(info)
     config_bytes = build_config(diff_ids=[digest], labels=annotations)
     config = Descriptor(media_type=names.MEDIA_TYPE_OCI_CONFIG, digest=sha256_bytes(config_bytes), size=len(config_bytes))
     manifest_bytes = build_manifest(config=config, layers=[layer], annotations=annotations)
     return CheckpointImage(
-        layer_path=archive,
+        layer_path=layer_path,
         layer=layer,
         config_bytes=config_bytes,
         config=config,
         manifest_bytes=manifest_bytes,
         manifest_digest=sha256_bytes(manifest_bytes),
+        encrypted=bool(recipients),
     )

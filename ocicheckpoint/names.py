@@ -113,3 +113,47 @@ MEDIA_TYPE_VOLUME_DATA_LAYER: Final = "application/vnd.podmigrate.volume-data.la
 ANNOTATION_VOLUME_NAME: Final = "io.podmigrate.volume.name"  # on each layer: which emptyDir it holds
 ANNOTATION_VOLUME_MEDIUM: Final = "io.podmigrate.volume.medium"  # "" (node disk) or "Memory"
 ANNOTATION_VOLUME_POD: Final = "io.podmigrate.volume-data.pod"  # on the manifest: namespace/name
+
+# --- ocicrypt: encrypted layers (github.com/containers/ocicrypt v1.2.1, as imgcrypt v2.0.2 and
+# CRI-O use it) ---------------------------------------------------------------------------------
+# An encrypted layer's media type is the plaintext one with this suffix; the descriptor's
+# digest and size are the ciphertext's, the plaintext digest travels inside the wrapped keys.
+ENCRYPTED_MEDIA_TYPE_SUFFIX: Final = "+encrypted"
+MEDIA_TYPE_OCI_LAYER_TAR_ENCRYPTED: Final = MEDIA_TYPE_OCI_LAYER_TAR + ENCRYPTED_MEDIA_TYPE_SUFFIX
+MEDIA_TYPE_OCI_LAYER_GZIP_ENCRYPTED: Final = MEDIA_TYPE_OCI_LAYER_GZIP + ENCRYPTED_MEDIA_TYPE_SUFFIX
+# ocicrypt.go: the JWE key wrapper's annotation (comma-separated base64 JWE JSON serializations,
+# one per wrapping) and the base64 JSON of PublicLayerBlockCipherOptions.
+ANNOTATION_ENC_KEYS_JWE: Final = "org.opencontainers.image.enc.keys.jwe"
+ANNOTATION_ENC_PUBOPTS: Final = "org.opencontainers.image.enc.pubopts"
+ANNOTATION_ENC_PREFIX: Final = "org.opencontainers.image.enc."  # ocicrypt.FilterOutAnnotations
+# blockcipher.go: the one layer cipher ocicrypt implements (AES-256-CTR, then HMAC-SHA256 of
+# the ciphertext keyed with the same 32-byte key) and the JSON keys of its options.
+CIPHER_AES_256_CTR_HMAC_SHA256: Final = "AES_256_CTR_HMAC_SHA256"
+CIPHER_OPTION_NONCE: Final = "nonce"
+OPTS_SYMKEY: Final = "symkey"  # PrivateLayerBlockCipherOptions
+OPTS_DIGEST: Final = "digest"  # PrivateLayerBlockCipherOptions: the plaintext layer's digest
+OPTS_CIPHER_OPTIONS: Final = "cipheroptions"  # both
+OPTS_CIPHER: Final = "cipher"  # PublicLayerBlockCipherOptions
+OPTS_HMAC: Final = "hmac"  # PublicLayerBlockCipherOptions
+# keywrap/jwe/keywrapper_jwe.go via go-jose v4: key-encryption algorithms per key type (RSA keys
+# get RSA-OAEP, i.e. SHA-1 OAEP) and the content encryption (A256GCM).
+JWE_ALG_RSA_OAEP: Final = "RSA-OAEP"
+JWE_ALG_RSA_OAEP_256: Final = "RSA-OAEP-256"
+JWE_ENC_A128GCM: Final = "A128GCM"
+JWE_ENC_A192GCM: Final = "A192GCM"
+JWE_ENC_A256GCM: Final = "A256GCM"
+# JWE JSON serialization (RFC 7516 section 7.2) member and header names.
+JWE_PROTECTED: Final = "protected"
+JWE_UNPROTECTED: Final = "unprotected"
+JWE_HEADER: Final = "header"
+JWE_RECIPIENTS: Final = "recipients"
+JWE_ENCRYPTED_KEY: Final = "encrypted_key"
+JWE_IV: Final = "iv"
+JWE_CIPHERTEXT: Final = "ciphertext"
+JWE_TAG: Final = "tag"
+JWE_AAD: Final = "aad"
+JWE_HEADER_ALG: Final = "alg"
+JWE_HEADER_ENC: Final = "enc"
+JWE_HEADER_ZIP: Final = "zip"
+# Beside a layer file on the source node: its encrypted copy, pushed, then deleted with it.
+ENCRYPTED_LAYER_FILE_SUFFIX: Final = ".enc"

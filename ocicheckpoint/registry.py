@@ -5,21 +5,50 @@ and measured here it pushes at ~150 MB/s where a streamed PUT reaches the regist
 ~250 MB/s (docs/facts.md, "Registry throughput"). This client streams blobs from disk in one monolithic upload,
 verifies every pulled blob's digest while it streams (oras-py's download does not), and
 retries nothing itself: callers decide (tenacity) what is transient.
+
+Authentication (docs/registry.md) is the Docker/OCI token flow and Basic, answered the way
+docker and containerd answer them: a request goes out with whatever this client already holds;
+on ``401`` with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` it asks the realm
+for a token for the scope (with the credentials as Basic, or anonymously), caches it per
+repository and actions until ``expires_in`` and sends the request once more; on
+``WWW-Authenticate: Basic`` it sends the credentials. The one request that cannot be sent twice
+is a blob upload's streamed PUT (its body is a file being read, and it goes to the Location the
+upload's POST returned), so uploads ask for ``pull,push`` from their first request: the token is
+in hand before a byte streams, and a token about to expire is renewed rather than used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
+import re
+import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 import aiohttp
 
 from ocicheckpoint import names
+from ocicheckpoint.credentials import Credentials
 from ocicheckpoint.image import CHUNK, Descriptor, sha256_bytes
+
+__all__ = ["Credentials", "DigestMismatch", "RegistryClient", "RegistryError", "upload_deadline"]
+
+WWW_AUTHENTICATE: Final = "WWW-Authenticate"
+PULL: Final = ("pull",)
+PUSH: Final = ("pull", "push")
+DELETE: Final = ("delete",)
+# The token spec's default lifetime when a token server does not say (distribution's docs/spec/auth/token.md).
+TOKEN_DEFAULT_EXPIRES_S: Final = 60
+# A token this close to its expiry (or half its lifetime, for a shorter-lived one) is renewed instead of
+# sent: a request (an upload's PUT above all) must reach the registry while its token is still valid.
+TOKEN_RENEW_BEFORE_S: Final = 15.0
+# What an identity token is exchanged as (OAuth2 refresh_token grant, as docker does).
+OAUTH_CLIENT_ID: Final = "podmigrate"
+_CHALLENGE_PARAM: Final = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 class RegistryError(RuntimeError):
@@ -35,13 +64,27 @@ class DigestMismatch(RegistryError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Credentials:
-    username: str
-    password: str
+class Challenge:
+    """One ``WWW-Authenticate`` challenge: its scheme (``bearer``, ``basic``) and parameters."""
 
-    def header(self) -> str:
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return f"Basic {token}"
+    scheme: str
+    params: dict[str, str]
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """``Bearer realm="https://auth/token",service="registry",scope="repository:a:pull"`` (or ``Basic realm=...``)."""
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return None
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3) for m in _CHALLENGE_PARAM.finditer(rest)}
+    return Challenge(scheme=scheme.lower(), params=params)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Token:
+    value: str
+    actions: frozenset[str]
+    renew_at: float  # time.monotonic()
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -61,7 +104,12 @@ def upload_deadline(size: int) -> float:
 
 
 class RegistryClient:
-    """One registry host. ``plain_http`` for a loopback test registry without TLS."""
+    """One registry host. ``plain_http`` for a loopback test registry without TLS.
+
+    ``credentials`` are the host's (``ocicheckpoint.credentials.DockerConfig.for_registry``); without
+    them the client still follows a Bearer challenge, anonymously, as public registries expect.
+    Tokens are kept per client: reuse one client for a host to reuse its tokens.
+    """
 
     def __init__(
         self,
@@ -73,15 +121,118 @@ class RegistryClient:
     ) -> None:
         self._base = f"{'http' if plain_http else 'https'}://{host}/v2"
         self._session = session
-        self._headers = {"Authorization": credentials.header()} if credentials else {}
+        self._credentials = credentials
+        self._basic = False  # the registry asked for Basic: every request carries the credentials
+        self._tokens: dict[str, list[_Token]] = {}  # repository -> tokens
+        self._token_lock = asyncio.Lock()
 
+    # --- authentication --------------------------------------------------------------------------
+    def _token(self, repository: str, actions: Sequence[str]) -> str | None:
+        now = time.monotonic()
+        live = [t for t in self._tokens.get(repository, []) if t.renew_at > now]
+        self._tokens[repository] = live
+        return next((t.value for t in live if t.actions.issuperset(actions)), None)
+
+    def _auth_headers(self, repository: str, actions: Sequence[str]) -> dict[str, str]:
+        if self._basic and self._credentials is not None:
+            return {"Authorization": self._credentials.header()}
+        token = self._token(repository, actions)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _can_answer(self, challenge: Challenge | None) -> bool:
+        if challenge is None:
+            return False
+        if challenge.scheme == "bearer":
+            return bool(challenge.params.get("realm"))
+        if challenge.scheme == "basic":
+            return self._credentials is not None and self._credentials.has_password and not self._basic
+        return False
+
+    async def _answer(self, challenge: Challenge, *, repository: str, actions: Sequence[str], sent: str | None) -> None:
+        """Get what the challenge asks for; ``sent`` is the Authorization the refused request carried."""
+        if challenge.scheme == "basic":
+            self._basic = True
+            return
+        async with self._token_lock:
+            current = self._auth_headers(repository, actions).get("Authorization")
+            if current is not None and current != sent:
+                return  # another request fetched a token meanwhile
+            await self._fetch_token(challenge, repository=repository, actions=actions)
+
+    async def _fetch_token(self, challenge: Challenge, *, repository: str, actions: Sequence[str]) -> None:
+        realm = challenge.params["realm"]
+        scopes = [f"repository:{repository}:{','.join(actions)}"]
+        for scope in challenge.params.get("scope", "").split():
+            if scope not in scopes:
+                scopes.append(scope)
+        service = challenge.params.get("service")
+        cred = self._credentials
+        request: Any
+        if cred is not None and cred.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token, "client_id": OAUTH_CLIENT_ID}
+            form["scope"] = " ".join(scopes)
+            if service:
+                form["service"] = service
+            request = self._session.post(realm, data=form)
+        else:
+            query = [("service", service)] if service else []
+            query += [("scope", scope) for scope in scopes]
+            headers = {"Authorization": cred.header()} if cred is not None and cred.has_password else {}
+            request = self._session.get(realm, params=query, headers=headers)
+        async with request as resp:
+            if resp.status != 200:
+                body = (await resp.text())[:300].strip()
+                who = f"as {cred.username!r}" if cred is not None and cred.username else "anonymously"
+                raise RegistryError(
+                    f"token server {realm} refused a token for {' '.join(scopes)} {who}: HTTP {resp.status}: {body}",
+                    status=401 if resp.status in (401, 403) else resp.status,
+                )
+            doc = await resp.json(content_type=None)
+        token = str(doc.get("token") or doc.get("access_token") or "") if isinstance(doc, dict) else ""
+        if not token:
+            raise RegistryError(f"token server {realm} answered without a token")
+        expires_in = float(doc.get("expires_in") or TOKEN_DEFAULT_EXPIRES_S)
+        renew_at = time.monotonic() + expires_in - min(TOKEN_RENEW_BEFORE_S, expires_in / 2)
+        entry = _Token(value=token, actions=frozenset(actions), renew_at=renew_at)
+        self._tokens.setdefault(repository, []).insert(0, entry)
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        repository: str,
+        actions: Sequence[str],
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        replayable: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request, sent again once after answering a 401's challenge (unless its body cannot be replayed)."""
+        auth = self._auth_headers(repository, actions)
+        resp = await self._session.request(method, url, headers={**(headers or {}), **auth}, data=data)
+        if resp.status == 401 and replayable:
+            challenge = parse_challenge(resp.headers.get(WWW_AUTHENTICATE, ""))
+            if challenge is not None and self._can_answer(challenge):
+                resp.release()
+                await self._answer(challenge, repository=repository, actions=actions, sent=auth.get("Authorization"))
+                resp = await self._session.request(
+                    method, url, headers={**(headers or {}), **self._auth_headers(repository, actions)}, data=data
+                )
+        try:
+            yield resp
+        finally:
+            resp.release()
+
+    # --- the distribution API --------------------------------------------------------------------
     async def _check(self, resp: aiohttp.ClientResponse, what: str, *ok: int) -> None:
         if resp.status not in ok:
             body = (await resp.text())[:500]
             raise RegistryError(f"{what}: HTTP {resp.status}: {body.strip()}", status=resp.status)
 
-    async def blob_exists(self, *, repository: str, digest: str) -> bool:
-        async with self._session.head(f"{self._base}/{repository}/blobs/{digest}", headers=self._headers) as resp:
+    async def blob_exists(self, *, repository: str, digest: str, actions: Sequence[str] = PULL) -> bool:
+        url = f"{self._base}/{repository}/blobs/{digest}"
+        async with self._request("HEAD", url, repository=repository, actions=actions) as resp:
             if resp.status == 404:
                 return False
             await self._check(resp, f"HEAD blob {digest}", 200)
@@ -89,18 +240,22 @@ class RegistryClient:
 
     async def _upload(self, *, repository: str, digest: str, size: int, body: object) -> None:
         start = f"{self._base}/{repository}/blobs/uploads/"
-        async with self._session.post(start, headers={**self._headers, "Content-Length": "0"}) as resp:
+        # The POST (empty, replayable) answers any challenge for pull,push: the token is held before the PUT streams.
+        async with self._request("POST", start, repository=repository, actions=PUSH, headers={"Content-Length": "0"}) as resp:
             await self._check(resp, f"start upload to {repository}", 202)
             location = resp.headers["Location"]
         if location.startswith("/"):
             location = self._base.removesuffix("/v2") + location
         sep = "&" if "?" in location else "?"
-        headers = {**self._headers, "Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         # aiohttp has no write timeout: a registry that stops reading mid-upload would hold the push (and
         # the frozen pod's lock) forever. So the whole PUT has a deadline from the blob's size.
         try:
             async with asyncio.timeout(upload_deadline(size)):
-                async with self._session.put(f"{location}{sep}digest={digest}", data=body, headers=headers) as resp:
+                async with self._request(
+                    "PUT", f"{location}{sep}digest={digest}", repository=repository, actions=PUSH,
+                    headers=headers, data=body, replayable=isinstance(body, bytes),
+                ) as resp:  # fmt: skip
                     await self._check(resp, f"upload blob {digest}", 201)
         except TimeoutError:
             raise TimeoutError(
@@ -109,13 +264,13 @@ class RegistryClient:
 
     async def push_blob_file(self, *, repository: str, path: Path, descriptor: Descriptor) -> bool:
         """Stream a file as one blob. Returns False when the registry already had it."""
-        if await self.blob_exists(repository=repository, digest=descriptor.digest):
+        if await self.blob_exists(repository=repository, digest=descriptor.digest, actions=PUSH):
             return False
         await self._upload(repository=repository, digest=descriptor.digest, size=descriptor.size, body=_file_chunks(path))
         return True
 
     async def push_blob_bytes(self, *, repository: str, data: bytes, descriptor: Descriptor) -> bool:
-        if await self.blob_exists(repository=repository, digest=descriptor.digest):
+        if await self.blob_exists(repository=repository, digest=descriptor.digest, actions=PUSH):
             return False
         await self._upload(repository=repository, digest=descriptor.digest, size=len(data), body=data)
         return True
@@ -123,7 +278,8 @@ class RegistryClient:
     async def push_manifest(self, *, repository: str, reference: str, manifest: bytes, media_type: str) -> str:
         """Put a manifest under a tag (or its digest); returns the manifest digest."""
         url = f"{self._base}/{repository}/manifests/{reference}"
-        async with self._session.put(url, data=manifest, headers={**self._headers, "Content-Type": media_type}) as resp:
+        headers = {"Content-Type": media_type}
+        async with self._request("PUT", url, repository=repository, actions=PUSH, headers=headers, data=manifest) as resp:
             await self._check(resp, f"push manifest {repository}:{reference}", 201)
             return resp.headers.get("Docker-Content-Digest") or sha256_bytes(manifest)
 
@@ -149,7 +305,7 @@ class RegistryClient:
         """(body, media type, digest) of a manifest or index, by tag or digest."""
         url = f"{self._base}/{repository}/manifests/{reference}"
         accept = ", ".join(names.MANIFEST_MEDIA_TYPES)
-        async with self._session.get(url, headers={**self._headers, "Accept": accept}) as resp:
+        async with self._request("GET", url, repository=repository, actions=PULL, headers={"Accept": accept}) as resp:
             await self._check(resp, f"get manifest {repository}:{reference}", 200)
             body = await resp.read()
             media_type = resp.headers.get("Content-Type", names.MEDIA_TYPE_OCI_MANIFEST).split(";")[0]
@@ -159,7 +315,8 @@ class RegistryClient:
         return body, media_type, digest
 
     async def get_blob_bytes(self, *, repository: str, digest: str) -> bytes:
-        async with self._session.get(f"{self._base}/{repository}/blobs/{digest}", headers=self._headers) as resp:
+        url = f"{self._base}/{repository}/blobs/{digest}"
+        async with self._request("GET", url, repository=repository, actions=PULL) as resp:
             await self._check(resp, f"get blob {digest}", 200)
             body = await resp.read()
         if sha256_bytes(body) != digest:
@@ -171,7 +328,8 @@ class RegistryClient:
         hasher = hashlib.sha256()
         size = 0
         tmp = path.with_name(path.name + ".partial")
-        async with self._session.get(f"{self._base}/{repository}/blobs/{digest}", headers=self._headers) as resp:
+        url = f"{self._base}/{repository}/blobs/{digest}"
+        async with self._request("GET", url, repository=repository, actions=PULL) as resp:
             await self._check(resp, f"get blob {digest}", 200)
             with tmp.open("wb") as fh:
                 async for chunk in resp.content.iter_chunked(CHUNK):
@@ -187,7 +345,8 @@ class RegistryClient:
 
     async def delete_manifest(self, *, repository: str, digest: str) -> bool:
         """Delete a manifest by digest; False if it was already gone."""
-        async with self._session.delete(f"{self._base}/{repository}/manifests/{digest}", headers=self._headers) as resp:
+        url = f"{self._base}/{repository}/manifests/{digest}"
+        async with self._request("DELETE", url, repository=repository, actions=DELETE) as resp:
             if resp.status == 404:
                 return False
             await self._check(resp, f"delete manifest {digest}", 202)

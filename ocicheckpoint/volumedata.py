@@ -7,6 +7,11 @@ belong to the pod, not to one container. So the source agent pushes one artifact
 (``names.ARTIFACT_TYPE_VOLUME_DATA``) with one uncompressed tar layer per volume, annotated
 with the volume's name and medium; the registry stores, deduplicates and deletes it like any
 image, and its digest is recorded next to the checkpoint images.
+
+The volumes hold the pod's data as much as the checkpoint holds its memory, so with recipients
+each layer is encrypted like a checkpoint layer (ocicrypt's format, ``+encrypted`` media type,
+the volume annotations kept beside the encryption ones); the restoring agent decrypts with its
+node's private keys.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ocicheckpoint import names
-from ocicheckpoint.image import Descriptor, Manifest, sha256_bytes
+from ocicheckpoint import encryption, names
+from ocicheckpoint.image import Descriptor, Manifest, encrypted_layer_path, sha256_bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +57,27 @@ class VolumeDataImage:
     manifest_digest: str
 
 
-def volume_data_image(*, layers: Sequence[VolumeLayer], namespace: str, pod: str) -> VolumeDataImage:
+def volume_data_image(
+    *, layers: Sequence[VolumeLayer], namespace: str, pod: str, recipients: Sequence[encryption.PublicKey] = ()
+) -> VolumeDataImage:
+    """The artifact of these volume tars; with ``recipients`` each layer is encrypted to them into
+    ``encrypted_layer_path(layer.path)`` (the caller deletes those with the tars)."""
+    files: list[tuple[Descriptor, Path]] = []
+    for layer in layers:
+        if recipients:
+            dst = encrypted_layer_path(layer.path)
+            plain = layer.descriptor
+            enc = encryption.encrypt_layer(
+                src=layer.path,
+                dst=dst,
+                media_type=plain.media_type,
+                recipients=recipients,
+                plain_digest=plain.digest,
+                annotations=plain.annotations,
+            )
+            files.append((enc, dst))
+        else:
+            files.append((layer.descriptor, layer.path))
     config_bytes = json.dumps(
         {"volumes": [{"name": layer.name, "medium": layer.medium, "size": layer.size} for layer in layers]},
         sort_keys=True,
@@ -64,12 +89,12 @@ def volume_data_image(*, layers: Sequence[VolumeLayer], namespace: str, pod: str
         "mediaType": names.MEDIA_TYPE_OCI_MANIFEST,
         "artifactType": names.ARTIFACT_TYPE_VOLUME_DATA,
         "config": config.to_json(),
-        "layers": [layer.descriptor.to_json() for layer in layers],
+        "layers": [descriptor.to_json() for descriptor, _ in files],
         "annotations": {names.ANNOTATION_VOLUME_POD: f"{namespace}/{pod}"},
     }
     manifest = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return VolumeDataImage(
-        files=tuple((layer.descriptor, layer.path) for layer in layers),
+        files=tuple(files),
         config_bytes=config_bytes,
         config=config,
         manifest_bytes=manifest,
@@ -84,7 +109,10 @@ def volume_layers(manifest: Manifest) -> dict[str, Descriptor]:
     out: dict[str, Descriptor] = {}
     for layer in manifest.layers:
         name = layer.annotations.get(names.ANNOTATION_VOLUME_NAME, "")
-        if layer.media_type != names.MEDIA_TYPE_VOLUME_DATA_LAYER or not name or "/" in name or name in (".", ".."):
+        media_type = layer.media_type
+        if encryption.is_encrypted(media_type):
+            media_type = encryption.plaintext_media_type(media_type)
+        if media_type != names.MEDIA_TYPE_VOLUME_DATA_LAYER or not name or "/" in name or name in (".", ".."):
             raise ValueError(f"unexpected layer in a volume-data artifact: {layer.media_type} {name!r}")
         if name in out:
             raise ValueError(f"volume {name!r} appears twice in the volume-data artifact")

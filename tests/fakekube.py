@@ -226,10 +226,12 @@ class FakeKube:
         self.api_client = OfflineApiClient()
         self.clock = clock or units.now
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.namespaces: dict[str, dict[str, Any]] = {}
         self.claims: dict[tuple[str, str], dict[str, Any]] = {}  # PersistentVolumeClaims
         self.volumes: dict[str, dict[str, Any]] = {}  # PersistentVolumes
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.pdbs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         # plural -> {(namespace, name) or name: object}
         self.custom_objects: dict[str, dict[Any, dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
@@ -347,6 +349,14 @@ class FakeKube:
     async def list_persistent_volume(self, **_: Any) -> Any:
         return self._list(list(self.volumes.values()), "V1PersistentVolumeList")
 
+    def add_namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        labels = {"kubernetes.io/metadata.name": name, **(labels or {})}
+        self.namespaces[name] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+        return self.namespaces[name]
+
+    async def read_namespace(self, name: str, **_: Any) -> client.V1Namespace:
+        return self.api_client.model(self._found(self.namespaces, name, "namespaces"), "V1Namespace")
+
     async def read_node(self, name: str, **_: Any) -> client.V1Node:
         return self.api_client.model(self._found(self.nodes, name, "nodes"), "V1Node")
 
@@ -438,6 +448,43 @@ class FakeKube:
             raise api_error(429, "Cannot evict pod as it would violate the pod's disruption budget.")
         self.writes.append(f"evict {namespace}/{name}")
         del self.pods[(namespace, name)]
+        return client.V1Status(status="Success")
+
+    # --- CoreV1Api: secrets (the checkpoint pull Secret's copies, migrator/pullsecrets.py)
+    def add_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        meta = secret["metadata"]
+        self.secrets[(meta["namespace"], meta["name"])] = self._admit(secret, kind="secrets", namespace=meta["namespace"])
+        return secret
+
+    async def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> client.V1Secret:
+        return self.api_client.model(self._found(self.secrets, (namespace, name), "secrets"), "V1Secret")
+
+    async def create_namespaced_secret(self, namespace: str, body: Any, **_: Any) -> client.V1Secret:
+        secret = self._fresh(self._plain(body))
+        if (namespace, secret["metadata"]["name"]) in self.secrets:
+            raise api_error(409, f'secrets "{secret["metadata"]["name"]}" already exists')
+        self.writes.append(f"create secret {namespace}/{secret['metadata']['name']}")
+        return self.api_client.model(
+            self.add_secret({**secret, "metadata": {**secret["metadata"], "namespace": namespace}}), "V1Secret"
+        )
+
+    async def replace_namespaced_secret(self, name: str, namespace: str, body: Any, **_: Any) -> client.V1Secret:
+        current = self._found(self.secrets, (namespace, name), "secrets")
+        secret = self._plain(body)
+        if secret["metadata"].get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+            raise api_error(409, f'secrets "{name}": the object has been modified')
+        secret["metadata"] = {**current["metadata"], **secret["metadata"], "resourceVersion": self._version()}
+        self.secrets[(namespace, name)] = secret
+        self.writes.append(f"replace secret {namespace}/{name}")
+        return self.api_client.model(secret, "V1Secret")
+
+    async def delete_namespaced_secret(self, name: str, namespace: str, *, body: Any = None, **_: Any) -> client.V1Status:
+        current = self._found(self.secrets, (namespace, name), "secrets")
+        wanted = ((self._plain(body) if body is not None else {}).get("preconditions") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            raise api_error(409, f'secrets "{name}": precondition failed')
+        del self.secrets[(namespace, name)]
+        self.writes.append(f"delete secret {namespace}/{name}")
         return client.V1Status(status="Success")
 
     # --- CoreV1Api: events

@@ -117,10 +117,3 @@ async def checkpoint_container(*, runc: Runc, container: Container, checkpoints_
         await asyncio.to_thread(pack)
         partial.rename(final)
     return final
-
-
-def unpack_archive(*, archive: Path, dest: Path) -> None:
-    """Unpack a checkpoint archive (as CRI-O does when restoring from a file)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:") as tar:
-        tar.extractall(dest, filter="tar", numeric_owner=True)

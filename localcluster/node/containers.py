@@ -45,9 +45,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localcluster.node import checkpointfiles
 from localcluster.node.images import LocalImage
 from localcluster.node.runc import Runc, RuncError
-from ocicheckpoint import names
+from ocicheckpoint import names, safetar
 
 log = logging.getLogger(__name__)
 
@@ -604,6 +605,28 @@ def read_cri_log(path: Path, *, tail: int | None = None, timestamps: bool = Fals
     return format_cri_log(path.read_bytes(), tail=tail, timestamps=timestamps) if path.exists() else b""
 
 
+def _make_mount_point(root: Path, destination: str, *, directory: bool) -> None:
+    """Create ``destination`` (a directory, else an empty file) in ``root``, every component resolved inside it."""
+    parts = tuple(p for p in destination.split("/") if p)
+    if not parts:
+        return
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if directory:
+            os.close(safetar.open_dir_in_root(root_fd, parts, create=True))
+            return
+        parent = safetar.open_dir_in_root(root_fd, parts[:-1], create=True)
+        try:
+            try:
+                os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                os.close(os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent))
+        finally:
+            os.close(parent)
+    finally:
+        os.close(root_fd)
+
+
 class ContainerRuntime:
     """CRI-O's container lifecycle on top of runc, for one node."""
 
@@ -651,17 +674,12 @@ class ContainerRuntime:
         if proc.returncode != 0:
             raise ContainerError(f"mounting the root filesystem: {err.decode().strip()}")
         container = Container(id=cid, sandbox=sandbox, request=request, bundle=bundle)
-        # Mount points exist before runc starts, so that a read-only root filesystem needs none created.
+        # Mount points exist before runc starts, so that a read-only root filesystem needs none created. Made
+        # inside the root whatever its symlinks say (an image's /data -> /etc must not create /etc/x on the host).
         try:
             for m in spec["mounts"]:
                 if m["type"] == "bind":
-                    target = container.rootfs / m["destination"].lstrip("/")
-                    if Path(m["source"]).is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                    else:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        if not target.exists():
-                            target.touch()
+                    _make_mount_point(container.rootfs, m["destination"], directory=Path(m["source"]).is_dir())
         except OSError as exc:
             await self._unmount(container.rootfs)
             raise ContainerError(f"creating a mount point: {exc}") from None
@@ -725,21 +743,24 @@ class ContainerRuntime:
         """Start ``request`` by restoring the CRIU images in ``checkpoint``; request.image is the base image.
 
         ``checkpoint`` is an unpacked checkpoint archive; its rootfs diff is applied on top
-        of the base image first (CRI-O's order).
+        of the base image first, then ``deleted.files`` (CRI-O's order). Both are hostile input,
+        confined to the container's root filesystem (``checkpointfiles``): a refusal fails the
+        restore (CreateContainerError with the reason) and leaves nothing outside the bundle.
         """
         container = await self._prepare(sandbox=sandbox, request=request)
         try:
-            diff = checkpoint / names.ROOTFS_DIFF_TAR
-            if diff.exists():
-                await _run_checked("tar", "-x", "-f", str(diff), "-C", str(container.rootfs), "--numeric-owner")
-            deleted = checkpoint / names.DELETED_FILES_FILE
-            if deleted.exists():
-                for path in json.loads(deleted.read_text() or "[]"):
-                    target = container.rootfs / str(path).lstrip("/")
-                    if target.is_dir() and not target.is_symlink():
-                        shutil.rmtree(target, ignore_errors=True)
-                    else:
-                        target.unlink(missing_ok=True)
+            spec = json.loads((container.bundle / "config.json").read_text())
+            try:
+                await asyncio.to_thread(checkpointfiles.check_checkpoint_directory, checkpoint)
+                await asyncio.to_thread(
+                    checkpointfiles.apply_rootfs_diff,
+                    archive=checkpoint,
+                    rootfs=container.rootfs,
+                    setid=checkpointfiles.setid_rule(spec),
+                )
+                await asyncio.to_thread(checkpointfiles.apply_deleted_files, archive=checkpoint, rootfs=container.rootfs)
+            except checkpointfiles.CheckpointFileError as exc:
+                raise ContainerError(f"restoring from checkpoint: {exc}") from None
             container.restored = True
             await self._launch(container, restore_from=checkpoint / names.CHECKPOINT_DIRECTORY)
         except ContainerError:

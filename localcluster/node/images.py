@@ -4,6 +4,12 @@ Like CRI-O's containers/storage, it keeps each image once (by manifest digest) w
 flattened root filesystem that containers overlay, and a name index so that a restore can
 ask for its base image by name *from local storage only* (CRI-O never pulls a checkpoint's
 base image itself).
+
+Encrypted layers (``+encrypted``, ocicrypt's format) are decrypted on pull with the node's
+private keys, as CRI-O does with its ``decryption_keys_path`` (default ``/etc/crio/keys``; here
+``--decryption-keys-path``): the HMAC, the plaintext digest and the config's ``diff_ids`` are
+checked before the layer is unpacked, and an image no key here opens fails the pull
+(ErrImagePull) saying so.
 """
 
 from __future__ import annotations
@@ -11,23 +17,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import tarfile
+from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 
+from ocicheckpoint import encryption, names, safetar
 from ocicheckpoint import image as oci
-from ocicheckpoint import names
+from ocicheckpoint.credentials import Credentials, DockerConfig
 from ocicheckpoint.reference import Reference, parse_reference
-from ocicheckpoint.registry import RegistryClient
+from ocicheckpoint.registry import RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_WHITEOUT = ".wh..wh..opq"
+# The credentials the pull under way in this task asks with (``ImageStore._pull_as`` tries them one by one).
+_PULL_CREDENTIALS: ContextVar[Credentials | None] = ContextVar("pull_credentials", default=None)
 
 
 class ImagePullError(RuntimeError):
@@ -54,42 +63,24 @@ class LocalImage:
         return f"{self.reference.registry}/{self.reference.repository}@{self.reference.digest}"
 
 
-def _safe_join(root: Path, member: str) -> Path:
-    target = (root / member.lstrip("/")).resolve()
-    if target != root and root not in target.parents:
-        raise ImagePullError(f"layer entry {member!r} escapes the root filesystem")
-    return target
+# Generous guards against a layer that would fill the node's disk (a decompression or sparse-file
+# bomb), not quotas: per layer, since layers are applied one at a time. A checkpoint image is a
+# layer too, and its CRIU page images are as large as the checkpointed container's memory.
+LAYER_LIMITS: Final = safetar.Limits(max_file_bytes=64 << 30, max_total_bytes=128 << 30)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def unpack_layer(*, layer: Path, root: Path, gzip: bool, limits: safetar.Limits = LAYER_LIMITS) -> None:
+    """Apply one layer tar to ``root``, honouring OCI whiteouts, never writing or removing outside ``root``.
 
-
-def unpack_layer(*, layer: Path, root: Path, gzip: bool) -> None:
-    """Apply one layer tar to ``root``, honouring OCI whiteouts."""
-    root = root.resolve()
-    with tarfile.open(layer, "r:gz" if gzip else "r:") as tar:
-        for member in tar:
-            name = member.name.lstrip("./") if member.name not in (".", "./") else ""
-            if not name:
-                continue
-            base = os.path.basename(name)
-            parent = _safe_join(root, os.path.dirname(name)) if os.path.dirname(name) else root
-            if base == OPAQUE_WHITEOUT:
-                if parent.is_dir():
-                    for child in parent.iterdir():
-                        _remove(child)
-                continue
-            if base.startswith(WHITEOUT_PREFIX):
-                _remove(parent / base[len(WHITEOUT_PREFIX) :])
-                continue
-            target = _safe_join(root, name)
-            if (target.exists() or target.is_symlink()) and not (member.isdir() and target.is_dir()):
-                _remove(target)
-            tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="tar")
+    The rules are ``ocicheckpoint.safetar``'s: paths resolved in the root (an absolute symlink of an
+    earlier layer leads to the root's own directory, never the host's), the last component never
+    followed, hard links and whiteouts confined to the root, no device nodes, ``limits`` on bytes.
+    A refusal is ``safetar.UnsafeArchiveError``, which ``pull`` reports as ErrImagePull with the
+    image's name; the half-unpacked image stays in the pull's temporary directory, never used.
+    """
+    policy = safetar.Policy(limits=limits, whiteouts=True, fifos=True, what="layer")
+    with tarfile.open(layer, "r|gz" if gzip else "r|") as tar:
+        safetar.extract(tar, root=root, policy=policy)
 
 
 def image_user(config: bytes) -> str:
@@ -109,16 +100,54 @@ def _with_default_tag(ref: Reference) -> Reference:
 
 
 class ImageStore:
-    def __init__(self, *, root: Path, session: aiohttp.ClientSession, plain_http_registries: frozenset[str]) -> None:
+    """``node_credentials``: the node's own registry credentials (a kubelet's ``config.json``), tried after a pod's."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        session: aiohttp.ClientSession,
+        plain_http_registries: frozenset[str],
+        node_credentials: DockerConfig | None = None,
+        decryption_keys_path: Path | None = None,
+    ) -> None:
         self._root = root
+        self._decryption_keys_path = decryption_keys_path
         self._session = session
         self._plain_http = plain_http_registries
+        self._node_credentials = node_credentials or DockerConfig()
         self._locks: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
         self._index_path = root / "names.json"
 
     def client(self, ref: Reference) -> RegistryClient:
-        return RegistryClient(host=ref.registry, session=self._session, plain_http=ref.registry in self._plain_http)
+        return RegistryClient(
+            host=ref.registry,
+            session=self._session,
+            plain_http=ref.registry in self._plain_http,
+            credentials=_PULL_CREDENTIALS.get(),
+        )
+
+    async def _pull_as(self, ref: Reference, *, pull_secrets: Sequence[DockerConfig]) -> LocalImage:
+        """Pull with each credential for the host in turn, as the kubelet's keyring does.
+
+        The pod's ``imagePullSecrets`` in order, then the node's own; the next one after a 401/403,
+        anonymously when none names the host. Trying in turn matters: a restored pod's pull secret
+        reads checkpoints only, and its other containers' images need the node's credentials.
+        """
+        found = [c for config in (*pull_secrets, self._node_credentials) if (c := config.for_registry(ref.registry))]
+        candidates: list[Credentials | None] = list(dict.fromkeys(found)) or [None]
+        for i, credentials in enumerate(candidates):
+            token = _PULL_CREDENTIALS.set(credentials)
+            try:
+                return await self._pull(ref)
+            except RegistryError as exc:
+                if exc.status not in (401, 403) or i == len(candidates) - 1:
+                    raise
+                log.info("pull of %s as %s refused (%s); trying the next credentials", ref, credentials, exc.status)
+            finally:
+                _PULL_CREDENTIALS.reset(token)
+        raise AssertionError("unreachable: the last candidate's error is raised")
 
     def _names(self) -> dict[str, str]:
         if self._index_path.exists():
@@ -151,7 +180,8 @@ class ImageStore:
         digest = ref.digest or self._names().get(str(ref))
         return self._load(digest, ref) if digest else None
 
-    async def pull(self, name: str, *, policy: str = "IfNotPresent") -> LocalImage:
+    async def pull(self, name: str, *, policy: str = "IfNotPresent", pull_secrets: Sequence[DockerConfig] = ()) -> LocalImage:
+        """``pull_secrets``: the pod's ``imagePullSecrets``, read and parsed (``ocicheckpoint.credentials.from_secret``)."""
         ref = _with_default_tag(parse_reference(name))
         if policy != "Always" and (found := self.local(str(ref))):
             return found
@@ -160,11 +190,22 @@ class ImageStore:
         lock = self._locks.setdefault(str(ref), asyncio.Lock())
         async with lock:
             try:
-                return await self._pull(ref)
+                return await self._pull_as(ref, pull_secrets=pull_secrets)
             except ImagePullError:
                 raise
             except Exception as exc:  # registry down, digest mismatch, bad tar: all ErrImagePull
                 raise ImagePullError(f"failed to pull image {name!r}: {exc}") from exc
+
+    def _decrypt(self, *, layer: oci.Descriptor, src: Path, dst: Path, ref: Reference) -> encryption.DecryptedLayer:
+        """Decrypt one ``+encrypted`` layer with this node's keys (read per pull: keys can be added live)."""
+        keys = encryption.load_private_keys(self._decryption_keys_path) if self._decryption_keys_path else []
+        try:
+            return encryption.decrypt_layer(descriptor=layer, src=src, dst=dst, private_keys=keys)
+        except encryption.NoMatchingKeyError as exc:
+            where = self._decryption_keys_path or "(no --decryption-keys-path)"
+            raise ImagePullError(
+                f"failed to pull image {str(ref)!r}: it is encrypted and no private key in {where} decrypts it: {exc}"
+            ) from None
 
     async def _pull(self, ref: Reference) -> LocalImage:
         registry = self.client(ref)
@@ -182,11 +223,22 @@ class ImageStore:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "rootfs").mkdir(parents=True)
         config = await registry.get_blob_bytes(repository=ref.repository, digest=manifest.config.digest)
-        for layer in manifest.layers:
+        diff_ids = oci.parse_config(config).diff_ids
+        for i, layer in enumerate(manifest.layers):
             blob = tmp / "layer"
-            await registry.get_blob_to_file(repository=ref.repository, digest=layer.digest, path=blob)
+            media_type = layer.media_type
+            if encryption.is_encrypted(media_type):
+                sealed = tmp / "layer.enc"
+                await registry.get_blob_to_file(repository=ref.repository, digest=layer.digest, path=sealed)
+                plain = await asyncio.to_thread(self._decrypt, layer=layer, src=sealed, dst=blob, ref=ref)
+                sealed.unlink()
+                if i < len(diff_ids) and not (media_type in names.GZIP_LAYER_MEDIA_TYPES or plain.digest == diff_ids[i]):
+                    raise ImagePullError(f"{ref}: layer {i} decrypted to {plain.digest}, the config's diff_id is {diff_ids[i]}")
+                media_type = plain.media_type
+            else:
+                await registry.get_blob_to_file(repository=ref.repository, digest=layer.digest, path=blob)
             await asyncio.to_thread(
-                unpack_layer, layer=blob, root=tmp / "rootfs", gzip=layer.media_type in names.GZIP_LAYER_MEDIA_TYPES
+                unpack_layer, layer=blob, root=tmp / "rootfs", gzip=media_type in names.GZIP_LAYER_MEDIA_TYPES
             )
             blob.unlink()
         (tmp / "manifest.json").write_bytes(body)

@@ -29,6 +29,7 @@ from localcluster.node.images import ImageStore
 from localcluster.node.pods import NodeContext, PodWorker
 from localcluster.node.runc import Runc, RuncError
 from localcluster.node.server import KubeletServer, tls_context
+from ocicheckpoint.credentials import load_docker_config
 
 log = logging.getLogger("localcluster.node")
 
@@ -46,8 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-dir", required=True)
     p.add_argument("--plain-http-registry", action="append", default=[], help="host:port served over plain HTTP")
     p.add_argument(
+        "--registry-credentials", type=Path, default=None,
+        help="the node's own registry credentials (a .dockerconfigjson, as a kubelet's <root-dir>/config.json), tried after a "
+        "pod's imagePullSecrets",
+    )  # fmt: skip
+    p.add_argument(
         "--criu-action-script", action="append", default=[], type=Path,
         help="a script CRIU runs at each stage of a dump or restore (in the node's CRIU configuration, as on a CRI-O node)",
+    )  # fmt: skip
+    p.add_argument(
+        "--decryption-keys-path", type=Path, default=None,
+        help="PEM private keys that decrypt encrypted image layers (CRI-O's decryption_keys_path, default /etc/crio/keys "
+        "there); without it an encrypted image fails to pull",
     )  # fmt: skip
     p.add_argument("--cpu", default="4")
     p.add_argument("--memory", default="8Gi")
@@ -93,7 +104,11 @@ async def run(args: argparse.Namespace) -> None:
             criu_action_scripts=args.criu_action_script,
         ),
         images=ImageStore(
-            root=state / "storage" / "images", session=session, plain_http_registries=frozenset(args.plain_http_registry)
+            root=state / "storage" / "images",
+            session=session,
+            plain_http_registries=frozenset(args.plain_http_registry),
+            node_credentials=load_docker_config(args.registry_credentials) if args.registry_credentials else None,
+            decryption_keys_path=args.decryption_keys_path,
         ),
         network=network.NetworkAllocator(node_index=args.index),
         pods_dir=state / "kubelet" / "pods",

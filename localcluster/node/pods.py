@@ -52,6 +52,7 @@ from localcluster.node.network import NetworkAllocator, NetworkError
 from localcluster.node.restoring import FAIL_RESTORES_ANNOTATION, RestoreError, prepare_restore
 from localcluster.node.securitycontext import container_security, mount_propagation
 from localcluster.node.volumes import VolumeError, VolumeManager, field_value, quantity_bytes
+from ocicheckpoint.credentials import CredentialsError, DockerConfig, from_secret
 
 log = logging.getLogger(__name__)
 
@@ -373,13 +374,28 @@ class PodWorker:
             slot.backoff = min(slot.backoff * 2, BACKOFF_MAX)
         self._start_probes(slot)
 
+    async def _pull_secrets(self) -> list[DockerConfig]:
+        """The pod's ``imagePullSecrets``, read like a kubelet does: a missing or unreadable one is skipped with a warning.
+
+        (The Node authorizer lets a node read exactly the Secrets its pods reference.)
+        """
+        configs: list[DockerConfig] = []
+        for ref in self.pod["spec"].get("imagePullSecrets") or []:
+            name = ref.get("name") or ""
+            try:
+                secret = await self.ctx.core.read_namespaced_secret(name, self.namespace)
+                configs.append(from_secret({"type": secret.type, "data": secret.data or {}}))
+            except (client.ApiException, CredentialsError, ValueError) as exc:
+                log.warning("pod %s/%s: image pull secret %r not used: %s", self.namespace, self.name, name, exc)
+        return configs
+
     async def _start(self, slot: Slot) -> Container:
         spec = slot.spec
         image_name = spec["image"]
         policy = spec.get("imagePullPolicy") or (
             "Always" if image_name.endswith(":latest") or ":" not in image_name.rsplit("/", 1)[-1] else "IfNotPresent"
         )
-        image = await self.ctx.images.pull(image_name, policy=policy)
+        image = await self.ctx.images.pull(image_name, policy=policy, pull_secrets=await self._pull_secrets())
         slot.image = image
         await self.ctx.event(self.pod, reason="Pulled", message=f'Container image "{image_name}" present: {image.image_id}')
         request = await self._request(slot, image=image, image_name=image_name)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # build.sh - build and cache the binaries of a real node: upstream's kubelet, containerd, its
 # runc shim, ctr, the CNI reference plugins (bridge, host-local, loopback, portmap) and the
-# sandbox ("pause") process of go/pause (ours: no pause image can be pulled from outside here).
+# sandbox ("pause") process of go/pause (ours: no pause image can be pulled from outside here),
+# and containerd's stream processor for encrypted layers, go/ctd-decoder (imgcrypt's decoder on
+# imgcrypt's library: its own cmd module is not on the Go module proxy; go/ctd-decoder says why).
 #
 # Versions are pinned by two committed Go modules, built with -mod=readonly (go.mod/go.sum are
 # never rewritten by a build):
@@ -10,7 +12,8 @@
 #                    not touched, with the same replace directives and upstream's own versions
 #   go/go.mod        github.com/containerd/containerd/v2 and github.com/containernetworking/plugins
 #                    (the plugins at the version containerd itself requires: containerd's
-#                    dependencies are not upgraded by the combination)
+#                    dependencies are not upgraded by the combination); imgcrypt/v2 and ocicrypt
+#                    for ctd-decoder, at the versions containerd requires
 #
 # Output: $PODMIGRATE_CACHE/realnode-<k8s>-containerd-<v>-cni-<v>-r<recipe>/bin, printed as the
 # last stdout line. A second run finds the binaries and exits at once. Built into a temp dir
@@ -19,7 +22,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${PODMIGRATE_CACHE:-$HOME/.cache/podmigrate}"
-recipe=1   # bump when the build flags below change: a new cache directory is built
+recipe=2   # bump when the build flags below change: a new cache directory is built (2: ctd-decoder)
 
 modver() {  # modver GO.MOD MODULE -> the version required for MODULE
     sed -n "s|^[[:space:]]*\(require[[:space:]]\+\)\?${2//./\\.}[[:space:]]\+\(v[0-9][^[:space:]]*\).*$|\2|p" "$1" | head -n1
@@ -38,7 +41,7 @@ fi
 
 release_dir="$cache_root/realnode-k8s-$k8s_version-containerd-$containerd_version-cni-$cni_version-r$recipe"
 bin_dir="$release_dir/bin"
-binaries=(kubelet containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap pause)
+binaries=(kubelet containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap pause ctd-decoder)
 
 # shellcheck source=../buildcache.sh
 source "$here/../buildcache.sh"
@@ -77,7 +80,8 @@ cd_ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/
     github.com/containernetworking/plugins/plugins/main/loopback \
     github.com/containernetworking/plugins/plugins/ipam/host-local \
     github.com/containernetworking/plugins/plugins/meta/portmap \
-    github.com/podmigrate/localcluster/realnode/pause)
+    github.com/podmigrate/localcluster/realnode/pause \
+    github.com/podmigrate/localcluster/realnode/ctd-decoder)
 
 echo "build.sh: built in $((SECONDS - start)) s" >&2
 install_built "$tmp_dir" "$bin_dir" "${binaries[@]}"

@@ -51,15 +51,21 @@ from typing import Final
 import aiohttp
 
 from localcluster import controlplane, nodesetup, processes, testimages
+from ocicheckpoint.credentials import DockerConfig
 
 HERE: Final = Path(__file__).resolve().parent
 BUILD_SCRIPT: Final = HERE / "build.sh"
 TEMPLATES: Final = HERE / "templates"
 FAULT_SCRIPT: Final = Path(__file__).resolve().parent / "faults.sh"
 FAULTS: Final = frozenset({"fail-restore"})
-BINARIES: Final = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "bridge", "host-local", "loopback", "pause")
+BINARIES: Final = (
+    "kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "bridge", "host-local", "loopback", "pause", "ctd-decoder"
+)  # fmt: skip
 KUBELET_PORT: Final = 10250
 PAUSE_REPOSITORY: Final = "podmigrate/pause"
+# The kubelet's node-level registry credentials: <root-dir>/config.json, the first place it looks
+# ("Configuring nodes to authenticate to a private registry" in the Kubernetes docs).
+KUBELET_DOCKER_CONFIG: Final = "config.json"
 PAUSE_TAG: Final = "3.10"
 SPEC_FILE: Final = "realnode.json"
 CLOUD_TAINT: Final = "node.cloudprovider.kubernetes.io/uninitialized"
@@ -102,7 +108,7 @@ def ensure_binaries() -> Path:
         raise RealNodeError(str(exc)) from None
 
 
-async def _push_pause(*, registry: str, bin_dir: Path) -> str:
+async def _push_pause(*, registry: str, bin_dir: Path, credentials: DockerConfig) -> str:
     with tempfile.TemporaryDirectory(prefix="localcluster-pause-") as tmp:
         work = Path(tmp)
         rootfs = work / "pause"
@@ -113,12 +119,12 @@ async def _push_pause(*, registry: str, bin_dir: Path) -> str:
             repository=PAUSE_REPOSITORY, tag=PAUSE_TAG, rootfs=rootfs, entrypoint=["/pause"], cmd=[], env=[]
         )
         async with aiohttp.ClientSession() as session:
-            return await testimages.push(image, registry=registry, session=session, work=work)
+            return await testimages.push(image, registry=registry, session=session, work=work, credentials=credentials)
 
 
-def push_pause_image(*, registry: str, bin_dir: Path) -> str:
+def push_pause_image(*, registry: str, bin_dir: Path, credentials: DockerConfig) -> str:
     """Push the sandbox image (one static binary, go/pause) to the local registry; returns its reference."""
-    return asyncio.run(_push_pause(registry=registry, bin_dir=bin_dir))
+    return asyncio.run(_push_pause(registry=registry, bin_dir=bin_dir, credentials=credentials))
 
 
 # --------------------------------------------------------------------------- layout
@@ -347,16 +353,25 @@ def start(
     bin_dir: Path,
     registry: str,
     sandbox_image: str,
+    node_credentials: Path | None = None,
 ) -> None:
     """Prepare one node and launch its containerd and kubelet (does not wait for Ready).
 
     The spec is saved first, so :func:`stop` can undo a start that failed half-way.
+    ``node_credentials`` (a dockerconfigjson) become the kubelet's node-level registry
+    credentials, ``<root-dir>/config.json``: the file a kubelet reads for every pull, merged
+    after a pod's ``imagePullSecrets`` (the kubelet passes them to containerd with each pull,
+    the sandbox image included).
     """
     node.save()
     state, run = node.state, node.run
     for d in (state, run, node.kubelet_root, state / "pod-logs", state / "cni" / "net.d", state / "cni" / "ipam"):
         d.mkdir(parents=True, exist_ok=True)
     run.chmod(0o700)
+    if node_credentials is not None:
+        config_json = node.kubelet_root / KUBELET_DOCKER_CONFIG
+        config_json.write_bytes(node_credentials.read_bytes())
+        config_json.chmod(0o600)
 
     # Identity: client certificate for the API server, serving certificate for port 10250.
     kubeconfig = cp.kubeconfig_for(user=node.name, cn=f"system:node:{node.name}", orgs=["system:nodes"])
@@ -399,6 +414,8 @@ def start(
         cni_conf_dir=str(state / "cni" / "net.d"),
         socket=str(node.socket),
         shim_socket_dir=str(run / "s"),
+        ctd_decoder=str(bin_dir / "ctd-decoder"),
+        decryption_keys_path=str(nodesetup.decryption_key_dir(node.state)),
     )
     (run / "tmp").mkdir(exist_ok=True)
     # The node's CRIU configuration, what an operator puts in /etc/criu/runc.conf: here a file of the

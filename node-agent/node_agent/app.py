@@ -2,7 +2,7 @@
 
 Handlers are thin on purpose: they parse a body with ``contract``, call the ``Checkpointer``
 (checkpoints, freezing), ``VolumeData`` (staging a pod's emptyDir data) or the ``Publisher``
-(image deletion), and render either the result or an ``AgentError`` as ``{"error", "stage"}``
+(image deletion, by digest or by tag), and render either the result or an ``AgentError`` as ``{"error", "stage"}``
 with its status. Authentication and authorization happen before any handler runs (``auth``);
 ``/healthz`` and ``/metrics`` are public.
 """
@@ -20,13 +20,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentapi import contract
 from agentapi.contract import ContractError, error_body
-from node_agent import tracing
+from node_agent import tags, tracing
 from node_agent.auth import Reviewer, auth_middleware
 from node_agent.checkpointing import Checkpointer
 from node_agent.errors import AgentError
 from node_agent.metrics import AgentMetrics
 from node_agent.publishing import Publisher
 from node_agent.volumedata import VolumeData, VolumeDataError
+from ocicheckpoint.reference import Reference
 from telemetry import logcontext
 from telemetry.w3c import parse_traceparent
 
@@ -78,6 +79,7 @@ class AgentApi:
         reviewer: Reviewer,
         metrics: AgentMetrics,
         volumes: VolumeData,
+        repository: str,
         auth_ttl_s: float = 30.0,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -88,7 +90,10 @@ class AgentApi:
         self._tracer = tracer or tracing.tracer()
         self.app = web.Application(
             client_max_size=MAX_BODY_BYTES,
-            middlewares=[_errors, auth_middleware(reviewer=reviewer, public_paths=PUBLIC_PATHS, ttl=auth_ttl_s)],
+            middlewares=[
+                _errors,
+                auth_middleware(reviewer=reviewer, public_paths=PUBLIC_PATHS, repository=repository, ttl=auth_ttl_s),
+            ],
         )
         self.app.router.add_post(contract.PATH_CHECKPOINT, self.checkpoint)
         self.app.router.add_delete(contract.PATH_CHECKPOINT, self.abort_checkpoint)
@@ -137,7 +142,7 @@ class AgentApi:
             attributes={"image": str(req.image), "digest": req.image.digest or ""},
         ) as span:
             try:
-                deleted = await self._publisher.delete(image=req.image)
+                deleted = await self._delete(req.image)
             except Exception as exc:
                 self._metrics.image_deletes.inc(outcome="error")
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -146,6 +151,16 @@ class AgentApi:
         if not deleted:
             return web.json_response({"deleted": False, **error_body(f"{req.image} not found")}, status=404)
         return web.json_response({"deleted": True})
+
+    async def _delete(self, image: Reference) -> bool:
+        """Delete by digest; a tag is first read for the digest it names (``node_agent.tags``). False: not there."""
+        if image.digest is None:
+            tag = image.tag or ""
+            digest = await tags.tagged_digest(self._publisher, registry=image.registry, repository=image.repository, tag=tag)
+            if digest is None:
+                return False
+            image = image.with_digest(digest)
+        return await self._publisher.delete(image=image)
 
     async def renew_lease(self, request: web.Request) -> web.Response:
         req = contract.LeaseRequest.from_json(await _json_body(request))

@@ -9,6 +9,10 @@ out on the way. No second read, no external ``sha256sum``.
 
 Archives hold the container's memory (secrets): the agent deletes each one as soon as it is
 pushed or the checkpoint failed, and refuses to touch anything but a regular ``.tar`` file.
+What escapes that (an agent killed mid-checkpoint, a kubelet that finishes writing after its
+caller gave up) is swept: at agent start every archive is such a leftover, and afterwards any
+older than a bound that no checkpoint in flight holds. A sweep touches only entries named like
+the kubelet's archives (``names.KUBELET_ARCHIVE_PATTERN``) or side files named after one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,24 +139,82 @@ def remove_archive(path: Path) -> None:
         log.error("could not delete checkpoint archive %s (it holds process memory): %s", path, exc)
 
 
-def sweep(checkpoints_dir: Path, *, older_than_s: float) -> list[Path]:
-    """Delete the kubelet's checkpoint archives older than ``older_than_s`` (they hold process memory).
+# The kubelet's archive names (``names.KUBELET_ARCHIVE_PATTERN``) as a regular expression: a sweep
+# deletes only what the kubelet wrote there (and side files named after such an archive), never
+# anything else an operator keeps in that directory.
+_NAME_PARTS = {
+    "pod": r"[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?",  # a DNS subdomain
+    "namespace": r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?",  # a DNS label
+    "container": r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?",
+    "timestamp": r"[0-9][0-9TZtz:.+-]*",  # RFC 3339 (the kubelet's time.RFC3339)
+}
+ARCHIVE_NAME = re.compile(
+    "".join(
+        f"(?P<{part[1:-1]}>{_NAME_PARTS[part[1:-1]]})" if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{[a-z]+\})", names.KUBELET_ARCHIVE_PATTERN)
+        if part
+    )
+)
+# Beside an archive: ``<archive>.<suffix>``, e.g. an encrypted copy (``.enc``) or an unpacked one.
+_ENTRY_NAME = re.compile(rf"(?P<archive>{ARCHIVE_NAME.pattern})(?:\.[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def archive_of(name: str) -> str | None:
+    """The kubelet archive a directory entry of that name belongs to (itself, or a side file of it); None: not ours."""
+    found = _ENTRY_NAME.fullmatch(name)
+    return found["archive"] if found else None
+
+
+def _remove_entry(path: Path) -> bool:
+    """Delete a leftover file or directory (never through a symlink); whether it is gone."""
+    try:
+        if path.is_symlink():
+            return False
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("could not delete checkpoint leftover %s (it holds process memory): %s", path, exc)
+        return False
+    return True
+
+
+def sweep(checkpoints_dir: Path, *, older_than_s: float, keep: Collection[Path] = ()) -> list[Path]:
+    """Delete the kubelet's checkpoint archives (and their side files) older than ``older_than_s``.
 
     Archives are normally deleted as soon as they are pushed; these are left by an agent that died,
     or by a kubelet that finished a checkpoint after its caller timed out. At agent start every
-    archive is one of those (``older_than_s=0``); later, anything older than any checkpoint takes.
+    archive is one of those (``older_than_s=0``); later, anything older than the bound that no
+    checkpoint in flight holds (``keep``: the archives a request still packs or pushes). Only
+    entries named like the kubelet's archives (``ARCHIVE_NAME``) are touched; symlinks never.
     """
+    if not checkpoints_dir.is_dir():
+        return []
+    kept = {path.name for path in keep}
     removed = []
     cutoff = time.time() - older_than_s
-    for path in checkpoints_dir.glob("checkpoint-*.tar") if checkpoints_dir.is_dir() else []:
+    try:
+        entries = sorted(checkpoints_dir.iterdir())
+    except OSError as exc:
+        log.error("cannot list %s to sweep checkpoint leftovers: %s", checkpoints_dir, exc)
+        return []
+    for path in entries:
+        owner = archive_of(path.name)
+        if owner is None or owner in kept:
+            continue
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime <= cutoff:
-                remove_archive(path)
-                removed.append(path)
+            if path.is_symlink() or path.lstat().st_mtime > cutoff:
+                continue
         except OSError:
             continue
+        if _remove_entry(path):
+            removed.append(path)
     if removed:
-        log.warning("swept %d leftover checkpoint archive(s) from %s", len(removed), checkpoints_dir)
+        log.warning(
+            "swept %d leftover checkpoint archive(s) from %s: %s",
+            len(removed), checkpoints_dir, ", ".join(p.name for p in removed),
+        )  # fmt: skip
     return removed
 
 

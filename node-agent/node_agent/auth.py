@@ -4,12 +4,18 @@ A checkpoint holds a process's whole memory and a freeze stops a workload, so th
 API is as sensitive as ``nodes/checkpoint`` itself. It is guarded the way the kubelet guards
 its own API, with the API server as the only authority:
 
-* authentication: ``Authorization: Bearer <token>``, checked with a TokenReview (401 otherwise);
+* authentication: ``Authorization: Bearer <token>``, checked with a TokenReview for the agent's
+  own audience (``contract.AUDIENCE``; 401 otherwise). A token minted for the API server -- every
+  pod's default token, the controller's own -- is refused: the controller presents a projected
+  token for this audience only, so a compromised node never holds a credential the API server
+  takes, and no ordinary pod's token opens this API;
 * authorization: a SubjectAccessReview for verb ``update`` on ``podmigrations/status`` in
   API group ``podmigrate.io`` -- the permission of the component that records migration
-  progress. It is asked in the pod's namespace (RBAC then allows a ClusterRoleBinding or a
-  RoleBinding in that namespace) or cluster-wide for requests without a namespace such as
-  image deletion (403 with a one-line reason otherwise).
+  progress. It is asked in the namespace of the object the call acts on, read from the object
+  itself: the pod's namespace, or for an image the namespace its repository names under the
+  checkpoint repository (``contract.namespace_of_image``); an image or a push target outside
+  that repository is refused before any review. Calls naming no object (a checkpoint aborted by
+  request id) are reviewed cluster-wide (403 with a one-line reason otherwise).
 
 Positive answers are cached for ``ttl`` seconds (keyed by a hash of the token, never the
 token itself) so a migration's burst of calls costs two reviews, not two per call; negative
@@ -29,7 +35,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from agentapi import contract
 from agentapi.contract import error_body
+from ocicheckpoint.reference import parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +79,12 @@ class KubeReviewer:
         self._authz = client.AuthorizationV1Api(api)
 
     async def authenticate(self, token: str) -> Caller | None:
-        review = await self._authn.create_token_review(client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token)))
+        spec = client.V1TokenReviewSpec(token=token, audiences=[contract.AUDIENCE])
+        review = await self._authn.create_token_review(client.V1TokenReview(spec=spec))
         status = review.status
         if status is None or not status.authenticated or status.user is None:
+            return None
+        if contract.AUDIENCE not in (status.audiences or []):  # an authenticator that ignored the audience asked
             return None
         user = status.user
         extra = {k: tuple(v or ()) for k, v in (user.extra or {}).items()}
@@ -129,21 +140,60 @@ def _deny(status: int, message: str) -> web.Response:
     return web.json_response(error_body(message), status=status, headers=headers)
 
 
-async def _namespace_of(request: web.Request) -> str | None:
-    """The namespace a request acts in: ``namespace`` of a JSON body or of the query."""
+class OutOfScope(Exception):
+    """The call names an object outside what this agent serves (an image or push target outside the repository)."""
+
+
+async def _body(request: web.Request) -> Any:
     if request.method in ("POST", "PUT", "DELETE", "PATCH") and request.can_read_body:
         try:
-            body = json.loads(await request.read())  # aiohttp keeps the body: the handler reads it again
+            return json.loads(await request.read())  # aiohttp keeps the body: the handler reads it again
         except ValueError:
             return None
-        value = body.get("namespace") if isinstance(body, dict) else None
-    else:
-        value = request.query.get("namespace")
-    return value if isinstance(value, str) and value else None
+    return None
+
+
+def _image_namespace(text: Any, *, repository: str) -> str | None:
+    """The namespace of image reference ``text`` under ``repository``; OutOfScope when it is not under it."""
+    if not isinstance(text, str):
+        return None  # malformed: the handler's contract parsing answers 400
+    try:
+        ref = parse_reference(text)
+    except ValueError:
+        return None
+    namespace = contract.namespace_of_image(root=repository, image=ref)
+    if namespace is None:
+        raise OutOfScope(f"{text} is not under this cluster's checkpoint repository {repository}")
+    return namespace
+
+
+async def _namespace_of(request: web.Request, *, repository: str) -> str | None:
+    """The namespace of the object a request acts on (None: cluster-wide); OutOfScope for foreign images.
+
+    Read from the object, not from what the caller says about it: an image's namespace is the one its
+    repository path names, and a push target or a volume image must lie in the pod's own namespace.
+    """
+    body = await _body(request)
+    data = body if isinstance(body, dict) else {}
+    if request.path == contract.PATH_IMAGES:
+        return _image_namespace(data.get("image"), repository=repository)
+    namespace = data.get("namespace") if request.method != "GET" else request.query.get("namespace")
+    namespace = namespace if isinstance(namespace, str) and namespace else None
+    target = {contract.PATH_CHECKPOINT: "image_repository", contract.PATH_VOLUMES: "image"}.get(request.path)
+    if target and request.method == "POST" and isinstance(data.get(target), str) and contract.is_namespace(namespace):
+        owner = _image_namespace(data[target], repository=repository)
+        if owner is not None and owner != namespace:
+            raise OutOfScope(f"{data[target]} is not under the checkpoint repository of namespace {namespace}")
+    return namespace
 
 
 def auth_middleware(
-    *, reviewer: Reviewer, public_paths: Collection[str], ttl: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+    *,
+    reviewer: Reviewer,
+    public_paths: Collection[str],
+    repository: str,
+    ttl: float = DEFAULT_TTL_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]:
     """401 without a valid token, 403 unless the caller may update podmigrations/status there."""
     authn_cache = TtlCache(ttl=ttl, clock=clock)
@@ -168,7 +218,10 @@ def auth_middleware(
                 if caller is None:
                     return _deny(401, "invalid bearer token")
                 authn_cache.put(token_key, caller)
-            namespace = await _namespace_of(request)
+            try:
+                namespace = await _namespace_of(request, repository=repository)
+            except OutOfScope as exc:
+                return _deny(403, str(exc))
             if authz_cache.get((token_key, namespace)) is None:
                 decision = await reviewer.authorize(caller, namespace=namespace)
                 if not decision.allowed:

@@ -10,7 +10,9 @@ The order is the point:
 3. per container, ask the kubelet for an archive (one at a time, as the runtime would anyway);
    as soon as an archive exists its pack-and-push starts in the background, overlapping the
    next container's checkpoint: hash + ``config.dump`` in one pass, build the image
-   (``ocicheckpoint.image``), push it (``publishing``), delete the archive;
+   (``ocicheckpoint.image``; its layer encrypted to the nodes' public keys, since the archive
+   is the process's memory: ``ocicheckpoint.encryption``), push it (``publishing``), delete
+   the archive and its encrypted copy;
 4. answer with each image pinned by digest. The pod stays frozen: the caller thaws it (a
    failed migration) or deletes it (a finished one).
 
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +47,7 @@ from agentapi.contract import (
     Stage,
     VolumeDataCheckpoint,
 )
-from node_agent import archives, dumphook
+from node_agent import archives, dumphook, tags
 from node_agent.archives import ArchiveError, ArchiveFacts
 from node_agent.dumphook import DumpHook
 from node_agent.errors import AgentError
@@ -56,12 +58,15 @@ from node_agent.metrics import AgentMetrics
 from node_agent.pods import NodeView, PodSource, PodView
 from node_agent.publishing import Publisher, describe
 from node_agent.volumedata import EmptyDir, VolumeData, VolumeDataError
-from ocicheckpoint.image import checkpoint_image
-from ocicheckpoint.reference import parse_reference
+from ocicheckpoint.encryption import PublicKey
+from ocicheckpoint.image import checkpoint_image, encrypted_layer_path
+from ocicheckpoint.reference import Reference, parse_reference
 from ocicheckpoint.registry import RegistryError
 from ocicheckpoint.volumedata import volume_data_image
 
 log = logging.getLogger(__name__)
+# How long the look at what a tag names before a push may take (``Checkpointer._tagged_before``).
+TAG_LOOKUP_TIMEOUT_S = 10.0
 
 REQUEST_MEMORY_S = 600.0  # how long a finished checkpoint's answer is given again to a retry with its request id
 OUTCOME_BY_STAGE: dict[Stage, str] = {"freeze": "freeze_failed", "checkpoint": "checkpoint_failed", "push": "push_failed"}
@@ -121,6 +126,7 @@ class Checkpointer:
         dump_hook: DumpHook | None = None,
         volume_data: VolumeData | None = None,
         leases: FreezeLeases | None = None,
+        recipients: Sequence[PublicKey] = (),
     ) -> None:
         self.node_name = node_name
         self._pods = pods
@@ -138,6 +144,10 @@ class Checkpointer:
         self._requests: dict[str, tuple[CheckpointRequest, asyncio.Task[CheckpointResponse]]] = {}
         self._volume_data = volume_data or VolumeData()
         self.leases = leases or FreezeLeases()
+        # The nodes' public keys: every layer pushed is encrypted to them (none: pushed in the clear, --no-encryption).
+        self._recipients = tuple(recipients)
+        # Archives a request holds (written by the kubelet, not yet pushed and deleted): a sweep leaves them.
+        self._archives_in_use: set[Path] = set()
 
     # --- reading the pod --------------------------------------------------------------------
     async def _pod_here(self, ref: PodRef, *, stage: Stage | None, running: bool) -> PodView:
@@ -326,6 +336,48 @@ class Checkpointer:
             except Exception:
                 log.exception("checking freeze leases")
 
+    # --- leftover archives (node_agent.archives.sweep) ---------------------------------------
+    async def sweep_archives(self, checkpoints_dir: Path, *, older_than_s: float, when: str) -> list[Path]:
+        """Delete leftover archives no request of this agent holds; counted by ``when`` (start, periodic)."""
+        removed = await asyncio.to_thread(
+            archives.sweep, checkpoints_dir, older_than_s=older_than_s, keep=frozenset(self._archives_in_use)
+        )
+        self._metrics.archives_swept.inc(len(removed), when=when)
+        return removed
+
+    def _release_archive(self, archive: Path) -> None:
+        archives.remove_archive(archive)
+        archives.remove_archive(encrypted_layer_path(archive))  # its encrypted copy, when one was made
+        self._archives_in_use.discard(archive)
+
+    # --- images a retried checkpoint replaces under its tag (node_agent.tags) -----------------
+    async def _tagged_before(self, *, ref: Reference, tag: str) -> str | None:
+        """What ``tag`` names before this request pushes under it (None: nothing, or the registry would not say)."""
+        try:
+            # Bounded: only a retry's leftover depends on it, and a stalled registry must not hold the checkpoint
+            # (the push that follows meets the same registry under its own deadline).
+            lookup = tags.tagged_digest(self._publisher, registry=ref.registry, repository=ref.repository, tag=tag)
+            return await asyncio.wait_for(lookup, timeout=TAG_LOOKUP_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("could not read what %s/%s:%s names before pushing over it: %s", ref.registry, ref.repository, tag,
+                        describe(exc))  # fmt: skip
+            return None
+
+    async def _delete_superseded(self, *, ref: Reference, tag: str, previous: str | None, pushed: str) -> None:
+        """The manifest ``tag`` named before this push, unless it is the one pushed: nobody names it any more."""
+        if previous is None or previous == pushed:
+            return
+        image = Reference(registry=ref.registry, repository=ref.repository, digest=previous)
+        try:
+            deleted = await self._publisher.delete(image=image)
+        except Exception as exc:
+            self._metrics.superseded_images.inc(outcome="error")
+            log.error("could not delete %s, which a retried checkpoint replaced under %s (it holds process memory): %s",
+                      image, tag, describe(exc))  # fmt: skip
+            return
+        self._metrics.superseded_images.inc(outcome="deleted" if deleted else "not_found")
+        log.info("deleted %s: a retried checkpoint replaced it under tag %s with %s", image, tag, pushed)
+
     # --- checkpoint -------------------------------------------------------------------------
     async def checkpoint(self, req: CheckpointRequest, *, parent: otel_context.Context | None = None) -> CheckpointResponse:
         """Checkpoint the pod; with a ``request_id``, once: a retry joins the one in flight or gets its answer again.
@@ -495,7 +547,7 @@ class Checkpointer:
             raise
         finally:
             for archive in kubelet_archives:
-                archives.remove_archive(archive)
+                self._release_archive(archive)
         frozen = True
         if req.freeze and req.freeze_lease_seconds:
             self.leases.grant(namespace=req.namespace, pod=req.pod, seconds=req.freeze_lease_seconds)
@@ -516,6 +568,8 @@ class Checkpointer:
         """Tar the pod's emptyDir volumes (frozen: nothing writes them) and push them as one artifact."""
         common = {"pod": req.pod, "namespace": req.namespace, "node": self.node_name}
         volumes = [EmptyDir(name=v.name, medium=v.medium) for v in req.volumes]
+        ref = req.repository
+        before = asyncio.create_task(self._tagged_before(ref=ref, tag=req.volume_tag))  # read while the files are captured
         with self._tracer.start_as_current_span(
             "volumes.capture", attributes={**common, "volumes": [v.name for v in volumes]}
         ) as span:
@@ -523,13 +577,19 @@ class Checkpointer:
             try:
                 layers = await asyncio.to_thread(self._volume_data.capture, pod_uid=pod.uid, volumes=volumes)
             except (VolumeDataError, OSError) as exc:
+                before.cancel()
                 raise AgentError(f"capturing emptyDir data: {exc}", status=500, stage="checkpoint") from None
+            except BaseException:
+                before.cancel()
+                raise
             capture_s = time.monotonic() - t0
             data_bytes = sum(layer.size for layer in layers)
             span.set_attributes({"bytes": data_bytes, "throughput": _throughput(data_bytes, capture_s)})
         try:
-            image = volume_data_image(layers=layers, namespace=req.namespace, pod=req.pod)
-            ref = req.repository
+            image = await asyncio.to_thread(
+                volume_data_image, layers=layers, namespace=req.namespace, pod=req.pod, recipients=self._recipients
+            )
+            previous = await before
             with self._tracer.start_as_current_span(
                 "registry.push",
                 attributes={**common, "registry": ref.registry, "repository": ref.repository, "tag": req.volume_tag},
@@ -546,7 +606,10 @@ class Checkpointer:
                 push_s = time.monotonic() - t0
                 span.set_attributes({"bytes": pushed.uploaded_bytes, "digest": pushed.manifest_digest})
                 self._metrics.pushed_bytes.inc(pushed.uploaded_bytes)
+            await self._delete_superseded(ref=ref, tag=req.volume_tag, previous=previous, pushed=pushed.manifest_digest)
         finally:
+            if not before.done():
+                before.cancel()
             self._volume_data.discard(layers)  # the pod's files: never kept past their push
         return VolumeDataCheckpoint(
             image=f"{ref.registry}/{ref.repository}@{pushed.manifest_digest}",
@@ -576,7 +639,7 @@ class Checkpointer:
                 dumphook.resume(self._hook.stopped(container_id) or [])  # dumped, then the checkpoint failed
                 raise
             if self._hook.stopped(container_id) is None:
-                archives.remove_archive(archive)
+                self._release_archive(archive)
                 raise AgentError(
                     f"container {container} was checkpointed but not stopped: the node's CRIU configuration does not "
                     f"run podmigrate's post-dump hook ({dumphook.SCRIPT.name}; see docs/facts.md, \"Freezing on "
@@ -622,6 +685,7 @@ class Checkpointer:
                 archive = archives.archive_on_host(reported, host_root=self._host_root)
             except ArchiveError as exc:
                 raise AgentError(str(exc), status=500, stage="checkpoint") from None
+            self._archives_in_use.add(archive)
             size = archive.stat().st_size
             span.set_attributes({"bytes": size, "archive": str(archive)})
             self._metrics.duration.observe(elapsed, phase="checkpoint")
@@ -632,6 +696,10 @@ class Checkpointer:
         self, req: CheckpointRequest, *, node: NodeView, container: str, archive: Path, checkpoint_s: float, multiple: bool
     ) -> ContainerCheckpoint:
         common = {"pod": req.pod, "namespace": req.namespace, "container": container, "node": self.node_name}
+        ref = req.repository
+        tag = req.tag_for(container, multiple=multiple)
+        # Read while the archive is packed (off the frozen pod's critical path), before the push moves the tag.
+        before = asyncio.create_task(self._tagged_before(ref=ref, tag=tag))
         try:
             with self._tracer.start_as_current_span("image.pack", attributes=common) as span:
                 t0 = time.monotonic()
@@ -648,13 +716,15 @@ class Checkpointer:
                     engine=node.engine,
                     cgroup_version=self._freezer.version,
                 )
-                image = checkpoint_image(archive=archive, info=info, archive_digest=facts.digest)
+                # Off the event loop: with recipients the archive is read and its encrypted copy written.
+                image = await asyncio.to_thread(
+                    checkpoint_image, archive=archive, info=info, archive_digest=facts.digest, recipients=self._recipients
+                )
                 pack_s = time.monotonic() - t0
                 span.set_attributes({"bytes": facts.size, "digest": facts.digest, "throughput": _throughput(facts.size, pack_s)})
                 self._metrics.duration.observe(pack_s, phase="pack")
 
-            ref = req.repository
-            tag = req.tag_for(container, multiple=multiple)
+            previous = await before
             with self._tracer.start_as_current_span(
                 "registry.push", attributes={**common, "registry": ref.registry, "repository": ref.repository, "tag": tag}
             ) as span:
@@ -677,8 +747,11 @@ class Checkpointer:
                 )
                 self._metrics.duration.observe(push_s, phase="push")
                 self._metrics.pushed_bytes.inc(pushed.uploaded_bytes)
+            await self._delete_superseded(ref=ref, tag=tag, previous=previous, pushed=pushed.manifest_digest)
         finally:
-            archives.remove_archive(archive)  # holds process memory: never keep it past this point
+            if not before.done():
+                before.cancel()
+            self._release_archive(archive)  # holds process memory: never keep it past this point
         image_bytes = image.layer.size + image.config.size + len(image.manifest_bytes)
         return ContainerCheckpoint(
             name=container,

@@ -37,11 +37,19 @@ from node_agent.pods import KubePods
 from node_agent.publishing import Publisher
 from node_agent.servingcert import ServingCertificate
 from node_agent.volumedata import DEFAULT_KUBELET_ROOT, DEFAULT_VOLUME_DIR, VolumeData
+from ocicheckpoint import encryption, names
+from ocicheckpoint.credentials import DockerConfig, load_docker_config
 from telemetry.logcontext import setup_logging
 
 log = logging.getLogger("node_agent")
 
 DEFAULT_LISTEN = "0.0.0.0:10260"
+# A kubelet still writing an archive keeps its mtime fresh, and archives a request packs or pushes are
+# never swept: the bound only has to outlast a kubelet that finishes after its caller gave up.
+DEFAULT_ARCHIVE_MAX_AGE_S = 900.0
+# Encryption at rest (ocicheckpoint/encryption.py): the nodes' public keys (a ConfigMap) and this node's private ones.
+DEFAULT_ENCRYPTION_KEY_DIR = Path("/etc/podmigrate/encryption")
+DEFAULT_DECRYPTION_KEY_DIR = Path("/etc/podmigrate/keys")
 
 
 def _on_host(host_root: Path, path: Path) -> Path:
@@ -49,11 +57,44 @@ def _on_host(host_root: Path, path: Path) -> Path:
     return host_root / path.relative_to("/") if path.is_absolute() else path
 
 
-async def _sweep_archives(checkpoints_dir: Path, *, every_s: float = 60.0, older_than_s: float = 900.0) -> None:
+async def _sweep_archives(
+    checkpointer: Checkpointer, checkpoints_dir: Path, *, every_s: float = 60.0, older_than_s: float
+) -> None:
     """Archives no request of this agent will push (a kubelet that finished after its caller gave up)."""
     while True:
         await asyncio.sleep(every_s)
-        await asyncio.to_thread(archives.sweep, checkpoints_dir, older_than_s=older_than_s)
+        try:
+            await checkpointer.sweep_archives(checkpoints_dir, older_than_s=older_than_s, when="periodic")
+        except Exception:
+            log.exception("sweeping leftover checkpoint archives in %s", checkpoints_dir)
+
+
+def encryption_recipients(args: argparse.Namespace) -> list[encryption.PublicKey]:
+    """The public keys images are encrypted to; exits when encryption is on and there are none."""
+    if args.no_encryption:
+        log.warning("--no-encryption: checkpoint images (the processes' memory) are pushed unencrypted")
+        return []
+    try:
+        keys = encryption.load_public_keys([args.encryption_key_dir])
+    except (encryption.EncryptionError, OSError) as exc:
+        raise SystemExit(f"--encryption-key-dir: {exc}") from None
+    if not keys:
+        raise SystemExit(
+            f"no public key in {args.encryption_key_dir}: create the ConfigMap podmigrate-encryption with the nodes' "
+            "public keys (docs/encryption.md), or start with --no-encryption"
+        )
+    log.info("encrypting checkpoint images to %d public key(s) from %s", len(keys), args.encryption_key_dir)
+    return keys
+
+
+def _registry_credentials(path: Path | None) -> DockerConfig | None:
+    """The mounted Secret's file; the manifests mount it ``optional``, so a missing file means "anonymous"."""
+    if path is None:
+        return None
+    if not path.exists():
+        log.warning("no registry credentials at %s: the registry is asked anonymously", path)
+        return None
+    return load_docker_config(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--plain-http-registry", action="append", default=[], help="host:port of a registry served over plain HTTP (repeatable)"
     )
+    p.add_argument(
+        "--registry-credentials", default=None, type=Path,
+        help="a .dockerconfigjson (the podmigrate-registry Secret, mounted) with credentials to push, pull and delete "
+        "checkpoint images; default: none (anonymous)",
+    )  # fmt: skip
     p.add_argument("--kubelet-ca", default=None, help="CA for kubelet serving certificates (default: the cluster CA)")
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup", type=Path)
     p.add_argument("--host-root", default="/", type=Path, help="where the host's / is mounted (archive paths are the host's)")
@@ -94,12 +140,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"where emptyDir data waits for its restore, on the host (default {DEFAULT_VOLUME_DIR}; as PODMIGRATE_VOLUME_DIR "
         "for the CRIU hook)",
     )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-repository", default=os.environ.get("CHECKPOINT_REPOSITORY"),
+        help="host[:port]/path under which checkpoint images live (default: $CHECKPOINT_REPOSITORY): pushes go only "
+        "to <it>/<namespace>/<pod>, and only images under it are deleted or staged",
+    )  # fmt: skip
+    p.add_argument(
+        "--archive-max-age", default=DEFAULT_ARCHIVE_MAX_AGE_S, type=float,
+        help="seconds after which a checkpoint archive no request holds is deleted as a leftover (default "
+        f"{DEFAULT_ARCHIVE_MAX_AGE_S:.0f}; at start every archive is one)",
+    )  # fmt: skip
     p.add_argument("--auth-cache-ttl", default=DEFAULT_TTL_S, type=float, help="seconds to cache positive reviews")
+    p.add_argument(
+        "--encryption-key-dir", default=DEFAULT_ENCRYPTION_KEY_DIR, type=Path,
+        help="PEM public keys of the nodes that may restore (default "
+        f"{DEFAULT_ENCRYPTION_KEY_DIR}, the ConfigMap podmigrate-encryption): every checkpoint and volume-data layer is "
+        "encrypted to all of them in ocicrypt's format (docs/encryption.md); the agent refuses to start without one",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-encryption", action="store_true",
+        help="push checkpoint images unencrypted. A checkpoint is the processes' memory (keys, tokens, data): only for "
+        "a registry as trusted as the nodes themselves, or target runtimes that have no ocicrypt decryption set up",
+    )  # fmt: skip
+    p.add_argument(
+        "--decryption-key-dir", default=DEFAULT_DECRYPTION_KEY_DIR, type=Path,
+        help=f"this node's PEM private keys (default {DEFAULT_DECRYPTION_KEY_DIR}, a read-only hostPath): decrypt the "
+        "volume data staged here; the runtime decrypts checkpoint images with its own copy (CRI-O decryption_keys_path, "
+        "containerd ctd-decoder --decryption-keys-path)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     args = p.parse_args(argv)
     if not args.node_name:
         p.error("--node-name (or $NODE_NAME) is required")
+    if not args.checkpoint_repository:
+        p.error("--checkpoint-repository (or $CHECKPOINT_REPOSITORY) is required")
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
     host, sep, port = args.listen.rpartition(":")
@@ -117,6 +192,7 @@ async def run(args: argparse.Namespace) -> None:
     async def own_token() -> str | None:
         return await bearer_token(api)
 
+    recipients = encryption_recipients(args)
     kubelet_ca = args.kubelet_ca or cfg.ssl_ca_cert
     if not kubelet_ca:
         raise SystemExit("no CA to verify kubelets with: pass --kubelet-ca (the kubeconfig has none)")
@@ -130,13 +206,18 @@ async def run(args: argparse.Namespace) -> None:
     registry_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=120))
     metrics = AgentMetrics()
     freezer = CgroupFreezer(root=args.cgroup_root)
-    publisher = Publisher(session=registry_session, plain_http_registries=frozenset(args.plain_http_registry))
+    publisher = Publisher(
+        session=registry_session,
+        plain_http_registries=frozenset(args.plain_http_registry),
+        credentials=_registry_credentials(args.registry_credentials),
+    )
     volumes = VolumeData(
-        kubelet_root=_on_host(args.host_root, args.kubelet_root_dir), volume_dir=_on_host(args.host_root, args.volume_dir)
+        kubelet_root=_on_host(args.host_root, args.kubelet_root_dir),
+        volume_dir=_on_host(args.host_root, args.volume_dir),
+        decryption_key_dir=args.decryption_key_dir,
     )
     volumes.sweep()
-    checkpoints_dir = _on_host(args.host_root, args.kubelet_root_dir) / "checkpoints"
-    archives.sweep(checkpoints_dir, older_than_s=0)  # left by a previous agent: nobody will push them
+    checkpoints_dir = _on_host(args.host_root, args.kubelet_root_dir) / names.KUBELET_CHECKPOINTS_SUBDIR
     checkpointer = Checkpointer(
         node_name=args.node_name,
         pods=KubePods(api=api),
@@ -151,13 +232,17 @@ async def run(args: argparse.Namespace) -> None:
         dump_hook=DumpHook(directory=args.dump_hook_dir),
         volume_data=volumes,
         leases=FreezeLeases(path=_on_host(args.host_root, args.volume_dir).parent / "freeze-leases.json"),
+        recipients=recipients,
     )
+    # Before the first request: every archive there was left by a previous agent, nobody will push it.
+    await checkpointer.sweep_archives(checkpoints_dir, older_than_s=0, when="start")
     agent = AgentApi(
         checkpointer=checkpointer,
         publisher=publisher,
         reviewer=KubeReviewer(api=api),
         metrics=metrics,
         volumes=volumes,
+        repository=args.checkpoint_repository,
         auth_ttl_s=args.auth_cache_ttl,
     )
     issued: ServingCertificate | None = None
@@ -188,7 +273,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     leases = asyncio.create_task(checkpointer.keep_leases())  # thaws pods whose freeze lease lapsed
-    sweeper = asyncio.create_task(_sweep_archives(checkpoints_dir))
+    sweeper = asyncio.create_task(_sweep_archives(checkpointer, checkpoints_dir, older_than_s=args.archive_max_age))
     renewer = asyncio.create_task(issued.keep(serving_tls)) if issued else None
     await stop.wait()
     for task in (leases, sweeper, renewer):

@@ -43,6 +43,18 @@ class AgentMetrics(Metrics):
             labels=("reason",),
             registry=registry,
         )
+        self.archives_swept = Counter(
+            name="podmigrate_agent_archives_swept_total",
+            help_text="Leftover checkpoint archives (and their side files) deleted by a sweep, by when (start, periodic).",
+            labels=("when",),
+            registry=registry,
+        )
+        self.superseded_images = Counter(
+            name="podmigrate_agent_superseded_images_total",
+            help_text="Images a checkpoint replaced under its tag (a retried checkpoint) and deleted, by outcome.",
+            labels=("outcome",),
+            registry=registry,
+        )
         self.image_deletes = Counter(
             name="podmigrate_agent_image_deletes_total",
             help_text="Image deletions by outcome.",

@@ -6,6 +6,10 @@ transient: connection errors, timeouts, 408/429 and 5xx. Each step (layer, confi
 is retried on its own, a bounded number of times with exponential backoff, so a hiccup on the
 manifest does not re-upload a large layer (and a layer the registry already has is skipped).
 A digest mismatch or a 4xx is a bug or a policy refusal: retrying would not help.
+
+Credentials (``--registry-credentials``, a mounted ``kubernetes.io/dockerconfigjson`` Secret) are
+the agents' alone: they push and delete checkpoints, restored pods only pull (docs/registry.md).
+One client per registry host is kept, so a token fetched for a push serves the next push too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ocicheckpoint import names
+from ocicheckpoint.credentials import DockerConfig
 from ocicheckpoint.image import Manifest, PushableImage, parse_manifest
 from ocicheckpoint.reference import Reference
 from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
@@ -61,18 +66,28 @@ class Publisher:
         *,
         session: aiohttp.ClientSession,
         plain_http_registries: frozenset[str] = frozenset(),
+        credentials: DockerConfig | None = None,
         attempts: int = 4,
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 4.0,
     ) -> None:
         self._session = session
         self._plain_http = plain_http_registries
+        self._credentials = credentials or DockerConfig()
+        self._clients: dict[str, RegistryClient] = {}
         self._attempts = attempts
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
 
     def client(self, registry: str) -> RegistryClient:
-        return RegistryClient(host=registry, session=self._session, plain_http=registry in self._plain_http)
+        if (found := self._clients.get(registry)) is None:
+            found = self._clients[registry] = RegistryClient(
+                host=registry,
+                session=self._session,
+                plain_http=registry in self._plain_http,
+                credentials=self._credentials.for_registry(registry),
+            )
+        return found
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         def before_sleep(state: RetryCallState) -> None:

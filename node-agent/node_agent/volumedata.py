@@ -26,6 +26,11 @@ is missing or changed size). So:
   state" (a node whose CRIU configuration lacks the hook restores the processes without the files).
 * **unstage** when the migration ends, whatever the outcome; anything older than a day is swept
   at agent start (a migration's deadline is far shorter).
+
+Encryption: the source encrypts each volume layer to the nodes' public keys like the checkpoint
+layers (the files are the pod's data); staging decrypts them with this node's private keys
+(``--decryption-key-dir``), verifying the HMAC and the plaintext digest before extracting. An
+encrypted layer no key here opens fails the stage with the reason, before anything is extracted.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agentapi.contract import StageRequest, StageResponse
-from ocicheckpoint.image import Manifest
+from ocicheckpoint import encryption
+from ocicheckpoint.image import Descriptor, Manifest, encrypted_layer_path
 from ocicheckpoint.reference import Reference, parse_reference
 from ocicheckpoint.volumedata import VolumeLayer, volume_layers
 
@@ -136,9 +142,28 @@ def _clean_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
 class VolumeData:
     """This node's side of moving emptyDir data (see the module docstring)."""
 
-    def __init__(self, *, kubelet_root: Path = DEFAULT_KUBELET_ROOT, volume_dir: Path = DEFAULT_VOLUME_DIR) -> None:
+    def __init__(
+        self,
+        *,
+        kubelet_root: Path = DEFAULT_KUBELET_ROOT,
+        volume_dir: Path = DEFAULT_VOLUME_DIR,
+        decryption_key_dir: Path | None = None,
+    ) -> None:
         self.kubelet_root = kubelet_root
         self.volume_dir = volume_dir
+        self.decryption_key_dir = decryption_key_dir
+
+    def decrypt(self, *, layer: Descriptor, src: Path, dst: Path, volume: str) -> None:
+        """Decrypt an encrypted volume layer with this node's private keys (read now: rotated keys
+        need no restart); blocking."""
+        keys = encryption.load_private_keys(self.decryption_key_dir) if self.decryption_key_dir else []
+        try:
+            encryption.decrypt_layer(descriptor=layer, src=src, dst=dst, private_keys=keys)
+        except encryption.NoMatchingKeyError as exc:
+            where = self.decryption_key_dir or "(no --decryption-key-dir)"
+            raise VolumeDataError(f"volume {volume} is encrypted and no private key in {where} decrypts it: {exc}") from None
+        except (encryption.EncryptionError, OSError) as exc:
+            raise VolumeDataError(f"volume {volume}: decrypting: {exc}") from None
 
     # --- source -------------------------------------------------------------------------------
     def source_dir(self, *, pod_uid: str, volume: str) -> Path:
@@ -227,7 +252,13 @@ class VolumeData:
             total = 0
             for name, layer in layers.items():
                 blob = incoming / f".{name}.tar"
-                total += await publisher.blob_to_file(image=image, digest=layer.digest, path=blob)
+                if encryption.is_encrypted(layer.media_type):
+                    sealed = encrypted_layer_path(blob)
+                    total += await publisher.blob_to_file(image=image, digest=layer.digest, path=sealed)
+                    await asyncio.to_thread(self.decrypt, layer=layer, src=sealed, dst=blob, volume=name)
+                    sealed.unlink()
+                else:
+                    total += await publisher.blob_to_file(image=image, digest=layer.digest, path=blob)
                 await asyncio.to_thread(self.extract, layer=blob, into=incoming, volume=name)
                 blob.unlink()
             await asyncio.to_thread(self.commit, incoming=incoming, namespace=req.namespace, pod=req.pod)

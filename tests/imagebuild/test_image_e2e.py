@@ -26,8 +26,10 @@ import pytest
 
 from imagebuild import project
 from localcluster import cluster as lc
+from localcluster import registryauth
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.credentials import Credentials
 from ocicheckpoint.registry import RegistryClient
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
@@ -37,7 +39,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-REPOSITORY = "podmigrate-test/image"
+REPOSITORY = "podmigrate/test-image"  # under the cluster's own images: cluster-images pushes there
 UID = 65532
 IMPORTS = "import aiohttp, kubernetes_asyncio, cryptography, opentelemetry.sdk, yaml, node_agent, migrator"
 # dlopen (RTLD_NOW) every extension module and bundled library: a missing shared library or symbol fails here.
@@ -82,11 +84,24 @@ def _source_hash() -> str:
     return digest.hexdigest()
 
 
-def _build(registry: str, tag: str) -> Build:
+def _build(cluster: lc.Cluster, tag: str) -> Build:
     before = _source_hash()
     started = time.monotonic()
+    creds = str(cluster.registry_credentials_file(registryauth.IMAGES_USER))
     result = subprocess.run(
-        [sys.executable, "-m", "imagebuild", "--registry", registry, "--repository", REPOSITORY, "--tag", tag],
+        [
+            sys.executable,
+            "-m",
+            "imagebuild",
+            "--registry",
+            cluster.registry,
+            "--repository",
+            REPOSITORY,
+            "--tag",
+            tag,
+            "--registry-credentials",
+            creds,
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -107,11 +122,11 @@ class Pulled:
     members: list[tarfile.TarInfo]
 
 
-async def _pull(reference: str, work: Path) -> Pulled:
+async def _pull(reference: str, work: Path, credentials: Credentials | None) -> Pulled:
     registry, _, rest = reference.partition("/")
     repository, _, digest = rest.partition("@")
     async with aiohttp.ClientSession() as session:
-        client = RegistryClient(host=registry, session=session, plain_http=True)
+        client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials)
         body, _, got = await client.get_manifest(repository=repository, reference=digest)
         assert got == digest
         manifest = oci.parse_manifest(body)
@@ -145,12 +160,16 @@ def _run(rootfs: Path, *argv: str, env: list[str]) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def builds(cluster: lc.Cluster) -> tuple[Build, Build]:
-    return _build(cluster.registry, "e2e-1"), _build(cluster.registry, "e2e-2")
+    return _build(cluster, "e2e-1"), _build(cluster, "e2e-2")
+
+
+def _reader(cluster: lc.Cluster) -> Credentials | None:
+    return cluster.registry_credentials(registryauth.NODE_USER).for_registry(cluster.registry)
 
 
 @pytest.fixture(scope="module")
-def pulled(builds: tuple[Build, Build], tmp_path_factory: pytest.TempPathFactory) -> Pulled:
-    return asyncio.run(_pull(builds[0].reference, tmp_path_factory.mktemp("image")))
+def pulled(builds: tuple[Build, Build], cluster: lc.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pulled:
+    return asyncio.run(_pull(builds[0].reference, tmp_path_factory.mktemp("image"), _reader(cluster)))
 
 
 def test_build_prints_the_reference_by_digest_and_the_size(builds, cluster):
@@ -160,22 +179,22 @@ def test_build_prints_the_reference_by_digest_and_the_size(builds, cluster):
     assert 10 << 20 < size < 80 << 20, f"{size} bytes"
 
 
-def test_second_build_uses_the_cache_and_gives_the_same_layers(builds, pulled):
+def test_second_build_uses_the_cache_and_gives_the_same_layers(builds, pulled, cluster):
     first, second = builds
     assert "wheels: all from the cache" in second.stderr
     assert second.seconds < 120, f"{second.seconds:.0f}s"
-    again = asyncio.run(_manifest(second.reference))
+    again = asyncio.run(_manifest(second.reference, _reader(cluster)))
     # runtime and dependencies never change with the tree; the podmigrate layer only if it was edited meanwhile
     assert [layer.digest for layer in again.layers][:2] == [layer.digest for layer in pulled.manifest.layers][:2]
     if first.source_hash and first.source_hash == second.source_hash:
         assert second.reference == first.reference
 
 
-async def _manifest(reference: str) -> oci.Manifest:
+async def _manifest(reference: str, credentials: Credentials | None) -> oci.Manifest:
     registry, _, rest = reference.partition("/")
     repository, _, digest = rest.partition("@")
     async with aiohttp.ClientSession() as session:
-        body, _, _ = await RegistryClient(host=registry, session=session, plain_http=True).get_manifest(
+        body, _, _ = await RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials).get_manifest(
             repository=repository, reference=digest
         )
     return oci.parse_manifest(body)

@@ -243,7 +243,10 @@ def test_write_overlay_names_the_image_by_digest(tmp_path: Path, where: str) -> 
     }
     assert images == {f"{REGISTRY}/podmigrate@{DIGEST}"}
     agent = next(d for d in docs if d["kind"] == "DaemonSet")
-    assert agent["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["--plain-http-registry", REGISTRY]
+    command = agent["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-3:] == ["--plain-http-registry", REGISTRY, "--no-encryption"], "kind nodes hold no key yet (README)"
+    controller = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--webhook-allow-any-client" in controller and "--webhook-client-ca" not in controller
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "podmigrate-config")
     assert config["data"]["CHECKPOINT_REPOSITORY"] == f"{REGISTRY}/podmigrate-checkpoints"
     # Everything else is manifests/ as it is.

@@ -803,8 +803,15 @@ def test_controller_deployment_is_locked_down() -> None:
     assert container["command"] == [
         "podmigrate-controller", "--checkpoint-repository", "$(CHECKPOINT_REPOSITORY)",
         "--agent-port", "10260", "--webhook-address", "0.0.0.0:9443", "--health-address", "$(POD_IP):8080",
+        "--agent-token-file", "/var/run/secrets/podmigrate.io/agent/token",
+        "--webhook-client-ca", "/etc/podmigrate/webhook-client/ca.crt",
     ]  # fmt: skip
-    assert not any("cert" in a or "-ca" in a for a in container["command"]), "certificates are issued in the cluster"
+    assert not any("cert" in a or "agent-ca" in a for a in container["command"]), "certificates are issued in the cluster"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["agent-token"]["projected"]["sources"] == [
+        {"serviceAccountToken": {"audience": "podmigrate.io/agent", "expirationSeconds": 3600, "path": "token"}}
+    ], "agents get a token of their own audience, never the controller's API token"
+    assert volumes["webhook-client-ca"]["configMap"]["name"] == "podmigrate-webhook-client-ca"
     env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef") for e in container["env"]}
     assert env["CHECKPOINT_REPOSITORY"] == {"name": "podmigrate-config", "key": "CHECKPOINT_REPOSITORY"}
     fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
@@ -829,6 +836,7 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     assert pod["tolerations"] == [{"operator": "Exists"}], "every taint: it must run on cordoned nodes"
     assert container["command"] == [
         "podmigrate-agent", "--node-name", "$(NODE_NAME)", "--listen", "$(NODE_IP):10260", "--cert-dir", "/run/podmigrate/tls",
+        "--registry-credentials", "/etc/podmigrate/registry/.dockerconfigjson",
     ]  # fmt: skip
     (tls,) = (v for v in pod["volumes"] if v["name"] == "tls")
     assert tls["emptyDir"]["medium"] == "Memory", "the agent's own key never touches the node's disk"
@@ -838,8 +846,10 @@ def test_agent_daemonset_runs_on_every_node_with_host_access() -> None:
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert host_paths == {
         "/var/lib/kubelet/checkpoints", "/sys/fs/cgroup", "/run/podmigrate/stop-after-dump",
-        "/var/lib/kubelet/pods", "/var/lib/podmigrate",
+        "/var/lib/kubelet/pods", "/var/lib/podmigrate", "/etc/podmigrate/keys",
     } and host_paths <= mounts  # fmt: skip
+    keys = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/podmigrate/keys")
+    assert keys["readOnly"] is True, "the node's private key: read to decrypt volume data, never written"
     pods_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet/pods")
     assert pods_mount["readOnly"] is True and pods_mount["mountPropagation"] == "HostToContainer", "memory emptyDirs are mounts"
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent", "scheme": "HTTPS"}

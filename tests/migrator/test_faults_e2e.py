@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
+from localcluster import registryauth
 from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.workloads import counter_pod, migration
 
@@ -95,12 +96,20 @@ def running_copies(kube: Kube, namespace: str, pod: str) -> list[dict[str, Any]]
     return [p for p in pods if p["metadata"]["name"] == pod and not p["metadata"].get("deletionTimestamp")]
 
 
+def registry_read(podmigrate: Podmigrate, repository: str) -> dict[str, str]:
+    """A pull token for a checkpoint repository (the registry refuses anonymous reads): the agents' credentials."""
+    cluster = podmigrate.installation.cluster
+    creds = cluster.registry_credentials(registryauth.PUSH_USER).for_registry(cluster.registry)
+    return registryauth.bearer_headers(registry=cluster.registry, credentials=creds, scope=f"repository:{repository}:pull")
+
+
 def registry_tags(podmigrate: Podmigrate, namespace: str, pod: str) -> list[str]:
     registry, _, path = podmigrate.installation.repository.partition("/")
     url = f"http://{registry}/v2/{path}/{namespace}/{pod}/tags/list"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers=registry_read(podmigrate, f"{path}/{namespace}/{pod}"))
     try:
-        with opener.open(url, timeout=5) as resp:
+        with opener.open(request, timeout=5) as resp:
             return list(json.loads(resp.read()).get("tags") or [])
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -113,10 +122,11 @@ def manifests_left(podmigrate: Podmigrate, namespace: str, pod: str) -> list[str
     registry, _, path = podmigrate.installation.repository.partition("/")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     left = []
+    token = registry_read(podmigrate, f"{path}/{namespace}/{pod}")
     for tag in registry_tags(podmigrate, namespace, pod):
         request = urllib.request.Request(
             f"http://{registry}/v2/{path}/{namespace}/{pod}/manifests/{tag}", method="HEAD",
-            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json", **token},
         )  # fmt: skip
         try:
             with opener.open(request, timeout=5):

@@ -101,6 +101,7 @@ def kube() -> FakeKube:
     k = FakeKube()
     k.add_node(make_node("node-1"))
     k.add_node(make_node("node-2"))
+    k.add_namespace("shop", labels={api.LABEL_MIGRATE_ON_EVICT: "true"})
     return k
 
 
@@ -140,6 +141,7 @@ def eviction_review(name: str, *, dry_run: bool = False, uid: str = "req-1") -> 
         "kind": "AdmissionReview",
         "request": {"uid": uid, "kind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "operation": "CREATE",
                     "namespace": "shop", "name": name, "subResource": "eviction", "dryRun": dry_run,
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
                     "object": {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "shop"}}},
     }  # fmt: skip
 

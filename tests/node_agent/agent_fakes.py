@@ -119,6 +119,7 @@ class FakeKubelet:
         self.observe_frozen: Any = None  # optional callable(container) -> bool
         self.delay_before_failure = 0.0
         self.delay = 0.0  # every call takes this long (a slow checkpoint)
+        self.extra_bytes = 300_000  # the memory pages' size: changed, a checkpoint of a pod that ran on
 
     async def checkpoint(
         self, *, endpoint: KubeletEndpoint, namespace: str, pod: str, container: str, timeout_seconds: int
@@ -130,7 +131,11 @@ class FakeKubelet:
         if container in self.fail:
             await asyncio.sleep(self.delay_before_failure)
             raise self.fail[container]
-        path = make_archive(self.directory / f"checkpoint-{pod}_{namespace}-{container}-2026.tar", container=container)
+        path = make_archive(
+            self.directory / f"checkpoint-{pod}_{namespace}-{container}-2026.tar",
+            container=container,
+            extra_bytes=self.extra_bytes,
+        )
         self.archives.append(path)
         return str(path)
 

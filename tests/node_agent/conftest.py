@@ -56,7 +56,13 @@ class Agent:
         return resp.status, await resp.json()
 
     def checkpoint_body(self, pod: str = "counter", **extra: object) -> dict:
-        return {"namespace": "default", "pod": pod, "image_repository": f"{self.registry_host}/ckpt/{pod}", "tag": "t1", **extra}
+        return {
+            "namespace": "default",
+            "pod": pod,
+            "image_repository": f"{self.registry_host}/ckpt/default/{pod}",
+            "tag": "t1",
+            **extra,
+        }
 
     def state(self, pod: str, container: str) -> str:
         return self.freezer.state(self.cgroups[container_id(pod, container)])
@@ -115,6 +121,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         reviewer=AllowAll(),
         metrics=metrics,
         volumes=volumes,
+        repository=f"{registry_host}/ckpt",
         tracer=provider.get_tracer("test"),
     )
     client = TestClient(TestServer(api.app))

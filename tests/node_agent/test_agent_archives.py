@@ -166,3 +166,56 @@ def test_leftover_archives_are_swept_and_nothing_else(tmp_path: Path) -> None:
     assert fresh.exists() and other.exists()
     assert archives.sweep(tmp_path, older_than_s=0) == [fresh], "at agent start: every archive is a leftover"
     assert archives.sweep(tmp_path / "missing", older_than_s=0) == []
+
+
+def _aged(path: Path, seconds: float = 3600) -> Path:
+    os.utime(path, (time.time() - seconds, time.time() - seconds), follow_symlinks=False)
+    return path
+
+
+def test_a_sweep_takes_an_archives_side_files_and_touches_only_names_the_kubelet_writes(tmp_path: Path) -> None:
+    """``<archive>.enc`` (an encrypted copy) and an unpacked ``<archive>.d`` hold the same memory; anything else stays."""
+    archive = tmp_path / "checkpoint-web-5f7d.x_shop-app-2026-11-30T10:19:34Z.tar"
+    archive.write_bytes(b"memory")
+    encrypted = tmp_path / f"{archive.name}.enc"
+    encrypted.write_bytes(b"ciphertext")
+    unpacked = tmp_path / f"{archive.name}.d"
+    (unpacked / "checkpoint").mkdir(parents=True)
+    (unpacked / "checkpoint" / "pages-1.img").write_bytes(b"memory")
+    outside = tmp_path.parent / f"{tmp_path.name}-kept.tar"
+    outside.write_bytes(b"not ours")
+    link = tmp_path / "checkpoint-db_shop-app-2026-11-30T10:19:34Z.tar"
+    link.symlink_to(outside)
+    lookalikes = [
+        "checkpoint-notes.tar", "checkpoint.tar", "checkpoint-web_shop-app-2026.tar.", "my-checkpoint-web_shop-app-2026.tar",
+        "checkpoint-web_shop-app-2026.tgz", "checkpoint-Web_shop-app-2026.tar", "checkpoint-web_shop-app-now.tar",
+    ]  # fmt: skip
+    for name in lookalikes:
+        (tmp_path / name).write_bytes(b"an operator's file")
+    for path in (archive, encrypted, unpacked, link, *(tmp_path / name for name in lookalikes)):
+        _aged(path)
+
+    assert sorted(archives.sweep(tmp_path, older_than_s=0)) == sorted([archive, encrypted, unpacked])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([link.name, *lookalikes])
+    assert link.is_symlink() and outside.read_bytes() == b"not ours", "never through a symlink"
+
+
+def test_a_sweep_leaves_the_archives_a_request_still_holds(tmp_path: Path) -> None:
+    held = _aged(make_archive(tmp_path / "checkpoint-web_shop-app-2026.tar", container="app"))
+    held_side = tmp_path / f"{held.name}.enc"
+    held_side.write_bytes(b"ciphertext")
+    _aged(held_side)
+    leftover = _aged(make_archive(tmp_path / "checkpoint-db_shop-app-2026.tar", container="app"))
+    assert archives.sweep(tmp_path, older_than_s=900, keep=[held]) == [leftover]
+    assert held.exists() and held_side.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["checkpoint-web_shop-app-2026-11-30T10:19:34Z.tar", "checkpoint-web.v2_kube-system-side-car-2026-11-30T10:19:34+01:00.tar"],
+)
+def test_the_archive_name_pattern_is_the_kubelets(name: str) -> None:
+    found = archives.ARCHIVE_NAME.fullmatch(name)
+    assert found is not None
+    rebuilt = names.KUBELET_ARCHIVE_PATTERN.format(**found.groupdict())
+    assert rebuilt == name

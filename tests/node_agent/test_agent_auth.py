@@ -13,6 +13,8 @@ from node_agent.auth import CALLER_KEY, Caller, Decision, TtlCache, auth_middlew
 
 GOOD = "good-token"
 LIMITED = "limited-token"
+REPO = "r:5000/checkpoints"
+DIGEST = "@sha256:" + "a" * 64
 
 
 class FakeReviewer:
@@ -56,10 +58,14 @@ async def setup() -> AsyncIterator[tuple[TestClient, FakeReviewer, Clock]]:
     async def public(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[auth_middleware(reviewer=reviewer, public_paths={"/healthz"}, ttl=30, clock=clock)])
+    app = web.Application(
+        middlewares=[auth_middleware(reviewer=reviewer, public_paths={"/healthz"}, repository=REPO, ttl=30, clock=clock)]
+    )
     app.router.add_post("/v1/checkpoint", echo)
     app.router.add_get("/v1/frozen", echo)
     app.router.add_delete("/v1/images", echo)
+    app.router.add_delete("/v1/checkpoint", echo)
+    app.router.add_post("/v1/volumes", echo)
     app.router.add_get("/healthz", public)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -121,11 +127,48 @@ async def test_authorization_is_asked_in_the_pods_namespace(setup: tuple[TestCli
     assert (await client.post("/v1/checkpoint", json={"namespace": "team-a"}, headers=bearer(LIMITED))).status == 200
     assert (await client.get("/v1/frozen?namespace=team-a&pod=x", headers=bearer(LIMITED))).status == 200
     assert (await client.get("/v1/frozen?namespace=team-b&pod=x", headers=bearer(LIMITED))).status == 403
-    # No namespace (image deletion): asked cluster-wide, which "limited" is not allowed.
-    resp = await client.delete("/v1/images", json={"image": "r:5000/x@sha256:" + "a" * 64}, headers=bearer(LIMITED))
+    # No object with a namespace (a checkpoint aborted by id): asked cluster-wide, which "limited" is not allowed.
+    resp = await client.delete("/v1/checkpoint", json={"request_id": "x"}, headers=bearer(LIMITED))
     assert resp.status == 403
     assert "cluster-wide" in (await resp.json())["error"]
     assert reviewer.authz_calls == [("limited", "team-a"), ("limited", "team-b"), ("limited", None)]
+
+
+async def test_an_images_namespace_is_read_from_its_repository_not_from_the_body(
+    setup: tuple[TestClient, FakeReviewer, Clock],
+) -> None:
+    client, reviewer, _ = setup
+    mine = {"image": f"{REPO}/team-a/p{DIGEST}", "namespace": "team-b"}
+    assert (await client.delete("/v1/images", json=mine, headers=bearer(LIMITED))).status == 200
+    theirs = {"image": f"{REPO}/team-b/p{DIGEST}", "namespace": "team-a"}  # the body's namespace is ignored
+    resp = await client.delete("/v1/images", json=theirs, headers=bearer(LIMITED))
+    assert resp.status == 403
+    assert 'namespace "team-b"' in (await resp.json())["error"]
+    assert reviewer.authz_calls == [("limited", "team-a"), ("limited", "team-b")]
+
+
+@pytest.mark.parametrize(
+    "image", [f"r:5000/elsewhere/team-a/p{DIGEST}", f"other:5000/checkpoints/team-a/p{DIGEST}", f"{REPO}/team-a{DIGEST}"]
+)
+async def test_images_outside_the_checkpoint_repository_are_refused_before_any_review(
+    setup: tuple[TestClient, FakeReviewer, Clock], image: str
+) -> None:
+    client, reviewer, _ = setup
+    resp = await client.delete("/v1/images", json={"image": image}, headers=bearer(GOOD))
+    assert resp.status == 403
+    assert "checkpoint repository" in (await resp.json())["error"]
+    assert reviewer.authz_calls == []
+
+
+async def test_pushes_and_stagings_only_under_the_pods_own_namespace(setup: tuple[TestClient, FakeReviewer, Clock]) -> None:
+    client, _, _ = setup
+    ok = {"namespace": "team-a", "pod": "p", "image_repository": f"{REPO}/team-a/p"}
+    assert (await client.post("/v1/checkpoint", json=ok, headers=bearer(GOOD))).status == 200
+    for repository in (f"{REPO}/team-b/p", "evil:5000/exfiltrate/team-a/p"):
+        body = {**ok, "image_repository": repository}
+        assert (await client.post("/v1/checkpoint", json=body, headers=bearer(GOOD))).status == 403
+    stage = {"namespace": "team-a", "pod": "p", "image": f"{REPO}/team-b/p{DIGEST}"}
+    assert (await client.post("/v1/volumes", json=stage, headers=bearer(GOOD))).status == 403
 
 
 async def test_positive_reviews_are_cached_for_the_ttl(setup: tuple[TestClient, FakeReviewer, Clock]) -> None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
+import time
+from typing import Any
 
+import aiohttp
 import pytest
 from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentapi.contract import CheckpointResponse
+from node_agent import publishing
 from node_agent.kubelet import KubeletError
+from node_agent.publishing import Publisher
 from ocicheckpoint import names
 from tests.node_agent.agent_fakes import NODE, container_id
 from tests.node_agent.conftest import TRACE_ID, Agent
@@ -33,7 +39,7 @@ async def test_checkpoint_freezes_first_pushes_the_image_and_deletes_the_archive
     assert set(item) == {"name", "image", "digest", "base_image", "archive_bytes", "image_bytes", "timings"}
     assert set(item["timings"]) == {"checkpoint_s", "pack_s", "push_s"}
     assert item["name"] == "counter"
-    assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/counter@sha256:[0-9a-f]{{64}}", item["image"])
+    assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/default/counter@sha256:[0-9a-f]{{64}}", item["image"])
     assert item["image"].endswith("@" + item["digest"])
     assert item["base_image"] == "127.0.0.1:5313/podmigrate/counter@sha256:" + "b" * 64
 
@@ -44,7 +50,7 @@ async def test_checkpoint_freezes_first_pushes_the_image_and_deletes_the_archive
 
     # The image: an OCI manifest with the checkpoint annotations, the archive as its only layer.
     manifest = json.loads(agent.registry.manifests[item["digest"]])
-    assert agent.registry.tags["ckpt/counter:t1"] == item["digest"]
+    assert agent.registry.tags["ckpt/default/counter:t1"] == item["digest"]
     assert manifest["mediaType"] == names.MEDIA_TYPE_OCI_MANIFEST
     assert manifest["annotations"][names.ANNOTATION_CRIO_CHECKPOINT_NAME] == "counter"
     assert manifest["annotations"][names.ANNOTATION_POD] == "counter"
@@ -87,7 +93,7 @@ async def test_every_container_is_frozen_before_the_first_checkpoint(agent: Agen
     assert status == 200, body
     assert agent.kubelet.frozen_during_call == {"app": True, "sidecar": True}
     assert [c["name"] for c in body["containers"]] == ["app", "sidecar"]
-    assert sorted(agent.registry.tags) == ["ckpt/pair:t1-app", "ckpt/pair:t1-sidecar"]  # one tag per container
+    assert sorted(agent.registry.tags) == ["ckpt/default/pair:t1-app", "ckpt/default/pair:t1-sidecar"]  # one tag per container
     assert list(agent.archives_dir.iterdir()) == []
 
 
@@ -101,7 +107,7 @@ async def test_kubelet_failure_is_502_and_undoes_everything(agent: Agent) -> Non
     assert body == {"error": "kubelet answered 500: checkpointing of default/pair/sidecar failed: boom", "stage": "checkpoint"}
     assert agent.state("pair", "app") == agent.state("pair", "sidecar") == "THAWED"
     assert list(agent.archives_dir.iterdir()) == []
-    assert any(r.startswith("PUT /v2/ckpt/pair/manifests/t1-app") for r in agent.registry.requests)
+    assert any(r.startswith("PUT /v2/ckpt/default/pair/manifests/t1-app") for r in agent.registry.requests)
     assert agent.registry.manifests == {}  # "app" was pushed, then deleted again
     assert agent.metrics.checkpoints.value(outcome="checkpoint_failed") == 1
     assert agent.metrics.thaws.value(reason="rollback") == 2
@@ -133,7 +139,8 @@ async def test_registry_down_is_500_push_and_undoes_everything(agent: Agent) -> 
     assert "HTTP 500" in body["error"]
     assert agent.state("counter", "counter") == "THAWED"
     assert list(agent.archives_dir.iterdir()) == []
-    assert len(agent.registry.requests) == 4  # bounded: four attempts of the first step, then give up
+    # bounded: the look at what the tag names (node_agent.tags), four attempts of the first step, then give up
+    assert len(agent.registry.requests) == 1 + 4
 
 
 async def test_transient_registry_errors_are_retried(agent: Agent) -> None:
@@ -144,10 +151,10 @@ async def test_transient_registry_errors_are_retried(agent: Agent) -> None:
 
 
 async def test_registry_client_errors_are_not_retried(agent: Agent) -> None:
-    agent.registry.fail = [403]
+    agent.registry.fail = [404, 403]  # the tag names nothing yet; then the push is refused
     status, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
     assert (status, body["stage"]) == (500, "push")
-    assert len(agent.registry.requests) == 1
+    assert len(agent.registry.requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -183,6 +190,8 @@ async def test_refusals_happen_before_any_freeze(agent: Agent, pod: str, extra: 
     ],
 )
 async def test_bad_bodies_are_400(agent: Agent, body: object) -> None:
+    # A repository under the agent's checkpoint repository, so that what is wrong is only what each body breaks.
+    body = json.loads(json.dumps(body).replace('"r:5000/x', f'"{agent.registry_host}/ckpt/default/counter'))
     status, answer = await agent.call("POST", "/v1/checkpoint", body)
     assert status == 400
     assert "error" in answer
@@ -230,7 +239,53 @@ async def test_delete_image(agent: Agent) -> None:
     assert agent.registry.manifests == {}
     status, answer = await agent.call("DELETE", "/v1/images", {"image": image})
     assert (status, answer["deleted"]) == (404, False)
-    assert (await agent.call("DELETE", "/v1/images", {"image": f"{agent.registry_host}/ckpt/counter:t1"}))[0] == 400
+    assert (await agent.call("DELETE", "/v1/images", {"image": agent.checkpoint_body()["image_repository"]}))[0] == 400
+
+
+async def test_an_image_whose_digest_the_caller_never_got_is_deleted_by_its_tag(agent: Agent) -> None:
+    """A caller whose checkpoint call timed out knows the tag it asked for, not the digest: that is enough."""
+    _, body = await agent.call("POST", "/v1/checkpoint", agent.checkpoint_body())
+    digest = body["containers"][0]["digest"]
+    repository = agent.checkpoint_body()["image_repository"]
+    by_tag = f"{repository}:t1"
+    assert await agent.call("DELETE", "/v1/images", {"image": by_tag}) == (200, {"deleted": True})
+    assert digest not in agent.registry.manifests
+    status, answer = await agent.call("DELETE", "/v1/images", {"image": by_tag})
+    assert (status, answer["deleted"]) == (404, False), "nothing under the tag any more: not found, as for a digest"
+    status, _ = await agent.call("DELETE", "/v1/images", {"image": f"{repository}:never-pushed"})
+    assert status == 404
+
+
+async def test_a_retry_the_agent_no_longer_remembers_replaces_the_image_and_deletes_the_one_it_superseded(
+    agent: Agent,
+) -> None:
+    """The same request id after the agent forgot it (restarted, or past its memory): a second push under the tag.
+
+    The first image is then named by nobody (the caller never recorded it): the agent deletes it, so
+    one image of that checkpoint is left in the registry, the one answered.
+    """
+    body = agent.checkpoint_body("pair", request_id="pm-uid-forgot", volumes=[])
+    status, first = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 200, first
+    agent.checkpointer._requests.clear()  # what a restarted agent knows of it: nothing
+    agent.kubelet.extra_bytes += 4096  # (the pod's memory, as a second checkpoint sees it)
+    status, second = await agent.call("POST", "/v1/checkpoint", body)
+    assert status == 200, second
+    old = {c["digest"] for c in first["containers"]}
+    new = {c["digest"] for c in second["containers"]}
+    assert old.isdisjoint(new), "checkpointed again: new images"
+    assert set(agent.registry.manifests) == new, "the superseded images are deleted, the answered ones kept"
+    assert agent.metrics.superseded_images.value(outcome="deleted") == 2
+
+
+async def test_an_image_pushed_again_unchanged_under_its_tag_is_kept(agent: Agent) -> None:
+    body = agent.checkpoint_body(request_id="pm-uid-same")
+    _, first = await agent.call("POST", "/v1/checkpoint", body)
+    agent.checkpointer._requests.clear()
+    _, second = await agent.call("POST", "/v1/checkpoint", body)  # the same memory, the same image: nothing superseded
+    assert second["containers"][0]["digest"] == first["containers"][0]["digest"]
+    assert first["containers"][0]["digest"] in agent.registry.manifests
+    assert agent.metrics.superseded_images.value(outcome="deleted") == 0
 
 
 async def test_metrics_and_healthz(agent: Agent) -> None:
@@ -302,13 +357,21 @@ async def test_a_thaw_or_a_kill_ends_the_lease(agent: Agent) -> None:
     assert status == 404, "no lease any more"
 
 
-async def test_a_registry_that_cannot_be_reached_is_said_in_one_plain_line(agent: Agent) -> None:
+async def test_a_push_outside_the_checkpoint_repository_is_refused_before_any_work(agent: Agent) -> None:
     body = agent.checkpoint_body()
-    body["image_repository"] = "127.0.0.1:9/ckpt/counter"  # nothing listens on port 9 (discard)
+    body["image_repository"] = "127.0.0.1:9/ckpt/default/counter"  # another registry: where memory must not go
     status, answer = await agent.call("POST", "/v1/checkpoint", body)
-    assert status == 500 and answer["stage"] == "push"
-    assert answer["error"].startswith("pushing to 127.0.0.1:9/ckpt/counter: cannot connect to the registry at 127.0.0.1:9: ")
-    assert "ConnectionKey" not in answer["error"]
+    assert status == 403 and "checkpoint repository" in answer["error"]
+    assert agent.kubelet.calls == []
+
+
+async def test_a_registry_that_cannot_be_reached_is_said_in_one_plain_line() -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+            await session.get("http://127.0.0.1:9/v2/")  # nothing listens on port 9 (discard)
+    message = publishing.describe(caught.value)
+    assert message.startswith("cannot connect to the registry at 127.0.0.1:9: ")
+    assert "ConnectionKey" not in message and "\n" not in message
 
 
 async def test_a_checkpoint_the_caller_gave_up_on_is_undone_in_flight_or_its_images_deleted_after(agent: Agent) -> None:
@@ -330,3 +393,33 @@ async def test_a_checkpoint_the_caller_gave_up_on_is_undone_in_flight_or_its_ima
     assert (status, answer["aborted"], answer["deleted"]) == (200, False, [done["containers"][0]["image"]])
     assert agent.registry.manifests == {}, "the finished checkpoint's images are gone (nobody will use them)"
     assert agent.state("counter", "counter") == "FROZEN", "the pod is left as it was, for the caller's thaw"
+
+
+async def test_a_periodic_sweep_deletes_old_leftovers_but_never_an_archive_a_request_still_pushes(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pushing, gate = asyncio.Event(), asyncio.Event()
+    push = Publisher.push
+
+    async def held_push(self: Publisher, **kwargs: Any) -> Any:
+        pushing.set()
+        await gate.wait()
+        return await push(self, **kwargs)
+
+    monkeypatch.setattr(Publisher, "push", held_push)
+    leftover = agent.archives_dir / "checkpoint-gone_default-app-2026-11-30T10:19:34Z.tar"
+    leftover.write_bytes(b"memory of a pod whose checkpoint nobody finished")
+    call = asyncio.create_task(agent.call("POST", "/v1/checkpoint", agent.checkpoint_body()))
+    await pushing.wait()
+    (in_flight,) = agent.kubelet.archives
+    for path in (leftover, in_flight):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))  # both older than the bound
+
+    assert await agent.checkpointer.sweep_archives(agent.archives_dir, older_than_s=900, when="periodic") == [leftover]
+    assert in_flight.exists(), "its request still packs and pushes it"
+    assert agent.metrics.archives_swept.value(when="periodic") == 1
+    gate.set()
+    status, body = await call
+    assert status == 200, body
+    assert list(agent.archives_dir.iterdir()) == [], "deleted by its request once pushed"
+    assert await agent.checkpointer.sweep_archives(agent.archives_dir, older_than_s=0, when="start") == []

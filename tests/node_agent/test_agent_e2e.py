@@ -29,7 +29,9 @@ from typing import Any
 
 import pytest
 
+from agentapi import contract
 from localcluster import cluster as lc
+from localcluster import nodesetup, registryauth
 from ocicheckpoint import names
 from tests.conftest import Kube
 
@@ -131,8 +133,9 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _token(kube: Kube, name: str) -> str:
-    return kube.run("create", "token", name, "-n", NAMESPACE, "--duration=2h").stdout.strip()
+def _token(kube: Kube, name: str, *, audience: str | None = None) -> str:
+    flags = [f"--audience={audience}"] if audience else []
+    return kube.run("create", "token", name, "-n", NAMESPACE, "--duration=2h", *flags).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +159,9 @@ def callers(kube: Kube) -> Iterator[None]:
 def agent(cluster: lc.Cluster, kube: Kube, callers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
     c = cluster
     work = tmp_path_factory.mktemp("agent")
-    tokens = {name: _token(kube, name) for name in ("migrator", "ns-migrator", "nobody")}
+    # Callers present tokens for the agents' audience; "api-audience" is the migrator's ordinary token.
+    tokens = {name: _token(kube, name, audience=contract.AUDIENCE) for name in ("migrator", "ns-migrator", "nobody")}
+    tokens["api-audience"] = _token(kube, "migrator")
 
     # The agent's kubeconfig: the cluster from the admin kubeconfig, the agent's own SA token as user.
     admin = json.loads(Path(c.kubeconfig).read_text())
@@ -201,6 +206,14 @@ def agent(cluster: lc.Cluster, kube: Kube, callers: None, tmp_path_factory: pyte
         str(key),
         "--plain-http-registry",
         c.registry,
+        "--checkpoint-repository",
+        f"{c.registry}/{registryauth.CHECKPOINT_REPOSITORY}",
+        "--registry-credentials",
+        str(c.registry_credentials_file(registryauth.PUSH_USER)),
+        "--encryption-key-dir",
+        str(nodesetup.encryption_public_key(Path(c.state_dir)).parent),
+        "--decryption-key-dir",
+        str(nodesetup.decryption_key_dir(Path(_node(c, "node-1").state_dir))),
     ]
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
@@ -309,18 +322,21 @@ def test_without_a_valid_token_it_is_401(agent: RunningAgent, pods: None) -> Non
     assert agent.call("POST", "/v1/thaw", body, caller=None)[0] == 401
     agent.tokens["forged"] = "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl"
     assert agent.call("POST", "/v1/thaw", body, caller="forged") == (401, {"error": "invalid bearer token"})
+    # A real token of a caller that may drive migrations, but minted for the API server: refused all the same.
+    assert agent.call("POST", "/v1/thaw", body, caller="api-audience") == (401, {"error": "invalid bearer token"})
 
 
-def test_a_caller_that_does_not_drive_migrations_is_403(agent: RunningAgent, pods: None) -> None:
+def test_a_caller_that_does_not_drive_migrations_is_403(agent: RunningAgent, cluster: lc.Cluster, pods: None) -> None:
     status, body = agent.call("POST", "/v1/thaw", {"namespace": PODS, "pod": "agent-counter"}, caller="nobody")
     assert status == 403
     who = f"system:serviceaccount:{NAMESPACE}:nobody"
     assert body["error"] == f'user "{who}" may not update podmigrations/status (podmigrate.io) in namespace "{PODS}"'
-    # Allowed in this namespace only: fine there, refused cluster-wide (image deletion has no namespace).
+    # Allowed in this namespace only: fine there, refused for another namespace's image (read from its repository).
     assert agent.call("GET", f"/v1/frozen?namespace={PODS}&pod=agent-counter", caller="ns-migrator")[0] == 200
-    status, body = agent.call("DELETE", "/v1/images", {"image": "127.0.0.1:1/x@sha256:" + "0" * 64}, caller="ns-migrator")
+    image = f"{cluster.registry}/podmigrate-checkpoints/kube-system/x@sha256:" + "0" * 64
+    status, body = agent.call("DELETE", "/v1/images", {"image": image, "namespace": PODS}, caller="ns-migrator")
     assert status == 403
-    assert "cluster-wide" in body["error"]
+    assert 'in namespace "kube-system"' in body["error"]
 
 
 def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
@@ -330,7 +346,7 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     request = {
         "namespace": PODS,
         "pod": "agent-counter",
-        "image_repository": f"{registry}/checkpoints/agent-counter",
+        "image_repository": f"{registry}/podmigrate-checkpoints/{PODS}/agent-counter",
         "tag": "e2e-1",
         "freeze": True,
         "timeout_seconds": 60,
@@ -343,12 +359,21 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     (item,) = body["containers"]
     print(f"\ncheckpoint of agent-counter: wall {wall:.3f}s, response {json.dumps(body)}", file=sys.stderr)
     assert item["name"] == "counter"
-    assert re.fullmatch(rf"{re.escape(registry)}/checkpoints/agent-counter@sha256:[0-9a-f]{{64}}", item["image"])
+    assert re.fullmatch(
+        rf"{re.escape(registry)}/podmigrate-checkpoints/{PODS}/agent-counter@sha256:[0-9a-f]{{64}}", item["image"]
+    )
     assert item["base_image"].startswith(f"{registry}/podmigrate/counter@sha256:")
 
     # The image is in the registry, by digest, with CRI-O's checkpoint annotation; the archive is its layer.
-    accept = {"Accept": names.MEDIA_TYPE_OCI_MANIFEST}
-    status, _, raw = http(f"http://{registry}/v2/checkpoints/agent-counter/manifests/{item['digest']}", headers=accept)
+    pull = cluster.registry_credentials(registryauth.PULL_USER).for_registry(registry)
+    scope = f"repository:{registryauth.CHECKPOINT_REPOSITORY}/{PODS}/agent-counter:pull"
+    accept = {
+        "Accept": names.MEDIA_TYPE_OCI_MANIFEST,
+        **registryauth.bearer_headers(registry=registry, credentials=pull, scope=scope),
+    }
+    status, _, raw = http(
+        f"http://{registry}/v2/podmigrate-checkpoints/{PODS}/agent-counter/manifests/{item['digest']}", headers=accept
+    )
     assert status == 200
     manifest = json.loads(raw)
     assert manifest["mediaType"] == names.MEDIA_TYPE_OCI_MANIFEST
@@ -356,7 +381,9 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
     assert manifest["annotations"][names.ANNOTATION_POD] == "agent-counter"
     (layer,) = manifest["layers"]
     assert layer["size"] == item["archive_bytes"]
-    assert http(f"http://{registry}/v2/checkpoints/agent-counter/blobs/{layer['digest']}", method="HEAD")[0] == 200
+    assert layer["mediaType"].endswith("+encrypted"), "process memory never rests in the clear"
+    blob = f"http://{registry}/v2/podmigrate-checkpoints/{PODS}/agent-counter/blobs/{layer['digest']}"
+    assert http(blob, method="HEAD", headers=accept)[0] == 200
 
     # The kubelet's archive (process memory) is gone.
     assert archives_left(cluster) == []
@@ -401,7 +428,9 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
 
     # Cleanup after a migration: the image can be deleted, once.
     assert agent.call("DELETE", "/v1/images", {"image": item["image"]}) == (200, {"deleted": True})
-    status, _, _ = http(f"http://{registry}/v2/checkpoints/agent-counter/manifests/{item['digest']}", headers=accept)
+    status, _, _ = http(
+        f"http://{registry}/v2/podmigrate-checkpoints/{PODS}/agent-counter/manifests/{item['digest']}", headers=accept
+    )
     assert status == 404
     assert agent.call("DELETE", "/v1/images", {"image": item["image"]})[0] == 404
 
@@ -416,7 +445,7 @@ def test_a_kubelet_failure_is_502_and_leaves_the_pod_thawed(
         "namespace": PODS,
         "pod": "agent-halfdone",
         "containers": ["done"],  # exited: the kubelet answers 500 "container is not running"
-        "image_repository": f"{cluster.registry}/checkpoints/agent-halfdone",
+        "image_repository": f"{cluster.registry}/podmigrate-checkpoints/{PODS}/agent-halfdone",
         "tag": "e2e-fail",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)
@@ -441,7 +470,7 @@ def test_an_unknown_container_is_404_and_the_pod_stays_thawed(
         "namespace": PODS,
         "pod": "agent-counter",
         "containers": ["nope"],
-        "image_repository": f"{cluster.registry}/checkpoints/agent-counter",
+        "image_repository": f"{cluster.registry}/podmigrate-checkpoints/{PODS}/agent-counter",
         "tag": "e2e-404",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)
@@ -454,7 +483,7 @@ def test_a_pod_on_another_node_is_409(agent: RunningAgent, cluster: lc.Cluster, 
     request = {
         "namespace": PODS,
         "pod": "agent-elsewhere",
-        "image_repository": f"{cluster.registry}/checkpoints/agent-elsewhere",
+        "image_repository": f"{cluster.registry}/podmigrate-checkpoints/{PODS}/agent-elsewhere",
         "tag": "e2e-409",
     }
     status, body = agent.call("POST", "/v1/checkpoint", request)

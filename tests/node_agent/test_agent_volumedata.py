@@ -54,8 +54,8 @@ async def test_checkpoint_pushes_the_emptydir_files_as_one_artifact(agent: Agent
     data = response.volume_data
     assert data is not None
     assert data.volumes == ("data", "shm")
-    assert data.image == f"{agent.registry_host}/ckpt/scratch@{data.digest}"
-    assert agent.registry.tags["ckpt/scratch:t1-volumes"] == data.digest
+    assert data.image == f"{agent.registry_host}/ckpt/default/scratch@{data.digest}"
+    assert agent.registry.tags["ckpt/default/scratch:t1-volumes"] == data.digest
     manifest = json.loads(agent.registry.manifests[data.digest])
     assert manifest["artifactType"] == names.ARTIFACT_TYPE_VOLUME_DATA
     assert manifest["config"]["mediaType"] == names.MEDIA_TYPE_VOLUME_DATA_CONFIG
@@ -230,7 +230,7 @@ async def test_a_hostile_artifact_is_refused_and_nothing_lands_outside(agent: Ag
         agent.registry.blobs[descriptor.digest] = path.read_bytes()
     agent.registry.blobs[image.config.digest] = image.config_bytes
     agent.registry.manifests[image.manifest_digest] = image.manifest_bytes
-    ref = f"{agent.registry_host}/ckpt/scratch@{image.manifest_digest}"
+    ref = f"{agent.registry_host}/ckpt/default/scratch@{image.manifest_digest}"
     status, body = await agent.call("POST", "/v1/volumes", {"namespace": "default", "pod": "scratch", "image": ref})
     assert status == 422, body
     assert "volume data" in body["error"]

@@ -6,6 +6,15 @@ keep them. Copies of the volume data staged on nodes (the target, and the source
 there) are removed in any case: once a restore has moved them into the new pod they are empty,
 and a staging nobody will restore must not wait for the next pod of the same name.
 
+Nothing is left behind on any path (docs/faults.md, "Cleanup"): success, every rollback, a
+replacement that started cold, a cancel, a namespace being deleted. A deletion that fails (the
+registry down) stays in status (``pendingDeletes``, condition ``CheckpointDeleted``) and is
+retried until it succeeds, by this control service or a restarted one; the terminal phase is
+written at once (where the pod runs is true whatever the registry does) and the PodMigration's
+finalizer waits instead. A checkpoint whose answer was never recorded (the call given up at the
+deadline, no answer, a control service killed during it) is ``abandonedCheckpoint``: its agent
+is told to undo it by request id, and only then is what its tags name deleted by tag.
+
 Staging happens before the pod that needs it exists: the node's CRIU hook moves the files in
 at the restore's ``pre-restore`` stage and marks the staging with the new pod's UID, which
 ``volume_data_missing`` checks before a restore is called done.
@@ -13,13 +22,18 @@ at the restore's ``pre-restore`` stage and marks the staging with the new pod's 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from agentapi import contract
 from agentapi.client import AgentError
+from kubeclient.reading import plain
 from migrator.controllers.podmigration.migration import Context, Migration
 from migrator.controllers.podmigration.pods import read_node
+from migrator.reconciling import set_condition
+
+log = logging.getLogger(__name__)
 
 
 async def stage_volume_data(ctx: Context, m: Migration, *, node_name: str) -> None:
@@ -53,8 +67,78 @@ async def volume_data_missing(ctx: Context, m: Migration, *, pod: Mapping[str, A
     )
 
 
-async def release(ctx: Context, m: Migration) -> None:
-    """Delete the registry artifacts (unless retained) and every staged copy; failures become Events."""
+# While images of a finished migration are still to be deleted (the registry or every agent down),
+# the control service looks again this often; the PodMigration's finalizer waits for them.
+RETRY_DELETES_S: Final = 15.0
+CONDITION: Final = "CheckpointDeleted"
+
+
+def abandon_checkpoint(m: Migration, *, request: contract.CheckpointRequest) -> None:
+    """Record a checkpoint whose answer this migration will never use (given up on, or its outcome unknown).
+
+    Its images may exist all the same: the agent goes on with a checkpoint whose caller went away
+    (so that a retry finds it), an agent that died mid-push left a manifest behind, a timed-out
+    call may have finished. Nobody knows their digests, so the agent is told to undo the request
+    (``DELETE /v1/checkpoint``: in flight, cancelled; finished, its images deleted) and whatever
+    its tags still name is deleted by tag. Saved in status, so a restarted control service does it.
+    """
+    if m.status.get("containers") or m.status.get("abandonedCheckpoint"):
+        return
+    containers = [c["name"] for c in ((m.status.get("originalPod") or {}).get("spec") or {}).get("containers") or []]
+    tags = {request.tag_for(name, multiple=len(containers) > 1) for name in containers} or {request.tag}
+    if request.volumes:
+        tags.add(request.volume_tag)
+    m.status["abandonedCheckpoint"] = {
+        "requestId": request.request_id or "",
+        "node": m.status.get("sourceNode", ""),
+        "images": [f"{request.image_repository}:{tag}" for tag in sorted(tags)],
+    }
+
+
+async def abort_abandoned(ctx: Context, m: Migration) -> str | None:
+    """Have the agent undo an abandoned checkpoint, then queue its tags for deletion; why not, if it could not."""
+    abandoned = m.status.get("abandonedCheckpoint")
+    if not abandoned:
+        return None
+    node = await read_node(ctx, abandoned["node"]) if abandoned.get("node") else None
+    if node is not None and abandoned.get("requestId"):
+        try:
+            await ctx.agents.abort_checkpoint(node=node, request_id=abandoned["requestId"], traceparent=m.traceparent())
+        except AgentError as exc:
+            return f"the agent on {abandoned['node']} could not be told to undo the checkpoint: {exc}"
+    # Only now: a checkpoint still in flight would have pushed again after a deletion by tag.
+    _queue(m, [("image of the abandoned checkpoint", image) for image in abandoned.get("images") or []])
+    m.status.pop("abandonedCheckpoint", None)
+    return None
+
+
+def _queue(m: Migration, images: list[tuple[str, str]]) -> None:
+    pending = m.status.setdefault("pendingDeletes", [])
+    known = {entry["image"] for entry in pending}
+    pending.extend({"what": what, "image": image} for what, image in images if image not in known)
+
+
+def pending(m: Migration) -> bool:
+    """Whether something the migration left behind is still to be deleted (the finalizer waits for it)."""
+    staged = (m.status.get("volumeData") or {}).get("stagedOn")
+    return bool(m.status.get("pendingDeletes") or m.status.get("abandonedCheckpoint") or staged)
+
+
+async def _agent_node(ctx: Context, m: Migration) -> dict[str, Any] | None:
+    """A node whose agent can reach the registry: the source's, else the target's, else any node's."""
+    for name in (m.status.get("sourceNode"), m.status.get("targetNode")):
+        if name and (node := await read_node(ctx, name)) is not None:
+            return node
+    for node in (await ctx.core.list_node()).items:
+        plain_node = plain(node)
+        if any(a.get("type") == "InternalIP" for a in (plain_node.get("status") or {}).get("addresses") or []):
+            return plain_node
+    return None
+
+
+async def _unstage(ctx: Context, m: Migration) -> list[str]:
+    """Remove every staged copy of the pod's files (what fails stays in ``stagedOn``); the errors."""
+    errors = []
     data = m.status.get("volumeData") or {}
     for node_name in list(data.get("stagedOn") or []):
         node = await read_node(ctx, node_name)
@@ -63,16 +147,74 @@ async def release(ctx: Context, m: Migration) -> None:
                 await ctx.agents.unstage_volumes(node=node, namespace=m.namespace, pod=m.pod_name, traceparent=m.traceparent())
             data["stagedOn"].remove(node_name)
         except AgentError as exc:
-            await ctx.recorder.event(m, "CleanupFailed", f"emptyDir files staged on {node_name} not removed: {exc}", warning=True)
-    if m.spec.get("retainCheckpoint"):
-        return
-    images = [(f"checkpoint image of {c['name']}", c["image"]) for c in m.status.get("containers") or []]
-    if data.get("image"):
-        images.append(("emptyDir data", data["image"]))
-    node = await read_node(ctx, m.status["sourceNode"]) or await read_node(ctx, m.status.get("targetNode", ""))
-    for what, image in images:
+            errors.append(f"emptyDir files staged on {node_name} not removed: {exc}")
+    return errors
+
+
+def _settle(m: Migration, errors: list[str]) -> bool:
+    """The condition ``CheckpointDeleted`` from what is left; True when nothing is."""
+    if not pending(m):
+        retained = bool(m.spec.get("retainCheckpoint") and m.status.get("containers"))
+        reason, message = ("Retained", "kept in the registry (retainCheckpoint)") if retained else ("Deleted", "nothing left")
+        set_condition(m.status, kind=CONDITION, value=not retained, reason=reason, message=message)
+        return True
+    left = len(m.status.get("pendingDeletes") or []) + len((m.status.get("abandonedCheckpoint") or {}).get("images") or [])
+    if errors:
+        reason, message = "DeletePending", f"{left} image(s) still to delete, retried every {RETRY_DELETES_S:.0f}s: {errors[-1]}"
+    else:
+        reason, message = "Deleting", f"{left} image(s) to delete"
+    set_condition(m.status, kind=CONDITION, value=False, reason=reason, message=message)
+    return False
+
+
+async def release(ctx: Context, m: Migration) -> None:
+    """The migration ends: staged copies removed, an abandoned checkpoint undone, its images queued for deletion.
+
+    The registry is not called here: the images are deleted (``delete_pending``) once the end is
+    saved, so that a registry that stalls never holds back the outcome (where the pod runs).
+    Idempotent: what is left is in status (``pendingDeletes``, ``abandonedCheckpoint``,
+    ``volumeData.stagedOn``), with the condition ``CheckpointDeleted``.
+    """
+    await _unstage(ctx, m)  # (what fails is retried with the images)
+    await abort_abandoned(ctx, m)
+    if not m.spec.get("retainCheckpoint") and not m.status.get("imagesQueued"):
+        data = m.status.get("volumeData") or {}
+        images = [(f"checkpoint image of {c['name']}", c["image"]) for c in m.status.get("containers") or []]
+        if data.get("image"):
+            images.append(("emptyDir data", data["image"]))
+        _queue(m, images)
+        m.status["imagesQueued"] = True  # once: a later pass must not queue (and delete) them again
+    _settle(m, [])
+
+
+async def delete_pending(ctx: Context, m: Migration, *, announce: bool) -> bool:
+    """Delete what ``release`` left to delete (a finished migration, or a restarted control service); True when done.
+
+    Stops at the first image the registry refuses (the next ones would wait for it as long);
+    ``announce``: the failure becomes an Event (the first time; later attempts only log).
+    """
+    errors = await _unstage(ctx, m)
+    if problem := await abort_abandoned(ctx, m):
+        errors.append(problem)
+    queue = m.status.get("pendingDeletes") or []
+    node = await _agent_node(ctx, m) if queue else None
+    for entry in list(queue):
+        if node is None:
+            errors.append(f"{entry['what']} {entry['image']} not deleted: no node's agent to ask")
+            break
         try:
-            if node:
-                await ctx.agents.delete_image(node=node, image=image, traceparent=m.traceparent())
+            await ctx.agents.delete_image(node=node, image=entry["image"], traceparent=m.traceparent())
         except AgentError as exc:
-            await ctx.recorder.event(m, "CleanupFailed", f"{what} {image} not deleted: {exc}", warning=True)
+            errors.append(f"{entry['what']} {entry['image']} not deleted: {exc}")
+            break
+        queue.remove(entry)
+    if not queue:
+        m.status.pop("pendingDeletes", None)
+    if _settle(m, errors):
+        return True
+    for error in errors:
+        if announce:
+            await ctx.recorder.event(m, "CleanupFailed", f"{error}; retried until it succeeds", warning=True)
+        else:
+            log.warning("%s/%s: %s", m.namespace, m.name, error)
+    return False

@@ -15,7 +15,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from migrator import api, tracing
+from migrator import api, pullsecrets, tracing
 from migrator.api import OnFailure, Phase, Step
 from migrator.controllers.podmigration.migration import Context, Migration
 from migrator.reconciling import set_condition
@@ -174,3 +174,4 @@ async def finish(ctx: Context, m: Migration, *, phase: Phase, reason: str, messa
         ctx.metrics.observe_finished(m.status)
     log.info("%s/%s %s: %s: %s", m.namespace, m.name, phase.value, reason, message)
     await ctx.recorder.event(m, reason, message, warning=failed)
+    await pullsecrets.release(ctx, m)  # the namespace's copy of the checkpoint pull Secret, once no migration there needs it

@@ -16,8 +16,8 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
-from kubeclient.reading import plain, read_plain
-from migrator import api, slots
+from kubeclient.reading import plain, read_or_none, read_plain
+from migrator import api, pullsecrets, slots
 from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
 from migrator.reconciling import Wait
 from migrator.slots import Slot
@@ -139,12 +139,26 @@ def replacement(m: Migration, *, node: str | None, from_checkpoint: bool) -> dic
         if spec.get("initContainers"):
             # They ran before the checkpoint; their effects are in the restored processes.
             annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec.pop("initContainers"))
+        if (secret := m.status.get(pullsecrets.STATUS_KEY)) and {"name": secret} not in (spec.get("imagePullSecrets") or []):
+            # The checkpoint registry's pull-only Secret, copied into this namespace (migrator/pullsecrets.py).
+            spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), {"name": secret}]
     meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 class NamespaceTerminating(RuntimeError):
     """The namespace is being deleted: no pod can be created in it any more, so nothing is left to bring back."""
+
+
+async def check_namespace(ctx: Context, m: Migration) -> None:
+    """``NamespaceTerminating`` when the migration's namespace is being deleted (read now).
+
+    For the waits that only another controller can end (a workload controller's replacement): in a
+    namespace being deleted it never comes, and the finalizer would hold the namespace for ever.
+    """
+    namespace = await read_or_none(ctx.core.read_namespace(m.namespace))
+    if namespace is not None and namespace.metadata.deletion_timestamp is not None:
+        raise NamespaceTerminating(m.namespace)
 
 
 async def create_pod(ctx: Context, m: Migration, body: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +196,7 @@ async def open_slot(ctx: Context, m: Migration, *, node: str) -> None:
         source_node=m.status["sourceNode"],
         original_images={c["name"]: c["image"] for c in original["spec"]["containers"]},
         source_pod=m.pod_name,
+        pull_secret=str(m.status.get(pullsecrets.STATUS_KEY) or ""),
     )
     if slots.open_slot(m.status, slot):
         await ctx.recorder.save(m)

@@ -25,7 +25,7 @@ from agentapi.client import AgentClient
 from kubeclient.resources import Conflict, Gone
 from migrator import api
 from migrator.api import Phase, Step
-from migrator.controllers.podmigration import bookkeeping, pods, rollback, steps
+from migrator.controllers.podmigration import artifacts, bookkeeping, pods, rollback, steps
 from migrator.controllers.podmigration.freezes import FreezeKeeper
 from migrator.controllers.podmigration.migration import Context, Migration, Settings
 from migrator.metrics import ControllerMetrics
@@ -82,22 +82,24 @@ class PodMigrationReconciler:
         except pods.NamespaceTerminating:
             # Its namespace is being deleted, and with it the pod and this PodMigration: there is nothing
             # left to restore, and holding the finalizer would hold the namespace's deletion for ever.
+            # Its images are not the namespace's: they are deleted all the same (the finalizer waits for them).
+            await artifacts.release(self.ctx, m)
             await bookkeeping.finish(
                 self.ctx, m, phase=Phase.FAILED, reason="NamespaceDeleted",
                 message=f"namespace {m.namespace} is being deleted: the pod is not brought back",
             )  # fmt: skip
             with contextlib.suppress(Gone, Conflict):
                 await self.recorder.save(m)
-            await self.recorder.release(m, api.FINALIZER)
-            return None
+            delay = await self._after_the_end(m)
+            if delay is None:
+                await self.recorder.release(m, api.FINALIZER)  # (before the namespace controller deletes it, too)
+            return delay
         finally:
             self.freezes.sync(self.ctx, m)
 
     async def _reconcile(self, m: Migration) -> float | None:
         if m.phase in api.TERMINAL_PHASES:
-            if m.deleting:
-                await self.recorder.release(m, api.FINALIZER)
-            return None
+            return await self._after_the_end(m)
         if not m.deleting:
             # Deleting a PodMigration mid-flight must not leave its pod frozen or gone: we finish first.
             await self.recorder.hold(m, api.FINALIZER)
@@ -119,25 +121,51 @@ class PodMigrationReconciler:
             delay = await self.recorder.attempt(m, lambda step=step: STEPS[step](self.ctx, m), before=before)
             if delay is not None:
                 return delay
+        return await self._after_the_end(m)
+
+    async def _after_the_end(self, m: Migration) -> float | None:
+        """A finished migration: what it could not delete is retried; the finalizer goes once nothing is left.
+
+        Why the finalizer and not the terminal phase waits: the outcome (where the pod runs) is
+        true and wanted at once (by a drain, by the user) whatever the registry does, while the
+        images still hold process memory; a PodMigration whose images are not yet deleted keeps
+        its finalizer, so deleting it (or its namespace) waits, and the list of what is left
+        (``pendingDeletes``) lives on in its status for a restarted control service.
+        """
+        if artifacts.pending(m):
+            condition = next((c for c in m.status.get("conditions") or [] if c["type"] == artifacts.CONDITION), {})
+            announce = condition.get("reason") != "DeletePending"  # an Event for the first failure, not every retry
+
+            async def delete() -> None:
+                await artifacts.delete_pending(self.ctx, m, announce=announce)
+
+            await self.recorder.attempt(m, delete)
+            if artifacts.pending(m):
+                return artifacts.RETRY_DELETES_S
         if m.deleting:
             await self.recorder.release(m, api.FINALIZER)
         return None
 
-    @staticmethod
-    def _check_cancelled(m: Migration) -> None:
+    def _abandon_checkpoint_in_flight(self, m: Migration) -> None:
+        """Leaving Checkpoint without its answer (an earlier pass's call may have gone through): undo it, by id and tag."""
+        if m.step == Step.CHECKPOINT:
+            artifacts.abandon_checkpoint(m, request=steps.checkpoint_request(self.ctx, m))
+
+    def _check_cancelled(self, m: Migration) -> None:
         """A deleted PodMigration is cancelled: roll back if the source still exists, else finish bringing the pod back."""
         if not m.deleting or m.status.get("failure"):
             return
         if m.step in BEFORE_REMOVAL:
+            self._abandon_checkpoint_in_flight(m)
             bookkeeping.fail_before_removal(m, "Cancelled", "the PodMigration was deleted (cancelled)")
 
-    @staticmethod
-    def _check_deadline(m: Migration) -> None:
+    def _check_deadline(self, m: Migration) -> None:
         timeout = bookkeeping.timeout_seconds(m)
         if now() < bookkeeping.deadline(m):
             return
         message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step {m.step}"
         if m.step in BEFORE_REMOVAL:
+            self._abandon_checkpoint_in_flight(m)
             bookkeeping.fail_before_removal(m, "Timeout", message)
         elif m.step in RESTORING and not m.status.get("failure"):
             bookkeeping.fail_after_removal(m, "Timeout", message)

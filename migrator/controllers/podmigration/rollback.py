@@ -37,6 +37,9 @@ async def thaw_source(ctx: Context, m: Migration) -> None:
     failure = m.status.get("failure") or {"reason": "Failed", "message": "migration failed"}
     if not m.status.pop("nothingTouched", False) and m.status.get("sourceNode"):
         await pods.delete_pod(ctx, m.namespace, prepull_name(m))
+        # A checkpoint still in flight holds the pod on its agent (a thaw would wait for it): undone first.
+        # If its agent cannot be reached now, the thaw cannot either; ``release`` below tries again.
+        await artifacts.abort_abandoned(ctx, m)
         node = await pods.read_node(ctx, m.status["sourceNode"])
         if node is not None:
             try:
@@ -155,6 +158,7 @@ async def restore_source(ctx: Context, m: Migration) -> None:
     if m.status.get("owner"):
         outcome = await _owned_rollback(ctx, m, restore=True)
         if outcome is None:
+            await pods.check_namespace(ctx, m)
             raise Wait(POLL)
         if outcome:
             note = await _files_note(ctx, m, m.status["newPod"]["name"])
@@ -184,6 +188,7 @@ async def recreate(ctx: Context, m: Migration) -> None:
     failure = m.status["failure"]
     if m.status.get("owner"):
         if await _owned_rollback(ctx, m, restore=False) is None:
+            await pods.check_namespace(ctx, m)
             raise Wait(POLL)
         await artifacts.release(ctx, m)
         owner = m.status["owner"]

@@ -27,9 +27,9 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from agentapi import contract
-from agentapi.client import AgentError
+from agentapi.client import AgentError, AgentUnreachable
 from kubeclient.reading import plain
-from migrator import api, claims, movability, placement, slots, tracing
+from migrator import api, claims, movability, placement, pullsecrets, slots, tracing
 from migrator.api import Phase, Step
 from migrator.controllers.podmigration import artifacts, bookkeeping, pods
 from migrator.controllers.podmigration.bookkeeping import (
@@ -133,6 +133,10 @@ async def prepare_target(ctx: Context, m: Migration) -> None:
     name = prepull_name(m)
     pod = await pods.read_pod(ctx, m.namespace, name)
     if pod is None:
+        # With the source pod's pull Secrets: a private base image needs them, and the runtime's restore would pull
+        # a missing base image on its own without any (containerd's CRImportCheckpoint: docs/facts.md).
+        source = await pods.read_pod(ctx, m.namespace, m.pod_name)
+        pull_secrets = ((source or {}).get("spec") or {}).get("imagePullSecrets") or []
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -143,6 +147,7 @@ async def prepare_target(ctx: Context, m: Migration) -> None:
                 "terminationGracePeriodSeconds": 0,
                 "automountServiceAccountToken": False,
                 "tolerations": [{"operator": "Exists"}],
+                **({"imagePullSecrets": pull_secrets} if pull_secrets else {}),
                 # Only the pull matters: the kubelet pulls before it creates, and this command does not exist.
                 "containers": [
                     {"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["/.podmigrate-prepull"]}
@@ -169,19 +174,20 @@ async def prepare_target(ctx: Context, m: Migration) -> None:
         )
     if len(pulled) < len(bases):
         raise Wait(POLL)
+    await pullsecrets.ensure(ctx, m)  # the restored pod's pull Secret for the checkpoint registry, in its namespace
     await pods.delete_pod(ctx, m.namespace, name)
     enter(m, Step.CHECKPOINT)
     m.status["frozenAt"] = m.status["phases"][-1]["start"]
 
 
-async def checkpoint(ctx: Context, m: Migration) -> None:
-    node = await pods.read_node(ctx, m.status["sourceNode"])
-    if node is None:
-        return fail_before_removal(m, "NodeNotFound", f"source node {m.status['sourceNode']} disappeared")
-    request = contract.CheckpointRequest(
+def checkpoint_request(ctx: Context, m: Migration) -> contract.CheckpointRequest:
+    """The migration's one checkpoint request: the same every time (its id and tags name it for a retry or an undo)."""
+    return contract.CheckpointRequest(
         namespace=m.namespace,
         pod=m.pod_name,
-        image_repository=f"{ctx.settings.checkpoint_repository}/{m.namespace}/{m.pod_name}",
+        image_repository=contract.checkpoint_repository(
+            root=ctx.settings.checkpoint_repository, namespace=m.namespace, pod=m.pod_name
+        ),
         tag=f"pm-{m.uid[:8]}",
         freeze=True,
         timeout_seconds=ctx.settings.checkpoint_timeout_seconds,
@@ -189,17 +195,29 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
         request_id=f"pm-{m.uid}",  # a retried call (or a restarted controller's) joins this checkpoint, never a second one
         freeze_lease_seconds=ctx.settings.freeze_lease_seconds,
     )
+
+
+async def checkpoint(ctx: Context, m: Migration) -> None:
+    node = await pods.read_node(ctx, m.status["sourceNode"])
+    if node is None:
+        return fail_before_removal(m, "NodeNotFound", f"source node {m.status['sourceNode']} disappeared")
+    request = checkpoint_request(ctx, m)
     remaining = (bookkeeping.deadline(m) - now()).total_seconds()
     try:
         # The migration's deadline holds while the agent works too (its own timeouts may be longer).
         async with asyncio.timeout(max(remaining, 1.0)):
             response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
     except AgentError as exc:
+        if isinstance(exc, AgentUnreachable):
+            # No answer, not a failure: the agent may have finished it (and pushed) all the same.
+            artifacts.abandon_checkpoint(m, request=request)
+        # (Else the agent answered that it failed, and a failed checkpoint is undone by the agent.)
         stage = f" ({exc.stage})" if exc.stage else ""
         return fail_before_removal(m, "CheckpointFailed", f"checkpoint on {m.status['sourceNode']} failed{stage}: {exc}")
     except TimeoutError:
         with contextlib.suppress(AgentError):  # undone by the agent (or its images deleted); the thaw follows
             await ctx.agents.abort_checkpoint(node=node, request_id=request.request_id or "", traceparent=m.traceparent())
+        artifacts.abandon_checkpoint(m, request=request)  # what the abort could not reach is deleted by tag
         timeout = bookkeeping.timeout_seconds(m)
         message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step Checkpoint"
         return fail_before_removal(m, "Timeout", message)
@@ -297,6 +315,7 @@ async def await_replacement(ctx: Context, m: Migration) -> None:
     cold = [p for p in others if parse_time(p["metadata"]["creationTimestamp"]) >= removed_at - timedelta(seconds=1)]
     if cold and now() - removed_at > COLD_REPLACEMENT_GRACE:
         await pods.close_slot(ctx, m)
+        await artifacts.release(ctx, m)  # the replacement started cold: nobody will ever restore this checkpoint
         name = cold[-1]["metadata"]["name"]
         owner = m.status["owner"]
         return await finish(

@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 
 from localcluster import cluster as lc
+from localcluster import registryauth
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.credentials import Credentials
 from ocicheckpoint.registry import RegistryClient
 from tests.conftest import Kube, wait_for
 
@@ -46,7 +48,15 @@ def kubelet_checkpoint(*, cluster: lc.Cluster, node: lc.NodeInfo, namespace: str
 
 
 def push_checkpoint_archive(
-    *, registry: str, archive: Path, repository: str, tag: str, container: str, pod: str, namespace: str
+    *,
+    registry: str,
+    archive: Path,
+    repository: str,
+    tag: str,
+    container: str,
+    pod: str,
+    namespace: str,
+    credentials: Credentials | None = None,
 ) -> str:
     """Turn a kubelet archive into a checkpoint image in the registry; returns its reference."""
     with tarfile.open(archive) as tar:
@@ -65,7 +75,7 @@ def push_checkpoint_archive(
 
     async def push() -> str:
         async with aiohttp.ClientSession() as session:
-            client = RegistryClient(host=registry, session=session, plain_http=True)
+            client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials)
             return await client.push_image(
                 repository=repository,
                 tag=tag,
@@ -122,7 +132,10 @@ def start_counter(kube: Kube, cluster: lc.Cluster, namespace: str, name: str, no
 
 
 def push_checkpoint(cluster: lc.Cluster, archive: Path, *, repository: str, tag: str) -> str:
+    """Pushed as one of the cluster's own images (``cluster-images``): restored here without a migration, so
+    without a pull Secret, the node reads it with its own credentials (``localcluster.registryauth``)."""
     return push_checkpoint_archive(
+        credentials=cluster.registry_credentials(registryauth.IMAGES_USER).for_registry(cluster.registry),
         registry=cluster.registry,
         archive=archive,
         repository=repository,
@@ -179,7 +192,7 @@ def test_restore_on_the_other_node_continues_the_counter(
     archive = checkpoint(cluster, source, checkpointer_token, namespace, "counter")
     at_checkpoint = int(kube.logs("counter", namespace).split()[-1])
     kube.run("delete", "pod", "counter", "-n", namespace, "--grace-period=1")
-    image = push_checkpoint(cluster, archive, repository=f"checkpoints/{namespace}", tag="counter")
+    image = push_checkpoint(cluster, archive, repository=f"podmigrate/checkpoints/{namespace}", tag="counter")
 
     kube.apply(
         f"apiVersion: v1\nkind: Pod\nmetadata: {{name: counter, namespace: {namespace}}}\nspec:\n  nodeName: {target.name}\n"
@@ -200,7 +213,7 @@ def test_restore_refuses_a_missing_bind_mount(kube: Kube, cluster: lc.Cluster, n
     node = cluster.nodes[0]
     start_counter(kube, cluster, namespace, "withvol", node.name, volume=True)
     archive = checkpoint(cluster, node, checkpointer_token, namespace, "withvol")
-    image = push_checkpoint(cluster, archive, repository=f"checkpoints/{namespace}", tag="withvol")
+    image = push_checkpoint(cluster, archive, repository=f"podmigrate/checkpoints/{namespace}", tag="withvol")
     kube.apply(
         f"apiVersion: v1\nkind: Pod\nmetadata: {{name: novol, namespace: {namespace}}}\nspec:\n  nodeName: {node.name}\n"
         f"  containers:\n  - name: counter\n    image: {image}\n"

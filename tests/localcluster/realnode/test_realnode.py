@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from localcluster import cluster as lc
-from localcluster import realnode
+from localcluster import realnode, registryauth
 from ocicheckpoint import image as oci
 from ocicheckpoint.registry import RegistryClient
 from tests.conftest import HOST_SYSCTLS, REAL_NODE_TAINT, Kube, wait_for
@@ -220,16 +220,18 @@ async def _push(archive: Path, registry: str, env: Env) -> str:
     img = oci.checkpoint_image(archive=archive, info=info)
     assert img.manifest_bytes and oci.parse_manifest(img.manifest_bytes).checkpoint_container == "counter"
     async with aiohttp.ClientSession() as session:
-        client = RegistryClient(host=registry, session=session, plain_http=True)
+        # As one of the cluster's own images: restored without a migration (no pull Secret), the node reads it.
+        creds = env.cluster.registry_credentials(registryauth.IMAGES_USER).for_registry(registry)
+        client = RegistryClient(host=registry, session=session, plain_http=True, credentials=creds)
         digest = await client.push_image(
-            repository="checkpoints/counter",
+            repository="podmigrate/checkpoints/counter",
             tag="real-1",
             layers=[(img.layer, img.layer_path)],
             config=img.config,
             config_bytes=img.config_bytes,
             manifest=img.manifest_bytes,
         )
-    return f"{registry}/checkpoints/counter@{digest}"
+    return f"{registry}/podmigrate/checkpoints/counter@{digest}"
 
 
 def test_checkpoint_image_restores_on_second_real_node(env: Env) -> None:
@@ -239,6 +241,12 @@ def test_checkpoint_image_restores_on_second_real_node(env: Env) -> None:
     before = _numbers(" ".join(line.split(" ", 3)[-1] for line in log.splitlines()))
     assert len(before) >= 2 and before == list(range(1, len(before) + 1)), before
     ref = asyncio.run(_push(env.archive, env.cluster.registry, env))
+    # The base image first, as a migration's prepare-target does: containerd's restore pulls a missing base
+    # image by itself, with no credentials, and this registry answers nobody anonymously.
+    with tarfile.open(env.archive) as tar:
+        base = json.loads(tar.extractfile("config.dump").read())["rootfsImageRef"]  # type: ignore[union-attr]
+    env.kubectl("apply", "-f", "-", input=_pod("base-on-real-2", "real-2", base))
+    wait_for("the base image on real-2", lambda: _running(env, "base-on-real-2"), timeout=90)
 
     started = time.monotonic()
     env.kubectl("apply", "-f", "-", input=_pod("counter-restored", "real-2", ref))

@@ -1,0 +1,74 @@
+"""The stand-in node decrypts ``+encrypted`` layers on pull (CRI-O's ``decryption_keys_path``), and an
+image no key of the node opens fails the pull saying so, before anything is unpacked."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from localcluster.node.images import ImagePullError, ImageStore
+from ocicheckpoint import encryption, names
+from ocicheckpoint.image import CheckpointInfo, checkpoint_image
+
+INFO = CheckpointInfo(
+    container="c", pod="p", namespace="ns", rootfs_image_name="r/app:1", rootfs_image_ref="r/app@sha256:" + "1" * 64,
+    runtime="runc", criu_version="4.2",
+)  # fmt: skip
+
+
+def _archive(path: Path) -> Path:
+    with tarfile.open(path, "w") as tar:
+        data = b'{"id": "x"}'
+        info = tarfile.TarInfo(names.CONFIG_DUMP_FILE)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+async def _serve(blobs: dict[str, bytes], manifest: bytes) -> TestServer:
+    async def get_manifest(request: web.Request) -> web.Response:
+        return web.Response(body=manifest, content_type=names.MEDIA_TYPE_OCI_MANIFEST)
+
+    async def get_blob(request: web.Request) -> web.Response:
+        return web.Response(body=blobs[request.match_info["digest"]])
+
+    app = web.Application()
+    app.router.add_get("/v2/{repo:.+}/manifests/{ref}", get_manifest)
+    app.router.add_get("/v2/{repo:.+}/blobs/{digest}", get_blob)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+@pytest.mark.parametrize("has_key", [True, False])
+async def test_pull_decrypts_with_the_node_key_or_says_it_has_none(tmp_path: Path, has_key: bool) -> None:
+    private, public = encryption.new_keypair(bits=2048)
+    image = checkpoint_image(archive=_archive(tmp_path / "a.tar"), info=INFO, recipients=[encryption.parse_public_key(public)])
+    assert image.encrypted and image.layer.media_type == names.MEDIA_TYPE_OCI_LAYER_TAR_ENCRYPTED
+    blobs = {image.layer.digest: image.layer_path.read_bytes(), image.config.digest: image.config_bytes}
+    keys = tmp_path / "keys"
+    key = private if has_key else encryption.new_keypair(bits=2048)[0]
+    encryption.write_private_key(path=keys / "node.key", pem=key)
+    server = await _serve(blobs, image.manifest_bytes)
+    host = f"{server.host}:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            store = ImageStore(
+                root=tmp_path / "store", session=session, plain_http_registries=frozenset({host}), decryption_keys_path=keys
+            )
+            name = f"{host}/ckpt/p@{image.manifest_digest}"
+            if has_key:
+                pulled = await store.pull(name)
+                assert (pulled.root / names.CONFIG_DUMP_FILE).read_bytes() == b'{"id": "x"}'
+            else:
+                with pytest.raises(ImagePullError, match=r"no private key in .* decrypts it"):
+                    await store.pull(name)
+                assert not (tmp_path / "store" / image.manifest_digest.removeprefix("sha256:")).exists()
+    finally:
+        await server.close()
