@@ -97,8 +97,8 @@ def _header(meta: dict[str, Any], cluster: lc.Cluster | None) -> list[str]:
         lines.append(f"cluster: instance {meta['instance']}, API {cluster.server}, registry {cluster.registry}; {nodes}")
     sizes = ",".join(map(str, meta["sizes_mib"]))
     lines.append(
-        f"app: warmup server, WARMUP_SECONDS={meta['warmup_seconds']:g}, BALLAST_MB in {{{sizes}}}; "
-        f"{meta['repeat']} run(s) per size"
+        f"app: warmup server, WARMUP_SECONDS={meta['warmup_seconds']:g}, BALLAST_MB in {{{sizes}}} "
+        f"of random (incompressible) bytes; {meta['repeat']} run(s) per size"
     )
     return lines
 

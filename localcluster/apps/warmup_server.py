@@ -12,7 +12,9 @@ a hash chain, standing in for loading a model or JIT-warming a JVM), then serves
                            and through its path (both must match STATE's scratch_sha256)
 
 Its state is only in memory, so a cold restart loses it and pays the warm-up again; a
-restore keeps both. BALLAST_MB holds that much touched memory (for benchmarks); SCRATCH_MB writes
+restore keeps both. BALLAST_MB holds that much touched memory (for benchmarks): random bytes, as
+incompressible as a real heap of data, or with BALLAST_KIND=repeating 64 random bytes over and over
+(a compressor shrinks it a thousandfold; for a compressible variant beside the headline); SCRATCH_MB writes
 that much random data to SCRATCH_DIR/scratch.bin (an emptyDir, in the benchmark) and keeps it
 open, as a cache or a database file would be. It runs on
 the Python standard library alone, inside an image with no pip.
@@ -30,6 +32,9 @@ from urllib.parse import parse_qs, urlparse
 PORT = int(os.environ.get("PORT", "8080"))
 WARMUP_SECONDS = float(os.environ.get("WARMUP_SECONDS", "20"))
 BALLAST_MB = int(os.environ.get("BALLAST_MB", "0"))
+BALLAST_KIND = os.environ.get("BALLAST_KIND", "random")  # random (incompressible) | repeating (compressible)
+if BALLAST_KIND not in ("random", "repeating"):
+    sys.exit(f"BALLAST_KIND must be random or repeating, not {BALLAST_KIND!r}")
 SCRATCH_MB = int(os.environ.get("SCRATCH_MB", "0"))
 SCRATCH_DIR = os.environ.get("SCRATCH_DIR", "/scratch")
 SCRATCH: list = []  # the open scratch file, held for the process's life
@@ -66,7 +71,8 @@ def warm_up() -> None:
             chain = hashlib.sha256(chain).digest()
         limit = min(limit * 2, 2_000_000)
     for _ in range(BALLAST_MB):
-        block = bytearray(os.urandom(64)) * (1 << 14)  # 1 MiB of non-zero, non-shared pages
+        # 1 MiB of non-zero, non-shared pages each
+        block = bytearray(os.urandom(1 << 20) if BALLAST_KIND == "random" else os.urandom(64) * (1 << 14))
         BALLAST.append(block)
     if SCRATCH_MB:
         digest = hashlib.sha256()
