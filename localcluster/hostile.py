@@ -40,12 +40,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
-
+from localcluster import testimages
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
 from ocicheckpoint.credentials import Credentials
-from ocicheckpoint.registry import RegistryClient
 
 # Large enough to pass any root: "../" this many times is above every real path's depth.
 UP: Final = "../" * 32
@@ -267,19 +265,10 @@ async def push_hostile(
     .for_registry(cluster.registry)`` with ``repository`` under ``registryauth.CHECKPOINT_REPOSITORY``
     (the pod restoring it then needs an ``imagePullSecret`` for ``registryauth.PULL_USER``).
     """
-    img = oci.checkpoint_image(
-        archive=hostile.path, info=hostile.checkpoint_info(container=container, pod=pod, namespace=namespace)
+    info = hostile.checkpoint_info(container=container, pod=pod, namespace=namespace)
+    digest = await testimages.push_checkpoint(
+        archive=hostile.path, info=info, registry=registry, repository=repository, tag=tag, credentials=credentials
     )
-    async with aiohttp.ClientSession() as session:
-        client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials)
-        digest = await client.push_image(
-            repository=repository,
-            tag=tag,
-            layers=[(img.layer, img.layer_path)],
-            config=img.config,
-            config_bytes=img.config_bytes,
-            manifest=img.manifest_bytes,
-        )
     return f"{registry}/{repository}:{tag}@{digest}"
 
 

@@ -27,7 +27,7 @@ import aiohttp
 
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
-from ocicheckpoint.credentials import DockerConfig
+from ocicheckpoint.credentials import Credentials, DockerConfig
 from ocicheckpoint.registry import RegistryClient
 
 BUSYBOX = Path("/bin/busybox")
@@ -164,6 +164,24 @@ async def push(image: TestImage, *, registry: str, session: aiohttp.ClientSessio
         manifest=manifest,
     )
     return f"{registry}/{image.repository}:{image.tag}"
+
+
+async def push_checkpoint(
+    *, archive: Path, info: oci.CheckpointInfo, registry: str, repository: str, tag: str, credentials: Credentials | None
+) -> str:
+    """Push a kubelet checkpoint ``archive`` as a checkpoint image (what a node's agent would, unencrypted), for tests
+    that restore by hand; returns its manifest digest."""
+    img = oci.checkpoint_image(archive=archive, info=info)
+    async with aiohttp.ClientSession() as session:
+        client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials)
+        return await client.push_image(
+            repository=repository,
+            tag=tag,
+            layers=[(img.layer, img.layer_path)],
+            config=img.config,
+            config_bytes=img.config_bytes,
+            manifest=img.manifest_bytes,
+        )
 
 
 async def build_and_push_all(*, registry: str, credentials: DockerConfig) -> dict[str, str]:

@@ -12,15 +12,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from localcluster import cluster as lc
-from localcluster import registryauth
+from localcluster import registryauth, testimages
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
 from ocicheckpoint.credentials import Credentials
-from ocicheckpoint.registry import RegistryClient
 from tests.conftest import Kube, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -71,21 +69,11 @@ def push_checkpoint_archive(
         runtime="runc",
         criu_version="4.1.1",
     )
-    img = oci.checkpoint_image(archive=archive, info=info)
-
-    async def push() -> str:
-        async with aiohttp.ClientSession() as session:
-            client = RegistryClient(host=registry, session=session, plain_http=True, credentials=credentials)
-            return await client.push_image(
-                repository=repository,
-                tag=tag,
-                layers=[(img.layer, img.layer_path)],
-                config=img.config,
-                config_bytes=img.config_bytes,
-                manifest=img.manifest_bytes,
-            )
-
-    digest = asyncio.run(push())
+    digest = asyncio.run(
+        testimages.push_checkpoint(
+            archive=archive, info=info, registry=registry, repository=repository, tag=tag, credentials=credentials
+        )
+    )
     return f"{registry}/{repository}:{tag}@{digest}"
 
 
