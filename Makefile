@@ -39,8 +39,10 @@ test: deps venv
 demo: deps venv
 	$(PY) -m localcluster --state-dir $(STATE) demo $(if $(filter real,$(NODES)),--real-nodes,)
 
-# A benchmark, not a test: its own cluster (instance 5), numbers and ratios, no speed assertions.
+# A benchmark, not a test: its own cluster (instance 5), numbers and ratios, no speed assertions (bench/README.md).
+# Each run appends its medians to bench/history.jsonl; `$(PY) -m bench history` compares the latest run with the previous.
 # make bench BENCH_ARGS="--sizes 64,256 --repeat 3 --json /tmp/bench.json"
+# make bench BENCH_ARGS="--sizes 64 --no-history"   (a quick check, kept out of the history)
 BENCH_ARGS ?=
 bench: deps venv
 	$(PY) -m bench $(BENCH_ARGS)

@@ -237,12 +237,14 @@ class CheckpointRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class ContainerTimings:
+    """``checkpoint_s``: the kubelet checkpoint; ``push_s``: the archive read, hashed, encrypted and
+    uploaded in one pass, with the image's config and manifest."""
+
     checkpoint_s: float
-    pack_s: float
     push_s: float
 
     def to_json(self) -> dict[str, float]:
-        return {"checkpoint_s": round(self.checkpoint_s, 4), "pack_s": round(self.pack_s, 4), "push_s": round(self.push_s, 4)}
+        return {"checkpoint_s": round(self.checkpoint_s, 4), "push_s": round(self.push_s, 4)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,7 +280,7 @@ class ContainerCheckpoint:
             base_image=str(data["base_image"]),
             archive_bytes=int(data["archive_bytes"]),
             image_bytes=int(data["image_bytes"]),
-            timings=ContainerTimings(checkpoint_s=float(t["checkpoint_s"]), pack_s=float(t["pack_s"]), push_s=float(t["push_s"])),
+            timings=ContainerTimings(checkpoint_s=float(t["checkpoint_s"]), push_s=float(t["push_s"])),
         )
 
 
@@ -315,6 +317,51 @@ class VolumeDataCheckpoint:
         )
 
 
+# The stages of a checkpoint as the agent records them (``CheckpointResponse.stages``): the pod's
+# containers frozen; one container's kubelet checkpoint (CRIU dump and archive); its image read,
+# encrypted, hashed and uploaded in one pass (``upload``); the emptyDir files captured and pushed.
+STAGE_FREEZE: Final = "freeze"
+STAGE_DUMP: Final = "dump"
+STAGE_UPLOAD: Final = "upload"
+STAGE_VOLUMES: Final = "volumes"
+CHECKPOINT_STAGES: Final = (STAGE_FREEZE, STAGE_DUMP, STAGE_UPLOAD, STAGE_VOLUMES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRecord:
+    """One stage on the wall clock (``time.time()`` seconds), for the migration's timeline.
+
+    Wall-clock rather than monotonic because the control service lays these out beside its own
+    timestamps (``status.phases``); on one host (and on NTP-synced nodes) they are comparable.
+    ``container`` is empty for a pod-wide stage (freeze, volumes).
+    """
+
+    name: str
+    start: float
+    end: float
+    container: str = ""
+    bytes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "start": round(self.start, 4), "end": round(self.end, 4)}
+        if self.container:
+            out["container"] = self.container
+        if self.bytes is not None:
+            out["bytes"] = self.bytes
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StageRecord:
+        nbytes = data.get("bytes")
+        return cls(
+            name=str(data["name"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            container=str(data.get("container") or ""),
+            bytes=int(nbytes) if nbytes is not None else None,
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class CheckpointResponse:
     """``frozen``: whether the pod is frozen now (it stays frozen until ``/v1/thaw``)."""
@@ -324,6 +371,7 @@ class CheckpointResponse:
     freeze_s: float = 0.0
     total_s: float = 0.0
     volume_data: VolumeDataCheckpoint | None = None
+    stages: tuple[StageRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -333,6 +381,8 @@ class CheckpointResponse:
         }
         if self.volume_data is not None:
             out["volume_data"] = self.volume_data.to_json()
+        if self.stages:
+            out["stages"] = [s.to_json() for s in self.stages]
         return out
 
     @classmethod
@@ -345,6 +395,7 @@ class CheckpointResponse:
             freeze_s=float(timings.get("freeze_s", 0.0)),
             total_s=float(timings.get("total_s", 0.0)),
             volume_data=VolumeDataCheckpoint.from_json(volume_data) if volume_data else None,
+            stages=tuple(StageRecord.from_json(s) for s in data.get("stages") or ()),
         )
 
 

@@ -1,10 +1,13 @@
 """``python -m bench [--sizes 64,256,1024] [--repeat N] [--json PATH]``: see ``bench/README.md``.
 
 Brings up its own local cluster (instance 5: API :6448, registry :5315, nodes 127.0.6.x) in a
-temporary directory, installs podmigrate, measures the floor of every size, then the migration
-of every size, and always tears everything down. Progress goes to stderr, the report to stdout.
-Exit status 1 when a migration or a floor run failed (or teardown left something behind); speed
-is never judged.
+temporary directory, installs podmigrate, measures the floor of every size, the registry's
+ceilings, then the migration of every size and a NodeDrain of a few small pods, and always tears
+everything down. Progress goes to stderr, the report to stdout, and the medians are appended to
+``bench/history.jsonl`` (unless ``--no-history``). Exit status 1 when a migration, a floor, a
+ceiling or the drain failed (or teardown left something behind); speed is never judged.
+
+``python -m bench history [--last N] [--markdown | --readme README.md]`` prints the recorded runs.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import floor, migration, report, stats
-from bench.results import SizeResult
+from bench import ceiling, drain, floor, history, migration, report, stats
+from bench.results import DrainRun, SizeResult
 from localcluster import cluster as lc
-from localcluster import podmigrate
+from localcluster import podmigrate, registryauth
 
 DEFAULT_SIZES = (64, 256, 1024)
 INSTANCE = 5
@@ -59,10 +62,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instance", type=int, default=INSTANCE, help="local cluster instance, so it collides with no other (5)")
     parser.add_argument("--logs", type=Path, metavar="DIR", help="copy the cluster's logs (nodes, agents, controller) to DIR")
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="the app's WARMUP_SECONDS (1)")
+    parser.add_argument("--drain-pods", type=int, default=4, metavar="N", help="pods in the drain row (4; 0: no drain row)")
+    parser.add_argument("--drain-concurrency", type=int, default=2, metavar="K", help="the NodeDrain's maxConcurrent (2)")
+    parser.add_argument("--drain-mib", type=int, default=64, metavar="MIB", help="each drained pod's BALLAST_MB (64)")
+    parser.add_argument("--history", type=Path, default=history.DEFAULT_PATH, metavar="PATH",
+                        help="append this run's medians to PATH (bench/history.jsonl)")  # fmt: skip
+    parser.add_argument("--no-history", action="store_true", help="do not append this run to the history")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.drain_pods < 0 or args.drain_mib < 0:
+        parser.error("--drain-pods and --drain-mib must not be negative")
+    if not 1 <= args.drain_concurrency <= 20:
+        parser.error("--drain-concurrency must be 1..20 (the NodeDrain's maxConcurrent)")
     return args
+
+
+def parse_history_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench history", description="the recorded bench runs, per row")
+    parser.add_argument("--file", type=Path, default=history.DEFAULT_PATH, help="the history file (bench/history.jsonl)")
+    parser.add_argument("--last", type=int, default=5, metavar="N", help="runs shown per row (5; 0: all)")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true", help="print the latest run as README.md quotes it")
+    out.add_argument("--readme", type=Path, metavar="PATH", help="rewrite the bench-history block of PATH with --markdown's text")
+    args = parser.parse_args(argv)
+    if args.last < 0:
+        parser.error("--last must not be negative")
+    return args
+
+
+def history_main(argv: list[str]) -> int:
+    args = parse_history_args(argv)
+    recorded = history.read(args.file)
+    if args.readme:
+        if not recorded:
+            print(f"bench: no recorded run in {args.file}: {args.readme} left as it is", file=sys.stderr)
+            return 1
+        try:
+            file = args.file.resolve()
+            source = str(file.relative_to(history.REPO)) if file.is_relative_to(history.REPO) else str(file)
+            text = history.replace_block(args.readme.read_text(), history.markdown(recorded), source=source)
+        except (OSError, ValueError) as exc:
+            print(f"bench: {args.readme}: {exc}", file=sys.stderr)
+            return 1
+        args.readme.write_text(text)
+        print(f"bench: {args.readme}: benchmark block rewritten from the run of {recorded[-1].get('date')}", file=sys.stderr)
+        return 0
+    print(history.markdown(recorded) if args.markdown else history.tables(recorded, last=args.last))
+    return 0
 
 
 def _criu_version(criu: Path) -> str:
@@ -114,15 +161,44 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """What every history record of this run shares: when, which commit, on what, with which arguments."""
+    return {
+        "date": meta["started"],
+        "commit": meta["commit"],
+        "machine": history.machine(),
+        "kernel": meta["kernel"],
+        "criu": meta["criu"],
+        "args": {
+            "sizes": args.sizes, "repeat": args.repeat, "emptydir_mib": args.emptydir_mib, "warmup_seconds": args.warmup_seconds,
+            "drain_pods": args.drain_pods, "drain_concurrency": args.drain_concurrency, "drain_mib": args.drain_mib,
+            "instance": args.instance,
+        },
+        "argv": argv,
+        "load": [meta["loadavg_start"], meta.get("loadavg_end")],
+    }  # fmt: skip
+
+
+def _drain_reference(results: list[SizeResult], size_mib: int) -> float | None:
+    """The median single-pod total of the drain's pod size, if a --sizes row measured it."""
+    row = next((r for r in results if r.size_mib == size_mib and r.migrations), None)
+    return stats.median(m.total_s for m in row.migrations) if row else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["history"]:
+        return history_main(argv[1:])
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     criu = lc.tool("criu")
     meta = _meta(args, criu)
+    meta["commit"] = history.commit(history=args.history)
     base = Path(tempfile.mkdtemp(prefix="podmigrate-bench-"))
     state = base / "cluster"
     results: list[SizeResult] = []
     emptydir: list[SizeResult] = []
+    drained: DrainRun | None = None
     cluster: lc.Cluster | None = None
     installation: podmigrate.PodInstallation | None = None
     teardown_error: str | None = None
@@ -150,6 +226,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.size_mib}MiB floor run {i}: dump {stats.fmt_seconds(f.dump_s)}s + "
                     f"restore {stats.fmt_seconds(f.restore_s)}s" + ("" if f.ok else f" FAILED: {f.error}")
                 )
+        # The registry's ceilings after the floors (their writes would slow the floor, see above) and before the
+        # migrations: a ceiling is the best case too, and every migration then runs on a disk that has been written.
+        credentials = cluster.registry_credentials(registryauth.PUSH_USER).for_registry(cluster.registry)
+        for result in (r for r in results if r.size_mib):  # 0 MiB: no blob to time
+            for i in range(1, args.repeat + 1):
+                _sync()
+                c = ceiling.measure(registry=cluster.registry, credentials=credentials, size_mib=result.size_mib, workdir=base)
+                result.ceilings.append(c)
+                _log(
+                    f"{result.size_mib}MiB registry ceiling run {i}: push 1 stream {stats.fmt_seconds(c.push_1_s)}s, "
+                    f"{c.streams} streams {stats.fmt_seconds(c.push_n_s)}s, get {stats.fmt_seconds(c.get_s)}s"
+                    + ("" if c.ok else f" FAILED: {c.error}")
+                )
         for result in results:
             for i in range(1, args.repeat + 1):
                 _sync()
@@ -175,6 +264,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.label} migration run {i}: {m.phase or 'unfinished'} downtime {stats.fmt_seconds(m.downtime_s)}s "
                     f"({stats.fmt_mib(m.volume_bytes)} of emptyDir files)" + ("" if m.ok else f" FAILED: {m.error}")
                 )
+        # Last, as it cordons node-1 while it runs: N small pods drained K at a time, against one pod's total.
+        if args.drain_pods:
+            reference = None
+            single = _drain_reference(results, args.drain_mib)
+            if single is None:  # no --sizes row of that size: move one such pod alone first, as the goal's unit
+                _sync()
+                reference = migration.measure(api=api, cluster=cluster, size_mib=args.drain_mib, run_index=0,
+                                              warmup_seconds=args.warmup_seconds)  # fmt: skip
+                single = reference.total_s
+                _log(f"{args.drain_mib}MiB single migration for the drain's goal: total {stats.fmt_seconds(single)}s")
+            _sync()
+            t0 = time.monotonic()
+            drained = drain.measure(api=api, cluster=cluster, pods=args.drain_pods, concurrency=args.drain_concurrency,
+                                    size_mib=args.drain_mib, warmup_seconds=args.warmup_seconds)  # fmt: skip
+            timings["drain_row_s"] = time.monotonic() - t0  # pods started, drained, cleaned up: what the row costs
+            drained.single_total_s, drained.reference = single, reference
+            _log(
+                f"{drained.label}: {drained.phase or 'unfinished'} wall {stats.fmt_seconds(drained.wall_s)}s"
+                + ("" if drained.ok else f" FAILED: {'; '.join(drained.failures())}")
+            )
     except KeyboardInterrupt:
         _log("interrupted: tearing down")
         teardown_error = "interrupted"
@@ -203,19 +312,31 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta.update({k: round(v, 1) for k, v in timings.items()})
+    drain_cost = f", drain row {meta['drain_row_s']}s" if "drain_row_s" in meta else ""
     footer = [
-        f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s, teardown {meta.get('down_s', '?')}s)"
+        f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s{drain_cost}, "
+        f"teardown {meta.get('down_s', '?')}s)"
     ]
     if results:
-        print(report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir), flush=True)
+        text = report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained)
+        print(text, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_json(results, meta=meta, emptydir=emptydir), indent=2) + "\n")
+        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
         _log(f"wrote {args.json}")
+    measured = [r for r in results if r.migrations]
+    if args.no_history or teardown_error == "interrupted" or not measured:
+        _log("history: nothing appended" + (" (--no-history)" if args.no_history else " (no complete run)"))
+    else:  # a failed row is recorded too, marked FAILED: a run that breaks is history as well
+        history.append(args.history, history.records(run=_history_run(args, argv, meta), results=measured,
+                                                     emptydir=emptydir, drain=drained))  # fmt: skip
+        _log(f"history: appended this run to {args.history} (python -m bench history)")
     if teardown_error:
         _log(f"ERROR: {teardown_error}")
         return 1
-    return 0 if results and all(r.ok for r in [*results, *emptydir]) else 1
+    drain_ok = drained is None or drained.ok
+    return 0 if results and all(r.ok for r in [*results, *emptydir]) and drain_ok else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Everything the benchmark asks the API server goes through a small stdlib HTTPS c
 admin identity (``Api``) instead of ``kubectl``: polling a migration with a Go binary every
 fraction of a second would take CPU from the migration being measured on a 2-core machine.
 The times reported are the control service's own (``status.phases[]``, ``startTime``,
-``completionTime``, ``downtimeSeconds``), so the polling interval does not affect them.
+``completionTime``, ``downtimeSeconds``, and ``status.stages[]`` where it is written), so the
+polling interval does not affect them.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def pod_migration(*, name: str, pod: str, target: str) -> dict[str, Any]:
     }
 
 
-def _ready(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+def ready(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     if not pod:
         return None
     conditions = (pod.get("status") or {}).get("conditions") or []
@@ -254,7 +255,7 @@ def measure(
         )
         pod = wait_for(
             f"pod {name} Ready on {source}",
-            lambda: _ready(api.get(f"{pods}/{name}")),
+            lambda: ready(api.get(f"{pods}/{name}")),
             timeout=180 + (size_mib + emptydir_mib) / 5,
             interval=0.1,
         )
@@ -292,6 +293,7 @@ def measure(
         run.image_bytes = stats.container_bytes(status, "imageBytes")
         run.volume_bytes = int((status.get("volumeData") or {}).get("dataBytes") or 0) or None
         run.agent = stats.agent_phase_seconds(metrics_before, metrics_after)
+        run.stages, run.stage_bytes = stats.stage_spans(status.get("stages"))  # absent before the streamed agent
         if watch.last_source_ok is not None and watch.first_target_ok is not None:
             run.client_gap_s = watch.first_target_ok - watch.last_source_ok
         if watch.first_target_ok is not None and status.get("readyAt"):
@@ -302,7 +304,7 @@ def measure(
             run.error = f"{run.phase} {run.reason}: {status.get('message', '')}"
             return run
 
-        moved = wait_for(f"pod {name} Ready on {target}", lambda: _ready(api.get(f"{pods}/{name}")), timeout=60, interval=0.1)
+        moved = wait_for(f"pod {name} Ready on {target}", lambda: ready(api.get(f"{pods}/{name}")), timeout=60, interval=0.1)
         new_ip = moved["status"]["podIP"]
         code, after = http_json(f"http://{new_ip}:{APP_PORT}/state", timeout=5)
         read_code, value = http_json(f"http://{new_ip}:{APP_PORT}/read?key=bench", timeout=5)

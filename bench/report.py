@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from bench.results import SizeResult
+from bench.results import DrainRun, MigrationRun, SizeResult
 from bench.stats import (
     AGENT_PHASES,
+    CEILING_GOAL,
     PHASES,
+    STAGES,
+    ceiling_ratio,
+    ceiling_seconds,
+    drain_goal_seconds,
     fmt_mib,
     fmt_percent,
+    fmt_rate,
     fmt_ratio,
     fmt_seconds,
     median,
     phase_order,
     ratio,
+    resolve_stages,
     spread,
+    throughput,
 )
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table: the first column left-aligned, the others right-aligned, two spaces apart."""
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: Collection[int] = (0,)) -> str:
+    """A plain-text table: the ``left`` columns (text; the first by default) left-aligned, the others right-aligned,
+    two spaces apart."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        parts = [str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in rows)])
@@ -66,7 +75,51 @@ def row_numbers(result: SizeResult) -> dict[str, float | None]:
         numbers[f"phase:{phase}"] = median(m.phases.get(phase) for m in ms)
     for phase in AGENT_PHASES:
         numbers[f"agent:{phase}"] = median(m.agent.get(phase) for m in ms)
+    numbers.update(stage_numbers(result))
     return numbers
+
+
+def _stage_bytes(run: MigrationRun, stage: str) -> float | None:
+    """A stage's bytes from status.stages, else the checkpoint image's (what is uploaded and fetched)."""
+    if stage in run.stage_bytes:
+        return float(run.stage_bytes[stage])
+    return float(run.image_bytes) if run.image_bytes is not None else None
+
+
+def stage_numbers(result: SizeResult) -> dict[str, float | None]:
+    """Stage medians (``status.stages``, else the older sources), the registry's ceilings, and each stage against
+    its ceiling as ceiling_s / stage_s. Anything not measured is None, never an error."""
+    ms, fs, cs = result.migrations, result.floors, result.ceilings
+    resolved = [resolve_stages(stages=m.stages, agent=m.agent, phases=m.phases) for m in ms]
+    out: dict[str, float | None] = {}
+    for name in dict.fromkeys([*STAGES, *(n for r in resolved for n in r)]):
+        out[f"stage:{name}"] = median(r[name][0] if name in r else None for r in resolved)
+    out["upload_bytes"] = median(_stage_bytes(m, "upload") for m in ms)
+    out["fetch_bytes"] = median(_stage_bytes(m, "fetch") for m in ms)
+    out["upload_Bps"] = throughput(out["upload_bytes"], out["stage:upload"])
+    out["fetch_Bps"] = throughput(out["fetch_bytes"], out["stage:fetch"])
+    out["ingest_1_Bps"] = median(throughput(c.blob_bytes, c.push_1_s) for c in cs)
+    out["ingest_n_Bps"] = median(throughput(c.blob_bytes, c.push_n_s) for c in cs)
+    out["get_Bps"] = median(throughput(c.blob_bytes, c.get_s) for c in cs)
+    known = [v for v in (out["ingest_1_Bps"], out["ingest_n_Bps"]) if v is not None]
+    out["ingest_Bps"] = max(known) if known else None  # the upload's ceiling: the better of 1 and N streams
+    out["ceiling:dump_s"] = median(f.dump_s for f in fs)
+    out["ceiling:upload_s"] = ceiling_seconds(nbytes=out["upload_bytes"], bytes_per_s=out["ingest_Bps"])
+    out["ceiling:fetch_s"] = ceiling_seconds(nbytes=out["fetch_bytes"], bytes_per_s=out["get_Bps"])
+    out["ceiling:restore_s"] = median(f.restore_s for f in fs)
+    for stage in CEILING_STAGES:
+        out[f"ceil:{stage}"] = ceiling_ratio(ceiling_s=out[f"ceiling:{stage}_s"], stage_s=out[f"stage:{stage}"])
+    return out
+
+
+def stage_sources(result: SizeResult) -> dict[str, str]:
+    """Where each stage's time came from (``status``, ``metrics``, ``phase``); ``a+b`` if the repeats differed."""
+    found: dict[str, list[str]] = {}
+    for m in result.migrations:
+        for name, (_, source) in resolve_stages(stages=m.stages, agent=m.agent, phases=m.phases).items():
+            if source not in found.setdefault(name, []):
+                found[name].append(source)
+    return {name: "+".join(sources) for name, sources in found.items()}
 
 
 def state_cell(result: SizeResult) -> str:
@@ -84,7 +137,7 @@ MAIN_HEADERS = (
     "downtime/floor",
     "archive_MiB",
     "checkpoint_s",
-    "push_s",
+    "upload_s",
     "restore_s",
     "agent_peak_MiB",
     "state",
@@ -107,8 +160,8 @@ def main_table(results: Sequence[SizeResult]) -> str:
                 fmt_ratio(n["total_ratio"]),
                 fmt_ratio(n["downtime_ratio"]),
                 fmt_mib(n["archive_bytes"]),
-                fmt_seconds(n["checkpoint_s"]),
-                fmt_seconds(n["push_s"]),
+                fmt_seconds(n["stage:dump"]),
+                fmt_seconds(n["stage:upload"]),
                 fmt_seconds(n["restore_s"]),
                 fmt_mib(n["agent_peak_bytes"]),
                 state_cell(r),
@@ -141,8 +194,8 @@ def phase_table(results: Sequence[SizeResult]) -> str:
 
 
 def checkpoint_table(results: Sequence[SizeResult]) -> str:
-    """Inside the checkpoint phase, as node-1's agent timed it, and the bytes it moved."""
-    headers = ["checkpoint (node-1 agent)", "freeze_s", "kubelet_ckpt_s", "pack_s", "push_s", "agent_total_s",
+    """Inside the checkpoint phase, as node-1's agent metrics timed it (``-``: a phase it no longer reports), and the bytes."""
+    headers = ["checkpoint (node-1 agent metrics)", "freeze_s", "kubelet_ckpt_s", "pack_s", "push_s", "agent_total_s",
                "archive_MiB", "image_MiB", "push_MB/s"]  # fmt: skip
     rows = []
     for r in results:
@@ -207,7 +260,7 @@ def spread_lines(results: Sequence[SizeResult]) -> list[str]:
     return lines
 
 
-def summary_line(results: Sequence[SizeResult]) -> str:
+def summary_line(results: Sequence[SizeResult], *, drain: DrainRun | None = None) -> str:
     """One line: how far above the floor the pipeline is, at the smallest and largest size, and where the time goes."""
     measured = [(r, row_numbers(r)) for r in results]
     with_ratio = [(r, n) for r, n in measured if n["downtime_ratio"] is not None]
@@ -231,6 +284,12 @@ def summary_line(results: Sequence[SizeResult]) -> str:
             share = fmt_percent(phases[biggest], nl["downtime_s"])
             text += f", largest part of the downtime: {biggest} {phases[biggest]:.2f}s ({share})"
         parts.append(text)
+        ceilings = [f"{stage} {fmt_ratio(v)}" for stage in CEILING_STAGES if (v := nl.get(f"ceil:{stage}")) is not None]
+        if ceilings:
+            parts.append(f"ceiling/stage at {size_label(large.size_mib)}: " + ", ".join(ceilings))
+    if drain is not None:
+        goal = drain_numbers(drain)["goal_ratio"]
+        parts.append(f"{drain.label}: wall/goal {fmt_ratio(goal)}")
     parts.append(f"state kept in {kept}/{runs} migrations")
     return "summary: " + "; ".join(parts)
 
@@ -238,10 +297,106 @@ def summary_line(results: Sequence[SizeResult]) -> str:
 LEGEND_MAIN = (
     "total = PodMigration startTime->completionTime; downtime = status.downtimeSeconds (source frozen -> target Ready);\n"
     "floor = raw `criu dump` + `criu restore` of the same app as a plain process (no Kubernetes, registry or images);\n"
-    "checkpoint_s = the kubelet checkpoint call as node-1's agent timed it (CRIU dump + archive); push_s = registry push;\n"
+    "checkpoint_s = the kubelet checkpoint call (CRIU dump + archive); upload_s = the checkpoint image into the registry\n"
+    "(status.stages 'dump'/'upload' when the control service writes them, else node-1's agent metrics: checkpoint, pack+push);\n"
     "restore_s = the `restore` phase (target pod created -> Ready); agent_peak_MiB = node-1 agent VmHWM after that size."
 )
 LEGEND_PHASES = "* = the phase ran during the downtime (frozenAt .. readyAt); share = of total_s."
+
+CEILING_STAGES = ("dump", "upload", "fetch", "restore")
+STAGE_LABELS = {
+    "dump": ("dump (kubelet checkpoint)", "raw criu dump (floor)"),
+    "upload": ("upload (agent -> registry)", "registry push, best of 1/{streams} streams"),
+    "fetch": ("fetch (target pull)", "registry blob GET"),
+    "restore": ("restore", "raw criu restore (floor)"),
+}
+
+
+def ceiling_table(results: Sequence[SizeResult]) -> str:
+    """The registry with a raw client: a blob of the size's MiB in one stream, in N parallel streams, read back."""
+    streams = next((c.streams for r in results for c in r.ceilings), 4)
+    headers = ["registry ceiling (raw client)", "blob_MiB", "push_1x_s", "push_1x_MB/s", f"push_{streams}x_s",
+               f"push_{streams}x_MB/s", "get_s", "get_MB/s"]  # fmt: skip
+    rows = []
+    for r in results:
+        cs = r.ceilings
+        n = row_numbers(r)
+        rows.append([
+            size_label(r.size_mib), fmt_mib(median(float(c.blob_bytes) for c in cs)),
+            fmt_seconds(median(c.push_1_s for c in cs)), fmt_rate(n["ingest_1_Bps"]),
+            fmt_seconds(median(c.push_n_s for c in cs)), fmt_rate(n["ingest_n_Bps"]),
+            fmt_seconds(median(c.get_s for c in cs)), fmt_rate(n["get_Bps"]),
+        ])  # fmt: skip
+    return render_table(headers, rows)
+
+
+def goal_cell(value: float | None, *, goal: float = CEILING_GOAL) -> str:
+    if value is None:
+        return "-"
+    return "ok" if round(value, 2) >= goal else "below"  # judged as printed: 0.7999... shows as 0.80x and is ok
+
+
+def stage_ceiling_table(results: Sequence[SizeResult]) -> str:
+    """Each stage against its own ceiling from the same run: ceiling_s / stage_s (1.0 = at the ceiling)."""
+    headers = ["stage vs ceiling", "stage", "source", "stage_s", "stage_MB/s", "ceiling", "ceiling_s", "ceiling/stage",
+               f">={CEILING_GOAL:g}"]  # fmt: skip
+    streams = next((c.streams for r in results for c in r.ceilings), 4)
+    rows = []
+    for r in results:
+        n, sources = row_numbers(r), stage_sources(r)
+        for i, stage in enumerate(CEILING_STAGES):
+            label, ceiling = STAGE_LABELS[stage][0], STAGE_LABELS[stage][1].format(streams=streams)
+            rate = n.get(f"{stage}_Bps") if stage in ("upload", "fetch") else None
+            value = n[f"ceil:{stage}"]
+            rows.append([
+                size_label(r.size_mib) if i == 0 else "", label, sources.get(stage, "-"), fmt_seconds(n[f"stage:{stage}"]),
+                fmt_rate(rate), ceiling, fmt_seconds(n[f"ceiling:{stage}_s"]), fmt_ratio(value), goal_cell(value),
+            ])  # fmt: skip
+    return render_table(headers, rows, left=(0, 1, 2, 5))
+
+
+LEGEND_CEILINGS = (
+    "ceiling/stage = ceiling_s / stage_s: 1.00x = the stage runs at its ceiling, the issue's goal is >= 0.8.\n"
+    "Ceilings, measured in this run: dump and restore = the floor's raw criu dump and criu restore of the same app;\n"
+    "upload = the stage's bytes at the registry's best push rate (a raw client, fresh random bytes, the better of 1\n"
+    "stream and N parallel streams of 1/N each); fetch = the stage's bytes at the raw blob GET rate.\n"
+    "source: status = status.stages; metrics = node-1's agent metrics (upload = pack + push); phase = the restore\n"
+    "phase (target pod created -> Ready, with the image pull), which is all there is before status.stages."
+)
+
+
+def drain_numbers(drain: DrainRun) -> dict[str, float | None]:
+    goal = drain_goal_seconds(pods=drain.pods, concurrency=drain.concurrency, single_total_s=drain.single_total_s)
+    return {
+        "wall_s": drain.wall_s,
+        "observed_s": drain.observed_s,
+        "goal_s": goal,
+        "goal_ratio": ratio(drain.wall_s, goal),
+        "single_total_s": drain.single_total_s,
+        "pod_total_s": median(drain.pod_totals),
+        "pod_downtime_max_s": max(drain.pod_downtimes, default=None),
+        "migrated": float(drain.migrated),
+    }
+
+
+def drain_table(drain: DrainRun) -> str:
+    """The drain's wall time against the issue's goal: 1.2 x ceil(N/K) x one pod's total in this run."""
+    n = drain_numbers(drain)
+    headers = ["drain (NodeDrain node-1 -> node-2)", "pods", "concurrency", "migrated", "wall_s", "goal_s", "wall/goal",
+               "single_total_s", "pod_total_s", "pod_downtime_max_s", "state"]  # fmt: skip
+    row = [
+        drain.label, str(drain.pods), str(drain.concurrency), str(drain.migrated), fmt_seconds(n["wall_s"]),
+        fmt_seconds(n["goal_s"]), fmt_ratio(n["goal_ratio"]), fmt_seconds(n["single_total_s"]), fmt_seconds(n["pod_total_s"]),
+        fmt_seconds(n["pod_downtime_max_s"]), "OK" if drain.ok else "FAILED",
+    ]  # fmt: skip
+    return render_table(headers, [row])
+
+
+LEGEND_DRAIN = (
+    "wall_s = NodeDrain status.startTime -> completionTime; goal_s = 1.2 x ceil(pods/concurrency) x single_total_s, the\n"
+    "total of one pod of the same size migrated alone earlier in this run; wall/goal <= 1.00x meets the goal;\n"
+    "pod_total_s = median of the drain's PodMigrations' totals; state = every pod Ready on node-2 with its boot_id."
+)
 LEGEND_FLOOR = (
     "frozen_s, memwrite_s = CRIU's own dump stats (--display-stats): the app frozen, writing its pages to the image files;\n"
     "criu_answer_s = criu restore start -> the restored process's first GET /healthz 200;\n"
@@ -250,21 +405,28 @@ LEGEND_FLOOR = (
 )
 
 
+def emptydir_numbers(result: SizeResult, results: Sequence[SizeResult]) -> dict[str, float | None]:
+    """An emptyDir row's medians, and its extra downtime against the same size without the file in this run."""
+    base = next((b for b in results if b.size_mib == result.size_mib and not b.emptydir_mib), None)
+    ms = result.migrations
+    downtime, total = median(m.downtime_s for m in ms), median(m.total_s for m in ms)
+    moved = median(float(m.volume_bytes) if m.volume_bytes else None for m in ms)
+    base_downtime = median(m.downtime_s for m in base.migrations) if base else None
+    extra = downtime - base_downtime if downtime is not None and base_downtime is not None else None
+    per_gib = extra / (moved / (1 << 30)) if extra is not None and moved else None
+    return {"downtime_s": downtime, "total_s": total, "moved_bytes": moved, "without_s": base_downtime, "extra_s": extra,
+            "s_per_GiB": per_gib}  # fmt: skip
+
+
 def emptydir_table(results: Sequence[SizeResult], emptydir: Sequence[SizeResult]) -> str:
     """Pods holding a file in an emptyDir against the same pod without it, measured in the same run:
     what moving the files costs, per GiB of emptyDir data."""
     rows = []
     for r in emptydir:
-        base = next((b for b in results if b.size_mib == r.size_mib and not b.emptydir_mib), None)
-        ms = r.migrations
-        downtime, total = median(m.downtime_s for m in ms), median(m.total_s for m in ms)
-        moved = median(float(m.volume_bytes) if m.volume_bytes else None for m in ms)
-        base_downtime = median(m.downtime_s for m in base.migrations) if base else None
-        extra = downtime - base_downtime if downtime is not None and base_downtime is not None else None
-        per_gib = extra / (moved / (1 << 30)) if extra is not None and moved else None
+        n = emptydir_numbers(r, results)
         rows.append([
-            r.label, fmt_mib(moved), fmt_seconds(downtime), fmt_seconds(base_downtime), fmt_seconds(extra),
-            fmt_seconds(per_gib), fmt_seconds(total), state_cell(r),
+            r.label, fmt_mib(n["moved_bytes"]), fmt_seconds(n["downtime_s"]), fmt_seconds(n["without_s"]),
+            fmt_seconds(n["extra_s"]), fmt_seconds(n["s_per_GiB"]), fmt_seconds(n["total_s"]), state_cell(r),
         ])  # fmt: skip
     headers = ("pod", "moved", "downtime_s", "without_s", "extra_s", "s_per_GiB", "total_s", "state")
     return render_table(headers, rows)
@@ -283,6 +445,7 @@ def render(
     header: Sequence[str] = (),
     footer: Sequence[str] = (),
     emptydir: Sequence[SizeResult] = (),
+    drain: DrainRun | None = None,
 ) -> str:
     repeats = max((len(r.migrations) for r in results), default=0)
     blocks = [*header, ""]
@@ -290,22 +453,35 @@ def render(
         blocks.append(f"(medians of {repeats} runs per size)")
     blocks += [main_table(results), LEGEND_MAIN, "", phase_table(results), LEGEND_PHASES, "", checkpoint_table(results), ""]
     blocks += [floor_table(results), LEGEND_FLOOR]
+    if any(r.ceilings for r in results):
+        blocks += ["", ceiling_table(results)]
+    blocks += ["", stage_ceiling_table(results), LEGEND_CEILINGS]
     if emptydir:
         blocks += ["", emptydir_table(results, emptydir), LEGEND_EMPTYDIR]
+    if drain is not None:
+        blocks += ["", drain_table(drain), LEGEND_DRAIN]
     spreads = spread_lines(results)
     if spreads:
         blocks += ["", "spread:", *spreads]
     failures = [f"  {r.label} {line}" for r in [*results, *emptydir] for line in r.failures()]
+    failures += [f"  {drain.label} {line}" for line in (drain.failures() if drain is not None else [])]
     if failures:
         blocks += ["", "failures:", *failures]
-    blocks += ["", *footer, summary_line(results)]
+    blocks += ["", *footer, summary_line(results, drain=drain)]
     return "\n".join(blocks)
 
 
-def to_json(results: Sequence[SizeResult], *, meta: Mapping[str, Any], emptydir: Sequence[SizeResult] = ()) -> dict[str, Any]:
+def to_json(
+    results: Sequence[SizeResult],
+    *,
+    meta: Mapping[str, Any],
+    emptydir: Sequence[SizeResult] = (),
+    drain: DrainRun | None = None,
+) -> dict[str, Any]:
     """Every run as measured, plus the medians the table shows."""
     return {
         "meta": dict(meta),
+        "drain": None if drain is None else {**asdict(drain), "ok": drain.ok, "numbers": drain_numbers(drain)},
         "emptydir": [
             {
                 "size_mib": r.size_mib,
@@ -322,6 +498,8 @@ def to_json(results: Sequence[SizeResult], *, meta: Mapping[str, Any], emptydir:
                 "ok": r.ok,
                 "median": row_numbers(r),
                 "floors": [{**asdict(f), "floor_s": f.floor_s, "ok": f.ok} for f in r.floors],
+                "ceilings": [{**asdict(c), "ok": c.ok} for c in r.ceilings],
+                "stage_sources": stage_sources(r),
                 "migrations": [{**asdict(m), "ok": m.ok} for m in r.migrations],
                 "failures": r.failures(),
             }

@@ -1,4 +1,5 @@
-"""What one benchmark run measured: plain data, filled by ``bench.floor`` and ``bench.migration``."""
+"""What one benchmark run measured: plain data, filled by ``bench.floor``, ``bench.ceiling``, ``bench.migration``
+and ``bench.drain``, read by the pure ``bench.report`` and ``bench.history``."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class MigrationRun:
     phases: dict[str, float] = field(default_factory=dict)  # status.phases[] end - start, by name, in the order they ran
     downtime_phases: list[str] = field(default_factory=list)  # the phases inside frozenAt .. readyAt
     agent: dict[str, float] = field(default_factory=dict)  # node-1 agent: freeze, checkpoint, pack, push, total
+    stages: dict[str, float] = field(default_factory=dict)  # status.stages (when the control service writes it): seconds
+    stage_bytes: dict[str, int] = field(default_factory=dict)  # status.stages: bytes per stage
     archive_bytes: int | None = None
     image_bytes: int | None = None
     volume_bytes: int | None = None  # status.volumeData.dataBytes: the emptyDir files moved
@@ -56,15 +59,38 @@ class MigrationRun:
 
 
 @dataclass(kw_only=True)
+class CeilingRun:
+    """The local registry at its best, with a raw client: one blob of random bytes pushed in one stream, the same
+    bytes as ``streams`` blobs pushed in parallel, and the first blob read back (``bench.ceiling``)."""
+
+    blob_bytes: int = 0
+    streams: int = 4
+    push_1_s: float | None = None  # POST + PUT of the whole blob, one stream
+    push_n_s: float | None = None  # ``streams`` blobs of blob_bytes/streams, all at once, until the last is stored
+    get_s: float | None = None  # GET of the whole blob, read to the end and discarded
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(kw_only=True)
 class SizeResult:
     size_mib: int
     emptydir_mib: int = 0  # random data in an emptyDir file the app holds open (no floor: the baseline is the same size without)
     floors: list[FloorRun] = field(default_factory=list)
+    ceilings: list[CeilingRun] = field(default_factory=list)
     migrations: list[MigrationRun] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.migrations) and all(m.ok for m in self.migrations) and all(f.ok for f in self.floors)
+        return (
+            bool(self.migrations)
+            and all(m.ok for m in self.migrations)
+            and all(f.ok for f in self.floors)
+            and all(c.ok for c in self.ceilings)
+        )
 
     @property
     def label(self) -> str:
@@ -75,8 +101,51 @@ class SizeResult:
         for i, f in enumerate(self.floors, 1):
             if not f.ok:
                 out.append(f"floor run {i}: {f.error or 'restored process answered with another boot_id'}")
+        for i, c in enumerate(self.ceilings, 1):
+            if not c.ok:
+                out.append(f"registry ceiling run {i}: {c.error}")
         for i, m in enumerate(self.migrations, 1):
             if not m.ok:
                 why = m.error or (f"{m.phase or 'unfinished'} {m.reason}".strip() if m.phase != "Succeeded" else "state lost")
                 out.append(f"migration run {i} ({m.pod}): {why}")
+        return out
+
+
+@dataclass(kw_only=True)
+class DrainRun:
+    """A NodeDrain of ``pods`` warm-up pods from node-1 to node-2, ``concurrency`` at a time (``bench.drain``)."""
+
+    pods: int
+    concurrency: int
+    size_mib: int
+    name: str = ""
+    phase: str = ""  # the NodeDrain's: Succeeded | Failed | Blocked | Cancelled | "" (never finished)
+    message: str = ""
+    wall_s: float | None = None  # NodeDrain status.startTime -> completionTime
+    observed_s: float | None = None  # the bench's own clock: NodeDrain created -> a final phase seen
+    migrated: int = 0  # status.counts.migrated
+    pod_totals: list[float] = field(default_factory=list)  # each PodMigration's startTime -> completionTime
+    pod_downtimes: list[float] = field(default_factory=list)  # each PodMigration's downtimeSeconds
+    single_total_s: float | None = None  # one pod of the same size moved alone in this run: the goal's unit
+    reference: MigrationRun | None = None  # that single migration, when no --sizes row had the drain's size
+    state_ok: bool = False  # every pod on node-2, Ready, with the boot_id it had before the drain
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"drain {self.pods}x{self.size_mib}MiB k={self.concurrency}"
+
+    @property
+    def ok(self) -> bool:
+        drained = self.error is None and self.phase == "Succeeded" and self.state_ok
+        return drained and (self.reference is None or self.reference.ok)
+
+    def failures(self) -> list[str]:
+        out = []
+        if not (self.error is None and self.phase == "Succeeded" and self.state_ok):
+            why = self.error or f"{self.phase or 'unfinished'} {self.message}".strip()
+            out.append(f"NodeDrain {self.name or '?'}: {why}")
+        if self.reference is not None and not self.reference.ok:
+            why = self.reference.error or self.reference.phase or "unfinished"
+            out.append(f"reference migration ({self.reference.pod}): {why}")
         return out

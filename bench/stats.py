@@ -20,6 +20,17 @@ PHASES = ("validate", "prepare-target", "checkpoint", "remove-source", "create-t
 AGENT_PHASES = ("freeze", "checkpoint", "pack", "push", "total")
 AGENT_DURATION = "podmigrate_agent_checkpoint_duration_seconds"
 AGENT_PEAK_RSS = "process_resident_memory_peak_bytes"
+# The stages a PodMigration's ``status.stages`` may list (one record per stage and container, in the order they
+# run): ``{name, container, node, start, end, bytes}`` with RFC 3339 ms timestamps. Older control services do not
+# write it; the bench then falls back on the agent's metrics and the phases (``resolve_stages``).
+STAGES = ("freeze", "dump", "upload", "volumes", "fetch", "restore", "ready")
+SOURCE_STATUS = "status"  # status.stages
+SOURCE_METRICS = "metrics"  # the source agent's podmigrate_agent_checkpoint_duration_seconds
+SOURCE_PHASE = "phase"  # status.phases (the restore phase: target pod created -> Ready)
+# The issue's goals: a stage at >= 0.8 of its own ceiling (ceiling_s / stage_s), and a drain of N pods K at a time
+# within 1.2 x ceil(N/K) x one pod's migration.
+CEILING_GOAL = 0.8
+DRAIN_SLACK = 1.2
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -71,6 +82,11 @@ def fmt_mib(value_bytes: float | None) -> str:
 def fmt_percent(part: float | None, whole: float | None) -> str:
     share = ratio(part, whole)
     return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def fmt_rate(bytes_per_s: float | None) -> str:
+    """Throughput in MB/s (10^6, as the registry numbers in docs/facts.md), ``-`` when unknown."""
+    return "-" if bytes_per_s is None else f"{bytes_per_s / 1e6:.0f}"
 
 
 # --- a PodMigration's status ------------------------------------------------------------------
@@ -142,6 +158,104 @@ def container_bytes(status: Mapping[str, Any], key: str) -> int | None:
     """Sum of ``containers[].<key>`` (archiveBytes, imageBytes); None when no container reports it."""
     values = [c[key] for c in status.get("containers") or [] if isinstance(c.get(key), int)]
     return sum(values) if values else None
+
+
+# --- stages: status.stages, or the agent's metrics and the phases ------------------------------
+
+
+def _instant(value: Any) -> float | None:
+    """A stage's start or end as epoch seconds: RFC 3339 text (the status) or a number (the agent's own records)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return parse_time(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def stage_spans(records: Any) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds and bytes per stage name from ``status.stages``; a record it cannot read is skipped, never an error.
+
+    Records of one name (one per container) make one span, the earliest start to the latest end, because the agent
+    may handle containers in parallel; their bytes add up. Names keep ``STAGES`` order, unknown names follow.
+    """
+    if not isinstance(records, Sequence) or isinstance(records, str | bytes):
+        return {}, {}
+    spans: dict[str, tuple[float, float]] = {}
+    nbytes: dict[str, int] = {}
+    for record in records:
+        if not isinstance(record, Mapping):
+            continue
+        name, start, end = record.get("name"), _instant(record.get("start")), _instant(record.get("end"))
+        if not isinstance(name, str) or not name or start is None or end is None or end < start:
+            continue
+        first, last = spans.get(name, (start, end))
+        spans[name] = (min(first, start), max(last, end))
+        size = record.get("bytes")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            nbytes[name] = nbytes.get(name, 0) + size
+    order = [n for n in STAGES if n in spans] + [n for n in spans if n not in STAGES]
+    return {n: spans[n][1] - spans[n][0] for n in order}, nbytes
+
+
+def resolve_stages(
+    *, stages: Mapping[str, float], agent: Mapping[str, float], phases: Mapping[str, float]
+) -> dict[str, tuple[float, str]]:
+    """Seconds and source per stage: ``status.stages`` where it has the stage, else the older sources.
+
+    Fallbacks: freeze and dump (the kubelet checkpoint) from the agent's metrics; upload = push + pack from the
+    metrics, because the streamed agent does in one pass what pack (a hashing pass) and push did in two, so a run
+    before and after that change compare the same work (a missing or zero ``pack`` adds nothing); restore from the
+    ``restore`` phase (target pod created -> Ready, which includes the image pull). fetch, volumes and ready have
+    no older source.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    for name in dict.fromkeys([*STAGES, *stages]):
+        if (value := stages.get(name)) is not None:
+            out[name] = (value, SOURCE_STATUS)
+            continue
+        fallback: float | None = None
+        source = SOURCE_METRICS
+        if name == "freeze":
+            fallback = agent.get("freeze")
+        elif name == "dump":
+            fallback = agent.get("checkpoint")
+        elif name == "upload" and (push := agent.get("push")) is not None:
+            fallback = push + (agent.get("pack") or 0.0)
+        elif name == "restore":
+            fallback, source = phases.get("restore"), SOURCE_PHASE
+        if fallback is not None:
+            out[name] = (fallback, source)
+    return out
+
+
+# --- ceilings and goals -----------------------------------------------------------------------
+
+
+def throughput(nbytes: float | None, seconds: float | None) -> float | None:
+    """Bytes per second, or None."""
+    return ratio(nbytes, seconds)
+
+
+def ceiling_ratio(*, ceiling_s: float | None, stage_s: float | None) -> float | None:
+    """ceiling_s / stage_s: 1.0 = the stage runs at its ceiling, 0.5 = it takes twice as long (the goal is >= 0.8)."""
+    return ratio(ceiling_s, stage_s)
+
+
+def ceiling_seconds(*, nbytes: float | None, bytes_per_s: float | None) -> float | None:
+    """How long ``nbytes`` take at a ceiling's throughput: a throughput ceiling as a time for the stage's own bytes."""
+    return ratio(nbytes, bytes_per_s)
+
+
+def drain_goal_seconds(*, pods: int, concurrency: int, single_total_s: float | None, slack: float = DRAIN_SLACK) -> float | None:
+    """slack x ceil(pods / concurrency) x one pod's migration: the drain's goal, or None when it cannot be computed."""
+    if single_total_s is None or pods < 1 or concurrency < 1:
+        return None
+    return slack * math.ceil(pods / concurrency) * single_total_s
 
 
 # --- CRIU --display-stats -------------------------------------------------------------------

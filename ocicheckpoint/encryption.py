@@ -227,6 +227,91 @@ def jwe_unwrap(*, jwe: bytes, private_keys: Sequence[PrivateKey]) -> bytes:
 # --- layers ----------------------------------------------------------------------------------
 
 
+class LayerPass:
+    """A layer's bytes, fed once in order, turned into the blob that is uploaded.
+
+    Every chunk of plaintext goes through ``feed`` once: it is hashed (the ``diff_id``), and,
+    with recipients, AES-256-CTR encrypted and MAC'd (ocicrypt's "encrypt-then-MAC"); the
+    blob is hashed as it leaves (the descriptor's digest). ``finish`` then gives the blob's
+    descriptor (with ocicrypt's annotations) and the plaintext digest. Without recipients the
+    blob is the plaintext and both digests are the same.
+
+    Why one object fed chunk by chunk: the agent reads a checkpoint archive once and uploads it
+    as it reads (``node_agent.publishing``), so hashing and encryption cannot be passes of their
+    own over a file; ``encrypt_layer`` (file to file) is the same pass with a file as the sink.
+    Not thread-safe: one feeder.
+    """
+
+    def __init__(
+        self, *, media_type: str, recipients: Sequence[PublicKey] = (), annotations: Mapping[str, str] | None = None
+    ) -> None:
+        self._media_type = media_type
+        self._recipients = tuple(recipients)
+        self._annotations = dict(annotations or {})
+        self._plain_hash = hashlib.sha256()
+        self.size = 0
+        if self._recipients:
+            self._key = secrets.token_bytes(SYMMETRIC_KEY_BYTES)
+            self._nonce = secrets.token_bytes(NONCE_BYTES)
+            self._encryptor = Cipher(algorithms.AES(self._key), modes.CTR(self._nonce)).encryptor()
+            self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
+            self._blob_hash = hashlib.sha256()
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self._recipients)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Plaintext in, the blob's next bytes out (the same bytes when not encrypting)."""
+        self._plain_hash.update(chunk)
+        self.size += len(chunk)
+        if not self._recipients:
+            return chunk
+        out = self._encryptor.update(chunk)
+        self._mac.update(out)
+        self._blob_hash.update(out)
+        return out
+
+    def finish(self, *, plain_digest: str | None = None) -> tuple[Descriptor, str]:
+        """(the blob's descriptor, the plaintext's digest). ``plain_digest``, when the caller
+        already had it, is checked against what was fed, so a layer that changed is refused."""
+        digest = "sha256:" + self._plain_hash.hexdigest()
+        if plain_digest is not None and plain_digest != digest:
+            raise EncryptionError(f"layer hashed to {digest} while encrypting, expected {plain_digest}")
+        if not self._recipients:
+            plain = Descriptor(media_type=self._media_type, digest=digest, size=self.size, annotations=self._annotations)
+            return plain, digest
+        tail = self._encryptor.finalize()  # CTR: always empty
+        if tail:
+            raise EncryptionError("AES-CTR left bytes at the end of the stream")
+        private_opts = _go_json(
+            {
+                names.OPTS_SYMKEY: _b64(self._key),
+                names.OPTS_DIGEST: digest,
+                names.OPTS_CIPHER_OPTIONS: {names.CIPHER_OPTION_NONCE: _b64(self._nonce)},
+            }
+        )
+        public_opts = _go_json(
+            {
+                names.OPTS_CIPHER: names.CIPHER_AES_256_CTR_HMAC_SHA256,
+                names.OPTS_HMAC: _b64(self._mac.digest()),
+                names.OPTS_CIPHER_OPTIONS: {},
+            }
+        )
+        wrapped = jwe_wrap(plaintext=private_opts, recipients=self._recipients)
+        blob = Descriptor(
+            media_type=encrypted_media_type(self._media_type),
+            digest="sha256:" + self._blob_hash.hexdigest(),
+            size=self.size,  # CTR: the ciphertext is as long as the plaintext
+            annotations={
+                **self._annotations,
+                names.ANNOTATION_ENC_KEYS_JWE: _b64(wrapped),
+                names.ANNOTATION_ENC_PUBOPTS: _b64(public_opts),
+            },
+        )
+        return blob, digest
+
+
 def encrypt_layer(
     *,
     src: Path,
@@ -242,58 +327,18 @@ def encrypt_layer(
     it, is checked against what was read, so a layer that changed underneath is refused.
     ``annotations`` (e.g. a volume's name) are kept next to the encryption annotations.
     """
-    key = secrets.token_bytes(SYMMETRIC_KEY_BYTES)
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    plain_hash = hashlib.sha256()
-    enc_hash = hashlib.sha256()
-    size = 0
+    if not recipients:
+        raise EncryptionError("encrypting a layer needs at least one recipient")
+    layer = LayerPass(media_type=media_type, recipients=recipients, annotations=annotations)
     try:
         with src.open("rb") as fin, dst.open("wb") as fout:
             while chunk := fin.read(CHUNK):
-                plain_hash.update(chunk)
-                out = encryptor.update(chunk)
-                mac.update(out)
-                enc_hash.update(out)
-                fout.write(out)
-                size += len(out)
-            tail = encryptor.finalize()  # CTR: always empty
-            mac.update(tail)
-            enc_hash.update(tail)
-            fout.write(tail)
-            size += len(tail)
-        digest = "sha256:" + plain_hash.hexdigest()
-        if plain_digest is not None and plain_digest != digest:
-            raise EncryptionError(f"layer {src} hashed to {digest} while encrypting, expected {plain_digest}")
-        private_opts = _go_json(
-            {
-                names.OPTS_SYMKEY: _b64(key),
-                names.OPTS_DIGEST: digest,
-                names.OPTS_CIPHER_OPTIONS: {names.CIPHER_OPTION_NONCE: _b64(nonce)},
-            }
-        )
-        public_opts = _go_json(
-            {
-                names.OPTS_CIPHER: names.CIPHER_AES_256_CTR_HMAC_SHA256,
-                names.OPTS_HMAC: _b64(mac.digest()),
-                names.OPTS_CIPHER_OPTIONS: {},
-            }
-        )
-        wrapped = jwe_wrap(plaintext=private_opts, recipients=recipients)
+                fout.write(layer.feed(chunk))
+        blob, _ = layer.finish(plain_digest=plain_digest)
     except BaseException:
         dst.unlink(missing_ok=True)
         raise
-    return Descriptor(
-        media_type=encrypted_media_type(media_type),
-        digest="sha256:" + enc_hash.hexdigest(),
-        size=size,
-        annotations={
-            **(annotations or {}),
-            names.ANNOTATION_ENC_KEYS_JWE: _b64(wrapped),
-            names.ANNOTATION_ENC_PUBOPTS: _b64(public_opts),
-        },
-    )
+    return blob
 
 
 def _options(descriptor: Descriptor, private_keys: Sequence[PrivateKey]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -330,6 +375,74 @@ def _options(descriptor: Descriptor, private_keys: Sequence[PrivateKey]) -> tupl
     return private, public
 
 
+class LayerOpening:
+    """An encrypted layer's blob, fed once in order, turned back into its plaintext (``LayerPass`` reversed).
+
+    ``feed`` decrypts each chunk while hashing the ciphertext and MAC'ing it and hashing the
+    plaintext; ``finish`` checks, once the whole blob went through, the ciphertext's digest
+    against the descriptor, the HMAC against the public options and the plaintext's digest
+    against the wrapped private options. Until ``finish`` returned, what ``feed`` gave out is
+    unverified: write it only where it is thrown away on failure (a pull's temporary directory),
+    as CRI-O's and containerd's decrypting readers do. ``NoMatchingKeyError`` (at construction)
+    when none of ``private_keys`` is a recipient.
+    """
+
+    def __init__(self, *, descriptor: Descriptor, private_keys: Sequence[PrivateKey]) -> None:
+        self._descriptor = descriptor
+        self._plain_type = plaintext_media_type(descriptor.media_type)
+        private, public = _options(descriptor, private_keys)
+        cipher = public.get(names.OPTS_CIPHER)
+        if cipher != names.CIPHER_AES_256_CTR_HMAC_SHA256:
+            raise DecryptionError(f"layer {descriptor.digest}: unsupported cipher {cipher!r}")
+        try:
+            key = _unb64(private[names.OPTS_SYMKEY])
+            options = {**(public.get(names.OPTS_CIPHER_OPTIONS) or {}), **(private.get(names.OPTS_CIPHER_OPTIONS) or {})}
+            nonce = _unb64(options[names.CIPHER_OPTION_NONCE])
+            self._expected_hmac = _unb64(public.get(names.OPTS_HMAC) or "")
+            self._expected_digest = str(private.get(names.OPTS_DIGEST) or "")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DecryptionError(f"layer {descriptor.digest}: malformed encryption options: {exc}") from exc
+        if len(key) != SYMMETRIC_KEY_BYTES or len(nonce) != NONCE_BYTES:
+            raise DecryptionError(f"layer {descriptor.digest}: key of {len(key)} bytes / nonce of {len(nonce)} bytes")
+        if not self._expected_hmac:
+            raise DecryptionError(f"layer {descriptor.digest}: no HMAC in {names.ANNOTATION_ENC_PUBOPTS}")
+        if not self._expected_digest.startswith("sha256:"):
+            raise DecryptionError(f"layer {descriptor.digest}: no sha256 plaintext digest in the wrapped options")
+        self._decryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).decryptor()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._plain_hash = hashlib.sha256()
+        self._blob_hash = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def plain_digest(self) -> str:
+        """What the plaintext must hash to (from the wrapped options; verified by ``finish``)."""
+        return self._expected_digest
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._blob_hash.update(chunk)
+        self._mac.update(chunk)
+        out = self._decryptor.update(chunk)
+        self._plain_hash.update(out)
+        self.size += len(out)
+        return out
+
+    def finish(self) -> DecryptedLayer:
+        if self._decryptor.finalize():
+            raise DecryptionError(f"layer {self._descriptor.digest}: AES-CTR left bytes at the end of the stream")
+        got_blob = "sha256:" + self._blob_hash.hexdigest()
+        if got_blob != self._descriptor.digest:
+            raise DecryptionError(f"encrypted layer hashed to {got_blob}, its descriptor says {self._descriptor.digest}")
+        if not hmac.compare_digest(self._mac.digest(), self._expected_hmac):
+            raise DecryptionError(f"layer {self._descriptor.digest}: HMAC mismatch: the ciphertext was altered")
+        got = "sha256:" + self._plain_hash.hexdigest()
+        if got != self._expected_digest:
+            raise DecryptionError(
+                f"layer {self._descriptor.digest} decrypted to {got}, the wrapped options say {self._expected_digest}"
+            )
+        return DecryptedLayer(media_type=self._plain_type, digest=self._expected_digest, size=self.size)
+
+
 def decrypt_layer(*, descriptor: Descriptor, src: Path, dst: Path, private_keys: Sequence[PrivateKey]) -> DecryptedLayer:
     """Decrypt the encrypted layer ``src`` (described by ``descriptor``) into ``dst``.
 
@@ -338,54 +451,18 @@ def decrypt_layer(*, descriptor: Descriptor, src: Path, dst: Path, private_keys:
     options; ``dst`` exists only if all three held. ``NoMatchingKeyError`` when none of
     ``private_keys`` is a recipient.
     """
-    plain_type = plaintext_media_type(descriptor.media_type)
-    private, public = _options(descriptor, private_keys)
-    cipher = public.get(names.OPTS_CIPHER)
-    if cipher != names.CIPHER_AES_256_CTR_HMAC_SHA256:
-        raise DecryptionError(f"layer {descriptor.digest}: unsupported cipher {cipher!r}")
-    try:
-        key = _unb64(private[names.OPTS_SYMKEY])
-        options = {**(public.get(names.OPTS_CIPHER_OPTIONS) or {}), **(private.get(names.OPTS_CIPHER_OPTIONS) or {})}
-        nonce = _unb64(options[names.CIPHER_OPTION_NONCE])
-        expected_hmac = _unb64(public.get(names.OPTS_HMAC) or "")
-        expected_digest = str(private.get(names.OPTS_DIGEST) or "")
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DecryptionError(f"layer {descriptor.digest}: malformed encryption options: {exc}") from exc
-    if len(key) != SYMMETRIC_KEY_BYTES or len(nonce) != NONCE_BYTES:
-        raise DecryptionError(f"layer {descriptor.digest}: key of {len(key)} bytes / nonce of {len(nonce)} bytes")
-    if not expected_hmac:
-        raise DecryptionError(f"layer {descriptor.digest}: no HMAC in {names.ANNOTATION_ENC_PUBOPTS}")
-    if not expected_digest.startswith("sha256:"):
-        raise DecryptionError(f"layer {descriptor.digest}: no sha256 plaintext digest in the wrapped options")
-    decryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).decryptor()
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    plain_hash = hashlib.sha256()
-    enc_hash = hashlib.sha256()
-    size = 0
+    opening = LayerOpening(descriptor=descriptor, private_keys=private_keys)
     tmp = dst.with_name(dst.name + ".decrypting")
     try:
         with src.open("rb") as fin, tmp.open("wb") as fout:
             while chunk := fin.read(CHUNK):
-                enc_hash.update(chunk)
-                mac.update(chunk)
-                out = decryptor.update(chunk)
-                plain_hash.update(out)
-                fout.write(out)
-                size += len(out)
-            fout.write(decryptor.finalize())
-        got_enc = "sha256:" + enc_hash.hexdigest()
-        if got_enc != descriptor.digest:
-            raise DecryptionError(f"encrypted layer hashed to {got_enc}, its descriptor says {descriptor.digest}")
-        if not hmac.compare_digest(mac.digest(), expected_hmac):
-            raise DecryptionError(f"layer {descriptor.digest}: HMAC mismatch: the ciphertext was altered")
-        got = "sha256:" + plain_hash.hexdigest()
-        if got != expected_digest:
-            raise DecryptionError(f"layer {descriptor.digest} decrypted to {got}, the wrapped options say {expected_digest}")
+                fout.write(opening.feed(chunk))
+        out = opening.finish()
         tmp.replace(dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return DecryptedLayer(media_type=plain_type, digest=expected_digest, size=size)
+    return out
 
 
 def strip_encryption_annotations(annotations: Mapping[str, str]) -> dict[str, str]:

@@ -303,16 +303,38 @@ def checkpoint_image(
         layer = encrypt_layer(
             src=archive, dst=layer_path, media_type=layer.media_type, recipients=recipients, plain_digest=digest
         )
-    annotations = checkpoint_annotations(info)
-    config_bytes = build_config(diff_ids=[digest], labels=annotations)
-    config = Descriptor(media_type=names.MEDIA_TYPE_OCI_CONFIG, digest=sha256_bytes(config_bytes), size=len(config_bytes))
-    manifest_bytes = build_manifest(config=config, layers=[layer], annotations=annotations)
+    docs = checkpoint_documents(layer=layer, diff_id=digest, info=info)
     return CheckpointImage(
         layer_path=layer_path,
         layer=layer,
-        config_bytes=config_bytes,
-        config=config,
-        manifest_bytes=manifest_bytes,
-        manifest_digest=sha256_bytes(manifest_bytes),
+        config_bytes=docs.config_bytes,
+        config=docs.config,
+        manifest_bytes=docs.manifest_bytes,
+        manifest_digest=docs.manifest_digest,
         encrypted=bool(recipients),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageDocuments:
+    """The small documents of an image whose layer is already described: config and manifest."""
+
+    config_bytes: bytes
+    config: Descriptor
+    manifest_bytes: bytes
+    manifest_digest: str
+
+
+def checkpoint_documents(*, layer: Descriptor, diff_id: str, info: CheckpointInfo) -> ImageDocuments:
+    """Config and manifest of a checkpoint image whose one layer is ``layer`` (plaintext digest ``diff_id``).
+
+    Apart from ``checkpoint_image`` because a streamed push knows the layer's descriptor only
+    after its bytes are uploaded (``node_agent.publishing``): the documents come last.
+    """
+    annotations = checkpoint_annotations(info)
+    config_bytes = build_config(diff_ids=[diff_id], labels=annotations)
+    config = Descriptor(media_type=names.MEDIA_TYPE_OCI_CONFIG, digest=sha256_bytes(config_bytes), size=len(config_bytes))
+    manifest_bytes = build_manifest(config=config, layers=[layer], annotations=annotations)
+    return ImageDocuments(
+        config_bytes=config_bytes, config=config, manifest_bytes=manifest_bytes, manifest_digest=sha256_bytes(manifest_bytes)
     )

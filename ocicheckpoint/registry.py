@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,14 +238,54 @@ class RegistryClient:
             await self._check(resp, f"HEAD blob {digest}", 200)
             return True
 
-    async def _upload(self, *, repository: str, digest: str, size: int, body: object) -> None:
+    def _absolute(self, location: str) -> str:
+        return self._base.removesuffix("/v2") + location if location.startswith("/") else location
+
+    async def _start_upload(self, *, repository: str) -> str:
+        """POST an upload session; its Location. The POST (empty, replayable) answers any challenge for
+        pull,push, so the token is held before a body streams."""
         start = f"{self._base}/{repository}/blobs/uploads/"
-        # The POST (empty, replayable) answers any challenge for pull,push: the token is held before the PUT streams.
         async with self._request("POST", start, repository=repository, actions=PUSH, headers={"Content-Length": "0"}) as resp:
             await self._check(resp, f"start upload to {repository}", 202)
-            location = resp.headers["Location"]
-        if location.startswith("/"):
-            location = self._base.removesuffix("/v2") + location
+            return self._absolute(resp.headers["Location"])
+
+    async def push_blob_stream(
+        self, *, repository: str, chunks: AsyncIterator[bytes], size: int, digest: Callable[[], Awaitable[str]]
+    ) -> str:
+        """Upload a blob whose digest is known only once its last byte is sent; returns that digest.
+
+        The distribution spec's chunked upload with one chunk: ``POST`` opens the session, one
+        ``PATCH`` streams the body as it is produced (chunked transfer encoding), and the closing
+        ``PUT ?digest=`` names the digest, which ``digest()`` gives once the producer is done. So a
+        blob is hashed (and encrypted) while it travels, never in a pass of its own before. The
+        registry hashes what it received and refuses the PUT if the digests differ. ``size`` (what
+        the producer will send) only sets the deadline.
+        """
+        location = await self._start_upload(repository=repository)
+        try:
+            async with asyncio.timeout(upload_deadline(size)):
+                async with self._request(
+                    "PATCH", location, repository=repository, actions=PUSH,
+                    headers={"Content-Type": "application/octet-stream"}, data=chunks, replayable=False,
+                ) as resp:  # fmt: skip
+                    await self._check(resp, f"upload to {repository}", 202)
+                    location = self._absolute(resp.headers["Location"])
+        except TimeoutError:
+            raise TimeoutError(
+                f"streamed upload to {repository} ({size} bytes) did not finish within {upload_deadline(size):.0f}s: "
+                "the registry stalled"
+            ) from None
+        blob_digest = await digest()
+        sep = "&" if "?" in location else "?"
+        async with self._request(
+            "PUT", f"{location}{sep}digest={blob_digest}", repository=repository, actions=PUSH,
+            headers={"Content-Length": "0"}, data=b"",
+        ) as resp:  # fmt: skip
+            await self._check(resp, f"finish upload of blob {blob_digest}", 201)
+        return blob_digest
+
+    async def _upload(self, *, repository: str, digest: str, size: int, body: object) -> None:
+        location = await self._start_upload(repository=repository)
         sep = "&" if "?" in location else "?"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         # aiohttp has no write timeout: a registry that stops reading mid-upload would hold the push (and
@@ -322,6 +362,15 @@ class RegistryClient:
         if sha256_bytes(body) != digest:
             raise DigestMismatch(f"blob {digest} hashed to {sha256_bytes(body)}")
         return body
+
+    @asynccontextmanager
+    async def blob_chunks(self, *, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A blob's bytes as they arrive, unverified: the caller hashes them (a pull that unpacks while it
+        downloads verifies at the end and throws away what it unpacked if the digest is wrong)."""
+        url = f"{self._base}/{repository}/blobs/{digest}"
+        async with self._request("GET", url, repository=repository, actions=PULL) as resp:
+            await self._check(resp, f"get blob {digest}", 200)
+            yield resp.content.iter_chunked(CHUNK)
 
     async def get_blob_to_file(self, *, repository: str, digest: str, path: Path) -> int:
         """Stream a blob to ``path`` (via a temp file), verifying its digest on the way."""

@@ -906,7 +906,7 @@ class FakeAgents:
                     base_image=c["image"],
                     archive_bytes=4096,
                     image_bytes=8192,
-                    timings=contract.ContainerTimings(checkpoint_s=0.1, pack_s=0.01, push_s=0.02),
+                    timings=contract.ContainerTimings(checkpoint_s=0.1, push_s=0.02),
                 )
             )
         if request.freeze:

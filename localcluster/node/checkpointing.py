@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from typing import Any
 from localcluster.node.containers import Container, ContainerError
 from localcluster.node.runc import Runc, RuncError
 from ocicheckpoint import names
+
+log = logging.getLogger(__name__)
 
 
 def _rootfs_diff(upper: Path, tar_path: Path, *, mountpoints: set[str]) -> list[str]:
@@ -47,6 +51,49 @@ def _rootfs_diff(upper: Path, tar_path: Path, *, mountpoints: set[str]) -> list[
                     continue
                 tar.add(full, arcname=rel, recursive=False)
     return deleted
+
+
+# Files at least this large are copied into the archive by the kernel (``copy_file_range``) instead of
+# through Python's 16 KiB ``copyfileobj``: CRIU's page images are the container's memory.
+KERNEL_COPY_MIN_BYTES = 1 << 20
+
+
+def pack_archive(work: Path, archive: Path) -> None:
+    """Tar ``work``'s entries at the archive's root into ``archive`` (0600), as CRI-O's ``TarWithOptions`` does.
+
+    Large regular files (the page images) go through ``os.copy_file_range`` between the two
+    files, so the archive costs one in-kernel copy of the memory rather than a read and a
+    write through Python; a Go runtime's ``io.Copy`` of the same files ends in the same
+    ``copy_file_range`` on Linux, so this keeps the stand-in's checkpoint as fast as CRI-O's.
+    """
+    fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for top in sorted(work.iterdir()):
+            paths = [top]
+            if top.is_dir() and not top.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(top):
+                    dirnames.sort()
+                    paths += [Path(dirpath, name) for name in sorted(dirnames + filenames)]
+            for path in paths:
+                arcname = str(path.relative_to(work))
+                info = tar.gettarinfo(str(path), arcname=arcname)
+                if not info.isreg() or info.size < KERNEL_COPY_MIN_BYTES:
+                    tar.add(path, arcname=arcname, recursive=False)
+                    continue
+                header = info.tobuf(tar.format, tar.encoding, tar.errors)
+                fh.write(header)
+                fh.flush()
+                with path.open("rb") as src:
+                    left = info.size
+                    while left:
+                        copied = os.copy_file_range(src.fileno(), fh.fileno(), left)
+                        if copied == 0:
+                            raise OSError(f"{path} shrank while it was archived")
+                        left -= copied
+                padding = -info.size % tarfile.BLOCKSIZE
+                fh.write(tarfile.NUL * padding)
+                tar.offset += len(header) + info.size + padding
+                tar.members.append(info)
 
 
 def _config_dump(container: Container, *, checkpointed_at: datetime) -> dict[str, Any]:
@@ -82,6 +129,7 @@ async def checkpoint_container(*, runc: Runc, container: Container, checkpoints_
         work = Path(tmp)
         images = work / names.CHECKPOINT_DIRECTORY
         images.mkdir()
+        t0 = time.monotonic()
         try:
             await runc.checkpoint(container_id=container.id, image_path=images, work_path=work, leave_running=True)
         except RuncError as exc:
@@ -108,12 +156,11 @@ async def checkpoint_container(*, runc: Runc, container: Container, checkpoints_
         )
         partial = final.with_name("." + final.name + ".partial")
 
-        def pack() -> None:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w") as tar:
-                for entry in sorted(work.iterdir()):
-                    tar.add(entry, arcname=entry.name)
-
-        await asyncio.to_thread(pack)
+        t1 = time.monotonic()
+        await asyncio.to_thread(pack_archive, work, partial)
         partial.rename(final)
+        log.info(
+            "checkpointed %s: runc/CRIU dump %.3fs, archive %.3fs (%d bytes)",
+            container.id, t1 - t0, time.monotonic() - t1, final.stat().st_size,
+        )  # fmt: skip
     return final

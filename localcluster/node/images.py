@@ -7,31 +7,35 @@ base image itself).
 
 Encrypted layers (``+encrypted``, ocicrypt's format) are decrypted on pull with the node's
 private keys, as CRI-O does with its ``decryption_keys_path`` (default ``/etc/crio/keys``; here
-``--decryption-keys-path``): the HMAC, the plaintext digest and the config's ``diff_ids`` are
-checked before the layer is unpacked, and an image no key here opens fails the pull
-(ErrImagePull) saying so.
+``--decryption-keys-path``), and an image no key here opens fails the pull (ErrImagePull) saying
+so. A layer is downloaded, decrypted, hashed and unpacked in one pass, as containers/image and
+containers/storage do (``_fetch_and_unpack``); the blob's digest, the HMAC, the plaintext digest
+and the config's ``diff_ids`` are checked when the last byte arrived, and a pull that fails any
+of them removes what it unpacked: nothing of it is ever used or kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import aiohttp
 
 from ocicheckpoint import encryption, names, safetar
 from ocicheckpoint import image as oci
 from ocicheckpoint.credentials import Credentials, DockerConfig
+from ocicheckpoint.pipe import PipeAbandoned, ThreadReader
 from ocicheckpoint.reference import Reference, parse_reference
-from ocicheckpoint.registry import RegistryClient, RegistryError
+from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +80,29 @@ def unpack_layer(*, layer: Path, root: Path, gzip: bool, limits: safetar.Limits 
     earlier layer leads to the root's own directory, never the host's), the last component never
     followed, hard links and whiteouts confined to the root, no device nodes, ``limits`` on bytes.
     A refusal is ``safetar.UnsafeArchiveError``, which ``pull`` reports as ErrImagePull with the
-    image's name; the half-unpacked image stays in the pull's temporary directory, never used.
+    image's name; the pull then removes its temporary directory, half-unpacked image and all.
     """
+    with layer.open("rb") as fh:
+        unpack_stream(stream=fh, root=root, gzip=gzip, limits=limits)
+
+
+def unpack_stream(*, stream: IO[bytes], root: Path, gzip: bool, limits: safetar.Limits = LAYER_LIMITS) -> None:
+    """``unpack_layer`` from a stream (a download in progress); reads it to its end, padding included."""
     policy = safetar.Policy(limits=limits, whiteouts=True, fifos=True, what="layer")
-    with tarfile.open(layer, "r|gz" if gzip else "r|") as tar:
+    with tarfile.open(fileobj=stream, mode="r|gz" if gzip else "r|", bufsize=oci.CHUNK) as tar:  # type: ignore[call-overload]
         safetar.extract(tar, root=root, policy=policy)
+    while stream.read(oci.CHUNK):  # the end-of-archive blocks belong to the blob (and its digest) too
+        pass
+
+
+class _Transformed:
+    """A read-only stream: the bytes of ``raw`` through ``transform`` (decryption and hashing)."""
+
+    def __init__(self, raw: ThreadReader, transform: Callable[[bytes], bytes]) -> None:
+        self._raw, self._transform = raw, transform
+
+    def read(self, n: int = -1) -> bytes:
+        return self._transform(self._raw.read(n))
 
 
 def image_user(config: bytes) -> str:
@@ -196,16 +218,72 @@ class ImageStore:
             except Exception as exc:  # registry down, digest mismatch, bad tar: all ErrImagePull
                 raise ImagePullError(f"failed to pull image {name!r}: {exc}") from exc
 
-    def _decrypt(self, *, layer: oci.Descriptor, src: Path, dst: Path, ref: Reference) -> encryption.DecryptedLayer:
-        """Decrypt one ``+encrypted`` layer with this node's keys (read per pull: keys can be added live)."""
-        keys = encryption.load_private_keys(self._decryption_keys_path) if self._decryption_keys_path else []
+    async def _fetch_and_unpack(
+        self, registry: RegistryClient, *, ref: Reference, layer: oci.Descriptor, diff_id: str | None, root: Path
+    ) -> None:
+        """Download one layer and apply it to ``root`` as it arrives: decrypted, hashed and unpacked in one pass.
+
+        As CRI-O's containers/image and storage do (a decrypting, digest-verifying reader that
+        ``ApplyDiff`` extracts from), the layer is never written whole to disk first: the blob's
+        bytes go from the socket through a ``ThreadReader`` to a thread that decrypts, hashes and
+        untars them. The checks that need the whole blob (its digest, the HMAC, the plaintext
+        against the config's ``diff_id``) come at the end; until they pass, what was unpacked is
+        only in the pull's temporary directory, which a failure leaves unused.
+        """
+        media_type = layer.media_type
+        opening: encryption.LayerOpening | None = None
+        if encryption.is_encrypted(media_type):
+            keys = encryption.load_private_keys(self._decryption_keys_path) if self._decryption_keys_path else []
+            try:
+                opening = encryption.LayerOpening(descriptor=layer, private_keys=keys)
+            except encryption.NoMatchingKeyError as exc:
+                where = self._decryption_keys_path or "(no --decryption-keys-path)"
+                raise ImagePullError(
+                    f"failed to pull image {str(ref)!r}: it is encrypted and no private key in {where} decrypts it: {exc}"
+                ) from None
+            media_type = encryption.plaintext_media_type(media_type)
+        gzip = media_type in names.GZIP_LAYER_MEDIA_TYPES
+        blob_hash = hashlib.sha256()  # of a plaintext blob (an encrypted one's hashes are the opening's)
+
+        def plaintext(chunk: bytes) -> bytes:
+            if opening is not None:
+                return opening.feed(chunk)
+            blob_hash.update(chunk)
+            return chunk
+
+        stream = ThreadReader(loop=asyncio.get_running_loop())
+        reader = _Transformed(stream, plaintext)
+
+        def unpack() -> None:
+            try:
+                unpack_stream(stream=reader, root=root, gzip=gzip)
+            except BaseException:
+                stream.abandon()  # the download stops instead of waiting for room that never comes
+                raise
+
+        unpacking = asyncio.ensure_future(asyncio.to_thread(unpack))
         try:
-            return encryption.decrypt_layer(descriptor=layer, src=src, dst=dst, private_keys=keys)
-        except encryption.NoMatchingKeyError as exc:
-            where = self._decryption_keys_path or "(no --decryption-keys-path)"
-            raise ImagePullError(
-                f"failed to pull image {str(ref)!r}: it is encrypted and no private key in {where} decrypts it: {exc}"
-            ) from None
+            async with registry.blob_chunks(repository=ref.repository, digest=layer.digest) as chunks:
+                async for chunk in chunks:
+                    await stream.put(chunk)
+            stream.close()
+            await unpacking
+        except BaseException as exc:
+            stream.close(exc if isinstance(exc, Exception) else None)
+            await asyncio.wait([unpacking])
+            own = unpacking.exception() if not unpacking.cancelled() else None
+            if own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
+                raise own from None  # the unpacker's refusal says more than the aborted download
+            raise
+        if opening is not None:
+            got_plain = opening.finish().digest  # the blob's digest, the HMAC, the plaintext's digest
+        else:
+            got_blob = "sha256:" + blob_hash.hexdigest()
+            if got_blob != layer.digest:
+                raise DigestMismatch(f"blob {layer.digest} hashed to {got_blob}")
+            got_plain = got_blob if not gzip else ""
+        if diff_id and not gzip and got_plain != diff_id:
+            raise ImagePullError(f"{ref}: layer {layer.digest} unpacked to {got_plain}, the config's diff_id is {diff_id}")
 
     async def _pull(self, ref: Reference) -> LocalImage:
         registry = self.client(ref)
@@ -224,23 +302,15 @@ class ImageStore:
         (tmp / "rootfs").mkdir(parents=True)
         config = await registry.get_blob_bytes(repository=ref.repository, digest=manifest.config.digest)
         diff_ids = oci.parse_config(config).diff_ids
-        for i, layer in enumerate(manifest.layers):
-            blob = tmp / "layer"
-            media_type = layer.media_type
-            if encryption.is_encrypted(media_type):
-                sealed = tmp / "layer.enc"
-                await registry.get_blob_to_file(repository=ref.repository, digest=layer.digest, path=sealed)
-                plain = await asyncio.to_thread(self._decrypt, layer=layer, src=sealed, dst=blob, ref=ref)
-                sealed.unlink()
-                if i < len(diff_ids) and not (media_type in names.GZIP_LAYER_MEDIA_TYPES or plain.digest == diff_ids[i]):
-                    raise ImagePullError(f"{ref}: layer {i} decrypted to {plain.digest}, the config's diff_id is {diff_ids[i]}")
-                media_type = plain.media_type
-            else:
-                await registry.get_blob_to_file(repository=ref.repository, digest=layer.digest, path=blob)
-            await asyncio.to_thread(
-                unpack_layer, layer=blob, root=tmp / "rootfs", gzip=media_type in names.GZIP_LAYER_MEDIA_TYPES
-            )
-            blob.unlink()
+        try:
+            for i, layer in enumerate(manifest.layers):
+                await self._fetch_and_unpack(
+                    registry, ref=ref, layer=layer, diff_id=diff_ids[i] if i < len(diff_ids) else None, root=tmp / "rootfs"
+                )
+        except BaseException:
+            # Unverified (and, for a checkpoint, a process's memory): never left on the node.
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            raise
         (tmp / "manifest.json").write_bytes(body)
         (tmp / "config.json").write_bytes(config)
         (tmp / "complete").touch()

@@ -142,6 +142,27 @@ def phases_table(status: Mapping[str, Any], *, now: datetime) -> str:
     return table(["PHASE", "START", "DURATION", "ERROR"], rows, indent="  ")
 
 
+def stages_table(status: Mapping[str, Any]) -> str:
+    """One row per recorded stage (``status.stages``): offset from the migration's start, duration, bytes, who measured it."""
+    origin = parse_time(status.get("startTime"))
+    rows = []
+    for record in status.get("stages") or []:
+        start, end = parse_time(record.get("start")), parse_time(record.get("end"))
+        offset = f"+{format_duration((start - origin).total_seconds())}" if start and origin else NONE
+        duration = format_duration((end - start).total_seconds()) if start and end else NONE
+        nbytes = record.get("bytes")
+        rows.append([
+            record.get("name") or NONE,
+            record.get("container") or NONE,
+            record.get("node") or NONE,
+            offset,
+            duration,
+            format_bytes(nbytes) if isinstance(nbytes, int) else NONE,
+            record.get("source") or NONE,
+        ])  # fmt: skip
+    return table(["STAGE", "CONTAINER", "NODE", "START", "DURATION", "BYTES", "SOURCE"], rows, indent="  ")
+
+
 def event_time(event: Mapping[str, Any]) -> datetime | None:
     meta = event.get("metadata") or {}
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
@@ -227,6 +248,9 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     lines.append("Phases:" if status.get("phases") else "Phases:  <none>")
     if status.get("phases"):
         lines.append(phases_table(status, now=now))
+    if status.get("stages"):  # where the checkpoint's and the restore's time went (none before stages were recorded)
+        lines.append("Stages:")
+        lines.append(stages_table(status))
     lines += conditions_and_events(status, events=events, now=now)
     return "\n".join(lines)
 

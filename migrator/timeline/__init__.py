@@ -5,7 +5,8 @@
 
 The package keeps the rules apart from the drawing, and the two drawings apart from each other:
 
-- :mod:`~migrator.timeline.model`: the data and how it is built from a PodMigration's status;
+- :mod:`~migrator.timeline.model`: the data and how it is built from a PodMigration's status (the
+  phases, and the stages that split the checkpoint and the restore);
 - :mod:`~migrator.timeline.axis`: the time axis both charts share (scaling, ticks, tick labels);
 - :mod:`~migrator.timeline.labels`: the words both charts print (outcome, total, downtime, bytes);
 - :mod:`~migrator.timeline.text`: the terminal chart (character cells, Unicode or ASCII);
@@ -24,9 +25,12 @@ from migrator.timeline.labels import (
     header_fields,
     outcome_text,
     qualified_name,
+    stage_duration_text,
+    stage_label,
+    stage_tooltip,
     total_text,
 )
-from migrator.timeline.model import Bar, ContainerBytes, Downtime, DowntimeKind, Timeline, build
+from migrator.timeline.model import Bar, ContainerBytes, Downtime, DowntimeKind, Stage, Timeline, build
 from migrator.timeline.svg import DEFAULT_SVG_WIDTH, render_html, render_svg
 from migrator.timeline.text import DEFAULT_COLUMNS, render_text
 
@@ -38,6 +42,7 @@ __all__ = [
     "ContainerBytes",
     "Downtime",
     "DowntimeKind",
+    "Stage",
     "Timeline",
     "bar_duration_text",
     "build",
@@ -49,6 +54,9 @@ __all__ = [
     "render_html",
     "render_svg",
     "render_text",
+    "stage_duration_text",
+    "stage_label",
+    "stage_tooltip",
     "tick_label",
     "total_text",
 ]

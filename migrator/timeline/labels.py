@@ -9,8 +9,10 @@ Durations and sizes are spelled by :mod:`migrator.units`, as ``kubectl migrate d
 
 from __future__ import annotations
 
-from migrator.timeline.model import Bar, DowntimeKind, Timeline
+from migrator.timeline.model import Bar, DowntimeKind, Stage, Timeline
 from migrator.units import NONE, format_bytes, format_duration
+
+CONTAINER_CHARS = 20  # a container's name in a stage's label is cut to this, so one long name cannot squeeze the chart
 
 
 def qualified_name(tl: Timeline) -> str:
@@ -52,6 +54,30 @@ def bytes_text(tl: Timeline) -> str:
 
 def bar_duration_text(bar: Bar) -> str:
     return f"running ({format_duration(bar.duration)})" if bar.running else format_duration(bar.duration)
+
+
+def stage_label(tl: Timeline, stage: Stage, *, ellipsis: str = "…") -> str:
+    """``dump``, or ``dump (web)`` when the stages are of more than one container."""
+    if not stage.container or len(tl.stage_containers) < 2:
+        return stage.name
+    name = stage.container
+    if len(name) > CONTAINER_CHARS:
+        name = name[: CONTAINER_CHARS - len(ellipsis)] + ellipsis
+    return f"{stage.name} ({name})"
+
+
+def stage_duration_text(stage: Stage) -> str:
+    """``410ms``, or ``410ms, 47.0MiB`` for a stage that moved bytes (upload, fetch)."""
+    size = f", {format_bytes(stage.bytes)}" if stage.bytes is not None else ""
+    return format_duration(stage.duration) + size
+
+
+def stage_tooltip(stage: Stage) -> str:
+    """Everything a stage's record says, for a hover: what, how long, from when, where, measured by whom."""
+    of = f" of {stage.container}" if stage.container else ""
+    where = f" on {stage.node}" if stage.node else ""
+    by = f" ({stage.source})" if stage.source else ""
+    return f"{stage.phase} / {stage.name}{of}: {stage_duration_text(stage)} from +{format_duration(stage.start)}{where}{by}"
 
 
 def title_fields(tl: Timeline, *, arrow: str = "→") -> list[str]:

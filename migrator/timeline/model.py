@@ -6,6 +6,14 @@ back to back (each one starts when the previous one ends, the first at ``startTi
 ends at ``completionTime``), so the bars tile the whole migration; the downtime is the
 ``frozenAt`` -> ``readyAt`` interval, which spans several phases (checkpoint to restore).
 
+The checkpoint and restore phases are split further by ``status.stages`` where the control
+service recorded them: freeze, dump, upload (and volumes) as the source node's agent timed them,
+fetch, restore, ready as the target node's kubelet told them. Stages do not tile anything: they
+may overlap (containers in parallel), leave gaps (the control service's own work between them), or
+start before their phase (a controller's replacement pod created before the control service saw
+it), so they are kept apart from the bars and drawn under the phase they detail. A migration
+recorded before stages existed has none, and draws as it always did.
+
 It is apart from the renderers because it is the part with the rules (which clock, what
 "running" means, how long the pod was down when a rollback ended it) and the part other code
 needs without drawing anything: the end-to-end test checks that the phases add up to the total,
@@ -19,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from migrator import api
 from migrator.units import NONE, parse_time
@@ -50,6 +58,31 @@ class Bar:
     duration: float
     error: str | None = None
     running: bool = False  # not ended yet: measured up to ``now``
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+# Which phase a stage details: by who recorded it, else by its name (a source this code does not know).
+STAGE_PHASE_BY_SOURCE: Final = {"agent": "checkpoint", "kubelet": "restore"}
+CHECKPOINT_STAGES: Final = ("freeze", "dump", "upload", "volumes")  # agentapi.contract.CHECKPOINT_STAGES
+RESTORE_STAGES: Final = ("fetch", "restore", "ready")
+STAGE_ORDER: Final = (*CHECKPOINT_STAGES, *RESTORE_STAGES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One stage of a phase (``status.stages``): where it starts on the migration's clock, how long, how big."""
+
+    name: str
+    phase: str  # the phase it details: checkpoint or restore
+    start: float  # seconds after the migration started
+    duration: float
+    container: str | None = None  # None: the whole pod (freeze, volumes)
+    node: str | None = None
+    source: str | None = None  # agent or kubelet
+    bytes: int | None = None
 
     @property
     def end(self) -> float:
@@ -97,6 +130,7 @@ class Timeline:
     downtime: Downtime | None
     containers: tuple[ContainerBytes, ...]
     volume_bytes: int | None = None  # the emptyDir files that moved beside the checkpoint (status.volumeData)
+    stages: tuple[Stage, ...] = ()  # status.stages, in time order; none for a migration recorded before them
 
     @property
     def finished(self) -> bool:
@@ -109,10 +143,28 @@ class Timeline:
     @property
     def span(self) -> float:
         """The length of the time axis: the total, or more if a bar or the downtime reaches further."""
-        ends = [self.total, *(b.end for b in self.bars)]
+        ends = [self.total, *(b.end for b in self.bars), *(s.end for s in self.stages)]
         if self.downtime:
             ends.append(self.downtime.end)
         return max(max(ends), 0.001)
+
+    @property
+    def rows(self) -> tuple[Bar | Stage, ...]:
+        """What the charts draw, top to bottom: each bar, then the stages of its phase (under its last bar of that
+        name); stages whose phase has no bar come last."""
+        last = {bar.name: i for i, bar in enumerate(self.bars)}
+        under: dict[int | None, list[Stage]] = {}
+        for stage in self.stages:
+            under.setdefault(last.get(stage.phase), []).append(stage)
+        rows: list[Bar | Stage] = []
+        for i, bar in enumerate(self.bars):
+            rows += [bar, *under.get(i, [])]
+        return (*rows, *under.get(None, []))
+
+    @property
+    def stage_containers(self) -> tuple[str, ...]:
+        """The containers the stages name, in the order they first appear."""
+        return tuple(dict.fromkeys(s.container for s in self.stages if s.container))
 
     @property
     def archive_bytes(self) -> int | None:
@@ -134,6 +186,33 @@ def _bar(record: Mapping[str, Any], start: datetime, *, origin: datetime, stop: 
         error=_optional(record.get("error")),
         running=end is None and not finished,
     )
+
+
+def _stage(record: Mapping[str, Any], *, origin: datetime) -> Stage | None:
+    start, end = parse_time(record.get("start")), parse_time(record.get("end"))
+    if start is None or end is None:
+        return None
+    name, source = clean(record.get("name") or NONE), _optional(record.get("source"))
+    phase = STAGE_PHASE_BY_SOURCE.get(source or "") or ("restore" if name in RESTORE_STAGES else "checkpoint")
+    nbytes = _int(record.get("bytes"))
+    return Stage(
+        name=name,
+        phase=phase,
+        start=max((start - origin).total_seconds(), 0.0),
+        duration=max((end - start).total_seconds(), 0.0),
+        container=_optional(record.get("container")),
+        node=_optional(record.get("node")),
+        source=source,
+        bytes=nbytes if nbytes is not None and nbytes >= 0 else None,
+    )
+
+
+def _stages(records: Any, *, origin: datetime | None) -> tuple[Stage, ...]:
+    if not origin or not isinstance(records, list):
+        return ()
+    found = [s for r in records if isinstance(r, Mapping) and (s := _stage(r, origin=origin)) is not None]
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    return tuple(sorted(found, key=lambda s: (round(s.start, 3), rank.get(s.name, len(rank)), s.container or "")))
 
 
 def build(obj: Mapping[str, Any], *, now: datetime) -> Timeline:
@@ -181,4 +260,5 @@ def build(obj: Mapping[str, Any], *, now: datetime) -> Timeline:
         bars=bars,
         downtime=downtime,
         containers=containers,
+        stages=_stages(status.get("stages"), origin=origin),
     )

@@ -5,7 +5,9 @@ widths are estimated, long messages wrapped by that estimate, and everything fro
 through ``xml.etree`` so that every label is escaped. Colours, gridlines, the downtime band and
 tooltips exist only here. What it says comes from :mod:`~migrator.timeline.labels` and where
 things go on the time axis from :mod:`~migrator.timeline.axis`, as for the terminal chart. Pure:
-a ``Timeline`` in, a string out.
+a ``Timeline`` in, a string out. A phase's stages are thinner bars on rows of their own under it,
+in shades of its colour (``class="stage"``, beside the phases' ``class="phase"``); a migration
+without stages draws exactly as it always did.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from migrator.timeline.labels import (
     bytes_text,
     downtime_field,
     qualified_name,
+    stage_duration_text,
+    stage_label,
+    stage_tooltip,
     summary_fields,
     title_fields,
 )
-from migrator.timeline.model import Bar, DowntimeKind, Timeline
+from migrator.timeline.model import Bar, DowntimeKind, Stage, Timeline
 from migrator.units import format_bytes, format_duration
 
 DEFAULT_SVG_WIDTH: Final = 960
@@ -53,6 +58,17 @@ PHASE_COLOURS: Final = {
     "rollback-recreate": "#ea580c",
 }
 OTHER_COLOURS: Final = ("#0891b2", "#7c3aed", "#65a30d", "#db2777", "#0d9488")
+# Stages in shades of their phase's colour: the checkpoint's indigo, the restore's green.
+STAGE_COLOURS: Final = {
+    "freeze": "#a5b4fc",
+    "dump": "#818cf8",
+    "upload": "#4f46e5",
+    "volumes": "#c7d2fe",
+    "fetch": "#86efac",
+    "restore": "#4ade80",
+    "ready": "#15803d",
+}
+STAGE_INDENT: Final = 14  # a stage's name is set in from its phase's
 
 BOLD: Final = 1.1  # bold text is about this much wider
 _NARROW: Final = frozenset("iljtfr.,:;!|'()[] ")
@@ -126,9 +142,11 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> 
 def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
     """A standalone SVG: title, time axis with gridlines, a bar per phase, the downtime band, trace and bytes."""
     margin, row_h, bar_h, line_h = 24, 30, 18, 15
+    stage_h, stage_bar_h, stage_size = 20, 10, 11.5
     label_size, small = 13, 11.5
     name_w = max([text_width(b.name, label_size) * (BOLD if b.error else 1) for b in tl.bars] + [0.0])
-    dur_texts = [bar_duration_text(b) for b in tl.bars]
+    name_w = max([name_w] + [STAGE_INDENT + text_width(stage_label(tl, s), stage_size) for s in tl.stages])
+    dur_texts = [bar_duration_text(b) for b in tl.bars] + [stage_duration_text(s) for s in tl.stages]
     dur_w = max([text_width(t, 12) for t in dur_texts] + [text_width("0s", 12)]) + 14
     chart_x0 = margin + name_w + 20
     width = max(width, round(chart_x0 + dur_w + margin + 240))
@@ -166,8 +184,17 @@ def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
     band_label_y = y + 34
     top = band_label_y + 10
     layout: list[tuple[Bar, float, float, list[str]]] = []  # bar, row top, error's x, error's lines
+    stage_rows: list[tuple[Stage, float]] = []  # stage, row top
+    stripes: list[list[float]] = []  # per phase: its rows' top and height (its error lines and stages included)
     row_y = top
-    for bar in tl.bars:
+    for item in tl.rows:
+        if isinstance(item, Stage):
+            stage_rows.append((item, row_y))
+            row_y += stage_h
+            if stripes:
+                stripes[-1][1] += stage_h
+            continue
+        bar = item
         error_x, error_lines = chart_x0, []
         if bar.error:
             # Under its bar when it fits there (or has room to wrap), else from the chart's left edge.
@@ -175,6 +202,7 @@ def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
             error_x = x(bar.start) if text_width(message, small) <= room or room >= 320 else chart_x0
             error_lines = wrap(message, width=chart_x1 + dur_w - error_x, size=small)
         layout.append((bar, row_y, error_x, error_lines))
+        stripes.append([row_y, row_h + len(error_lines) * line_h])
         row_y += row_h + len(error_lines) * line_h
     bottom = row_y + 4
     if not tl.bars:
@@ -182,11 +210,10 @@ def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
             x=chart_x0, y=top + 20, font_size=13, fill=MUTED)  # fmt: skip
         bottom = top + 36
 
-    stripes = _el(svg, "g", id="rows")
-    for i, (_, ry, _, errs) in enumerate(layout):
+    zebra = _el(svg, "g", id="rows")
+    for i, (ry, rh) in enumerate(stripes):
         if i % 2 == 0:
-            _el(stripes, "rect", x=margin - 8, y=ry, width=width - 2 * margin + 16, height=row_h + len(errs) * line_h,
-                fill="#f8fafc")  # fmt: skip
+            _el(zebra, "rect", x=margin - 8, y=ry, width=width - 2 * margin + 16, height=rh, fill="#f8fafc")
 
     # Gridlines and the axis (the band goes over the grid, under the bars).
     values = axis.ticks(measure=lambda label: text_width(label, small), gap=18)
@@ -231,6 +258,18 @@ def render_svg(tl: Timeline, *, width: int = DEFAULT_SVG_WIDTH) -> str:
             fill=FAILED_RED if bar.error else INK)  # fmt: skip
         for k, line in enumerate(errs):
             _el(group, "text", line, x=error_x, y=ry + row_h + k * line_h + 6, font_size=small, fill=FAILED_RED)
+
+    if stage_rows:
+        under = _el(svg, "g", id="stages")
+        for stage, ry in stage_rows:
+            group = _el(under, "g", class_="stage")
+            _el(group, "title", stage_tooltip(stage))
+            mid = ry + stage_h / 2
+            _el(group, "text", stage_label(tl, stage), x=margin + STAGE_INDENT, y=mid + 4, font_size=stage_size, fill=MUTED)
+            sx0, sx1 = x(stage.start), x(stage.end)
+            _el(group, "rect", x=sx0, y=mid - stage_bar_h / 2, width=max(sx1 - sx0, 2.0), height=stage_bar_h, rx=2,
+                fill=STAGE_COLOURS.get(stage.name, MUTED))  # fmt: skip
+            _el(group, "text", stage_duration_text(stage), x=max(sx1, sx0 + 2) + 6, y=mid + 4, font_size=11, fill=MUTED)
 
     ruler = _el(svg, "g", id="axis", fill=MUTED, font_size=small)
     _el(ruler, "line", x1=chart_x0, y1=bottom, x2=chart_x1, y2=bottom, stroke="#9ca3af", stroke_width=1)

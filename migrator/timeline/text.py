@@ -2,7 +2,9 @@
 
 Apart from the SVG because a terminal is a grid of characters: bars are whole cells (with
 eighth-cell blocks in Unicode), lines must fit a given width, and in ASCII mode nothing outside
-ASCII may get through, not even from an error message. What it says comes from
+ASCII may get through, not even from an error message. A phase's stages (``status.stages``) are
+rows of their own right under it, their names on a branch (``├ dump``), so the phases still read
+top to bottom as before and a migration without stages draws exactly as it always did. What it says comes from
 :mod:`~migrator.timeline.labels` and where things go on the time axis from
 :mod:`~migrator.timeline.axis`, as for the SVG; this module only decides the cells. Pure: a
 ``Timeline`` in, a string out.
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from migrator.timeline.axis import Axis, tick_label
-from migrator.timeline.labels import bar_duration_text, downtime_text, header_fields
-from migrator.timeline.model import Bar, Downtime, Timeline
+from migrator.timeline.labels import bar_duration_text, downtime_text, header_fields, stage_duration_text, stage_label
+from migrator.timeline.model import Bar, Downtime, Stage, Timeline
 
 DEFAULT_COLUMNS: Final = 100  # the text chart's width when stdout is not a terminal
 MIN_CHART_COLUMNS: Final = 10
@@ -38,15 +40,20 @@ class Glyphs:
     error_lead: str
     arrow: str
     at_least: str
+    branch: str  # before a stage's name
+    last_branch: str  # before the last stage under a phase
+    ellipsis: str
 
 
 UNICODE: Final = Glyphs(
     full="█", partials="▏▎▍▌▋▊▉", failed="▓", downtime="█", axis="─", axis_down="━", tick="┬", tick_down="┯",
-    error_mark="✗", running_mark="▶", error_lead="↳ ", arrow="→", at_least="≥",
+    error_mark="✗", running_mark="▶", error_lead="↳ ", arrow="→", at_least="≥", branch="├", last_branch="└",
+    ellipsis="…",
 )  # fmt: skip
 ASCII: Final = Glyphs(
     full="#", partials="", failed="X", downtime="=", axis="-", axis_down="=", tick="+", tick_down="+",
-    error_mark="!", running_mark=">", error_lead="^ ", arrow="->", at_least=">=",
+    error_mark="!", running_mark=">", error_lead="^ ", arrow="->", at_least=">=", branch="|", last_branch="`",
+    ellipsis="~",
 )  # fmt: skip
 
 
@@ -89,7 +96,15 @@ def render_text(tl: Timeline, *, width: int = DEFAULT_COLUMNS, unicode: bool = T
     if not tl.bars:
         lines.append("no phases recorded yet (the control service has not picked this migration up)")
         return finish(lines)
-    rows: list[tuple[str, str, Bar | Downtime]] = [(b.name, bar_duration_text(b), b) for b in tl.bars]
+    drawn = tl.rows
+    rows: list[tuple[str, str, Bar | Stage | Downtime]] = []
+    for i, item in enumerate(drawn):
+        if isinstance(item, Bar):
+            rows.append((item.name, bar_duration_text(item), item))
+        else:  # a stage: on a branch under its phase (the last one on the last branch)
+            last = i + 1 == len(drawn) or not isinstance(drawn[i + 1], Stage)
+            branch = g.last_branch if last else g.branch
+            rows.append((f" {branch} {stage_label(tl, item, ellipsis=g.ellipsis)}", stage_duration_text(item), item))
     if tl.downtime:
         dt_text = downtime_text(tl, at_least=g.at_least).split(" (")[0]
         rows.append((DOWNTIME, dt_text, tl.downtime))
@@ -105,6 +120,8 @@ def render_text(tl: Timeline, *, width: int = DEFAULT_COLUMNS, unicode: bool = T
             mark = g.error_mark if item.error else g.running_mark if item.running else " "
             fill = g.failed if item.error else g.full
             partials = "" if item.error else g.partials
+        elif isinstance(item, Stage):
+            fill, partials = g.full, g.partials
         else:
             fill, partials = g.downtime, g.partials
         chart = _bar_cells(item.start, item.end, axis=axis, cells=cells, fill=fill, partials=partials)

@@ -3,9 +3,11 @@
 The kubelet leaves an uncompressed tar under its checkpoints directory and never deletes it.
 The archive *is* the checkpoint image's layer (``ocicheckpoint.image``), so the agent needs
 its sha256 and what ``config.dump`` says (base image, runtime) before it can build the
-manifest. Both come from a single sequential pass: every byte read is hashed in-process
-(hashlib ~1 GB/s, docs/facts.md, "Hashing") while the tar stream is parsed, and ``config.dump`` is picked
-out on the way. No second read, no external ``sha256sum``.
+manifest. Both come from a single sequential pass: the tar stream is parsed and ``config.dump``
+picked out on the way, while every byte read is handed to a sink: the upload's
+``ocicheckpoint.encryption.LayerPass``, which hashes, encrypts and passes it on to the registry
+(``node_agent.publishing``), or, without one, an in-process hash (hashlib ~1 GB/s, docs/facts.md,
+"Hashing"). No second read, no external ``sha256sum``.
 
 Archives hold the container's memory (secrets): the agent deletes each one as soon as it is
 pushed or the checkpoint failed, and refuses to touch anything but a regular ``.tar`` file.
@@ -25,7 +27,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,17 +44,18 @@ class ArchiveError(RuntimeError):
     """The kubelet's archive is missing, not a file, or not a checkpoint archive."""
 
 
-class _HashingReader:
-    """A read-only file wrapper that hashes and counts every byte handed out."""
+class _TappedReader:
+    """A read-only file wrapper that hands every byte it reads to ``sink`` and counts them."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, sink: Callable[[bytes], object]) -> None:
         self._raw = raw
-        self.hasher = hashlib.sha256()
+        self._sink = sink
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
-        self.hasher.update(data)
+        if data:
+            self._sink(data)
         self.size += len(data)
         return data
 
@@ -64,7 +67,7 @@ class _HashingReader:
 @dataclass(frozen=True, kw_only=True)
 class ArchiveFacts:
     path: Path
-    digest: str  # sha256:... of the whole file (= layer digest = diff_id)
+    digest: str | None  # sha256:... of the whole file (= diff_id); None when a sink did the hashing
     size: int
     config_dump: dict[str, Any]
 
@@ -79,12 +82,17 @@ class ArchiveFacts:
         return ref if "@" in ref else str(self.config_dump.get("rootfsImageName") or self.config_dump.get("rootfsImage") or "")
 
 
-def inspect_archive(path: Path) -> ArchiveFacts:
-    """Hash the archive and read its ``config.dump`` in one sequential pass (blocking: run it in a thread)."""
+def inspect_archive(path: Path, *, sink: Callable[[bytes], object] | None = None) -> ArchiveFacts:
+    """Read the archive's ``config.dump`` in one sequential pass over all of it (blocking: run it in a thread).
+
+    Every byte read goes to ``sink`` in order (the upload: it hashes them); without a sink they
+    are hashed here and the facts carry the digest.
+    """
     config: dict[str, Any] | None = None
+    hasher = hashlib.sha256()
     try:
         with path.open("rb") as raw:
-            reader = _HashingReader(raw)
+            reader = _TappedReader(raw, sink if sink is not None else hasher.update)
             with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
                 for member in tar:
                     if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE or not member.isfile():
@@ -99,7 +107,8 @@ def inspect_archive(path: Path) -> ArchiveFacts:
         raise ArchiveError(f"reading checkpoint archive {path}: {exc}") from None
     if not isinstance(config, dict):
         raise ArchiveError(f"{path} has no {names.CONFIG_DUMP_FILE}: not a checkpoint archive")
-    return ArchiveFacts(path=path, digest="sha256:" + reader.hasher.hexdigest(), size=reader.size, config_dump=config)
+    digest = "sha256:" + hasher.hexdigest() if sink is None else None
+    return ArchiveFacts(path=path, digest=digest, size=reader.size, config_dump=config)
 
 
 def checkpoint_info(

@@ -8,11 +8,12 @@ The order is the point:
    checkpoint a frozen container (containerd), each container is instead stopped at the end of
    its own dump by the node's CRIU hook and frozen right after (``dumphook``);
 3. per container, ask the kubelet for an archive (one at a time, as the runtime would anyway);
-   as soon as an archive exists its pack-and-push starts in the background, overlapping the
-   next container's checkpoint: hash + ``config.dump`` in one pass, build the image
-   (``ocicheckpoint.image``; its layer encrypted to the nodes' public keys, since the archive
-   is the process's memory: ``ocicheckpoint.encryption``), push it (``publishing``), delete
-   the archive and its encrypted copy;
+   as soon as an archive exists its upload starts in the background, overlapping the next
+   container's checkpoint. The archive is read once: ``config.dump`` parsed, every byte hashed,
+   encrypted to the nodes' public keys (the archive is the process's memory:
+   ``ocicheckpoint.encryption``) and streamed to the registry as it is read
+   (``publishing.push_streamed``); the image's config and manifest (``ocicheckpoint.image``)
+   follow, and the archive is deleted;
 4. answer with each image pinned by digest. The pod stays frozen: the caller thaws it (a
    failed migration) or deletes it (a finished one).
 
@@ -38,6 +39,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentapi.contract import (
+    STAGE_DUMP,
+    STAGE_FREEZE,
+    STAGE_UPLOAD,
+    STAGE_VOLUMES,
     CheckpointRequest,
     CheckpointResponse,
     ContainerCheckpoint,
@@ -45,6 +50,7 @@ from agentapi.contract import (
     FrozenState,
     PodRef,
     Stage,
+    StageRecord,
     VolumeDataCheckpoint,
 )
 from node_agent import archives, dumphook, tags
@@ -59,7 +65,8 @@ from node_agent.pods import NodeView, PodSource, PodView
 from node_agent.publishing import Publisher, describe
 from node_agent.volumedata import EmptyDir, VolumeData, VolumeDataError
 from ocicheckpoint.encryption import PublicKey
-from ocicheckpoint.image import checkpoint_image, encrypted_layer_path
+from ocicheckpoint.image import Descriptor, ImageDocuments, checkpoint_documents
+from ocicheckpoint.names import MEDIA_TYPE_OCI_LAYER_TAR
 from ocicheckpoint.reference import Reference, parse_reference
 from ocicheckpoint.registry import RegistryError
 from ocicheckpoint.volumedata import volume_data_image
@@ -346,8 +353,7 @@ class Checkpointer:
         return removed
 
     def _release_archive(self, archive: Path) -> None:
-        archives.remove_archive(archive)
-        archives.remove_archive(encrypted_layer_path(archive))  # its encrypted copy, when one was made
+        archives.remove_archive(archive)  # streamed: no encrypted copy is ever written beside it
         self._archives_in_use.discard(archive)
 
     # --- images a retried checkpoint replaces under its tag (node_agent.tags) -----------------
@@ -504,24 +510,28 @@ class Checkpointer:
 
         frozen_by_us: list[_Frozen] = []
         kubelet_archives: list[Path] = []
-        pushes: list[asyncio.Task[ContainerCheckpoint]] = []
-        volume_push: asyncio.Task[VolumeDataCheckpoint] | None = None
+        pushes: list[asyncio.Task[tuple[ContainerCheckpoint, StageRecord]]] = []
+        volume_push: asyncio.Task[tuple[VolumeDataCheckpoint, StageRecord]] | None = None
+        stages: list[StageRecord] = []
         freeze_s = 0.0
         stop_in_dump = req.freeze and not node.checkpoints_frozen_containers
         try:
             if req.freeze and not stop_in_dump:
-                t0 = time.monotonic()
+                wall, t0 = time.time(), time.monotonic()
                 await self._freeze_pod(pod, frozen_by_us=frozen_by_us)
                 freeze_s = time.monotonic() - t0
+                stages.append(StageRecord(name=STAGE_FREEZE, start=wall, end=wall + freeze_s))
                 self._metrics.duration.observe(freeze_s, phase="freeze")
             multiple = len(wanted) > 1
             for name in wanted:
+                wall = time.time()
                 if stop_in_dump:
                     archive, checkpoint_s = await self._checkpoint_and_stop(req, pod=pod, node=node, container=name,
                                                                             frozen_by_us=frozen_by_us)  # fmt: skip
                 else:
                     archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=name)
                 kubelet_archives.append(archive)
+                stages.append(StageRecord(name=STAGE_DUMP, start=wall, end=wall + checkpoint_s, container=name))
                 pushes.append(
                     asyncio.create_task(
                         self._pack_and_push(
@@ -535,15 +545,20 @@ class Checkpointer:
             if req.volumes:
                 # Every container is dumped and stopped now: the files are the ones the memory images saw.
                 volume_push = asyncio.create_task(self._capture_and_push_volumes(req, pod=pod))
-            results = await asyncio.gather(*pushes)
-            volume_data = await volume_push if volume_push is not None else None
+            uploaded = await asyncio.gather(*pushes)
+            results = [checkpoint for checkpoint, _ in uploaded]
+            stages += [stage for _, stage in uploaded]
+            volume_data = None
+            if volume_push is not None:
+                volume_data, volume_stage = await volume_push
+                stages.append(volume_stage)
         except BaseException:
             tasks: list[asyncio.Task[Any]] = [*pushes, *([volume_push] if volume_push else [])]
             for task in tasks:
                 task.cancel()
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             await self._rollback(frozen_by_us)
-            await self._unpublish([o for o in outcomes if isinstance(o, ContainerCheckpoint | VolumeDataCheckpoint)])
+            await self._unpublish([o[0] for o in outcomes if isinstance(o, tuple)])
             raise
         finally:
             for archive in kubelet_archives:
@@ -562,9 +577,12 @@ class Checkpointer:
             freeze_s=freeze_s,
             total_s=time.monotonic() - started,
             volume_data=volume_data,
+            stages=tuple(sorted(stages, key=lambda stage: stage.start)),
         )
 
-    async def _capture_and_push_volumes(self, req: CheckpointRequest, *, pod: PodView) -> VolumeDataCheckpoint:
+    async def _capture_and_push_volumes(
+        self, req: CheckpointRequest, *, pod: PodView
+    ) -> tuple[VolumeDataCheckpoint, StageRecord]:
         """Tar the pod's emptyDir volumes (frozen: nothing writes them) and push them as one artifact."""
         common = {"pod": req.pod, "namespace": req.namespace, "node": self.node_name}
         volumes = [EmptyDir(name=v.name, medium=v.medium) for v in req.volumes]
@@ -573,7 +591,7 @@ class Checkpointer:
         with self._tracer.start_as_current_span(
             "volumes.capture", attributes={**common, "volumes": [v.name for v in volumes]}
         ) as span:
-            t0 = time.monotonic()
+            started_at, t0 = time.time(), time.monotonic()
             try:
                 layers = await asyncio.to_thread(self._volume_data.capture, pod_uid=pod.uid, volumes=volumes)
             except (VolumeDataError, OSError) as exc:
@@ -611,7 +629,7 @@ class Checkpointer:
             if not before.done():
                 before.cancel()
             self._volume_data.discard(layers)  # the pod's files: never kept past their push
-        return VolumeDataCheckpoint(
+        checkpoint = VolumeDataCheckpoint(
             image=f"{ref.registry}/{ref.repository}@{pushed.manifest_digest}",
             digest=pushed.manifest_digest,
             volumes=tuple(layer.name for layer in layers),
@@ -619,6 +637,8 @@ class Checkpointer:
             capture_s=capture_s,
             push_s=push_s,
         )
+        stage = StageRecord(name=STAGE_VOLUMES, start=started_at, end=time.time(), bytes=data_bytes)
+        return checkpoint, stage
 
     async def _checkpoint_and_stop(
         self, req: CheckpointRequest, *, pod: PodView, node: NodeView, container: str, frozen_by_us: list[_Frozen]
@@ -694,43 +714,49 @@ class Checkpointer:
 
     async def _pack_and_push(
         self, req: CheckpointRequest, *, node: NodeView, container: str, archive: Path, checkpoint_s: float, multiple: bool
-    ) -> ContainerCheckpoint:
+    ) -> tuple[ContainerCheckpoint, StageRecord]:
+        """Read the archive once: parse its ``config.dump``, hash, encrypt and upload it as it is read.
+
+        Nothing waits for a whole-archive pass before the push starts (``Publisher.push_streamed``):
+        the read, the hashes, the encryption and the registry's ingest overlap, on two cores.
+        """
         common = {"pod": req.pod, "namespace": req.namespace, "container": container, "node": self.node_name}
         ref = req.repository
         tag = req.tag_for(container, multiple=multiple)
-        # Read while the archive is packed (off the frozen pod's critical path), before the push moves the tag.
+        # Read while the archive streams (off the frozen pod's critical path), before the push moves the tag.
         before = asyncio.create_task(self._tagged_before(ref=ref, tag=tag))
-        try:
-            with self._tracer.start_as_current_span("image.pack", attributes=common) as span:
-                t0 = time.monotonic()
-                try:
-                    facts: ArchiveFacts = await asyncio.to_thread(archives.inspect_archive, archive)
-                except ArchiveError as exc:
-                    raise AgentError(str(exc), status=500, stage="checkpoint") from None
-                info = archives.checkpoint_info(
-                    facts=facts,
-                    pod=req.pod,
-                    namespace=req.namespace,
-                    container=container,
-                    criu_version=self._criu_version,
-                    engine=node.engine,
-                    cgroup_version=self._freezer.version,
-                )
-                # Off the event loop: with recipients the archive is read and its encrypted copy written.
-                image = await asyncio.to_thread(
-                    checkpoint_image, archive=archive, info=info, archive_digest=facts.digest, recipients=self._recipients
-                )
-                pack_s = time.monotonic() - t0
-                span.set_attributes({"bytes": facts.size, "digest": facts.digest, "throughput": _throughput(facts.size, pack_s)})
-                self._metrics.duration.observe(pack_s, phase="pack")
 
-            previous = await before
+        def documents(layer: Descriptor, diff_id: str, facts: ArchiveFacts) -> ImageDocuments:
+            info = archives.checkpoint_info(
+                facts=facts,
+                pod=req.pod,
+                namespace=req.namespace,
+                container=container,
+                criu_version=self._criu_version,
+                engine=node.engine,
+                cgroup_version=self._freezer.version,
+            )
+            return checkpoint_documents(layer=layer, diff_id=diff_id, info=info)
+
+        try:
             with self._tracer.start_as_current_span(
                 "registry.push", attributes={**common, "registry": ref.registry, "repository": ref.repository, "tag": tag}
             ) as span:
-                t0 = time.monotonic()
+                started_at, t0 = time.time(), time.monotonic()
                 try:
-                    pushed = await self._publisher.push(image=image, registry=ref.registry, repository=ref.repository, tag=tag)
+                    pushed = await self._publisher.push_streamed(
+                        registry=ref.registry,
+                        repository=ref.repository,
+                        tag=tag,
+                        size=archive.stat().st_size,
+                        media_type=MEDIA_TYPE_OCI_LAYER_TAR,
+                        recipients=self._recipients,
+                        produce=lambda sink: archives.inspect_archive(archive, sink=sink),
+                        documents=documents,
+                        before_tag=lambda: asyncio.wait([before]),
+                    )
+                except ArchiveError as exc:
+                    raise AgentError(str(exc), status=500, stage="checkpoint") from None
                 except RegistryError as exc:
                     raise AgentError(f"pushing to {ref.registry}/{ref.repository}: {exc}", status=500, stage="push") from None
                 except Exception as exc:  # connection errors and timeouts, after the retries ran out
@@ -738,28 +764,39 @@ class Checkpointer:
                         f"pushing to {ref.registry}/{ref.repository}: {describe(exc)}", status=500, stage="push"
                     ) from None
                 push_s = time.monotonic() - t0
+                facts = pushed.produced
                 span.set_attributes(
                     {
-                        "bytes": pushed.uploaded_bytes,
-                        "digest": pushed.manifest_digest,
-                        "throughput": _throughput(pushed.uploaded_bytes, push_s),
+                        "bytes": pushed.result.uploaded_bytes,
+                        "archive.bytes": facts.size,
+                        "digest": pushed.result.manifest_digest,
+                        "layer.digest": pushed.layer.digest,
+                        "diff_id": pushed.diff_id,
+                        "encrypted": bool(self._recipients),
+                        "throughput": _throughput(pushed.result.uploaded_bytes, push_s),
                     }
                 )
                 self._metrics.duration.observe(push_s, phase="push")
-                self._metrics.pushed_bytes.inc(pushed.uploaded_bytes)
-            await self._delete_superseded(ref=ref, tag=tag, previous=previous, pushed=pushed.manifest_digest)
+                self._metrics.pushed_bytes.inc(pushed.result.uploaded_bytes)
+            previous = await before  # done: the push waited for it before moving the tag
+            await self._delete_superseded(ref=ref, tag=tag, previous=previous, pushed=pushed.result.manifest_digest)
         finally:
             if not before.done():
                 before.cancel()
             self._release_archive(archive)  # holds process memory: never keep it past this point
-        image_bytes = image.layer.size + image.config.size + len(image.manifest_bytes)
-        return ContainerCheckpoint(
+        docs = pushed.documents
+        image_bytes = pushed.layer.size + docs.config.size + len(docs.manifest_bytes)
+        stage = StageRecord(
+            name=STAGE_UPLOAD, start=started_at, end=started_at + push_s, container=container, bytes=pushed.layer.size
+        )
+        checkpoint = ContainerCheckpoint(
             name=container,
             # repo@sha256 without the tag: containers/image (CRI-O, skopeo, Podman) refuses tag+digest references.
-            image=f"{ref.registry}/{ref.repository}@{pushed.manifest_digest}",
-            digest=pushed.manifest_digest,
+            image=f"{ref.registry}/{ref.repository}@{pushed.result.manifest_digest}",
+            digest=pushed.result.manifest_digest,
             base_image=facts.base_image,
             archive_bytes=facts.size,
             image_bytes=image_bytes,
-            timings=ContainerTimings(checkpoint_s=checkpoint_s, pack_s=pack_s, push_s=push_s),
+            timings=ContainerTimings(checkpoint_s=checkpoint_s, push_s=push_s),
         )
+        return checkpoint, stage

@@ -1,7 +1,9 @@
 """Pushing checkpoint images to a registry (and deleting them after a migration), with retries.
 
-``ocicheckpoint.registry.RegistryClient`` moves the bytes (the layer streams from the archive
-file in one monolithic PUT) and deliberately retries nothing; this module decides what is
+``ocicheckpoint.registry.RegistryClient`` moves the bytes and deliberately retries nothing. A
+checkpoint's layer is streamed as it is read (``push_streamed``: read, hash, encrypt and upload
+in one pass, so nothing waits for a whole-archive pass to end); smaller images (emptyDir data)
+are pushed from their files (``push``). This module decides what is
 transient: connection errors, timeouts, 408/429 and 5xx. Each step (layer, config, manifest)
 is retried on its own, a bounded number of times with exponential backoff, so a hiccup on the
 manifest does not re-upload a large layer (and a layer the registry already has is skipped).
@@ -14,24 +16,28 @@ One client per registry host is kept, so a token fetched for a push serves the n
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ocicheckpoint import names
 from ocicheckpoint.credentials import DockerConfig
-from ocicheckpoint.image import Manifest, PushableImage, parse_manifest
+from ocicheckpoint.encryption import LayerPass, PublicKey
+from ocicheckpoint.image import Descriptor, ImageDocuments, Manifest, PushableImage, parse_manifest
+from ocicheckpoint.pipe import Pipe, PipeAbandoned
 from ocicheckpoint.reference import Reference
 from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 def describe(exc: BaseException) -> str:
@@ -58,6 +64,17 @@ def is_transient(exc: BaseException) -> bool:
 class PushResult:
     manifest_digest: str
     uploaded_bytes: int  # what went over the wire (blobs the registry already had are not counted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamedPush(Generic[P]):
+    """A streamed push's outcome: the push, the layer as uploaded, and what the producer returned."""
+
+    result: PushResult
+    layer: Descriptor
+    diff_id: str
+    produced: P
+    documents: ImageDocuments
 
 
 class Publisher:
@@ -130,6 +147,94 @@ class Publisher:
         if digest != image.manifest_digest:
             log.warning("registry reports manifest digest %s, expected %s", digest, image.manifest_digest)
         return PushResult(manifest_digest=image.manifest_digest, uploaded_bytes=uploaded)
+
+    async def push_streamed(
+        self,
+        *,
+        registry: str,
+        repository: str,
+        tag: str,
+        size: int,
+        media_type: str,
+        recipients: Sequence[PublicKey],
+        produce: Callable[[Callable[[bytes], object]], P],
+        documents: Callable[[Descriptor, str, P], ImageDocuments],
+        before_tag: Callable[[], Awaitable[object]] | None = None,
+    ) -> StreamedPush[P]:
+        """Push a one-layer image whose layer is read, hashed, encrypted and uploaded in one pass.
+
+        ``produce(sink)`` runs in a worker thread and hands the layer's plaintext to ``sink`` in
+        order (it returns what it learnt on the way: for a checkpoint, the archive's facts);
+        each chunk goes through a ``LayerPass`` (hash, encrypt to ``recipients``, hash) into a
+        bounded ``Pipe`` that the upload's streamed PATCH reads. Once the last byte is sent the
+        blob's digest is known and closes the upload; ``documents(layer, diff_id, produced)``
+        then makes the config and manifest, pushed as usual. ``size`` is the plaintext's (the
+        ciphertext is as long: AES-CTR). A transient failure runs the whole pass again (the
+        source is still on disk; a new key, so a new blob); the producer's own failure (not a
+        checkpoint archive) is raised as is, without retrying. ``before_tag`` is awaited before the
+        manifest moves ``tag`` (to read what the tag named until then).
+        """
+        reg = self.client(registry)
+
+        async def attempt() -> tuple[Descriptor, str, P]:
+            layer = LayerPass(media_type=media_type, recipients=recipients)
+            pipe = Pipe(loop=asyncio.get_running_loop())
+
+            def run() -> P:
+                try:
+                    produced = produce(lambda chunk: pipe.put(layer.feed(chunk)))
+                except BaseException as exc:
+                    pipe.close(exc)
+                    raise
+                pipe.close()
+                return produced
+
+            producer = asyncio.ensure_future(asyncio.to_thread(run))
+            finished: list[tuple[Descriptor, str, P]] = []
+
+            async def digest() -> str:
+                produced = await producer
+                blob, diff_id = layer.finish()
+                finished.append((blob, diff_id, produced))
+                return blob.digest
+
+            try:
+                await reg.push_blob_stream(repository=repository, chunks=pipe.chunks(), size=size, digest=digest)
+            except BaseException as exc:
+                pipe.abandon()  # a producer waiting for room stops
+                await asyncio.wait([producer])
+                own = producer.exception() if not producer.cancelled() else None
+                if own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
+                    raise own from None  # the source's failure, not the upload's
+                raise
+            return finished[0]
+
+        blob, diff_id, produced = await self._retrying(f"stream layer to {repository}", attempt)
+        docs = documents(blob, diff_id, produced)
+        uploaded = blob.size
+        if before_tag is not None:
+            await before_tag()
+        if await self._retrying(
+            f"push config {docs.config.digest}",
+            lambda: reg.push_blob_bytes(repository=repository, data=docs.config_bytes, descriptor=docs.config),
+        ):
+            uploaded += docs.config.size
+        digest = await self._retrying(
+            f"push manifest {repository}:{tag}",
+            lambda: reg.push_manifest(
+                repository=repository, reference=tag, manifest=docs.manifest_bytes, media_type=names.MEDIA_TYPE_OCI_MANIFEST
+            ),
+        )
+        uploaded += len(docs.manifest_bytes)
+        if digest != docs.manifest_digest:
+            log.warning("registry reports manifest digest %s, expected %s", digest, docs.manifest_digest)
+        return StreamedPush(
+            result=PushResult(manifest_digest=docs.manifest_digest, uploaded_bytes=uploaded),
+            layer=blob,
+            diff_id=diff_id,
+            produced=produced,
+            documents=docs,
+        )
 
     async def delete(self, *, image: Reference) -> bool:
         """Delete a manifest by digest; False when the registry does not have it."""

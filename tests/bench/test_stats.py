@@ -211,3 +211,78 @@ def test_emptydir_rows_cost_per_gib_against_the_same_pod_without_the_file() -> N
     text = report.render(results, emptydir=emptydir)
     assert "s_per_GiB" in text and "failures:" not in text
     assert report.to_json(results, meta={}, emptydir=emptydir)["emptydir"][0]["migrations"][0]["volume_bytes"] == 512 * stats.MIB
+
+
+def test_stage_spans_from_status_stages_tolerate_anything_odd() -> None:
+    stages = [
+        {"name": "freeze", "start": "2026-11-30T14:00:00.000Z", "end": "2026-11-30T14:00:00.002Z"},
+        {"name": "dump", "container": "a", "start": "2026-11-30T14:00:00.002Z", "end": "2026-11-30T14:00:00.502Z"},
+        {
+            "name": "upload",
+            "container": "a",
+            "start": "2026-11-30T14:00:00.502Z",
+            "end": "2026-11-30T14:00:01.502Z",
+            "bytes": 300,
+        },
+        # a second container's upload overlapping the first: one span, bytes added
+        {
+            "name": "upload",
+            "container": "b",
+            "start": "2026-11-30T14:00:01.000Z",
+            "end": "2026-11-30T14:00:02.002Z",
+            "bytes": 100,
+        },
+        {"name": "fetch", "start": 1764511203.0, "end": 1764511203.25, "bytes": True},  # epoch seconds; bool is no size
+        {"name": "restore", "start": "2026-11-30T14:00:04.000Z"},  # still open
+        {"name": "ready", "start": "garbage", "end": "2026-11-30T14:00:05.000Z"},
+        {"name": "", "start": 1.0, "end": 2.0},
+        {"name": "volumes", "start": 5.0, "end": 4.0},  # ends before it starts
+        "not a record",
+        {"name": "custom", "start": 1.0, "end": 1.5},
+    ]
+    seconds, nbytes = stats.stage_spans(stages)
+    assert list(seconds) == ["freeze", "dump", "upload", "fetch", "custom"]
+    assert seconds["dump"] == pytest.approx(0.5)
+    assert seconds["upload"] == pytest.approx(1.5)
+    assert seconds["fetch"] == pytest.approx(0.25)
+    assert nbytes == {"upload": 400}
+    assert stats.stage_spans(None) == ({}, {})
+    assert stats.stage_spans("stages") == ({}, {})
+    assert stats.stage_spans({"name": "dump"}) == ({}, {})
+
+
+def test_resolve_stages_prefers_status_and_falls_back_per_stage() -> None:
+    agent = {"freeze": 0.001, "checkpoint": 0.3, "pack": 0.1, "push": 0.2, "total": 0.7}
+    phases = {"checkpoint": 0.8, "restore": 1.5}
+    old = stats.resolve_stages(stages={}, agent=agent, phases=phases)
+    assert old == {
+        "freeze": (0.001, "metrics"),
+        "dump": (0.3, "metrics"),
+        "upload": (pytest.approx(0.3), "metrics"),  # pack + push: the work the streamed pass does at once
+        "restore": (1.5, "phase"),
+    }
+    # The streamed agent: no pack label at all, or a zero one.
+    assert stats.resolve_stages(stages={}, agent={"push": 0.25}, phases={})["upload"] == (0.25, "metrics")
+    assert stats.resolve_stages(stages={}, agent={"push": 0.25, "pack": 0.0}, phases={})["upload"] == (0.25, "metrics")
+    assert stats.resolve_stages(stages={}, agent={"pack": 0.1}, phases={}) == {}, "pack alone is no upload"
+    new = stats.resolve_stages(stages={"dump": 0.4, "upload": 0.5, "fetch": 0.2, "restore": 0.3}, agent=agent, phases=phases)
+    assert new["dump"] == (0.4, "status") and new["upload"] == (0.5, "status") and new["restore"] == (0.3, "status")
+    assert new["freeze"] == (0.001, "metrics"), "a stage the status lacks still comes from the metrics"
+    assert stats.resolve_stages(stages={}, agent={}, phases={}) == {}
+
+
+def test_ceiling_ratio_math_and_drain_goal() -> None:
+    assert stats.ceiling_ratio(ceiling_s=0.8, stage_s=1.0) == pytest.approx(0.8)
+    assert stats.ceiling_ratio(ceiling_s=None, stage_s=1.0) is None
+    assert stats.ceiling_ratio(ceiling_s=1.0, stage_s=0.0) is None
+    # 300 MB at 300 MB/s take 1 s: an upload of 300 MB in 1.25 s runs at 0.8 of the registry's ceiling.
+    ceiling_s = stats.ceiling_seconds(nbytes=300e6, bytes_per_s=stats.throughput(600e6, 2.0))
+    assert ceiling_s == pytest.approx(1.0)
+    assert stats.ceiling_ratio(ceiling_s=ceiling_s, stage_s=1.25) == pytest.approx(stats.CEILING_GOAL)
+    assert stats.ceiling_seconds(nbytes=None, bytes_per_s=1.0) is None
+    assert stats.throughput(1.0, None) is None
+    assert stats.drain_goal_seconds(pods=4, concurrency=2, single_total_s=3.0) == pytest.approx(7.2)
+    assert stats.drain_goal_seconds(pods=5, concurrency=2, single_total_s=3.0) == pytest.approx(10.8), "ceil(5/2) = 3"
+    assert stats.drain_goal_seconds(pods=4, concurrency=2, single_total_s=None) is None
+    assert stats.drain_goal_seconds(pods=0, concurrency=2, single_total_s=3.0) is None
+    assert stats.fmt_rate(None) == "-" and stats.fmt_rate(312.4e6) == "312"

@@ -355,6 +355,26 @@ def test_describe_renders_spec_status_phases_and_sorted_events() -> None:
     )
 
 
+def test_describe_lists_the_stages_when_there_are_any() -> None:
+    obj = succeeded_migration()
+    assert "Stages:" not in printing.describe(obj, events=[], now=NOW)
+    obj["status"]["stages"] = [
+        {"name": "freeze", "node": "node-1", "start": ts(0.012), "end": ts(0.016), "source": "agent"},
+        {"name": "upload", "container": "main", "node": "node-1", "start": ts(0.5), "end": ts(1.4), "bytes": 1536,
+         "source": "agent"},
+        {"name": "fetch", "container": "main", "node": "node-2", "start": ts(1.5), "end": ts(1.9), "source": "kubelet"},
+    ]  # fmt: skip
+    lines = printing.describe(obj, events=[], now=NOW).splitlines()
+    table = lines[lines.index("Stages:") + 1 : lines.index("Stages:") + 5]
+    assert [row.split() for row in table] == [
+        ["STAGE", "CONTAINER", "NODE", "START", "DURATION", "BYTES", "SOURCE"],
+        ["freeze", "-", "node-1", "+12ms", "4ms", "-", "agent"],
+        ["upload", "main", "node-1", "+500ms", "900ms", "1.5KiB", "agent"],
+        ["fetch", "main", "node-2", "+1.5s", "400ms", "-", "kubelet"],
+    ]
+    assert lines.index("Phases:") < lines.index("Stages:") < lines.index("Conditions:")
+
+
 def test_describe_of_a_running_and_of_a_failed_phase() -> None:
     obj = succeeded_migration()
     obj["status"] = {

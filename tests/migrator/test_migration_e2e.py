@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,40 @@ from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.workloads import counter_pod, http, migrate_while_writing, migration, pod_ip, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
+
+CHECKPOINT_STAGES = ("freeze", "dump", "upload")
+RESTORE_STAGES = ("fetch", "restore", "ready")
+
+
+def assert_stages_in_time_order(status: Mapping[str, Any], *, freeze_first: bool = True) -> None:
+    """``status.stages`` of a finished migration: the source agent's freeze, dump, upload and the target kubelet's
+    fetch, restore, ready, each side in the order it runs, the checkpoint's before the restore's, all inside the
+    migration's startTime..completionTime. ``freeze_first``: the agent freezes before the dump (not on containerd,
+    where the CRIU hook stops the container at the end of its dump and the agent freezes it then)."""
+    from migrator.units import status_time as at
+
+    records = status.get("stages") or []
+    begin, end = at(status["startTime"]), at(status["completionTime"])
+    for r in records:
+        assert begin <= at(r["start"]) <= at(r["end"]) <= end, f"{r} outside {begin}..{end}"
+    agent = [r for r in records if r["source"] == "agent" and r["node"] == status["sourceNode"]]
+    kubelet = [r for r in records if r["source"] == "kubelet" and r["node"] == status["targetNode"]]
+    assert set(CHECKPOINT_STAGES) <= {r["name"] for r in agent}, records
+    assert set(RESTORE_STAGES) <= {r["name"] for r in kubelet}, records
+
+    def one(side: list[dict[str, Any]], name: str, container: str | None) -> dict[str, Any]:
+        (found,) = [r for r in side if r["name"] == name and r.get("container") == container]
+        return found
+
+    for c in status["containers"]:
+        dump, upload = one(agent, "dump", c["name"]), one(agent, "upload", c["name"])
+        assert at(dump["start"]) <= at(upload["start"]) and at(dump["end"]) <= at(upload["end"]), (dump, upload)
+        if freeze_first:
+            assert at(one(agent, "freeze", None)["start"]) <= at(dump["start"])
+        fetch, restore, ready = (one(kubelet, name, c["name"]) for name in RESTORE_STAGES)
+        assert at(fetch["start"]) <= at(fetch["end"]) <= at(restore["end"]) <= at(ready["end"])
+        assert (restore["start"], ready["start"], ready["end"]) == (fetch["end"], restore["end"], status["readyAt"])
+    assert max(at(r["end"]) for r in agent) <= min(at(r["start"]) for r in kubelet), "the checkpoint's stages come first"
 
 
 def test_counter_moves_to_the_other_node_and_continues(
@@ -89,6 +125,15 @@ def test_counter_moves_to_the_other_node_and_continues(
     assert abs(sum(bar.duration for bar in tl.bars) - tl.total) <= 0.05 * tl.total, "the phases add up to the total"
     root = ET.parse(svg_path).getroot()
     assert root.tag.endswith("svg") and "checkpoint" in "".join(root.itertext())
+    # Where the checkpoint's and the restore's time went: status.stages, drawn under their phases.
+    assert_stages_in_time_order(status)
+    assert {(s.phase, s.name) for s in tl.stages} >= {
+        *(("checkpoint", name) for name in CHECKPOINT_STAGES),
+        *(("restore", name) for name in RESTORE_STAGES),
+    }
+    for name in (*CHECKPOINT_STAGES, *RESTORE_STAGES):
+        assert re.search(rf"^   [|`] {name} ", text, re.MULTILINE), f"no {name} row under its phase in:\n{text}"
+    assert len([g for g in root.iter() if g.get("class") == "stage"]) == len(tl.stages)
 
 
 def test_warm_app_serves_again_at_once_with_its_memory(

@@ -23,6 +23,7 @@ import pytest
 from localcluster import cluster as lc
 from localcluster import realnode
 from tests.conftest import REAL_NODE_TAINT, Kube, Podmigrate, wait_for
+from tests.migrator.test_migration_e2e import assert_stages_in_time_order
 from tests.migrator.workloads import counter_pod, http, migrate_while_writing, migration, pod_ip, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
@@ -79,6 +80,8 @@ def test_counter_moves_between_real_nodes_and_continues(
     assert seen == list(range(seen[0], seen[0] + len(seen))), f"one unbroken count across the move: {seen}"
     (container,) = status["containers"]
     assert container["image"].startswith(f"{cluster.registry}/") and "@sha256:" in container["image"]
+    # The stages from the real kubelet's Events (whole seconds, a measured pull) as from the stand-in's.
+    assert_stages_in_time_order(status, freeze_first=False)
 
 
 def test_warm_app_moves_between_real_nodes_with_no_lost_writes(

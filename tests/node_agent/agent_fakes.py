@@ -149,6 +149,7 @@ class FakeRegistry:
     tags: dict[str, str] = field(default_factory=dict)  # repo:tag -> digest
     fail: list[int] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # upload id -> bytes PATCHed so far
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
@@ -164,7 +165,10 @@ class FakeRegistry:
         if m := re.fullmatch(r"(.+)/blobs/uploads/", tail):
             return web.Response(status=202, headers={"Location": f"/v2/{m[1]}/blobs/uploads/{uuid.uuid4()}"})
         if m := re.fullmatch(r"(.+)/blobs/uploads/([^/]+)", tail):
-            data = await request.read()
+            data = self.uploads.pop(m[2], b"") + await request.read()
+            if request.method == "PATCH":  # a streamed chunk: kept until the closing PUT names the digest
+                self.uploads[m[2]] = data
+                return web.Response(status=202, headers={"Location": f"/v2/{tail}", "Range": f"0-{len(data) - 1}"})
             digest = request.query["digest"]
             if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
                 return web.Response(status=400, text="digest invalid")

@@ -418,7 +418,7 @@ def test_checkpoint_freezes_the_pod_pushes_the_image_and_thaw_resumes_it(
                 found.append(span)
         return found
 
-    wanted = {"agent.checkpoint", "agent.freeze", "kubelet.checkpoint", "image.pack", "registry.push"}
+    wanted = {"agent.checkpoint", "agent.freeze", "kubelet.checkpoint", "registry.push"}
     names_seen = wait_for(
         lambda: {s["name"] for s in spans()} >= wanted and {s["name"] for s in spans()},
         timeout=10,

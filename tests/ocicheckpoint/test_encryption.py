@@ -5,6 +5,7 @@ and not on a node during a migration."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -245,3 +246,30 @@ def test_volume_data_layers_are_encrypted_with_their_annotations(tmp_path: Path,
         descriptor=desc, src=path, dst=tmp_path / "plain", private_keys=[encryption.parse_private_key(keypair[0])]
     )
     assert out.digest == digest and out.media_type == names.MEDIA_TYPE_VOLUME_DATA_LAYER
+
+
+def test_a_layer_fed_in_pieces_decrypts_to_what_was_fed(tmp_path: Path) -> None:
+    """``LayerPass`` (the streamed upload's encryption) writes what ``decrypt_layer`` reads back, digests included."""
+    private, public = encryption.new_keypair(bits=2048)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    layer = encryption.LayerPass(media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, recipients=[encryption.parse_public_key(public)])
+    enc = tmp_path / "enc"
+    with enc.open("wb") as out:
+        for i in range(0, len(data), 700_001):  # pieces that are not a multiple of the AES block
+            out.write(layer.feed(data[i : i + 700_001]))
+    blob, diff_id = layer.finish()
+    assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert (blob.digest, blob.size) == sha256_file(enc)
+    assert blob.media_type == names.MEDIA_TYPE_OCI_LAYER_TAR + "+encrypted"
+    out = encryption.decrypt_layer(
+        descriptor=blob, src=enc, dst=tmp_path / "plain", private_keys=[encryption.parse_private_key(private)]
+    )
+    assert out.digest == diff_id and (tmp_path / "plain").read_bytes() == data
+
+
+def test_a_layer_pass_without_recipients_is_the_plaintext() -> None:
+    layer = encryption.LayerPass(media_type=names.MEDIA_TYPE_OCI_LAYER_TAR)
+    assert layer.feed(b"abc") == b"abc"
+    blob, diff_id = layer.finish()
+    assert blob.digest == diff_id == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    assert blob.media_type == names.MEDIA_TYPE_OCI_LAYER_TAR and blob.size == 3

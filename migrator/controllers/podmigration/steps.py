@@ -3,12 +3,14 @@
     Validate -> PrepareTarget (base images pulled on the target: a runtime restores a checkpoint
                 only on top of a base image in its local storage; done before the freeze, so it
                 is not downtime)
-             -> Checkpoint (the agent freezes the source, the kubelet checkpoints, the image is pushed)
+             -> Checkpoint (the agent freezes the source, the kubelet checkpoints, the image is pushed;
+                the agent's timings of these become ``status.stages``)
              -> RemoveSource (the frozen source is killed and deleted; only then ``sourceRemoved``)
              -> CreateTarget (bare pods: same name, bound to the target, images = checkpoint images)
                 or AwaitReplacement (controller-owned pods: the controller's replacement, made the
                 restore by the webhook)
-             -> WaitReady -> Cleanup -> Succeeded
+             -> WaitReady (once Ready: the target's stages, fetch, restore, ready, from its kubelet's
+                Events) -> Cleanup -> Succeeded
 
 Each step reads the world, does its one piece of work, and records the outcome (``enter`` the
 next step, or a failure that picks the rollback) in ``m.status``; the reconciler saves it. A
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -31,8 +33,9 @@ from agentapi.client import AgentError, AgentUnreachable
 from kubeclient.reading import plain
 from migrator import api, claims, movability, placement, pullsecrets, slots, tracing
 from migrator.api import Phase, Step
-from migrator.controllers.podmigration import artifacts, bookkeeping, pods
+from migrator.controllers.podmigration import artifacts, bookkeeping, pods, restorestages, stages
 from migrator.controllers.podmigration.bookkeeping import (
+    SPAN_NAMES,
     attributes,
     downtime_seconds,
     enter,
@@ -233,6 +236,8 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
          "archiveBytes": c.archive_bytes, "imageBytes": c.image_bytes}
         for c in response.containers
     ]  # fmt: skip
+    # Where the checkpoint's time went, as the agent timed it (none from an agent that does not say).
+    stages.record(m.status, source=stages.SOURCE_AGENT, records=stages.from_agent(response.stages, node=m.status["sourceNode"]))
     m.note("Checkpointed", f"{len(response.containers)} container(s) checkpointed on {m.status['sourceNode']}, source frozen")
     if m.status.get("volumeData"):
         # The target must hold the files before its restore can start: staged now, while the
@@ -334,7 +339,8 @@ async def wait_ready(ctx: Context, m: Migration) -> None:
         if missing := await artifacts.volume_data_missing(ctx, m, pod=pod):
             return fail_after_removal(m, "VolumeDataNotRestored", missing)
         m.status["readyAt"] = iso(now())
-        await _target_spans(ctx, m, pod)
+        _record_restore_stages(m, pod, events=await _pod_events(ctx, m, pod))
+        _target_spans(m)
         m.note("Restored", f"pod {pod['metadata']['name']} restored and Ready on {m.status['targetNode']}")
         enter(m, Step.CLEANUP)
         return
@@ -344,26 +350,52 @@ async def wait_ready(ctx: Context, m: Migration) -> None:
     raise Wait(0.1)  # the pod is down: look often
 
 
-async def _target_spans(ctx: Context, m: Migration, pod: Mapping[str, Any]) -> None:
-    """Where the restore phase's time went on the target, from the node's own Events.
-
-    The kubelet reports when the checkpoint image was pulled and when the container was
-    restored; with the phase's start and the moment the pod turned Ready that gives three
-    children of the restore span: image pull, restore, readiness.
-    """
+async def _pod_events(ctx: Context, m: Migration, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The restored pod's Events (its kubelet's Pulled, Started), read once: none if they cannot be read."""
     try:
-        events = await ctx.core.list_namespaced_event(m.namespace, field_selector=f"involvedObject.uid={pod['metadata']['uid']}")
-    except client.ApiException:
-        return
-    moments: dict[str, datetime] = {}
-    for event in events.items:
-        when = event.event_time or event.first_timestamp
-        if when is not None and event.reason in ("Pulled", "Restored", "Started"):
-            moments.setdefault(event.reason, when if when.tzinfo else when.replace(tzinfo=UTC))
+        listing = await ctx.core.list_namespaced_event(m.namespace, field_selector=f"involvedObject.uid={pod['metadata']['uid']}")
+    except client.ApiException as exc:
+        log.warning("%s/%s: the Events of pod %s not read (%s): no restore stages", m.namespace, m.name, m.pod_name, exc.reason)
+        return []
+    return [plain(event) for event in listing.items]
+
+
+def _record_restore_stages(m: Migration, pod: Mapping[str, Any], *, events: list[dict[str, Any]]) -> None:
+    """``status.stages`` on the target (fetch, restore, ready), with what the control service itself knows of the pod.
+
+    It began creating the pod (a bare pod) when create-target began, and the restore slot a
+    controller's replacement needs opened when remove-source began; it first saw the pod when the
+    restore phase began.
+    """
+    phases = m.status["phases"]
+    begun = [p for p in phases if p["name"] in (SPAN_NAMES[Step.REMOVE_SOURCE], SPAN_NAMES[Step.CREATE_TARGET])]
+    records = restorestages.derive(
+        pod=pod,
+        events=events,
+        ready_at=parse_time(m.status["readyAt"]),
+        created_after=parse_time(begun[-1]["start"]) if begun else None,
+        seen_at=parse_time(phases[-1]["start"]),
+        image_bytes={c["name"]: int(c["imageBytes"]) for c in m.status.get("containers") or [] if c.get("imageBytes")},
+    )
+    stages.record(m.status, source=stages.SOURCE_KUBELET, records=records)
+
+
+def _target_spans(m: Migration) -> None:
+    """Where the restore phase's time went on the target, as trace spans: image pull, restore, readiness.
+
+    From the restore stages just recorded (the latest container's end of each), held inside the
+    restore phase: a pod created before the phase began (a controller's replacement) starts its
+    pull span with the phase.
+    """
     record = m.status["phases"][-1]
     start, ready = parse_time(record["start"]), parse_time(m.status["readyAt"])
-    pulled = min(max(moments.get("Pulled", start), start), ready)
-    restored = min(max(moments.get("Restored", moments.get("Started", pulled)), pulled), ready)
+    mine = [s for s in m.status.get("stages") or [] if s.get("source") == stages.SOURCE_KUBELET]
+
+    def last_end(name: str) -> datetime:
+        return max((parse_time(s["end"]) for s in mine if s["name"] == name), default=start)
+
+    pulled = min(max(last_end(stages.STAGE_FETCH), start), ready)
+    restored = min(max(last_end(stages.STAGE_RESTORE), pulled), ready)
     for name, begin, end in (("target.image-pull", start, pulled), ("target.restore", pulled, restored),
                              ("target.readiness", restored, ready)):  # fmt: skip
         tracing.emit_span(

@@ -1,5 +1,6 @@
 """The stand-in node decrypts ``+encrypted`` layers on pull (CRI-O's ``decryption_keys_path``), and an
-image no key of the node opens fails the pull saying so, before anything is unpacked."""
+image no key of the node opens fails the pull saying so, before anything is unpacked; an altered blob
+fails it too and leaves nothing unpacked."""
 
 from __future__ import annotations
 
@@ -70,5 +71,30 @@ async def test_pull_decrypts_with_the_node_key_or_says_it_has_none(tmp_path: Pat
                 with pytest.raises(ImagePullError, match=r"no private key in .* decrypts it"):
                     await store.pull(name)
                 assert not (tmp_path / "store" / image.manifest_digest.removeprefix("sha256:")).exists()
+    finally:
+        await server.close()
+
+
+async def test_a_blob_altered_in_the_registry_fails_the_pull_and_leaves_nothing_unpacked(tmp_path: Path) -> None:
+    """The layer is unpacked while it downloads; the HMAC and digests are checked at its end, and a
+    failure removes what was unpacked (a checkpoint's plaintext is never left on the node)."""
+    private, public = encryption.new_keypair(bits=2048)
+    image = checkpoint_image(archive=_archive(tmp_path / "a.tar"), info=INFO, recipients=[encryption.parse_public_key(public)])
+    sealed = bytearray(image.layer_path.read_bytes())
+    sealed[-1] ^= 0x01  # the tar's last padding byte: unpacking succeeds, the HMAC does not
+    blobs = {image.layer.digest: bytes(sealed), image.config.digest: image.config_bytes}
+    keys = tmp_path / "keys"
+    encryption.write_private_key(path=keys / "node.key", pem=private)
+    server = await _serve(blobs, image.manifest_bytes)
+    host = f"{server.host}:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            store = ImageStore(
+                root=tmp_path / "store", session=session, plain_http_registries=frozenset({host}), decryption_keys_path=keys
+            )
+            with pytest.raises(ImagePullError, match="hashed to"):
+                await store.pull(f"{host}/ckpt/p@{image.manifest_digest}")
+            left = [p for p in (tmp_path / "store").rglob("*") if p.name == names.CONFIG_DUMP_FILE]
+            assert left == [], "nothing unpacked from the altered blob stays"
     finally:
         await server.close()

@@ -1,4 +1,4 @@
-"""PodMigrations as the controller writes them, for the timeline's tests: succeeded, failed, running, refused.
+"""PodMigrations as the controller writes them, for the timeline's tests: succeeded, failed, running, refused, staged.
 
 Shared by the model's, the renderers' and the command's tests, so that all of them draw the same migrations.
 """
@@ -118,7 +118,47 @@ def refused() -> dict[str, Any]:
     )  # fmt: skip
 
 
-SAMPLES = {"succeeded": succeeded, "failed": failed, "running": running, "refused": refused}
+def stage(
+    name: str, start: float, end: float, *, source: str, node: str, container: str = "", nbytes: int | None = None
+) -> dict[str, Any]:
+    """One ``status.stages`` record as the controller writes it."""
+    record: dict[str, Any] = {"name": name, "node": node, "start": ts(start), "end": ts(end), "source": source}
+    if container:
+        record["container"] = container
+    if nbytes is not None:
+        record["bytes"] = nbytes
+    return record
+
+
+def staged() -> dict[str, Any]:
+    """The succeeded migration with its stages: the agent's inside the checkpoint, the kubelet's inside the restore."""
+    obj = succeeded()
+    web, sidecar = 47 * 1024**2 + 4096, 2 * 1024**2
+    obj["status"]["stages"] = [
+        stage("freeze", 1.25, 1.254, source="agent", node="node-1"),
+        stage("dump", 1.254, 1.8, source="agent", node="node-1", container="web"),
+        stage("dump", 1.8, 1.95, source="agent", node="node-1", container="sidecar"),
+        stage("upload", 1.8, 2.3, source="agent", node="node-1", container="web", nbytes=web),
+        stage("upload", 2.3, 2.4, source="agent", node="node-1", container="sidecar", nbytes=sidecar),
+        stage("fetch", 3.005, 3.1, source="kubelet", node="node-2", container="sidecar", nbytes=sidecar),
+        stage("fetch", 3.005, 3.3, source="kubelet", node="node-2", container="web", nbytes=web),
+        stage("restore", 3.1, 3.2, source="kubelet", node="node-2", container="sidecar"),
+        stage("ready", 3.2, 3.622, source="kubelet", node="node-2", container="sidecar"),
+        stage("restore", 3.3, 3.55, source="kubelet", node="node-2", container="web"),
+        stage("ready", 3.55, 3.622, source="kubelet", node="node-2", container="web"),
+    ]
+    return obj
+
+
+def single_staged() -> dict[str, Any]:
+    """The staged migration of a pod with one container (the common case: stage names without a container)."""
+    obj = staged()
+    obj["status"]["containers"] = obj["status"]["containers"][:1]
+    obj["status"]["stages"] = [s for s in obj["status"]["stages"] if s.get("container") != "sidecar"]
+    return obj
+
+
+SAMPLES = {"succeeded": succeeded, "failed": failed, "running": running, "refused": refused, "staged": staged}
 
 
 def build(name: str) -> timeline.Timeline:

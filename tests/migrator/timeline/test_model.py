@@ -8,7 +8,7 @@ import pytest
 
 from migrator import timeline
 from migrator.timeline import DowntimeKind
-from tests.migrator.timeline.samples import NOW, RESTORE_ERROR, SAMPLES, build, migration
+from tests.migrator.timeline.samples import NOW, RESTORE_ERROR, SAMPLES, build, migration, ts
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -69,3 +69,56 @@ def test_a_pending_migration_has_no_bars() -> None:
 )
 def test_tick_labels(seconds: float, label: str) -> None:
     assert timeline.tick_label(seconds) == label
+
+
+def test_stages_are_kept_apart_from_the_bars_in_time_order_under_their_phases() -> None:
+    tl = build("staged")
+    assert tl.bars == build("succeeded").bars and tl.total == build("succeeded").total, "stages change no phase"
+    assert [(s.phase, s.name, s.container) for s in tl.stages] == [
+        ("checkpoint", "freeze", None), ("checkpoint", "dump", "web"), ("checkpoint", "dump", "sidecar"),
+        ("checkpoint", "upload", "web"), ("checkpoint", "upload", "sidecar"),
+        ("restore", "fetch", "sidecar"), ("restore", "fetch", "web"), ("restore", "restore", "sidecar"),
+        ("restore", "ready", "sidecar"), ("restore", "restore", "web"), ("restore", "ready", "web"),
+    ]  # fmt: skip
+    upload = tl.stages[3]
+    assert (upload.start, upload.duration, upload.bytes) == (pytest.approx(1.8), pytest.approx(0.5), 47 * 1024**2 + 4096)
+    assert (upload.node, upload.source) == ("node-1", "agent") and tl.stages[5].node == "node-2"
+    assert tl.stage_containers == ("web", "sidecar")
+    names = [(type(row).__name__, row.name) for row in tl.rows]
+    checkpoint, restore = names.index(("Bar", "checkpoint")), names.index(("Bar", "restore"))
+    assert names[checkpoint + 1 : checkpoint + 6] == [("Stage", n) for n in ("freeze", "dump", "dump", "upload", "upload")]
+    assert names[checkpoint + 6] == ("Bar", "remove-source")
+    assert names[restore + 7] == ("Bar", "cleanup") and len(tl.rows) == len(tl.bars) + len(tl.stages)
+
+
+def test_a_migration_without_stages_draws_only_its_phases() -> None:
+    for name in ("succeeded", "failed", "running", "refused"):
+        tl = build(name)
+        assert tl.stages == () and tl.rows == tl.bars
+    obj = SAMPLES["succeeded"]()
+    obj["status"]["stages"] = []
+    assert timeline.build(obj, now=NOW) == build("succeeded")
+
+
+def test_stages_from_the_api_are_cleaned_and_bad_records_left_out() -> None:
+    obj = SAMPLES["staged"]()
+    records = obj["status"]["stages"]
+    records[1]["container"] = "web\n\x1b[31mred"
+    records[3]["bytes"] = "a lot"
+    records[4]["source"] = "someone"  # unknown: its phase from its name
+    records.append({"name": "fetch", "start": records[0]["start"], "source": "nobody"})  # no end
+    records.append("not a record")
+    tl = timeline.build(obj, now=NOW)
+    assert len(tl.stages) == 11
+    dump = next(s for s in tl.stages if s.name == "dump" and s.container and s.container.startswith("web"))
+    assert dump.container == "web [31mred"
+    upload = next(s for s in tl.stages if s.name == "upload" and s.container == "web")
+    assert upload.bytes is None
+    assert next(s for s in tl.stages if s.source == "someone").phase == "checkpoint"
+
+
+def test_a_stage_past_the_end_widens_the_axis() -> None:
+    obj = SAMPLES["staged"]()
+    obj["status"]["stages"][-1]["end"] = ts(4.5)  # past completionTime (3.855): a node's clock ahead
+    tl = timeline.build(obj, now=NOW)
+    assert tl.span == pytest.approx(max(s.end for s in tl.stages)) and tl.span > tl.total

@@ -72,3 +72,43 @@ def test_html_wraps_the_svg() -> None:
     assert page.startswith("<!DOCTYPE html>") and "<title>timeline of shop/db-q9w8e</title>" in page
     svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
     assert parse(svg).tag == f"{SVG}svg" and "<?xml" not in page
+
+
+def test_svg_draws_each_stage_as_a_thin_bar_on_the_phases_axis() -> None:
+    tl = build("staged")
+    root = parse(timeline.render_svg(tl, width=1200))
+    groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "stage"]
+    assert len(groups) == len(tl.stages) == 11
+    phases = [g.find(f"{SVG}rect") for g in root.iter(f"{SVG}g") if (g.get("class") or "").startswith("phase")]
+    x0, scale = float(phases[0].get("x", "0")), float(phases[1].get("width", "0")) / tl.bars[1].duration  # type: ignore[union-attr]
+    for stage, group in zip(tl.stages, groups, strict=True):
+        (rect,) = group.findall(f"{SVG}rect")
+        assert float(rect.get("x", "0")) == pytest.approx(x0 + stage.start * scale, abs=0.2)
+        assert float(rect.get("width", "0")) == pytest.approx(max(stage.duration * scale, 2.0), abs=0.2)
+        assert float(rect.get("height", "0")) < float(phases[0].get("height", "0"))  # type: ignore[union-attr]
+        texts = [t.text for t in group.iter(f"{SVG}text")]
+        assert texts[0] == timeline.stage_label(tl, stage) and texts[1] == timeline.stage_duration_text(stage)
+        assert group.findtext(f"{SVG}title") == timeline.stage_tooltip(stage)
+    assert groups[3].findtext(f"{SVG}title") == "checkpoint / upload of web: 500ms, 47.0MiB from +1.8s on node-1 (agent)"
+    # Under their phase: the checkpoint's stages between its row and remove-source's.
+    rows = {g.findtext(f"{SVG}text"): float(g.find(f"{SVG}rect").get("y", "0")) for g in root.iter(f"{SVG}g")  # type: ignore[union-attr]
+            if (g.get("class") or "") in ("phase", "stage")}  # fmt: skip
+    assert rows["checkpoint"] < rows["freeze"] < rows["upload (sidecar)"] < rows["remove-source"]
+    assert rows["restore"] < rows["fetch (sidecar)"] < rows["ready (web)"] < rows["cleanup"]
+
+
+def test_svg_of_a_migration_without_stages_is_as_before() -> None:
+    for name in ("succeeded", "failed", "running", "refused"):
+        root = parse(timeline.render_svg(build(name)))
+        assert not [g for g in root.iter(f"{SVG}g") if g.get("class") == "stage" or g.get("id") == "stages"]
+    obj = succeeded()
+    obj["status"]["stages"] = []
+    assert timeline.render_svg(timeline.build(obj, now=NOW)) == timeline.render_svg(build("succeeded"))
+
+
+def test_svg_escapes_stage_strings() -> None:
+    obj = SAMPLES["staged"]()
+    obj["status"]["stages"][1]["container"] = '<img src=x onerror="alert(1)">&\x07'
+    root = parse(timeline.render_svg(timeline.build(obj, now=NOW)))
+    texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "<img" in texts and "\x07" not in texts

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from migrator import timeline
 from migrator.units import format_duration
-from tests.migrator.timeline.samples import NOW, RESTORE_ERROR, SAMPLES, TRACE, build
+from tests.migrator.timeline.samples import NOW, RESTORE_ERROR, SAMPLES, TRACE, build, single_staged
 
 
 def chart_rows(text: str) -> dict[str, str]:
@@ -106,3 +108,57 @@ def test_the_emptydir_files_that_moved_count_in_the_header() -> None:
     assert obj.volume_bytes == 3 << 20
     first = timeline.render_text(obj, width=160, unicode=True).splitlines()[0]
     assert first.endswith("checkpoint 49.0MiB (image 49.0MiB), emptyDir files 3.0MiB")
+
+
+def stage_rows(text: str) -> list[str]:
+    """The chart's stage rows, top to bottom: a branch glyph where a phase's name would start."""
+    return [line for line in text.splitlines() if line[3:4] in ("├", "└", "|", "`") and line[:3] == "   "]
+
+
+def bar_end(row: str) -> int:
+    """The column of a row's last bar cell (whole or partial)."""
+    return max(i for i, ch in enumerate(row) if ch in "█▏▎▍▌▋▊▉")
+
+
+def test_stages_are_rows_under_their_phase() -> None:
+    tl = timeline.build(single_staged(), now=NOW)
+    text = timeline.render_text(tl, width=100, unicode=True)
+    lines = text.splitlines()
+    checkpoint = next(i for i, line in enumerate(lines) if line.startswith("  checkpoint "))
+    assert [line.split()[:2] for line in lines[checkpoint + 1 : checkpoint + 4]] == [
+        ["├", "freeze"],
+        ["├", "dump"],
+        ["└", "upload"],
+    ]
+    assert lines[checkpoint + 4].startswith("  remove-source ")
+    restore = next(i for i, line in enumerate(lines) if line.startswith("  restore "))
+    assert [line.split()[:2] for line in lines[restore + 1 : restore + 4]] == [["├", "fetch"], ["├", "restore"], ["└", "ready"]]
+    assert lines[restore + 1].endswith(" 295ms, 47.0MiB") and lines[restore + 3].endswith(" 72ms")
+    # On the same axis as the phases: the dump starts with the checkpoint (24ms in, the freeze's 4ms before it), the
+    # ready stage ends with the restore phase (at readyAt).
+    assert abs(lines[checkpoint + 2].index("█") - lines[checkpoint].index("█")) <= 1
+    assert abs(bar_end(lines[restore + 3]) - bar_end(lines[restore])) <= 1
+    ascii_text = timeline.render_text(tl, width=100, unicode=False)
+    assert [row.split()[:2] for row in stage_rows(ascii_text)] == [
+        ["|", "freeze"], ["|", "dump"], ["`", "upload"], ["|", "fetch"], ["|", "restore"], ["`", "ready"],
+    ]  # fmt: skip
+
+
+def test_the_stages_of_several_containers_name_them() -> None:
+    obj = SAMPLES["staged"]()
+    obj["status"]["stages"][1]["container"] = "a-container-with-a-very-long-name"
+    for unicode, cut in ((True, "a-container-with-a-…"), (False, "a-container-with-a-~")):
+        text = timeline.render_text(timeline.build(obj, now=NOW), width=110, unicode=unicode)
+        labels = [re.split(r"\s{2,}", row.strip())[0][2:] for row in stage_rows(text)]
+        assert labels[:3] == ["freeze", f"dump ({cut})", "dump (sidecar)"]
+        assert "upload (web)" in labels and "ready (sidecar)" in labels
+
+
+def test_a_migration_without_stages_draws_as_before() -> None:
+    """As the chart was before stages existed: no stage row, the same text with an empty list."""
+    for name in ("succeeded", "failed", "running", "refused"):
+        text = timeline.render_text(build(name), width=100, unicode=True)
+        assert stage_rows(text) == []
+    obj = SAMPLES["succeeded"]()
+    obj["status"]["stages"] = []
+    assert timeline.render_text(timeline.build(obj, now=NOW)) == timeline.render_text(build("succeeded"))

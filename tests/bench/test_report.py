@@ -1,0 +1,167 @@
+"""The report's stage-vs-ceiling, registry ceiling and drain tables, with every kind of missing data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import report, stats
+from bench.results import CeilingRun, DrainRun, FloorRun, MigrationRun, SizeResult
+
+MB = 1_000_000
+
+
+def _migration(**overrides: object) -> MigrationRun:
+    run = MigrationRun(
+        pod="app-64m-1",
+        phase="Succeeded",
+        total_s=3.0,
+        downtime_s=2.5,
+        phases={"checkpoint": 1.0, "restore": 1.2},
+        agent={"freeze": 0.001, "checkpoint": 0.4, "pack": 0.05, "push": 0.25},
+        image_bytes=90 * MB,
+        state_ok=True,
+    )
+    for key, value in overrides.items():
+        setattr(run, key, value)
+    return run
+
+
+def _size(*, migrations: list[MigrationRun], ceilings: list[CeilingRun] | None = None) -> SizeResult:
+    return SizeResult(
+        size_mib=64,
+        floors=[FloorRun(dump_s=0.1, restore_s=0.08, state_ok=True)],
+        ceilings=ceilings if ceilings is not None else [CeilingRun(blob_bytes=300 * MB, push_1_s=1.0, push_n_s=0.75, get_s=0.5)],
+        migrations=migrations,
+    )
+
+
+def test_stage_numbers_from_agent_metrics_against_the_ceilings() -> None:
+    n = report.row_numbers(_size(migrations=[_migration()]))
+    assert n["ingest_1_Bps"] == pytest.approx(300 * MB) and n["ingest_n_Bps"] == pytest.approx(400 * MB)
+    assert n["ingest_Bps"] == pytest.approx(400 * MB), "the better of 1 and N streams is the upload's ceiling"
+    assert n["get_Bps"] == pytest.approx(600 * MB)
+    assert n["stage:upload"] == pytest.approx(0.3), "pack + push"
+    assert n["upload_Bps"] == pytest.approx(300 * MB)
+    assert n["ceiling:upload_s"] == pytest.approx(0.225)  # 90 MB at 400 MB/s
+    assert n["ceil:upload"] == pytest.approx(0.75)
+    assert n["ceil:dump"] == pytest.approx(0.25)  # criu dump 0.1 s / kubelet checkpoint 0.4 s
+    assert n["ceil:restore"] == pytest.approx(0.08 / 1.2)  # criu restore / the restore phase
+    assert n["stage:fetch"] is None and n["ceil:fetch"] is None, "no fetch before status.stages"
+    assert report.stage_sources(_size(migrations=[_migration()])) == {
+        "freeze": "metrics",
+        "dump": "metrics",
+        "upload": "metrics",
+        "restore": "phase",
+    }
+
+
+def test_stage_numbers_prefer_status_stages() -> None:
+    run = _migration(
+        stages={"dump": 0.2, "upload": 0.3, "fetch": 0.2, "restore": 0.1}, stage_bytes={"upload": 120 * MB, "fetch": 120 * MB}
+    )
+    n = report.row_numbers(_size(migrations=[run]))
+    assert n["upload_bytes"] == 120 * MB, "the stage's own bytes, not the image's"
+    assert n["ceil:upload"] == pytest.approx((120 / 400) / 0.3)
+    assert n["ceil:fetch"] == pytest.approx((120 / 600) / 0.2)
+    assert n["ceil:restore"] == pytest.approx(0.8)
+    assert n["ceil:dump"] == pytest.approx(0.5)
+    table = report.stage_ceiling_table([_size(migrations=[run])]).splitlines()
+    assert table[0].split()[:4] == ["stage", "vs", "ceiling", "stage"]
+    restore = next(line for line in table if "raw criu restore" in line).split()
+    assert restore[-3:] == ["0.080", "0.80x", "ok"] and "status" in restore
+    dump = next(line for line in table if "raw criu dump" in line).split()
+    assert dump[-2:] == ["0.50x", "below"]
+    assert table[1].startswith("64MiB") and table[2].startswith(" "), "the size labels its first row only"
+
+
+def test_repeats_with_different_sources_say_so() -> None:
+    result = _size(migrations=[_migration(), _migration(stages={"upload": 0.5})])
+    assert report.stage_sources(result)["upload"] == "metrics+status"
+    assert report.row_numbers(result)["stage:upload"] == pytest.approx(0.4), "median of 0.3 and 0.5"
+
+
+def test_missing_data_renders_as_dashes_never_an_error() -> None:
+    bare = MigrationRun(pod="app-64m-1", phase="Failed", reason="CheckpointFailed", error="Failed CheckpointFailed: x")
+    result = SizeResult(size_mib=64, migrations=[bare], floors=[FloorRun(error="criu dump failed")])
+    result.ceilings.append(CeilingRun(blob_bytes=64 << 20, error="RegistryError: token server: HTTP 401"))
+    n = report.row_numbers(result)
+    assert all(n[f"ceil:{s}"] is None for s in report.CEILING_STAGES)
+    table = report.stage_ceiling_table([result])
+    assert table.count("n/a") == 4 and "ok" not in table.split()
+    text = report.render([result])
+    assert "registry ceiling run 1: RegistryError: token server: HTTP 401" in text
+    assert "registry ceiling (raw client)" in text and "stage vs ceiling" in text
+    no_ceilings = SizeResult(size_mib=64, migrations=[_migration()])
+    text = report.render([no_ceilings])
+    assert "registry ceiling (raw client)" not in text, "no ceiling table when none was measured"
+    assert "stage vs ceiling" in text
+    json.dumps(report.to_json([result, no_ceilings], meta={}))  # serialisable with the holes
+
+
+def test_registry_ceiling_table() -> None:
+    result = _size(migrations=[_migration()])
+    table = report.ceiling_table([result]).splitlines()
+    assert table[0].split() == ["registry", "ceiling", "(raw", "client)", "blob_MiB", "push_1x_s", "push_1x_MB/s", "push_4x_s",
+                                "push_4x_MB/s", "get_s", "get_MB/s"]  # fmt: skip
+    assert table[1].split() == ["64MiB", "286.1", "1.000", "300", "0.750", "400", "0.500", "600"]
+
+
+def _drain(**overrides: object) -> DrainRun:
+    run = DrainRun(
+        pods=4, concurrency=2, size_mib=64, name="bench-1", phase="Succeeded", wall_s=9.0, migrated=4,
+        pod_totals=[3.5, 4.0, 4.5, 5.0], pod_downtimes=[2.0, 3.0, 2.5, 2.2], single_total_s=3.0, state_ok=True,
+    )  # fmt: skip
+    for key, value in overrides.items():
+        setattr(run, key, value)
+    return run
+
+
+def test_drain_against_its_goal() -> None:
+    n = report.drain_numbers(_drain())
+    assert n["goal_s"] == pytest.approx(7.2)  # 1.2 x ceil(4/2) x 3.0
+    assert n["goal_ratio"] == pytest.approx(1.25)
+    assert n["pod_total_s"] == pytest.approx(4.25) and n["pod_downtime_max_s"] == 3.0
+    table = report.drain_table(_drain()).splitlines()
+    assert table[1].split() == [
+        "drain",
+        "4x64MiB",
+        "k=2",
+        "4",
+        "2",
+        "4",
+        "9.000",
+        "7.200",
+        "1.25x",
+        "3.000",
+        "4.250",
+        "3.000",
+        "OK",
+    ]
+    results = [_size(migrations=[_migration()])]
+    text = report.render(results, drain=_drain())
+    assert "drain 4x64MiB k=2: wall/goal 1.25x" in text.splitlines()[-1]
+
+
+def test_drain_without_a_reference_or_a_finish() -> None:
+    failed = _drain(
+        phase="Blocked", message="pod x cannot move", wall_s=None, single_total_s=None, pod_totals=[], pod_downtimes=[]
+    )
+    failed.reference = MigrationRun(pod="app-64m-0", phase="Failed", error="Failed: restore")
+    n = report.drain_numbers(failed)
+    assert n["goal_s"] is None and n["goal_ratio"] is None and n["pod_total_s"] is None and n["pod_downtime_max_s"] is None
+    assert report.drain_table(failed).splitlines()[1].split()[6:] == ["-", "-", "n/a", "-", "-", "-", "FAILED"]
+    assert failed.failures() == [
+        "NodeDrain bench-1: Blocked pod x cannot move",
+        "reference migration (app-64m-0): Failed: restore",
+    ]
+    text = report.render([_size(migrations=[_migration()])], drain=failed)
+    assert "drain 4x64MiB k=2 NodeDrain bench-1: Blocked pod x cannot move" in text
+    assert report.to_json([], meta={}, drain=failed)["drain"]["ok"] is False
+
+
+def test_summary_names_the_ceilings_at_the_largest_size() -> None:
+    summary = report.summary_line([_size(migrations=[_migration()])])
+    assert "ceiling/stage at 64MiB: dump 0.25x, upload 0.75x, restore 0.07x" in summary
+    assert stats.CEILING_GOAL == 0.8
