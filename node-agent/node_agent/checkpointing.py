@@ -527,7 +527,7 @@ class Checkpointer:
                 wall = time.time()
                 if stop_in_dump:
                     archive, checkpoint_s = await self._checkpoint_and_stop(req, pod=pod, node=node, container=name,
-                                                                            frozen_by_us=frozen_by_us)  # fmt: skip
+                                                                            frozen_by_us=frozen_by_us, stages=stages)  # fmt: skip
                 else:
                     archive, checkpoint_s = await self._kubelet_checkpoint(req, node=node, container=name)
                 kubelet_archives.append(archive)
@@ -641,9 +641,19 @@ class Checkpointer:
         return checkpoint, stage
 
     async def _checkpoint_and_stop(
-        self, req: CheckpointRequest, *, pod: PodView, node: NodeView, container: str, frozen_by_us: list[_Frozen]
+        self,
+        req: CheckpointRequest,
+        *,
+        pod: PodView,
+        node: NodeView,
+        container: str,
+        frozen_by_us: list[_Frozen],
+        stages: list[StageRecord],
     ) -> tuple[Path, float]:
-        """The kubelet checkpoint with the node's CRIU hook armed: the container stops as its dump ends, then is frozen."""
+        """The kubelet checkpoint with the node's CRIU hook armed: the container stops as its dump ends, then is frozen.
+
+        Its ``freeze`` stage (appended to ``stages``) is therefore the container's, after its ``dump``.
+        """
         cid = pod.running_container_ids().get(container)
         if cid is None:
             raise AgentError(f"container {container} is not running", status=409, stage="freeze")
@@ -668,7 +678,11 @@ class Checkpointer:
                 )  # fmt: skip
             try:
                 frozen_by_us.append(_Frozen(name=container, cgroup=cgroup))
+                wall, t0 = time.time(), time.monotonic()
                 await self._freezer.freeze_stopped(cgroup, timeout=self._freeze_timeout)
+                freeze_s = time.monotonic() - t0
+                stages.append(StageRecord(name=STAGE_FREEZE, start=wall, end=wall + freeze_s, container=container))
+                self._metrics.duration.observe(freeze_s, phase="freeze")
             except (FreezeError, OSError) as exc:
                 raise AgentError(
                     f"freezing container {container} after its checkpoint: {exc}", status=500, stage="freeze"

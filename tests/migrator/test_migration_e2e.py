@@ -49,6 +49,8 @@ def assert_stages_in_time_order(status: Mapping[str, Any], *, freeze_first: bool
         assert at(dump["start"]) <= at(upload["start"]) and at(dump["end"]) <= at(upload["end"]), (dump, upload)
         if freeze_first:
             assert at(one(agent, "freeze", None)["start"]) <= at(dump["start"])
+        else:  # the container's own freeze, once its dump stopped it
+            assert at(one(agent, "freeze", c["name"])["end"]) <= at(upload["end"])
         fetch, restore, ready = (one(kubelet, name, c["name"]) for name in RESTORE_STAGES)
         assert at(fetch["start"]) <= at(fetch["end"]) <= at(restore["end"]) <= at(ready["end"])
         assert (restore["start"], ready["start"], ready["end"]) == (fetch["end"], restore["end"], status["readyAt"])
