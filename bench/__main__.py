@@ -34,6 +34,7 @@ from localcluster import podmigrate, registryauth
 
 DEFAULT_SIZES = (64, 256, 1024)
 INSTANCE = 5
+FLOOR_IMAGES_TMPFS = "/dev/shm"  # a tmpfs on every Linux with glibc; the floor's CRIU images go there
 
 
 def _log(text: str) -> None:
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(args, criu)
     meta["commit"] = history.commit(history=args.history)
     base = Path(tempfile.mkdtemp(prefix="podmigrate-bench-"))
+    # The floor's CRIU images on a tmpfs, like the nodes' checkpoints directories (bench/README.md).
+    in_memory = Path(tempfile.mkdtemp(prefix="podmigrate-bench-", dir=FLOOR_IMAGES_TMPFS))
     state = base / "cluster"
     results: list[SizeResult] = []
     emptydir: list[SizeResult] = []
@@ -220,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         for result in results:
             for i in range(1, args.repeat + 1):
                 _sync()
-                f = floor.measure(size_mib=result.size_mib, workdir=base, criu=criu, warmup_seconds=args.warmup_seconds)
+                f = floor.measure(
+                    size_mib=result.size_mib, workdir=base, criu=criu, warmup_seconds=args.warmup_seconds, images_dir=in_memory
+                )
                 result.floors.append(f)
                 _log(
                     f"{result.size_mib}MiB floor run {i}: dump {stats.fmt_seconds(f.dump_s)}s + "
@@ -307,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             teardown_error = f"cluster down: {exc}"
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(in_memory, ignore_errors=True)
         timings["down_s"] = time.monotonic() - t0
         _log(f"torn down in {timings['down_s']:.1f}s")
     meta["loadavg_end"] = round(os.getloadavg()[0], 2)

@@ -98,10 +98,15 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(*, size_mib: int, workdir: Path, criu: Path, warmup_seconds: float = 1.0) -> FloorRun:
-    """Start the app, dump it, restore it, check it is the same process, stop it; always clean up."""
+def measure(*, size_mib: int, workdir: Path, criu: Path, warmup_seconds: float = 1.0, images_dir: Path | None = None) -> FloorRun:
+    """Start the app, dump it, restore it, check it is the same process, stop it; always clean up.
+
+    ``images_dir`` is where CRIU's image files go (default: under ``workdir``). The bench puts them
+    on a tmpfs, because the local nodes' checkpoints directories are tmpfs mounts: the floor is
+    the best case, so it is measured on the same medium the pipeline writes to.
+    """
     run = FloorRun()
-    images = workdir / f"criu-{size_mib}mib"
+    images = (images_dir or workdir) / f"criu-{size_mib}mib"
     shutil.rmtree(images, ignore_errors=True)
     images.mkdir(parents=True)
     pidfile = workdir / f"criu-{size_mib}mib.pid"

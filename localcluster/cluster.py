@@ -299,6 +299,7 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
             name, address = f"node-{i}", f"127.0.{1 + instance}.{i}"
             node_state = state / "nodes" / name
             node_state.mkdir(parents=True, exist_ok=True)
+            nodesetup.keep_checkpoints_in_memory(node_state)
             kubeconfig = cp.kubeconfig_for(user=name, cn=f"system:node:{name}", orgs=["system:nodes"])
             cert, key = cp.issue_serving_cert(name=name, ips=[address], dns=[name])
             launcher.launch(
@@ -349,6 +350,7 @@ def up(*, state_dir: Path, nodes: int = 2, instance: int = 0, real_nodes: int = 
                     node=rn, cp=cp, launcher=launcher, bin_dir=bin_dir, registry=registry, sandbox_image=sandbox_image,
                     node_credentials=auth.dockerconfig(registryauth.NODE_USER),
                 )  # fmt: skip
+                nodesetup.keep_checkpoints_in_memory(rn.state)  # after start: under the kubelet root's own mount
             for rn in reals:
                 realnode.patch_address(node=rn, cp=cp, launcher=launcher)
                 infos.append(NodeInfo(name=rn.name, index=rn.index, address=rn.address, state_dir=rn.state_dir, kind="real"))
@@ -447,6 +449,7 @@ def down(*, state_dir: Path) -> list[str]:
     if not state.exists():
         return []
     stopped = _stop_daemons(state)
+    nodesetup.release_checkpoint_mounts(state / "nodes")
     _unshare_nodes_dir(state / "nodes")
     if (state / "controlplane").exists():
         stopped += controlplane.stop_state_dir(state_dir=state / "controlplane")

@@ -12,10 +12,17 @@ runtime decrypts checkpoint images with (CRI-O's ``decryption_keys_path``, conta
 ConfigMap ``podmigrate-encryption``). The local cluster makes one keypair at ``up``
 (:func:`make_encryption_keys`), puts the private key in every node's ``keys`` directory, and the
 overlay the public key in the ConfigMap.
+
+Checkpoint archives in memory (docs/facts.md, "Checkpoint archives on tmpfs"): the kubelet's
+``checkpoints`` directory is a tmpfs of its own on every local node
+(:func:`keep_checkpoints_in_memory`), as the docs recommend to operators. An archive is the
+container's memory: on tmpfs it never reaches a disk, and the runtime writes it (and CRIU, on
+the stand-in, its image files beside it) at memory speed instead of at the disk's write-back rate.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Final
 
@@ -24,11 +31,47 @@ from ocicheckpoint import encryption
 # A file of the product, not an import: the runtime's CRIU runs it (node_agent/dumphook.py, volumedata.py).
 CRIU_HOOK_SCRIPT: Final = Path(__file__).resolve().parents[1] / "node-agent" / "node_agent" / "criu_hook.sh"
 VOLUME_DIR_ENV: Final = "PODMIGRATE_VOLUME_DIR"
+# The checkpoints tmpfs: root only, and at most half the memory (tmpfs's own default) so a runaway
+# archive fails its checkpoint (ENOSPC, a kubelet error the agent reports) before it starves the host.
+CHECKPOINTS_TMPFS_OPTIONS: Final = "mode=0700,size=50%"
+CHECKPOINTS_TMPFS_SOURCE: Final = "podmigrate-checkpoints"
 
 
 def kubelet_root(node_state: Path) -> Path:
     """Where the node's kubelet keeps pods (``--root-dir``): the same layout on both kinds of node."""
     return node_state / "kubelet"
+
+
+def checkpoints_dir(node_state: Path) -> Path:
+    """Where the node's kubelet writes checkpoint archives (``<root-dir>/checkpoints``)."""
+    return kubelet_root(node_state) / "checkpoints"
+
+
+def _mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def keep_checkpoints_in_memory(node_state: Path) -> Path:
+    """Mount a tmpfs on the node's checkpoints directory (once); returns the directory."""
+    directory = checkpoints_dir(node_state)
+    directory.mkdir(parents=True, exist_ok=True)
+    if str(directory) not in _mount_points():
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", CHECKPOINTS_TMPFS_OPTIONS, CHECKPOINTS_TMPFS_SOURCE, str(directory)], check=True
+        )
+    return directory
+
+
+def release_checkpoint_mounts(nodes_dir: Path) -> list[str]:
+    """Unmount every node's checkpoints tmpfs under ``nodes_dir`` (at ``down``); what was unmounted."""
+    released = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point, source = fields[4], fields[fields.index("-") + 2]
+        ours = source == CHECKPOINTS_TMPFS_SOURCE and point.startswith(str(nodes_dir) + "/")
+        if ours and subprocess.run(["umount", point], check=False, capture_output=True).returncode == 0:
+            released.append(point)
+    return released
 
 
 def volume_dir(node_state: Path) -> Path:
