@@ -420,8 +420,18 @@ class LayerOpening:
         return self._expected_digest
 
     def feed(self, chunk: bytes) -> bytes:
+        self.check(chunk)
+        return self.decrypt(chunk)
+
+    # ``feed`` in two halves that need no lock between them, so that two threads can share the work
+    # of one blob (each half sees every chunk, in order): the ciphertext's checks, and the decryption.
+    def check(self, chunk: bytes) -> None:
+        """The ciphertext's digest and HMAC, over the next chunk."""
         self._blob_hash.update(chunk)
         self._mac.update(chunk)
+
+    def decrypt(self, chunk: bytes) -> bytes:
+        """The next chunk's plaintext (hashed on the way)."""
         out = self._decryptor.update(chunk)
         self._plain_hash.update(out)
         self.size += len(out)

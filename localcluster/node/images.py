@@ -225,10 +225,11 @@ class ImageStore:
 
         As CRI-O's containers/image and storage do (a decrypting, digest-verifying reader that
         ``ApplyDiff`` extracts from), the layer is never written whole to disk first: the blob's
-        bytes go from the socket through a ``ThreadReader`` to a thread that decrypts, hashes and
-        untars them. The checks that need the whole blob (its digest, the HMAC, the plaintext
-        against the config's ``diff_id``) come at the end; until they pass, what was unpacked is
-        only in the pull's temporary directory, which a failure leaves unused.
+        bytes go from the socket through ``ThreadReader``s to two threads, one checking the
+        ciphertext (digest, HMAC), one decrypting, hashing and untarring. The checks that need the
+        whole blob (its digest, the HMAC, the plaintext against the config's ``diff_id``) come at
+        the end; until they pass, what was unpacked is only in the pull's temporary directory,
+        which a failed pull removes (``_pull``).
         """
         media_type = layer.media_type
         opening: encryption.LayerOpening | None = None
@@ -244,37 +245,47 @@ class ImageStore:
             media_type = encryption.plaintext_media_type(media_type)
         gzip = media_type in names.GZIP_LAYER_MEDIA_TYPES
         blob_hash = hashlib.sha256()  # of a plaintext blob (an encrypted one's hashes are the opening's)
+        loop = asyncio.get_running_loop()
+        # Two threads share the blob, each reading every chunk: one checks the ciphertext (digest, HMAC),
+        # the other decrypts and untars. On two cores that halves the pull's CPU time per byte.
+        to_check, to_unpack = ThreadReader(loop=loop), ThreadReader(loop=loop)
+        check: Callable[[bytes], object] = opening.check if opening is not None else blob_hash.update
+        plaintext: Callable[[bytes], bytes] = opening.decrypt if opening is not None else (lambda chunk: chunk)
 
-        def plaintext(chunk: bytes) -> bytes:
-            if opening is not None:
-                return opening.feed(chunk)
-            blob_hash.update(chunk)
-            return chunk
-
-        stream = ThreadReader(loop=asyncio.get_running_loop())
-        reader = _Transformed(stream, plaintext)
-
-        def unpack() -> None:
+        def run_check() -> None:
             try:
-                unpack_stream(stream=reader, root=root, gzip=gzip)
+                while chunk := to_check.read(oci.CHUNK):
+                    check(chunk)
             except BaseException:
-                stream.abandon()  # the download stops instead of waiting for room that never comes
+                to_check.abandon()
                 raise
 
-        unpacking = asyncio.ensure_future(asyncio.to_thread(unpack))
+        def run_unpack() -> None:
+            try:
+                unpack_stream(stream=_Transformed(to_unpack, plaintext), root=root, gzip=gzip)
+            except BaseException:
+                to_unpack.abandon()  # the download stops instead of waiting for room that never comes
+                raise
+
+        workers = [asyncio.ensure_future(asyncio.to_thread(run_check)), asyncio.ensure_future(asyncio.to_thread(run_unpack))]
         try:
             async with registry.blob_chunks(repository=ref.repository, digest=layer.digest) as chunks:
                 async for chunk in chunks:
-                    await stream.put(chunk)
-            stream.close()
-            await unpacking
+                    await to_check.put(chunk)
+                    await to_unpack.put(chunk)
+            to_check.close()
+            to_unpack.close()
+            await asyncio.gather(*workers)
         except BaseException as exc:
-            stream.close(exc if isinstance(exc, Exception) else None)
-            await asyncio.wait([unpacking])
-            own = unpacking.exception() if not unpacking.cancelled() else None
-            if own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
-                raise own from None  # the unpacker's refusal says more than the aborted download
-            raise
+            for stream in (to_check, to_unpack):
+                stream.close(exc if isinstance(exc, Exception) else None)
+            await asyncio.wait(workers)
+            # Every worker's outcome is read (none left unretrieved); the unpacker's refusal says the most.
+            errors = [w.exception() for w in reversed(workers) if not w.cancelled()]
+            for own in errors:
+                if isinstance(exc, Exception) and own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
+                    raise own from None
+            raise  # a cancellation stays one
         if opening is not None:
             got_plain = opening.finish().digest  # the blob's digest, the HMAC, the plaintext's digest
         else:

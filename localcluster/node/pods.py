@@ -185,6 +185,11 @@ class PodWorker:
 
     async def _run(self) -> None:
         while not self.finished:
+            # Cleared before the pass, not after: a poke that comes while the pass runs (a readiness
+            # probe that succeeds right after the container it started) starts the next pass at once.
+            # Cleared after, it was lost, and the pod's Ready waited up to SYNC_PERIOD to be written:
+            # up to 1 s of every restored pod's downtime.
+            self._poke.clear()
             try:
                 async with self._lock:
                     await self._sync()
@@ -194,7 +199,6 @@ class PodWorker:
                 log.exception("sync of pod %s/%s failed", self.namespace, self.name)
             if self.finished:
                 break
-            self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), SYNC_PERIOD)
 

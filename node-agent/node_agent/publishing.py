@@ -204,8 +204,8 @@ class Publisher:
                 pipe.abandon()  # a producer waiting for room stops
                 await asyncio.wait([producer])
                 own = producer.exception() if not producer.cancelled() else None
-                if own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
-                    raise own from None  # the source's failure, not the upload's
+                if isinstance(exc, Exception) and own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
+                    raise own from None  # the source's failure, not the upload's (a cancellation stays one)
                 raise
             return finished[0]
 

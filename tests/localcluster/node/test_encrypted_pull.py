@@ -98,3 +98,32 @@ async def test_a_blob_altered_in_the_registry_fails_the_pull_and_leaves_nothing_
             assert left == [], "nothing unpacked from the altered blob stays"
     finally:
         await server.close()
+
+
+async def test_a_layer_the_unpacker_refuses_mid_download_fails_the_pull_with_its_reason(tmp_path: Path) -> None:
+    """A device node in a (plaintext) layer: the unpacking thread refuses it while the download runs;
+    the download stops, the pull fails with the unpacker's reason, and nothing unpacked stays."""
+    layer_tar = tmp_path / "layer.tar"
+    with tarfile.open(layer_tar, "w") as tar:
+        data = b'{"id": "x"}'
+        info = tarfile.TarInfo(names.CONFIG_DUMP_FILE)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        dev = tarfile.TarInfo("dev-null")
+        dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+        tar.addfile(dev)
+        filler = tarfile.TarInfo("filler")
+        filler.size = 8 << 20  # more than the pipes hold: the download must be stopped, not finish on its own
+        tar.addfile(filler, io.BytesIO(bytes(filler.size)))
+    image = checkpoint_image(archive=layer_tar, info=INFO)
+    blobs = {image.layer.digest: layer_tar.read_bytes(), image.config.digest: image.config_bytes}
+    server = await _serve(blobs, image.manifest_bytes)
+    host = f"{server.host}:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            store = ImageStore(root=tmp_path / "store", session=session, plain_http_registries=frozenset({host}))
+            with pytest.raises(ImagePullError, match="device node"):
+                await store.pull(f"{host}/ckpt/p@{image.manifest_digest}")
+            assert [p for p in (tmp_path / "store").rglob("*") if p.name == names.CONFIG_DUMP_FILE] == []
+    finally:
+        await server.close()
