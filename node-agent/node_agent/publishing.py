@@ -132,21 +132,28 @@ class Publisher:
                 lambda d=descriptor, p=path: reg.push_blob_file(repository=repository, path=p, descriptor=d),  # type: ignore[misc]
             ):
                 uploaded += descriptor.size
+        uploaded += await self._push_documents(reg, repository=repository, tag=tag, docs=image)
+        return PushResult(manifest_digest=image.manifest_digest, uploaded_bytes=uploaded)
+
+    async def _push_documents(
+        self, reg: RegistryClient, *, repository: str, tag: str, docs: ImageDocuments | PushableImage
+    ) -> int:
+        """The config blob, then the manifest under ``tag`` (the image's layers are already there); bytes uploaded."""
+        uploaded = 0
         if await self._retrying(
-            f"push config {image.config.digest}",
-            lambda: reg.push_blob_bytes(repository=repository, data=image.config_bytes, descriptor=image.config),
+            f"push config {docs.config.digest}",
+            lambda: reg.push_blob_bytes(repository=repository, data=docs.config_bytes, descriptor=docs.config),
         ):
-            uploaded += image.config.size
+            uploaded += docs.config.size
         digest = await self._retrying(
             f"push manifest {repository}:{tag}",
             lambda: reg.push_manifest(
-                repository=repository, reference=tag, manifest=image.manifest_bytes, media_type=names.MEDIA_TYPE_OCI_MANIFEST
+                repository=repository, reference=tag, manifest=docs.manifest_bytes, media_type=names.MEDIA_TYPE_OCI_MANIFEST
             ),
         )
-        uploaded += len(image.manifest_bytes)
-        if digest != image.manifest_digest:
-            log.warning("registry reports manifest digest %s, expected %s", digest, image.manifest_digest)
-        return PushResult(manifest_digest=image.manifest_digest, uploaded_bytes=uploaded)
+        if digest != docs.manifest_digest:
+            log.warning("registry reports manifest digest %s, expected %s", digest, docs.manifest_digest)
+        return uploaded + len(docs.manifest_bytes)
 
     async def push_streamed(
         self,
@@ -211,23 +218,9 @@ class Publisher:
 
         blob, diff_id, produced = await self._retrying(f"stream layer to {repository}", attempt)
         docs = documents(blob, diff_id, produced)
-        uploaded = blob.size
         if before_tag is not None:
             await before_tag()
-        if await self._retrying(
-            f"push config {docs.config.digest}",
-            lambda: reg.push_blob_bytes(repository=repository, data=docs.config_bytes, descriptor=docs.config),
-        ):
-            uploaded += docs.config.size
-        digest = await self._retrying(
-            f"push manifest {repository}:{tag}",
-            lambda: reg.push_manifest(
-                repository=repository, reference=tag, manifest=docs.manifest_bytes, media_type=names.MEDIA_TYPE_OCI_MANIFEST
-            ),
-        )
-        uploaded += len(docs.manifest_bytes)
-        if digest != docs.manifest_digest:
-            log.warning("registry reports manifest digest %s, expected %s", digest, docs.manifest_digest)
+        uploaded = blob.size + await self._push_documents(reg, repository=repository, tag=tag, docs=docs)
         return StreamedPush(
             result=PushResult(manifest_digest=docs.manifest_digest, uploaded_bytes=uploaded),
             layer=blob,
