@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
 
 DEFAULT_MAX_CHUNKS: Final = 8
 _WAIT_SLICE_S: Final = 0.2  # how often a blocked writer looks whether the reader gave up
@@ -148,3 +148,20 @@ class ThreadReader:
             self._offset += take
             have += take
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def worker_error(workers: Sequence[asyncio.Future[Any]], *, failure: BaseException) -> BaseException | None:
+    """Once ``failure`` ended a transfer: wait for its worker threads, and say which error to raise.
+
+    A worker's own error (a refused archive, an unpacker's refusal: the first one in ``workers``
+    order that has one) says more than the aborted transfer, so it is returned to be raised
+    instead; None means raise ``failure`` itself: when no worker failed on its own, when a worker
+    only stopped because the transfer did (``PipeAbandoned``, or ``failure`` passed on to it),
+    and always for a cancellation, which must stay one. Every worker's outcome is read, so none
+    is left unretrieved.
+    """
+    await asyncio.wait(workers)
+    errors = [w.exception() for w in workers if not w.cancelled()]
+    if not isinstance(failure, Exception):
+        return None
+    return next((e for e in errors if e is not None and not isinstance(e, PipeAbandoned) and e is not failure), None)

@@ -33,7 +33,7 @@ import aiohttp
 from ocicheckpoint import encryption, names, safetar
 from ocicheckpoint import image as oci
 from ocicheckpoint.credentials import Credentials, DockerConfig
-from ocicheckpoint.pipe import PipeAbandoned, ThreadReader
+from ocicheckpoint.pipe import ThreadReader, worker_error
 from ocicheckpoint.reference import Reference, parse_reference
 from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
 
@@ -279,13 +279,10 @@ class ImageStore:
         except BaseException as exc:
             for stream in (to_check, to_unpack):
                 stream.close(exc if isinstance(exc, Exception) else None)
-            await asyncio.wait(workers)
-            # Every worker's outcome is read (none left unretrieved); the unpacker's refusal says the most.
-            errors = [w.exception() for w in reversed(workers) if not w.cancelled()]
-            for own in errors:
-                if isinstance(exc, Exception) and own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
-                    raise own from None
-            raise  # a cancellation stays one
+            # The unpacker's refusal says the most, then the checker's.
+            if (own := await worker_error(workers[::-1], failure=exc)) is not None:
+                raise own from None
+            raise
         if opening is not None:
             got_plain = opening.finish().digest  # the blob's digest, the HMAC, the plaintext's digest
         else:

@@ -30,7 +30,7 @@ from ocicheckpoint import names
 from ocicheckpoint.credentials import DockerConfig
 from ocicheckpoint.encryption import LayerPass, PublicKey
 from ocicheckpoint.image import Descriptor, ImageDocuments, Manifest, PushableImage, parse_manifest
-from ocicheckpoint.pipe import Pipe, PipeAbandoned
+from ocicheckpoint.pipe import Pipe, worker_error
 from ocicheckpoint.reference import Reference
 from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
 
@@ -209,10 +209,8 @@ class Publisher:
                 await reg.push_blob_stream(repository=repository, chunks=pipe.chunks(), size=size, digest=digest)
             except BaseException as exc:
                 pipe.abandon()  # a producer waiting for room stops
-                await asyncio.wait([producer])
-                own = producer.exception() if not producer.cancelled() else None
-                if isinstance(exc, Exception) and own is not None and not isinstance(own, PipeAbandoned) and own is not exc:
-                    raise own from None  # the source's failure, not the upload's (a cancellation stays one)
+                if (own := await worker_error([producer], failure=exc)) is not None:
+                    raise own from None  # the source's failure, not the upload's
                 raise
             return finished[0]
 

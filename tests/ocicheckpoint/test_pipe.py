@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ocicheckpoint.pipe import Pipe, PipeAbandoned, ThreadReader
+from ocicheckpoint.pipe import Pipe, PipeAbandoned, ThreadReader, worker_error
 
 
 async def test_chunks_arrive_in_order_and_the_writer_waits_for_room() -> None:
@@ -107,3 +107,19 @@ async def test_a_writers_error_reaches_the_thread_and_a_thread_that_gives_up_sto
     other.abandon()
     with pytest.raises(PipeAbandoned):
         await other.put(b"x")
+
+
+async def test_a_workers_own_error_is_raised_instead_of_the_transfers_but_never_instead_of_a_cancellation() -> None:
+    async def failing(error: BaseException) -> None:
+        raise error
+
+    refused = ValueError("device node in the layer")
+    echo = PipeAbandoned("the reader of this stream stopped")
+    aborted = ConnectionResetError("the registry closed the connection")
+
+    workers = [asyncio.ensure_future(failing(echo)), asyncio.ensure_future(failing(refused))]
+    assert await worker_error(workers, failure=aborted) is refused, "the echo of the abort says nothing"
+    workers = [asyncio.ensure_future(failing(aborted)), asyncio.ensure_future(asyncio.sleep(0))]
+    assert await worker_error(workers, failure=aborted) is None, "the failure passed on to a worker is the failure"
+    workers = [asyncio.ensure_future(failing(refused))]
+    assert await worker_error(workers, failure=asyncio.CancelledError()) is None, "a cancellation stays one"
