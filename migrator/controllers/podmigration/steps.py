@@ -316,7 +316,12 @@ async def await_replacement(ctx: Context, m: Migration) -> None:
         return
     if slots.reopen_if_lost(m.status):
         m.note("SlotReopened", "the restore slot was claimed but no pod came of it; offered again", warning=True)
-    removed_at = parse_time(m.status["phases"][-1]["start"])
+    # From when removing the source began, not from this phase's start: the workload's controller
+    # replaces the pod as soon as it is deleted, which can be more than a second before this phase
+    # is entered; a replacement made in between was never counted as cold, and the migration then
+    # awaited a restore that could not come, forever (a flaky end-to-end test showed it).
+    removals = [p for p in m.status["phases"] if p["name"] == SPAN_NAMES[Step.REMOVE_SOURCE]]
+    removed_at = parse_time((removals or m.status["phases"])[-1]["start"])
     cold = [p for p in others if parse_time(p["metadata"]["creationTimestamp"]) >= removed_at - timedelta(seconds=1)]
     if cold and now() - removed_at > COLD_REPLACEMENT_GRACE:
         await pods.close_slot(ctx, m)
