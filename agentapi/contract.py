@@ -249,7 +249,13 @@ class ContainerTimings:
 
 @dataclass(frozen=True, kw_only=True)
 class ContainerCheckpoint:
-    """One container's checkpoint image: ``image`` is ``host/repo@sha256:...`` (pull by it; no tag: see docs/facts.md)."""
+    """One container's checkpoint image: ``image`` is ``host/repo@sha256:...`` (pull by it; no tag: see docs/facts.md).
+
+    ``inspection``: what the checkpoint holds (processes, memory, open files, sockets, mounts), the
+    JSON of ``ocicheckpoint.criuimages.Inspection``; None when the agent could not read its CRIU
+    images (or predates inspections). ``criu_version``: the CRIU that dumped it ("" when not said).
+    Both are left out of the JSON when absent, so agents and control services of either age agree.
+    """
 
     name: str
     image: str
@@ -258,9 +264,11 @@ class ContainerCheckpoint:
     archive_bytes: int
     image_bytes: int
     timings: ContainerTimings
+    inspection: dict[str, Any] | None = None
+    criu_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "image": self.image,
             "digest": self.digest,
@@ -269,10 +277,16 @@ class ContainerCheckpoint:
             "image_bytes": self.image_bytes,
             "timings": self.timings.to_json(),
         }
+        if self.inspection is not None:
+            out["inspection"] = self.inspection
+        if self.criu_version:
+            out["criu_version"] = self.criu_version
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ContainerCheckpoint:
         t = data["timings"]
+        inspection = data.get("inspection")
         return cls(
             name=str(data["name"]),
             image=str(data["image"]),
@@ -281,6 +295,8 @@ class ContainerCheckpoint:
             archive_bytes=int(data["archive_bytes"]),
             image_bytes=int(data["image_bytes"]),
             timings=ContainerTimings(checkpoint_s=float(t["checkpoint_s"]), push_s=float(t["push_s"])),
+            inspection=dict(inspection) if isinstance(inspection, Mapping) else None,
+            criu_version=str(data.get("criu_version") or ""),
         )
 
 

@@ -191,6 +191,9 @@ spec:
     and the pod is restored on the target node. `kubectl migrate pod NAME --to NODE`
     asks for one move; `kubectl migrate drain NODE` empties a node that way;
     `get`, `describe` and `timeline` show how the moves went.
+    `kubectl migrate checkpoint POD` keeps a pod's checkpoint in the registry
+    (once, or on a schedule); `restore` starts a pod from one, `checkpoints`
+    lists them and `inspect` shows what one holds.
   caveats: |
     kubectl-migrate is a Python program: it needs python3 (3.11 or newer) on PATH.
     The cluster needs podmigrate installed (the PodMigration and NodeDrain CRDs,

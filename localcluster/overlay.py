@@ -146,7 +146,7 @@ def _webhook_patches(*, instance: int) -> list[dict[str, Any]]:
         (
             "ValidatingWebhookConfiguration",
             "podmigrate-guard",
-            ["/validate-pods", "/validate-podmigrations", "/validate-nodedrains"],
+            ["/validate-pods", "/validate-podmigrations", "/validate-nodedrains", "/validate-checkpoints"],
         ),
     ):
         ops = [

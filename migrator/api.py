@@ -167,3 +167,65 @@ POD_FINISHED_OUTCOMES: Final = frozenset({PodOutcome.MIGRATED, PodOutcome.EVICTE
 class UnmigratablePolicy(StrEnum):
     EVICT = "Evict"  # evict them through the Eviction API (PodDisruptionBudgets honoured), as kubectl drain does
     BLOCK = "Block"  # stop in phase Blocked, deleting nothing
+
+
+# --- Checkpoints as objects of their own (manifests/crd/podcheckpoints.yaml, podrestores.yaml,
+# checkpointschedules.yaml): a pod's checkpoint kept in the registry, restored later, cloned, scheduled.
+CHECKPOINT_PLURAL: Final = "podcheckpoints"
+CHECKPOINT_KIND: Final = "PodCheckpoint"
+PODCHECKPOINTS: Final = CustomResource(
+    group=GROUP, version=VERSION, plural=CHECKPOINT_PLURAL, kind=CHECKPOINT_KIND, namespaced=True
+)
+RESTORE_PLURAL: Final = "podrestores"
+RESTORE_KIND: Final = "PodRestore"
+PODRESTORES: Final = CustomResource(group=GROUP, version=VERSION, plural=RESTORE_PLURAL, kind=RESTORE_KIND, namespaced=True)
+SCHEDULE_PLURAL: Final = "checkpointschedules"
+SCHEDULE_KIND: Final = "CheckpointSchedule"
+CHECKPOINTSCHEDULES: Final = CustomResource(
+    group=GROUP, version=VERSION, plural=SCHEDULE_PLURAL, kind=SCHEDULE_KIND, namespaced=True
+)
+# Held on every PodCheckpoint: its deletion waits until its images are gone from the registry.
+CHECKPOINT_FINALIZER: Final = "podmigrate.io/checkpoint-images"
+# Held on every unfinished PodRestore: its deletion waits until the restored pod runs or the restore failed.
+RESTORE_FINALIZER: Final = "podmigrate.io/restore-finished"
+# On every PodCheckpoint: the pod it checkpoints (list a pod's checkpoints with one selector).
+LABEL_CHECKPOINT_POD: Final = "podmigrate.io/pod"
+# On the PodCheckpoints a CheckpointSchedule creates: the schedule's name.
+LABEL_SCHEDULE: Final = "podmigrate.io/schedule"
+# On pods restored from a PodCheckpoint (a PodRestore's, or a warm start's): "<namespace>/<name>" and its UID.
+ANNOTATION_CHECKPOINT: Final = "podmigrate.io/checkpoint"
+ANNOTATION_CHECKPOINT_UID: Final = "podmigrate.io/checkpoint-uid"
+# On a PodRestore's pod: "<namespace>/<name>" and the UID of that PodRestore.
+ANNOTATION_RESTORE: Final = "podmigrate.io/restore"
+ANNOTATION_RESTORE_UID: Final = "podmigrate.io/restore-uid"
+# On a Deployment (copied by its controller to its ReplicaSets) or a ReplicaSet: the PodCheckpoint (same
+# namespace) its new pods restore from instead of starting cold (migrator.warmstart).
+ANNOTATION_WARM_START: Final = "podmigrate.io/warm-start-from"
+# On a pod that asked for a warm start and started cold all the same: why.
+ANNOTATION_WARM_START_SKIPPED: Final = "podmigrate.io/warm-start-skipped"
+
+
+class CheckpointMode(StrEnum):
+    RUNNING = "Running"  # the pod runs on: paused only while CRIU dumps it (forensics, periodic checkpoints)
+    SUSPEND = "Suspend"  # frozen, checkpointed, then removed: resumed later by a PodRestore
+
+
+class CheckpointPhase(StrEnum):
+    PENDING = "Pending"
+    CHECKPOINTING = "Checkpointing"
+    SUSPENDING = "Suspending"  # (Suspend) the frozen pod is being removed
+    AVAILABLE = "Available"  # in the registry, restorable
+    FAILED = "Failed"
+
+
+class RestorePhase(StrEnum):
+    PENDING = "Pending"
+    RESTORING = "Restoring"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+RESTORE_TERMINAL_PHASES: Final = frozenset({RestorePhase.SUCCEEDED, RestorePhase.FAILED})
+# On the pod a workload controller makes to replace a suspended pod (migrator.webhook): it holds the pod's place
+# (the controller counts it, so it makes no cold copy) without running, until a PodRestore releases it.
+SCHEDULING_GATE_SUSPENDED: Final = "podmigrate.io/suspended"

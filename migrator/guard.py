@@ -154,6 +154,10 @@ class Guard:
                 allowed=False, message=f'only podmigrate restores pods from checkpoint images (user "{username}" may not)'
             )
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(api.ANNOTATION_CHECKPOINT):
+            gates = {g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []}
+            return await self._restore_of_checkpoint(namespace=namespace, username=username, annotations=annotations,
+                                                     images=images, held=api.SCHEDULING_GATE_SUSPENDED in gates)  # fmt: skip
         where = str(annotations.get(api.ANNOTATION_MIGRATION) or "")
         m_namespace, _, m_name = where.partition("/")
         if m_namespace != namespace or not m_name:
@@ -170,6 +174,50 @@ class Guard:
         stray = sorted(set(images) - produced)
         if stray:
             return Verdict(allowed=False, message=f"{', '.join(stray)} is not a checkpoint of PodMigration {where}")
+        return ALLOW
+
+    async def _restore_of_checkpoint(
+        self, *, namespace: str, username: str, annotations: Mapping[str, Any], images: Mapping[str, str], held: bool
+    ) -> Verdict:
+        """A pod restoring a PodCheckpoint of its namespace: a PodRestore's (made by podmigrate), or a warm start's.
+
+        A PodRestore's pod is created by this service and names its open PodRestore; a warm start's
+        is created by the ReplicaSet controller, made a restore by ``migrator.warmstart`` because its
+        ReplicaSet names the checkpoint: whoever may write that Deployment or ReplicaSet may restore
+        this namespace's checkpoints into it (SECURITY.md). Either way the images must be exactly
+        ones that checkpoint holds, and the checkpoint must be Available (not failed, not being deleted).
+        A workload controller's replacement of a pod being suspended holds its place while the
+        checkpoint is still Suspending: allowed only gated (``api.SCHEDULING_GATE_SUSPENDED``), so it
+        cannot run until a PodRestore releases it.
+        """
+        where = str(annotations.get(api.ANNOTATION_CHECKPOINT) or "")
+        c_namespace, _, c_name = where.partition("/")
+        if c_namespace != namespace or not c_name:
+            return Verdict(allowed=False, message=f"PodCheckpoint {where} is not in namespace {namespace}")
+        checkpoint = await api.PODCHECKPOINTS.get(self._custom, name=c_name, namespace=namespace)
+        if checkpoint is None or checkpoint["metadata"].get("uid") != annotations.get(api.ANNOTATION_CHECKPOINT_UID):
+            return Verdict(allowed=False, message=f"PodCheckpoint {where} (of these checkpoint images) does not exist")
+        status = checkpoint.get("status") or {}
+        holding = held and status.get("phase") == api.CheckpointPhase.SUSPENDING
+        if (status.get("phase") != api.CheckpointPhase.AVAILABLE and not holding) or checkpoint["metadata"].get(
+            "deletionTimestamp"
+        ):
+            return Verdict(allowed=False, message=f"PodCheckpoint {where} is not Available: it is not restored now")
+        produced = {str(c.get("image")) for c in status.get("containers") or []}
+        if stray := sorted(set(images) - produced):
+            return Verdict(allowed=False, message=f"{', '.join(stray)} is not a checkpoint of PodCheckpoint {where}")
+        if username == self._own_user:
+            restore_at = str(annotations.get(api.ANNOTATION_RESTORE) or "")
+            r_namespace, _, r_name = restore_at.partition("/")
+            restore = await api.PODRESTORES.get(self._custom, name=r_name, namespace=namespace) if r_name else None
+            if (
+                r_namespace != namespace
+                or restore is None
+                or restore["metadata"].get("uid") != annotations.get(api.ANNOTATION_RESTORE_UID)
+            ):
+                return Verdict(allowed=False, message=f"PodRestore {restore_at or '(none)'} of these images does not exist")
+            if (restore.get("status") or {}).get("phase") in api.RESTORE_TERMINAL_PHASES:
+                return Verdict(allowed=False, message=f"PodRestore {restore_at} is finished: it creates no pod now")
         return ALLOW
 
     async def podmigration(self, request: Mapping[str, Any]) -> Verdict:
@@ -196,4 +244,35 @@ class Guard:
         ):
             if not verdict.allowed:
                 return Verdict(allowed=False, message=f"{verdict.message}, so it may not drain node {node}")
+        return ALLOW
+
+    async def checkpoint_kinds(self, request: Mapping[str, Any]) -> Verdict:
+        """Their creator may do what they lead to: a checkpoint reads a pod's memory, a restore creates a pod.
+
+        * PodCheckpoint: ``create pods/exec`` on its pod (its memory is what exec would reach), and
+          ``delete`` on it too to suspend it (the pod is removed);
+        * CheckpointSchedule: ``create pods/exec`` on pods of its namespace (it checkpoints whatever its
+          selector matches, now and later);
+        * PodRestore: ``create pods`` in its namespace (the pod runs as the checkpointed pod's
+          ServiceAccount, which creating pods there allows anyway).
+        """
+        if request.get("operation") != "CREATE" or _user(request).get("username") == self._own_user:
+            return ALLOW  # a schedule's checkpoints: its creator was checked
+        kind = str((request.get("kind") or {}).get("kind") or "")
+        namespace = str(request.get("namespace") or "")
+        spec = (request.get("object") or {}).get("spec") or {}
+        checks: list[dict[str, Any]] = []
+        if kind == api.CHECKPOINT_KIND:
+            pod = str(spec.get("podName") or "")
+            checks.append({"verb": "create", "resource": "pods", "subresource": "exec", "name": pod})
+            if spec.get("mode") == api.CheckpointMode.SUSPEND:
+                checks.append({"verb": "delete", "resource": "pods", "name": pod})
+        elif kind == api.SCHEDULE_KIND:
+            checks.append({"verb": "create", "resource": "pods", "subresource": "exec", "name": spec.get("podName") or None})
+        elif kind == api.RESTORE_KIND:
+            checks.append({"verb": "create", "resource": "pods"})
+        for check in checks:
+            verdict = await may(self._authz, request, namespace=namespace, **check)
+            if not verdict.allowed:
+                return Verdict(allowed=False, message=f"{verdict.message}, so it may not create this {kind}")
         return ALLOW

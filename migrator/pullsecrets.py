@@ -30,7 +30,7 @@ from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_plain
 from migrator import api
-from migrator.controllers.podmigration.migration import Context, Migration
+from migrator.controllers.podmigration.migration import Context, PodRecord
 from ocicheckpoint.credentials import SECRET_TYPE_DOCKERCONFIGJSON
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _copy(source: dict[str, Any], *, namespace: str, migration_uid: str) -> dict
     }
 
 
-async def _ensure(ctx: Context, m: Migration) -> bool:
+async def _ensure(ctx: Context, m: PodRecord) -> bool:
     home = source_namespace()
     source = await read_plain(ctx.core.read_namespaced_secret(PULL_SECRET, home))
     if source is None:
@@ -93,7 +93,7 @@ async def _ensure(ctx: Context, m: Migration) -> bool:
     return True
 
 
-async def ensure(ctx: Context, m: Migration) -> None:
+async def ensure(ctx: Context, m: PodRecord) -> None:
     """Keep the pull Secret in the migration's namespace; record its name in the status for the restored pod."""
     try:
         present = await _ensure(ctx, m)
@@ -106,8 +106,8 @@ async def ensure(ctx: Context, m: Migration) -> None:
         m.status.pop(STATUS_KEY, None)
 
 
-async def release(ctx: Context, m: Migration) -> None:
-    """Delete the namespace's copy when no other migration there is still open (best effort)."""
+async def release(ctx: Context, m: PodRecord) -> None:
+    """Delete the namespace's copy when no other migration there is open and no PodCheckpoint kept (best effort)."""
     if not m.status.get(STATUS_KEY) or m.namespace == source_namespace():
         return
     try:
@@ -124,6 +124,15 @@ async def release(ctx: Context, m: Migration) -> None:
             phase = (item.get("status") or {}).get("phase")
             if item["metadata"].get("uid") != m.uid and phase not in api.TERMINAL_PHASES:
                 return  # another migration here still needs it
+        # A PodCheckpoint can be restored at any time (a PodRestore, a Deployment's warm start): the copy
+        # stays while one exists here; the last one deleted releases it.
+        kept = plain(
+            await ctx.custom.list_namespaced_custom_object(
+                api.PODCHECKPOINTS.group, api.PODCHECKPOINTS.version, m.namespace, api.PODCHECKPOINTS.plural
+            )
+        )
+        if any(item["metadata"].get("uid") != m.uid for item in kept.get("items") or []):
+            return
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=meta["resourceVersion"]))
         await ctx.core.delete_namespaced_secret(PULL_SECRET, m.namespace, body=options)
     except client.ApiException as exc:

@@ -1,4 +1,5 @@
-"""The control service's entry point: watch PodMigrations and NodeDrains, reconcile each until it is done.
+"""The control service's entry point: watch its resources (PodMigrations, NodeDrains, PodCheckpoints, PodRestores,
+CheckpointSchedules) and reconcile each until it is done.
 
 Replicas elect a leader on a Lease (``kubeclient.leasing``); only the leader reconciles, and
 every replica serves the admission webhook. On becoming leader it lists every PodMigration and
@@ -31,7 +32,9 @@ from kubeclient.connecting import api_client, bearer_token
 from kubeclient.leasing import LeaderElector
 from migrator import certificates as authority
 from migrator import webhookconfig
+from migrator.controllers.podcheckpoint import PodCheckpointReconciler
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
+from migrator.controllers.podrestore import PodRestoreReconciler
 from migrator.metrics import ControllerMetrics
 from migrator.tracing import StoredIdGenerator, flush
 from migrator.watches import Controllers
@@ -135,7 +138,8 @@ async def serve_webhook(
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
     hook = Webhook(
         core=core, custom=custom, policy=client.PolicyV1Api(core.api_client),
-        authz=client.AuthorizationV1Api(core.api_client), checkpoint_repository=args.checkpoint_repository,
+        authz=client.AuthorizationV1Api(core.api_client), apps=client.AppsV1Api(core.api_client),
+        checkpoint_repository=args.checkpoint_repository,
         own_user=own_user,
         client_names=frozenset(args.webhook_client_name), require_client_cert=not args.webhook_allow_any_client,
     )  # fmt: skip
@@ -190,7 +194,13 @@ async def run(args: argparse.Namespace) -> None:
         core=core, custom=custom, agents=agents, metrics=metrics,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
     )  # fmt: skip
-    controllers = Controllers(core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler)
+    settings = reconciler.ctx.settings
+    checkpoints = PodCheckpointReconciler(core=core, custom=custom, agents=agents, metrics=metrics, settings=settings)
+    restores = PodRestoreReconciler(core=core, custom=custom, agents=agents, settings=settings)
+    controllers = Controllers(
+        core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler, checkpoints=checkpoints,
+        restores=restores,
+    )  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -255,7 +265,7 @@ async def run(args: argparse.Namespace) -> None:
             await runner.cleanup()
     await controllers.stop()
     await elector.release()
-    flush()
+    flush(wait=True)
     await session.close()
     await kube.close()
     if lost:  # another replica may be acting already: stop at once and let the kubelet restart this one as a standby

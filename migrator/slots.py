@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
-from kubeclient.resources import Conflict, Gone
+from kubeclient.resources import Conflict, CustomResource, Gone
 from migrator import api
 from migrator.units import iso, now, status_time
 
@@ -118,14 +118,20 @@ def claimed(status: Mapping[str, Any]) -> bool:
 
 
 # --- the webhook's side ---------------------------------------------------------------------------
-async def claim(custom: client.CustomObjectsApi, pod: Mapping[str, Any], *, namespace: str) -> Slot | None:
-    """Claim the open slot this pod creation fills, or None (not a pod any migration waits for)."""
+async def claim(
+    custom: client.CustomObjectsApi, pod: Mapping[str, Any], *, namespace: str, resource: CustomResource = api.PODMIGRATIONS
+) -> Slot | None:
+    """Claim the open slot this pod creation fills, or None (not a pod any migration waits for).
+
+    ``resource``: whose slots (a PodMigration's, or a PodCheckpoint's that suspends a controller's pod
+    and has its replacement hold the pod's place: ``migrator.controllers.podcheckpoint``).
+    """
     meta = pod.get("metadata") or {}
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
     if owner is None or not owner.get("uid"):
         return None
     listing = await custom.list_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, label_selector=f"{LABEL_SLOT_OWNER}={owner['uid']}"
+        resource.group, resource.version, namespace, resource.plural, label_selector=f"{LABEL_SLOT_OWNER}={owner['uid']}"
     )
     candidates = sorted(listing.get("items") or [], key=lambda o: o["metadata"].get("creationTimestamp") or "")
     for obj in candidates:
@@ -136,14 +142,14 @@ async def claim(custom: client.CustomObjectsApi, pod: Mapping[str, Any], *, name
             if slot.pod_name is not None and slot.pod_name != meta.get("name"):
                 break
             try:
-                await api.PODMIGRATIONS.patch_status(
+                await resource.patch_status(
                     custom, name=obj["metadata"]["name"], namespace=namespace,
                     status={STATUS_KEY: {"claimedGeneration": slot.generation, "claimedAt": iso(now())}},
                     resource_version=obj["metadata"]["resourceVersion"],
                 )  # fmt: skip
                 return slot
             except Conflict:  # someone wrote it since: read it again (another creation may have claimed it)
-                fresh = await api.PODMIGRATIONS.get(custom, name=obj["metadata"]["name"], namespace=namespace)
+                fresh = await resource.get(custom, name=obj["metadata"]["name"], namespace=namespace)
                 if fresh is None:
                     break
                 obj = fresh

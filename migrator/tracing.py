@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -97,8 +98,33 @@ def emit_span(
     span.end(end_time=_ns(max(end, start)))
 
 
-def flush() -> None:
+_flushing = threading.Lock()
+
+
+def flush(*, wait: bool = False) -> None:
+    """Have the exporter send the spans it holds now; without ``wait``, in a thread of its own.
+
+    Why not wait: ``force_flush`` blocks until the collector answers or the exporter's retries give
+    up (seconds when the collector is down), and the reconcilers call this on the event loop, where
+    a block that long misses Lease renewals (the replica loses leadership and exits) and admission
+    deadlines (the API server fails the webhook call). So a finished object's spans leave at once
+    when the collector is up, and nothing waits for them when it is not; one flush in flight is
+    enough. ``wait`` is for the end of the process.
+    """
     provider = trace.get_tracer_provider()
     force_flush = getattr(provider, "force_flush", None)
-    if force_flush:
+    if not force_flush:
+        return
+    if wait:
         force_flush()
+        return
+    if not _flushing.acquire(blocking=False):
+        return
+
+    def run() -> None:
+        try:
+            force_flush()
+        finally:
+            _flushing.release()
+
+    threading.Thread(target=run, name="span-flush", daemon=True).start()

@@ -45,7 +45,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_or_none
-from migrator import api, claims, disruption, guard, movability, slots
+from migrator import api, claims, disruption, guard, movability, slots, warmstart
 from migrator.slots import Slot
 from migrator.units import now
 from migrator.units import status_time as parse_time
@@ -62,16 +62,68 @@ def _escape(key: str) -> str:
 
 def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
     """The JSONPatch that makes the controller's pod a restore of the checkpoint on ``slot.node``."""
-    ops: list[dict[str, Any]] = [{"op": "add", "path": "/spec/nodeName", "value": slot.node}]
     annotations = {
         api.ANNOTATION_MIGRATION: slot.migration,
         api.ANNOTATION_MIGRATION_UID: slot.migration_uid,
-        api.ANNOTATION_RESTORED_FROM: slot.source_node,
-        api.ANNOTATION_CHECKPOINT_IMAGES: json.dumps(slot.images, sort_keys=True),
-        api.ANNOTATION_ORIGINAL_IMAGES: json.dumps(slot.original_images, sort_keys=True),
         **slot.extra_annotations,
     }
+    return checkpoint_patch(
+        pod, node=slot.node, images=slot.images, source_node=slot.source_node, original_images=slot.original_images,
+        annotations=annotations, restored_from=f"{slot.namespace}/{slot.source_pod}" if slot.source_pod else "",
+        pull_secret=slot.pull_secret,
+    )  # fmt: skip
+
+
+def hold_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
+    """The JSONPatch that makes a controller's replacement of a suspended pod hold its place: gated, its checkpoint's images."""
+    checkpoint_namespace, _, checkpoint_name = slot.migration.partition("/")
+    return checkpoint_patch(
+        pod, node=None, images=slot.images, source_node=slot.source_node, original_images=slot.original_images,
+        annotations={api.ANNOTATION_CHECKPOINT: f"{checkpoint_namespace}/{checkpoint_name}",
+                     api.ANNOTATION_CHECKPOINT_UID: slot.migration_uid},
+        restored_from=f"{slot.namespace}/{slot.source_pod}", pull_secret=slot.pull_secret,
+    )  # fmt: skip
+
+
+def checkpoint_patch(
+    pod: Mapping[str, Any],
+    *,
+    node: str | None,
+    images: Mapping[str, str],
+    source_node: str,
+    original_images: Mapping[str, str],
+    annotations: Mapping[str, str],
+    restored_from: str,
+    pull_secret: str,
+) -> list[dict[str, Any]]:
+    """The JSONPatch that makes a controller's new pod restore checkpoint ``images`` ({container: image}) on ``node``.
+
+    Bound to ``node`` (whose local storage holds the base images), or, with None, held: gated
+    (``api.SCHEDULING_GATE_SUSPENDED``), so that it waits unscheduled until a PodRestore picks its node
+    and lifts the gate (a suspended pod's place). The containers' images swapped
+    for the checkpoint's, init containers dropped (they ran before the checkpoint), the checkpointed
+    pod (``restored_from``) in each container's environment for the node's CRIU hook, and the
+    checkpoint registry's pull Secret added.
+    """
     spec = pod.get("spec") or {}
+    if node is not None:
+        ops: list[dict[str, Any]] = [{"op": "add", "path": "/spec/nodeName", "value": node}]
+    else:
+        gate = {"name": api.SCHEDULING_GATE_SUSPENDED}
+        gates = spec.get("schedulingGates")
+        ops = [
+            {
+                "op": "add",
+                "path": "/spec/schedulingGates/-" if gates else "/spec/schedulingGates",
+                "value": gate if gates else [gate],
+            }
+        ]
+    annotations = {
+        **annotations,
+        api.ANNOTATION_RESTORED_FROM: source_node,
+        api.ANNOTATION_CHECKPOINT_IMAGES: json.dumps(dict(images), sort_keys=True),
+        api.ANNOTATION_ORIGINAL_IMAGES: json.dumps(dict(original_images), sort_keys=True),
+    }
     if spec.get("initContainers"):
         annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec["initContainers"])
         ops.append({"op": "remove", "path": "/spec/initContainers"})
@@ -79,21 +131,21 @@ def restore_patch(pod: Mapping[str, Any], slot: Slot) -> list[dict[str, Any]]:
         ops += [{"op": "add", "path": f"/metadata/annotations/{_escape(k)}", "value": v} for k, v in annotations.items()]
     else:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-    restored_from = {"name": api.ENV_RESTORED_FROM, "value": f"{slot.namespace}/{slot.source_pod}"}
+    env_entry = {"name": api.ENV_RESTORED_FROM, "value": restored_from}
     for i, container in enumerate(spec.get("containers") or []):
-        if container["name"] in slot.images:
+        if container["name"] in images:
             ops.append({"op": "replace" if "image" in container else "add", "path": f"/spec/containers/{i}/image",
-                        "value": slot.images[container["name"]]})  # fmt: skip
+                        "value": images[container["name"]]})  # fmt: skip
             ops.append({"op": "add", "path": f"/spec/containers/{i}/imagePullPolicy", "value": "IfNotPresent"})
-            if slot.source_pod:
+            if restored_from:
                 env = container.get("env")
                 ops.append(
-                    {"op": "add", "path": f"/spec/containers/{i}/env/-", "value": restored_from}
+                    {"op": "add", "path": f"/spec/containers/{i}/env/-", "value": env_entry}
                     if env
-                    else {"op": "add", "path": f"/spec/containers/{i}/env", "value": [restored_from]}
+                    else {"op": "add", "path": f"/spec/containers/{i}/env", "value": [env_entry]}
                 )
-    if slot.pull_secret:  # the checkpoint registry's pull-only Secret, copied into the namespace (migrator/pullsecrets.py)
-        secret = {"name": slot.pull_secret}
+    if pull_secret:  # the checkpoint registry's pull-only Secret, copied into the namespace (migrator/pullsecrets.py)
+        secret = {"name": pull_secret}
         if not spec.get("imagePullSecrets"):
             ops.append({"op": "add", "path": "/spec/imagePullSecrets", "value": [secret]})
         elif secret not in spec["imagePullSecrets"]:
@@ -124,6 +176,7 @@ PATH_INTERCEPT_EVICTIONS: Final = "/intercept-evictions"
 PATH_VALIDATE_PODS: Final = "/validate-pods"
 PATH_VALIDATE_PODMIGRATIONS: Final = "/validate-podmigrations"
 PATH_VALIDATE_NODEDRAINS: Final = "/validate-nodedrains"
+PATH_VALIDATE_CHECKPOINTS: Final = "/validate-checkpoints"  # PodCheckpoints, PodRestores, CheckpointSchedules
 
 
 def _common_names(peercert: Mapping[str, Any] | None) -> set[str]:
@@ -165,6 +218,7 @@ class Webhook:
         custom: client.CustomObjectsApi | None = None,
         policy: client.PolicyV1Api | None = None,
         authz: client.AuthorizationV1Api | None = None,
+        apps: client.AppsV1Api | None = None,
         checkpoint_repository: str = "",
         own_user: str | None = None,
         client_names: frozenset[str] = frozenset(),
@@ -173,6 +227,11 @@ class Webhook:
         self.core = core
         self.policy = policy
         self.custom = custom
+        self.warm = (
+            warmstart.WarmStart(core=core, apps=apps, custom=custom)
+            if core is not None and apps is not None and custom is not None
+            else None
+        )
         self.guard = (
             guard.Guard(custom=custom, authz=authz, repository=checkpoint_repository, own_user=own_user)
             if custom is not None and authz is not None and checkpoint_repository
@@ -184,6 +243,7 @@ class Webhook:
         self.app.router.add_post(PATH_VALIDATE_PODS, self.validate_pods)
         self.app.router.add_post(PATH_VALIDATE_PODMIGRATIONS, self.validate_podmigrations)
         self.app.router.add_post(PATH_VALIDATE_NODEDRAINS, self.validate_nodedrains)
+        self.app.router.add_post(PATH_VALIDATE_CHECKPOINTS, self.validate_checkpoints)
 
     async def _validate(self, request: web.Request, decide: str) -> web.Response:
         """Answer a validating review with ``self.guard.<decide>``; refuse when it cannot be decided (failurePolicy Fail)."""
@@ -211,6 +271,9 @@ class Webhook:
 
     async def validate_nodedrains(self, request: web.Request) -> web.Response:
         return await self._validate(request, "nodedrain")
+
+    async def validate_checkpoints(self, request: web.Request) -> web.Response:
+        return await self._validate(request, "checkpoint_kinds")
 
     async def _opted_in(self, namespace: str) -> bool:
         """Does ``namespace`` ask for migrations instead of evictions, read now (not from the request)?"""
@@ -340,6 +403,40 @@ class Webhook:
             return f"Cannot migrate pod {pod['metadata']['name']} now: {decision.reason}; retry later"
         return None
 
+    async def _warm_start(self, pod: Mapping[str, Any], *, namespace: str) -> list[dict[str, Any]] | None:
+        """A new pod of a ReplicaSet annotated for a warm start: the patch that restores it (``migrator.warmstart``).
+
+        When the checkpoint cannot serve it, the pod starts cold with the reason in an annotation; when
+        the API cannot be read now, it starts cold without one (the webhook fails open, as it is Ignore).
+        """
+        if self.warm is None:
+            return None
+        try:
+            name = await self.warm.checkpoint_for(pod, namespace=namespace)
+            if name is None:
+                return None
+            checkpoint, node = await self.warm.plan(pod, namespace=namespace, checkpoint_name=name)
+        except warmstart.Skip as skip:
+            log.info("warm start of a pod in %s skipped: %s", namespace, skip)
+            key = f"/metadata/annotations/{_escape(api.ANNOTATION_WARM_START_SKIPPED)}"
+            if (pod.get("metadata") or {}).get("annotations"):
+                return [{"op": "add", "path": key, "value": str(skip)}]
+            return [{"op": "add", "path": "/metadata/annotations", "value": {api.ANNOTATION_WARM_START_SKIPPED: str(skip)}}]
+        except client.ApiException as exc:
+            log.warning("warm start of a pod in %s not decided (%s): it starts cold", namespace, exc.reason)
+            return None
+        status = checkpoint["status"]
+        source_pod = status["originalPod"]["metadata"]["name"]
+        log.info("warm start: a new pod in %s restores PodCheckpoint %s on %s", namespace, name, node)
+        return checkpoint_patch(
+            pod, node=node, images={c["name"]: c["image"] for c in status.get("containers") or []},
+            source_node=status["sourceNode"],
+            original_images={c["name"]: c["image"] for c in (pod.get("spec") or {}).get("containers") or []},
+            annotations={api.ANNOTATION_CHECKPOINT: f"{namespace}/{name}",
+                         api.ANNOTATION_CHECKPOINT_UID: checkpoint["metadata"]["uid"]},
+            restored_from=f"{namespace}/{source_pod}", pull_secret=str(status.get("pullSecret") or ""),
+        )  # fmt: skip
+
     async def mutate_pods(self, request: web.Request) -> web.Response:
         review = await request.json()
         req = review.get("request") or {}
@@ -355,7 +452,17 @@ class Webhook:
             log.warning("cannot claim a restore slot for a pod of %s: %s", req.get("namespace"), exc.reason)
             return web.json_response(review_response(uid))
         if slot is None:
-            return web.json_response(review_response(uid))
+            namespace = str(req.get("namespace", ""))
+            try:
+                hold = await slots.claim(self.custom, pod, namespace=namespace, resource=api.PODCHECKPOINTS)
+            except client.ApiException as exc:  # it starts cold; the PodCheckpoint sees that and says so
+                log.warning("cannot claim a suspended pod's place for a pod of %s: %s", namespace, exc.reason)
+                hold = None
+            if hold is not None:
+                log.info("holding the place of suspended pod %s/%s (%s)", namespace, hold.source_pod, hold.migration)
+                return web.json_response(review_response(uid, patch=hold_patch(pod, hold)))
+            warm = await self._warm_start(pod, namespace=namespace)
+            return web.json_response(review_response(uid, patch=warm))
         log.info(
             "restoring %s's replacement pod on %s for %s",
             pod.get("metadata", {}).get("generateName") or pod.get("metadata", {}).get("name"),

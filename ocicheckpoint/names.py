@@ -30,6 +30,24 @@ NETWORK_STATUS_FILE: Final = "network.status"  # Podman only
 DEVSHM_CHECKPOINT_TAR: Final = "devshm-checkpoint.tar"  # Podman only
 STATUS_DUMP_FILE: Final = "status.dump"  # containerd only
 
+# CRIU's image files under CHECKPOINT_DIRECTORY, as criu/image-desc.c names them ({...}: a number).
+# Only the small ones that describe the processes are read for an inspection (ocicheckpoint.criuimages);
+# the memory itself (pages-*.img) never is.
+CRIU_PSTREE_IMAGE: Final = "pstree.img"  # the process tree: pid, ppid, pgid, sid, threads
+CRIU_CORE_IMAGE: Final = "core-{pid}.img"  # per task: comm, state (one per thread)
+CRIU_IDS_IMAGE: Final = "ids-{pid}.img"  # per process: which files table, mount namespace... it uses
+CRIU_MM_IMAGE: Final = "mm-{pid}.img"  # per process: its memory areas (VMAs)
+CRIU_PAGEMAP_IMAGE: Final = "pagemap-{pid}.img"  # per process: which pages were dumped
+CRIU_PAGES_IMAGE: Final = "pages-{id}.img"  # the raw memory pages (large)
+CRIU_FS_IMAGE: Final = "fs-{pid}.img"  # per process: cwd and root
+CRIU_FDINFO_IMAGE: Final = "fdinfo-{files_id}.img"  # per files table: fd -> file id
+CRIU_FILES_IMAGE: Final = "files.img"  # every open file and socket by id (CRIU >= 3.4: all kinds in one)
+CRIU_REG_FILES_IMAGE: Final = "reg-files.img"  # older CRIU: regular files by id
+CRIU_INETSK_IMAGE: Final = "inetsk.img"  # older CRIU: TCP/UDP sockets by id
+CRIU_UNIXSK_IMAGE: Final = "unixsk.img"  # older CRIU: unix sockets by id
+CRIU_PIPES_IMAGE: Final = "pipes.img"  # older CRIU: pipes by id
+CRIU_MOUNTPOINTS_IMAGE: Final = "mountpoints-{mnt_ns_id}.img"  # per mount namespace: its mounts
+
 # The kubelet's archive name: checkpoint-<pod>_<namespace>-<container>-<RFC 3339 time>.tar
 KUBELET_CHECKPOINTS_SUBDIR: Final = "checkpoints"
 KUBELET_ARCHIVE_PATTERN: Final = "checkpoint-{pod}_{namespace}-{container}-{timestamp}.tar"

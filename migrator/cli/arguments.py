@@ -1,18 +1,28 @@
-"""The command line: ``kubectl migrate pod|drain|get|describe|timeline`` and kubectl's connection flags.
+"""The command line: ``kubectl migrate pod|drain|checkpoint|restore|checkpoints|inspect|get|describe|timeline``.
 
 ``--kubeconfig``, ``--context`` and ``-n/--namespace`` are accepted before and after the command,
 as kubectl does (``kubectl migrate -n prod get`` and ``kubectl migrate get -n prod``). Usage
 errors are one line and exit 1, so that exit 2 keeps meaning "--wait timed out".
+
+``get`` takes a kind word first, as kubectl does, for everything that is not a PodMigration:
+``get drains``, ``get checkpoints``, ``get restores``, ``get schedules`` (and their CRD names and
+short names, alone or as ``KIND/NAME``). ``checkpoints [POD]`` is the one listing with a filter of
+its own: a pod's checkpoints, by the label every PodCheckpoint carries. Flag combinations that
+cannot mean anything (``checkpoint --schedule --suspend``: a schedule checkpoints running pods
+only) are usage errors here, before anything is sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
+from migrator import api, cron
 from migrator.api import OnFailure, UnmigratablePolicy
 from migrator.cli.errors import CliError
 
@@ -21,13 +31,36 @@ DEFAULT_TIMEOUT: Final = 300.0
 DEFAULT_DRAIN_TIMEOUT: Final = 1800.0
 # "get drains", "describe drain NAME", "get nodedrain/NAME": the words that mean NodeDrains, as kubectl spells kinds.
 DRAIN_KINDS: Final = ("drain", "drains", "nodedrain", "nodedrains", "nd", "nodedrain.podmigrate.io", "nodedrains.podmigrate.io")
+CHECKPOINT_KINDS: Final = (
+    "checkpoint", "checkpoints", "podcheckpoint", "podcheckpoints", "pck",
+    "podcheckpoint.podmigrate.io", "podcheckpoints.podmigrate.io",
+)  # fmt: skip
+RESTORE_KINDS: Final = (
+    "restore", "restores", "podrestore", "podrestores", "prs", "podrestore.podmigrate.io", "podrestores.podmigrate.io",
+)  # fmt: skip
+SCHEDULE_KINDS: Final = (
+    "schedule", "schedules", "checkpointschedule", "checkpointschedules", "cks",
+    "checkpointschedule.podmigrate.io", "checkpointschedules.podmigrate.io",
+)  # fmt: skip
+# args.kind after parsing ``get`` and ``describe``: "migrations" unless the first word names another kind.
+KIND_WORDS: Final = {
+    "drains": DRAIN_KINDS, "checkpoints": CHECKPOINT_KINDS, "restores": RESTORE_KINDS, "schedules": SCHEDULE_KINDS,
+}  # fmt: skip
+KIND_NAMES: Final = {"checkpoints": api.CHECKPOINT_KIND, "restores": api.RESTORE_KIND, "schedules": api.SCHEDULE_KIND}
+DESCRIBED_KINDS: Final = ("migrations", "drains", "checkpoints")  # describe checkpoint NAME is inspect NAME
 # kubectl's boolean flags take "=true|false"; argparse gets --flag / --no-flag.
 BOOLEAN_FLAGS: Final = ("--ignore-daemonsets", "--delete-emptydir-data")
 OUTPUTS: Final = ("json", "yaml", "name")
+INSPECT_OUTPUTS: Final = ("json", "yaml")
 TIMELINE_OUTPUTS: Final = ("text", "svg", "html")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Kubernetes quantity suffixes, as kubectl takes sizes: binary (Ki, Mi...) and decimal (k, M...).
+_BYTE_UNITS: Final = {
+    "": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5,
+    "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "P": 1000**5,
+}  # fmt: skip
 
 EXAMPLES: Final = """examples:
   kubectl migrate pod web --to node-2 --wait     move pod web to node-2 and follow it until it is done
@@ -38,8 +71,20 @@ EXAMPLES: Final = """examples:
   kubectl migrate drain node-1 --dry-run         what would move where if node-1 were drained (nothing changes)
   kubectl migrate drain node-1 --wait            cordon node-1 and migrate its pods away, following each pod
   kubectl migrate get drains                     every NodeDrain and how far it got
+  kubectl migrate checkpoint web --wait          checkpoint pod web into the registry (it runs on), until Available
+  kubectl migrate checkpoint web --suspend       freeze web, checkpoint it and remove it: resume it later with restore
+  kubectl migrate checkpoint web --schedule @hourly --keep 24
+                                                 a CheckpointSchedule: web checkpointed hourly, the newest 24 kept
+  kubectl migrate checkpoints web                web's PodCheckpoints (get checkpoints|restores|schedules: all of them)
+  kubectl migrate inspect web-20250301-120000    one checkpoint: images, sizes, and its processes, files and sockets
+  kubectl migrate restore web-20250301-120000 --to node-2 --wait
+                                                 resume that checkpoint on node-2 (--name NEWNAME: as a copy)
 
-exit codes: 0 done (or created), 1 error or migration Failed, 2 --wait timed out"""
+exit codes: 0 done (or created), 1 error or Failed (a migration, drain, checkpoint or restore), 2 --wait timed out"""
+CHECKPOINTCTL_NOTE: Final = (
+    "checkpointctl (on your PATH) reads the checkpoint archive too: an unencrypted checkpoint image's one layer "
+    "is the archive (e.g. `crane blob REPO@LAYER_DIGEST > ckpt.tar`), then `checkpointctl inspect ckpt.tar --ps-tree`."
+)
 
 
 def parse_duration(text: str) -> float:
@@ -59,6 +104,51 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f'invalid duration "{text}": must be positive')
     return seconds
+
+
+def parse_age(text: str) -> float:
+    """A duration that may start with days, for retention: ``7d``, ``1d12h``, ``36h``, ``90m``."""
+    days, d, rest = text.strip().partition("d")
+    try:
+        if d and re.fullmatch(r"\d+", days):
+            seconds = int(days) * 86400.0 + (parse_duration(rest) if rest else 0.0)
+        else:
+            seconds = parse_duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'invalid age "{text}" (use e.g. 36h, 7d, 1d12h)') from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f'invalid age "{text}": must be positive')
+    return seconds
+
+
+def parse_bytes(text: str) -> int:
+    """A size as a Kubernetes quantity: ``500Mi``, ``10Gi``, ``2G``, ``1.5Ti``; a bare number is bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", text.strip())
+    if not match or match.group(2) not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f'invalid size "{text}" (use e.g. 500Mi, 10Gi, 2G or a number of bytes)')
+    count = math.ceil(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
+    if count < 1:
+        raise argparse.ArgumentTypeError(f'invalid size "{text}": must be positive')
+    return count
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid count "{text}"') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'invalid count "{text}": must be at least 1')
+    return value
+
+
+def check_cron(text: str) -> str:
+    """The schedule as the control service will read it (``migrator.cron``): a typo is a usage error, not a Failed object."""
+    try:
+        cron.parse(text)
+    except cron.CronError as exc:
+        raise CliError(f'invalid --schedule "{text}": {exc}') from None
+    return " ".join(text.split())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,14 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _connection_flags(pod, suppress=True)
     _drain_parser(commands)
+    _checkpoint_parsers(commands)
 
     get = commands.add_parser(
         "get",
-        help="list PodMigrations (or show one); get drains: NodeDrains",
-        description="List PodMigrations, or show one; 'get drains [NAME]' does the same for NodeDrains.",
+        help="list PodMigrations (or show one); get drains|checkpoints|restores|schedules: those",
+        description="List PodMigrations, or show one; 'get drains [NAME]' does the same for NodeDrains, "
+        "'get checkpoints|restores|schedules [NAME]' for PodCheckpoints, PodRestores and CheckpointSchedules.",
     )
-    get.add_argument("name", metavar="NAME", nargs="?", help="one PodMigration; or 'drains' for NodeDrains")
-    get.add_argument("drain_name", metavar="DRAIN", nargs="?", help=argparse.SUPPRESS)
+    get.add_argument(
+        "name", metavar="NAME", nargs="?", help="one PodMigration; or a kind: drains, checkpoints, restores, schedules"
+    )
+    get.add_argument("object_name", metavar="OBJECT", nargs="?", help=argparse.SUPPRESS)
     get.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     get.add_argument("-o", "--output", choices=OUTPUTS, help="json, yaml or name instead of the table")
     _connection_flags(get, suppress=True)
@@ -148,10 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         "describe",
         help="show one PodMigration (or NodeDrain: describe drain NAME) in detail",
         description="Spec, status, per-phase timings and events of one PodMigration; "
-        "'describe drain NAME': spec, status, every pod and events of one NodeDrain.",
+        "'describe drain NAME': spec, status, every pod and events of one NodeDrain; "
+        "'describe checkpoint NAME' is 'inspect NAME'.",
     )
     describe.add_argument("name", metavar="NAME", help="the PodMigration; or 'drain' followed by a NodeDrain's name")
-    describe.add_argument("drain_name", metavar="DRAIN", nargs="?", help=argparse.SUPPRESS)
+    describe.add_argument("object_name", metavar="OBJECT", nargs="?", help=argparse.SUPPRESS)
     _connection_flags(describe, suppress=True)
 
     timeline = commands.add_parser(
@@ -245,6 +340,95 @@ def _drain_parser(commands: Any) -> None:
     _connection_flags(drain, suppress=True)
 
 
+def _checkpoint_parsers(commands: Any) -> None:
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="checkpoint a pod into the registry (creates a PodCheckpoint), or on a schedule (a CheckpointSchedule)",
+        description="Create a PodCheckpoint: the pod's processes checkpointed with CRIU and kept in the registry as OCI "
+        "images until the PodCheckpoint is deleted. The pod runs on (it is paused only while CRIU dumps it), or with "
+        "--suspend is removed once checkpointed, to be resumed by 'restore'. With --schedule, create a "
+        "CheckpointSchedule instead: the pod checkpointed on a cron schedule, old checkpoints deleted by --keep, "
+        "--max-age and --max-bytes (pinned ones never).",
+        epilog="exit codes: 0 created (or Available with --wait), 1 error or Failed, 2 --wait timed out",
+    )
+    checkpoint.add_argument("pod", metavar="POD", help="the pod to checkpoint (pod/POD works too)")
+    checkpoint.add_argument(
+        "--suspend", action="store_true", help="remove the pod once checkpointed (mode Suspend); resume it with 'restore'"
+    )
+    checkpoint.add_argument("--pin", action="store_true", help="a pinned checkpoint is never deleted by a schedule's retention")
+    checkpoint.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the PodCheckpoint's name (default POD-YYYYMMDD-HHMMSS, in UTC); with --schedule the CheckpointSchedule's "
+        "(default POD)",
+    )
+    checkpoint.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="the checkpoint must be in the registry within this, or it fails and the pod runs on "
+        "(spec.timeoutSeconds; default 300s); --wait gives up 30s after it",
+    )
+    checkpoint.add_argument("--wait", action="store_true", help="follow the checkpoint until it is Available or Failed")
+    every = checkpoint.add_argument_group("on a schedule (creates a CheckpointSchedule; the pod runs on)")
+    every.add_argument("--schedule", metavar="CRON", help='cron, five fields in UTC ("0 * * * *") or @hourly, @daily, @weekly...')
+    every.add_argument("--keep", type=_positive, metavar="N", help="keep the pod's newest N checkpoints (pinned ones aside)")
+    every.add_argument("--max-age", type=parse_age, metavar="DURATION", help="delete checkpoints older than this (36h, 7d)")
+    every.add_argument(
+        "--max-bytes", type=parse_bytes, metavar="BYTES", help="keep the schedule's checkpoints under this size in all (10Gi)"
+    )
+    _connection_flags(checkpoint, suppress=True)
+
+    restore = commands.add_parser(
+        "restore",
+        help="start a pod again from a PodCheckpoint (creates a PodRestore)",
+        description="Create a PodRestore: a pod whose processes resume where the checkpoint left them, under the "
+        "checkpointed pod's name (refused while a pod of that name exists) or, with --name, as a copy. "
+        "A checkpoint still being taken can be named already: the restore waits for it.",
+        epilog="exit codes: 0 created (or Succeeded with --wait), 1 error or Failed, 2 --wait timed out",
+    )
+    restore.add_argument("checkpoint", metavar="CHECKPOINT", help="the PodCheckpoint (podcheckpoint/NAME works too)")
+    restore.add_argument("--to", metavar="NODE", help="the node to restore on (default: the control service picks one)")
+    restore.add_argument(
+        "--name",
+        dest="new_name",
+        metavar="NEWNAME",
+        help="the restored pod's name (default: the checkpointed pod's own); another name makes a copy",
+    )
+    restore.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=DEFAULT_TIMEOUT,
+        metavar="DURATION",
+        help="the restored pod must be Ready within this (spec.timeoutSeconds; default 300s); --wait gives up 30s after it",
+    )
+    restore.add_argument("--wait", action="store_true", help="follow the restore until it Succeeded or Failed")
+    _connection_flags(restore, suppress=True)
+
+    listing = commands.add_parser(
+        "checkpoints",
+        help="list PodCheckpoints, or one pod's",
+        description="List the PodCheckpoints of the namespace (-A: of all), or only POD's. "
+        "'get checkpoints|restores|schedules [NAME]' lists or shows PodCheckpoints, PodRestores, CheckpointSchedules.",
+    )
+    listing.add_argument("pod", metavar="POD", nargs="?", help="only this pod's checkpoints (pod/POD works too)")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+    listing.add_argument("-o", "--output", choices=OUTPUTS, help="json, yaml or name instead of the table")
+    _connection_flags(listing, suppress=True)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="show one PodCheckpoint: its images and sizes, and what CRIU saved (processes, memory, files, sockets)",
+        description="The checkpoint (pod, mode, phase, node, time, CRIU version, each container's image, digest, base "
+        "image and sizes), then for each container what its CRIU images hold: the process tree, memory, open files, "
+        "sockets and mounts (as the node agent read them when it took the checkpoint).",
+        epilog=CHECKPOINTCTL_NOTE if shutil.which("checkpointctl") else None,
+    )
+    inspect.add_argument("name", metavar="CHECKPOINT", help="the PodCheckpoint (podcheckpoint/NAME works too)")
+    inspect.add_argument("-o", "--output", choices=INSPECT_OUTPUTS, help="json or yaml: the PodCheckpoint itself")
+    _connection_flags(inspect, suppress=True)
+
+
 def _concurrency(text: str) -> int:
     try:
         value = int(text)
@@ -287,23 +471,67 @@ def target_selector(text: str | None) -> dict[str, str]:
     return labels
 
 
-def _drain_kind_and_name(args: argparse.Namespace) -> None:
-    """``get drains [NAME]``, ``get nd/NAME``, ``describe drain NAME``: a NodeDrain; anything else: a PodMigration."""
-    args.drains = False
+def _kind_of(word: str) -> str | None:
+    return next((kind for kind, words in KIND_WORDS.items() if word in words), None)
+
+
+def _kind_and_name(args: argparse.Namespace) -> None:
+    """``get drains [NAME]``, ``get nd/NAME``, ``describe drain NAME``, ``get checkpoints``...: ``args.kind``
+    is the kind the first word names (``KIND_WORDS``), ``args.name`` the object's name; anything else: a PodMigration."""
+    args.kind = "migrations"
     name = args.name or ""
     kind, slash, rest = name.partition("/")
-    if name in DRAIN_KINDS:
-        args.drains, args.name = True, args.drain_name
-    elif slash and kind in DRAIN_KINDS:
-        args.drains, args.name = True, rest
-    elif args.drain_name:
-        raise CliError(f"unexpected argument \"{args.drain_name}\" (see '{PROG} {args.command} --help')")
-    if args.command == "describe" and args.drains and not args.name:
-        raise CliError("describe drain needs the NodeDrain's name")
+    if _kind_of(name):
+        args.kind, args.name = _kind_of(name), args.object_name
+    elif slash and _kind_of(kind):
+        args.kind, args.name = _kind_of(kind), rest
+        if args.object_name:
+            raise CliError(f"unexpected argument \"{args.object_name}\" (see '{PROG} {args.command} --help')")
+    elif args.object_name:
+        raise CliError(f"unexpected argument \"{args.object_name}\" (see '{PROG} {args.command} --help')")
+    args.drains = args.kind == "drains"
+    if args.command == "describe" and args.kind not in DESCRIBED_KINDS:
+        raise CliError(f"describe shows PodMigrations, NodeDrains and PodCheckpoints: try '{PROG} get {args.kind} NAME -o yaml'")
+    if args.command == "describe" and args.kind != "migrations" and not args.name:
+        raise CliError(f"describe {name} needs the {'NodeDrain' if args.drains else 'PodCheckpoint'}'s name")
+
+
+def _without_kind(name: str, kinds: Sequence[str]) -> str:
+    """``pod/web`` -> ``web``, ``pck/web-1`` -> ``web-1``: kubectl's KIND/NAME for the one kind a command takes."""
+    kind, slash, rest = name.partition("/")
+    return rest if slash and kind in kinds else name
+
+
+def _checkpoint_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.pod = _without_kind(args.pod, ("pod", "pods"))
+    schedule_only = [f for f, v in (("--keep", args.keep), ("--max-age", args.max_age), ("--max-bytes", args.max_bytes)) if v]
+    if args.schedule is None:
+        if schedule_only:
+            raise CliError(f"{schedule_only[0]} is a retention rule: it needs --schedule")
+        args.timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+        return args
+    if args.suspend:
+        raise CliError("--schedule checkpoints running pods only: it cannot be combined with --suspend")
+    one_only = [f for f, v in (("--pin", args.pin), ("--wait", args.wait), ("--timeout", args.timeout)) if v]
+    if one_only:
+        raise CliError(f"{one_only[0]} applies to one checkpoint, not to a --schedule")
+    args.schedule = check_cron(args.schedule)
+    return args
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(_kubectl_style(sys.argv[1:] if argv is None else argv))
+    if args.command == "checkpoint":
+        return _checkpoint_args(args)
+    if args.command == "restore":
+        args.checkpoint = _without_kind(args.checkpoint, CHECKPOINT_KINDS)
+        return args
+    if args.command == "checkpoints":
+        args.pod = _without_kind(args.pod, ("pod", "pods")) if args.pod else None
+        return args
+    if args.command == "inspect":
+        args.name = _without_kind(args.name, CHECKPOINT_KINDS)
+        return args
     if args.command == "drain":
         args.node = args.node.removeprefix("nodes/").removeprefix("node/")
         args.to = [n.strip() for value in args.to for n in value.split(",") if n.strip()]
@@ -312,10 +540,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise CliError("use --to or --target-selector, not both")
         return args
     if args.command in ("get", "describe"):
-        _drain_kind_and_name(args)
+        _kind_and_name(args)
         if args.drains:
             if args.command == "get" and args.name and args.all_namespaces:
                 args.all_namespaces = False  # NodeDrains are cluster-scoped: -A changes nothing
+            return args
+        if args.kind != "migrations":
+            if args.command == "get" and args.name and args.all_namespaces:
+                raise CliError(f"a {KIND_NAMES[args.kind]} cannot be retrieved by name across all namespaces (drop -A or NAME)")
             return args
     prefixes = (
         ("pod/", "pods/")

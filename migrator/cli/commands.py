@@ -52,6 +52,15 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def check_node_takes_pods(node: Mapping[str, Any]) -> None:
+    """A node asked for by name (``--to``) is Ready and not cordoned."""
+    name = node["metadata"]["name"]
+    if not _node_ready(node):
+        raise CliError(f'node "{name}" is not Ready')
+    if (node.get("spec") or {}).get("unschedulable"):
+        raise CliError(f'node "{name}" is cordoned (unschedulable): uncordon it or pick another node')
+
+
 async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: str | None) -> dict[str, Any]:
     """The pod exists and can move (``migrator.movability``); the target, if given, is another node, Ready, not cordoned."""
     pod = await kube.read_pod(namespace=namespace, name=pod_name)
@@ -72,10 +81,7 @@ async def check_can_start(*, kube: Api, namespace: str, pod_name: str, target: s
         raise CliError(f'node "{target}" not found')
     if (pod.get("spec") or {}).get("nodeName") == target:
         raise CliError(f'pod "{pod_name}" already runs on node "{target}"')
-    if not _node_ready(node):
-        raise CliError(f'node "{target}" is not Ready')
-    if (node.get("spec") or {}).get("unschedulable"):
-        raise CliError(f'node "{target}" is cordoned (unschedulable): uncordon it or pick another node')
+    check_node_takes_pods(node)
     if why := placement.volume_misfit(pod=pod, node=node, claims=claims):
         raise CliError(f'pod "{pod_name}" cannot move there: {why}')
     return pod

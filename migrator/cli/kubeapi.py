@@ -22,6 +22,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from kubeclient.connecting import api_client
+from kubeclient.resources import CustomResource
 from kubeclient.watching import list_and_watch
 from migrator import api, claims
 from migrator.claims import Claims
@@ -85,8 +86,31 @@ class Api(Protocol):
         """The NodeDrain now and after every change, forever; None once it is deleted."""
         ...
 
+    # PodCheckpoints, PodRestores, CheckpointSchedules: namespaced custom objects, one set of calls.
+    async def create_object(self, *, resource: CustomResource, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def read_object(self, *, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list_objects(
+        self, *, resource: CustomResource, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Of one namespace, or of all (None); only those matching ``label_selector`` when given."""
+        ...
+
+    def watch_object(self, *, resource: CustomResource, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        """The object now and after every change, forever; None once it is deleted."""
+        ...
+
 
 Connect = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+def missing_crd_hint(resource: CustomResource) -> str:
+    """What a 404 without an object's name means for this resource: its CRD is not installed."""
+    return (
+        f"the server has no {resource.plural}.{resource.group} resource: is the {resource.kind} CRD installed? "
+        f"(kubectl apply -f manifests/crd/{resource.plural}.yaml)"
+    )
 
 
 def _status_body(exc: client.ApiException) -> dict[str, Any]:
@@ -302,6 +326,44 @@ class KubeApi:
 
     def watch_drain(self, *, name: str) -> AsyncIterator[dict[str, Any] | None]:
         return self._watch_one(self.custom.list_cluster_custom_object, name=name, plural=api.DRAIN_PLURAL)
+
+    # --- PodCheckpoints, PodRestores, CheckpointSchedules (namespaced) -----------------------------
+    async def create_object(self, *, resource: CustomResource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            lambda: self.custom.create_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, body,
+                field_manager=FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT,
+            ),
+            crd_hint=missing_crd_hint(resource),
+        )  # fmt: skip
+
+    async def read_object(self, *, resource: CustomResource, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(
+            lambda: self.custom.get_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+            none_if_missing=True,
+            crd_hint=missing_crd_hint(resource),
+        )
+
+    async def list_objects(
+        self, *, resource: CustomResource, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        selector = {"label_selector": label_selector} if label_selector else {}
+
+        def call() -> Awaitable[Any]:
+            if namespace is None:
+                return self.custom.list_cluster_custom_object(
+                    resource.group, resource.version, resource.plural, _request_timeout=REQUEST_TIMEOUT, **selector
+                )
+            return self.custom.list_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, _request_timeout=REQUEST_TIMEOUT, **selector
+            )
+
+        return list((await self._call(call, crd_hint=missing_crd_hint(resource))).get("items") or [])
+
+    def watch_object(self, *, resource: CustomResource, namespace: str, name: str) -> AsyncIterator[dict[str, Any] | None]:
+        return self._watch_one(self.custom.list_namespaced_custom_object, name=name, namespace=namespace, plural=resource.plural)
 
 
 def kubeconfig_path(kubeconfig: str | None) -> str | None:

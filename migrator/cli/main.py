@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from migrator.cli import commands, drains, kubeapi
+from migrator.cli import checkpoints, commands, drains, kubeapi
 from migrator.cli.arguments import parse_args
 from migrator.cli.commands import Io
 from migrator.cli.errors import EXIT_ERROR, CliError, one_line
@@ -48,6 +48,15 @@ async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
                 on_unmigratable=args.on_unmigratable,
             )
             return await drains.drain_node(kube=kube, io=io, spec=spec, wait=args.wait)
+        if args.command in ("checkpoint", "restore", "checkpoints", "inspect"):
+            return await run_checkpoints(args, kube=kube, io=io, namespace=namespace)
+        if args.command == "get" and args.kind in checkpoints.KINDS:
+            return await checkpoints.get_objects(
+                kube=kube, io=io, kind=args.kind, namespace=namespace, name=args.name,
+                all_namespaces=args.all_namespaces, output=args.output,
+            )  # fmt: skip
+        if args.command == "describe" and args.kind == "checkpoints":
+            return await checkpoints.inspect_checkpoint(kube=kube, io=io, namespace=namespace, name=args.name, output=None)
         if args.command == "get" and args.drains:
             return await drains.get_drains(kube=kube, io=io, name=args.name, output=args.output)
         if args.command == "describe" and args.drains:
@@ -70,6 +79,30 @@ async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
         return await commands.describe_migration(kube=kube, io=io, namespace=namespace, name=args.name)
 
 
+async def run_checkpoints(args: argparse.Namespace, *, kube: kubeapi.Api, io: Io, namespace: str) -> int:
+    """``checkpoint``, ``restore``, ``checkpoints`` and ``inspect``."""
+    if args.command == "checkpoint" and args.schedule:
+        return await checkpoints.schedule_checkpoints(
+            kube=kube, io=io, namespace=namespace, pod_name=args.pod, name=args.name, schedule=args.schedule,
+            keep=args.keep, max_age=args.max_age, max_bytes=args.max_bytes,
+        )  # fmt: skip
+    if args.command == "checkpoint":
+        return await checkpoints.checkpoint_pod(
+            kube=kube, io=io, namespace=namespace, pod_name=args.pod, name=args.name, suspend=args.suspend,
+            pin=args.pin, timeout=args.timeout, wait=args.wait,
+        )  # fmt: skip
+    if args.command == "restore":
+        return await checkpoints.restore_checkpoint(
+            kube=kube, io=io, namespace=namespace, checkpoint=args.checkpoint, target=args.to, new_name=args.new_name,
+            timeout=args.timeout, wait=args.wait,
+        )  # fmt: skip
+    if args.command == "checkpoints":
+        return await checkpoints.list_checkpoints(
+            kube=kube, io=io, namespace=namespace, pod=args.pod, all_namespaces=args.all_namespaces, output=args.output
+        )
+    return await checkpoints.inspect_checkpoint(kube=kube, io=io, namespace=namespace, name=args.name, output=args.output)
+
+
 def main(argv: Sequence[str] | None = None, *, connect: Connect = kubeapi.connect, io: Io | None = None) -> int:
     io = io or Io()
     # kubernetes_asyncio logs warnings (e.g. "Config not found") that would add lines to our one-line errors.
@@ -83,7 +116,7 @@ def main(argv: Sequence[str] | None = None, *, connect: Connect = kubeapi.connec
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except KeyboardInterrupt:
-        io.error("interrupted (a PodMigration or NodeDrain already created goes on in the cluster)")
+        io.error("interrupted (an object already created, a PodMigration, NodeDrain, PodCheckpoint..., goes on in the cluster)")
         return 130
     except Exception as exc:
         io.error(f"unexpected {type(exc).__name__}: {one_line(str(exc))}")

@@ -103,12 +103,12 @@ def without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def render(data: Any, *, output: str) -> str:
-    """``-o json|yaml|name`` for one object or a list of them."""
+def render(data: Any, *, output: str, resource: str = RESOURCE) -> str:
+    """``-o json|yaml|name`` for one object or a list of them; ``name`` prints ``<resource>/<name>``."""
     items = [without_managed_fields(o) for o in data] if isinstance(data, list) else None
     data = without_managed_fields(data) if items is None else data
     if output == "name":
-        return "\n".join(ref(o) for o in (items if items is not None else [data]))
+        return "\n".join(f"{resource}/{o['metadata']['name']}" for o in (items if items is not None else [data]))
     document = (
         {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}} if items is not None else data
     )

@@ -9,6 +9,15 @@ picked out on the way, while every byte read is handed to a sink: the upload's
 (``node_agent.publishing``), or, without one, an in-process hash (hashlib ~1 GB/s, docs/facts.md,
 "Hashing"). No second read, no external ``sha256sum``.
 
+The same pass keeps the checkpoint's small CRIU image files (the process tree, memory maps, file
+tables; never the memory pages) and describes them (``ocicheckpoint.criuimages``): which processes,
+how much memory, which files and sockets were open, answered beside the image. Per-file and total
+caps bound what is kept in memory (an image over them is skipped, and the inspection names it), and
+an inspection that cannot be made is a warning, never a failed checkpoint: it is a description, the
+checkpoint is the archive. Describing them is pure Python, about 6 MB/s on this project's 2-core
+machine (60,000 open files and 20,000 memory areas took about 1.1 s): milliseconds for a usual
+container's images, and the caps bound the rest, since it runs while the pod is still frozen.
+
 Archives hold the container's memory (secrets): the agent deletes each one as soon as it is
 pushed or the checkpoint failed, and refuses to touch anything but a regular ``.tar`` file.
 What escapes that (an agent killed mid-checkpoint, a kubelet that finishes writing after its
@@ -32,12 +41,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ocicheckpoint import names
+from ocicheckpoint import criuimages, names
+from ocicheckpoint.criuimages import CriuImageError, Inspection
 from ocicheckpoint.image import CHUNK, CheckpointInfo
 
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_DUMP_BYTES = 4 << 20
+# What the inspection may keep in memory from one archive: an image file over either cap is skipped.
+MAX_CRIU_IMAGE_BYTES = 8 << 20
+MAX_CRIU_IMAGES_BYTES = 32 << 20
 
 
 class ArchiveError(RuntimeError):
@@ -70,6 +83,8 @@ class ArchiveFacts:
     digest: str | None  # sha256:... of the whole file (= diff_id); None when a sink did the hashing
     size: int
     config_dump: dict[str, Any]
+    # What the CRIU images say (processes, memory, files, sockets, mounts); None when they could not be read.
+    inspection: Inspection | None = None
 
     @property
     def base_image(self) -> str:
@@ -83,19 +98,34 @@ class ArchiveFacts:
 
 
 def inspect_archive(path: Path, *, sink: Callable[[bytes], object] | None = None) -> ArchiveFacts:
-    """Read the archive's ``config.dump`` in one sequential pass over all of it (blocking: run it in a thread).
+    """Read the archive's ``config.dump`` and CRIU images in one sequential pass over all of it (blocking: run it in a thread).
 
     Every byte read goes to ``sink`` in order (the upload: it hashes them); without a sink they
     are hashed here and the facts carry the digest.
     """
     config: dict[str, Any] | None = None
+    images: dict[str, bytes] = {}
+    skipped: dict[str, int] = {}
+    kept = 0
     hasher = hashlib.sha256()
     try:
         with path.open("rb") as raw:
             reader = _TappedReader(raw, sink if sink is not None else hasher.update)
             with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE or not member.isfile():
+                    if not member.isfile():
+                        continue
+                    image = criuimages.inspected_image(member.name)
+                    if image is not None:
+                        if member.size > MAX_CRIU_IMAGE_BYTES or kept + member.size > MAX_CRIU_IMAGES_BYTES:
+                            skipped[image] = member.size
+                            continue
+                        fh = tar.extractfile(member)
+                        if fh is not None:
+                            images[image] = fh.read()
+                            kept += member.size
+                        continue
+                    if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE:
                         continue
                     if member.size > MAX_CONFIG_DUMP_BYTES:
                         raise ArchiveError(f"{names.CONFIG_DUMP_FILE} in {path} is {member.size} bytes: not a checkpoint")
@@ -108,7 +138,18 @@ def inspect_archive(path: Path, *, sink: Callable[[bytes], object] | None = None
     if not isinstance(config, dict):
         raise ArchiveError(f"{path} has no {names.CONFIG_DUMP_FILE}: not a checkpoint archive")
     digest = "sha256:" + hasher.hexdigest() if sink is None else None
-    return ArchiveFacts(path=path, digest=digest, size=reader.size, config_dump=config)
+    return ArchiveFacts(
+        path=path, digest=digest, size=reader.size, config_dump=config, inspection=_inspect(path, images, skipped=skipped)
+    )
+
+
+def _inspect(path: Path, images: dict[str, bytes], *, skipped: dict[str, int]) -> Inspection | None:
+    """The images' inspection, or None (a warning: the checkpoint itself is fine without one)."""
+    try:
+        return criuimages.inspect_images(images, skipped=skipped)
+    except CriuImageError as exc:
+        log.warning("could not inspect the CRIU images in %s (the checkpoint is not affected): %s", path, exc)
+        return None
 
 
 def checkpoint_info(

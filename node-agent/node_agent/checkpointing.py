@@ -9,7 +9,8 @@ The order is the point:
    its own dump by the node's CRIU hook and frozen right after (``dumphook``);
 3. per container, ask the kubelet for an archive (one at a time, as the runtime would anyway);
    as soon as an archive exists its upload starts in the background, overlapping the next
-   container's checkpoint. The archive is read once: ``config.dump`` parsed, every byte hashed,
+   container's checkpoint. The archive is read once: ``config.dump`` parsed, the CRIU images
+   described for the answer (processes, memory, files, sockets: ``archives``), every byte hashed,
    encrypted to the nodes' public keys (the archive is the process's memory:
    ``ocicheckpoint.encryption``) and streamed to the registry as it is read
    (``publishing.push_streamed``); the image's config and manifest (``ocicheckpoint.image``)
@@ -812,5 +813,7 @@ class Checkpointer:
             archive_bytes=facts.size,
             image_bytes=image_bytes,
             timings=ContainerTimings(checkpoint_s=checkpoint_s, push_s=push_s),
+            inspection=facts.inspection.to_json() if facts.inspection is not None else None,
+            criu_version=self._criu_version,
         )
         return checkpoint, stage

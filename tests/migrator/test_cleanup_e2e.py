@@ -11,49 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from localcluster import cluster as lc
-from localcluster import registryauth
 from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.test_faults_e2e import numbers
-from tests.migrator.workloads import counter_pod, migration
+from tests.migrator.workloads import checkpoint_manifests, counter_pod, migration
 
 pytestmark = pytest.mark.cluster
 
 RESTORE_WEBHOOK = "restore.podmigrate.io"
-MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
-
-
-def checkpoint_manifests(cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, pod: str) -> list[str]:
-    """The tags of ``namespace/pod``'s checkpoint repository whose manifest still exists, read as a restored pod
-    reads them (the pull-only credentials; none when the registry asks for none). A deleted manifest's tag may
-    linger in the tag list of registry 2.8: each is looked up."""
-    registry, _, path = podmigrate.installation.repository.partition("/")
-    repository = f"{path}/{namespace}/{pod}"
-    credentials = cluster.registry_credentials(registryauth.PULL_USER).for_registry(registry)
-    headers = registryauth.bearer_headers(registry=registry, credentials=credentials, scope=f"repository:{repository}:pull")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def status(url: str, method: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(url, method=method, headers={**headers, "Accept": MANIFEST_TYPES})
-        try:
-            with opener.open(request, timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, b""
-
-    code, body = status(f"http://{registry}/v2/{repository}/tags/list", "GET")
-    if code == 404:
-        return []
-    assert code == 200, f"listing {repository}: HTTP {code}"
-    tags = json.loads(body).get("tags") or []
-    return [tag for tag in tags if status(f"http://{registry}/v2/{repository}/manifests/{tag}", "HEAD")[0] == 200]
 
 
 def _deployment(namespace: str, image: str) -> str:

@@ -40,7 +40,9 @@ async def test_checkpoint_freezes_first_pushes_the_image_and_deletes_the_archive
     assert all(s.start <= s.end for s in parsed.stages)
     assert parsed.stages[0].end <= parsed.stages[1].start <= parsed.stages[1].end <= parsed.stages[2].start
     (item,) = body["containers"]
-    assert set(item) == {"name", "image", "digest", "base_image", "archive_bytes", "image_bytes", "timings"}
+    # No "inspection": the fake kubelet's archive has no CRIU images to describe (tests/node_agent/test_agent_criuimages.py).
+    assert set(item) == {"name", "image", "digest", "base_image", "archive_bytes", "image_bytes", "timings", "criu_version"}
+    assert item["criu_version"] == "4.1.1"
     assert set(item["timings"]) == {"checkpoint_s", "push_s"}
     assert item["name"] == "counter"
     assert re.fullmatch(rf"{re.escape(agent.registry_host)}/ckpt/default/counter@sha256:[0-9a-f]{{64}}", item["image"])

@@ -29,14 +29,14 @@ from typing import Any, Final
 from agentapi import contract
 from agentapi.client import AgentError
 from kubeclient.reading import plain
-from migrator.controllers.podmigration.migration import Context, Migration
+from migrator.controllers.podmigration.migration import Context, PodRecord
 from migrator.controllers.podmigration.pods import read_node
 from migrator.reconciling import set_condition
 
 log = logging.getLogger(__name__)
 
 
-async def stage_volume_data(ctx: Context, m: Migration, *, node_name: str) -> None:
+async def stage_volume_data(ctx: Context, m: PodRecord, *, node_name: str) -> None:
     """Have ``node_name``'s agent fetch the pod's emptyDir files for the restore there (idempotent)."""
     data = m.status["volumeData"]
     node = await read_node(ctx, node_name)
@@ -48,7 +48,7 @@ async def stage_volume_data(ctx: Context, m: Migration, *, node_name: str) -> No
         data["stagedOn"].append(node_name)
 
 
-async def volume_data_missing(ctx: Context, m: Migration, *, pod: Mapping[str, Any]) -> str | None:
+async def volume_data_missing(ctx: Context, m: PodRecord, *, pod: Mapping[str, Any]) -> str | None:
     """Why the restored ``pod`` does not hold the emptyDir files it should, or None when it does (or had none)."""
     if not m.status.get("volumeData"):
         return None
@@ -73,7 +73,7 @@ RETRY_DELETES_S: Final = 15.0
 CONDITION: Final = "CheckpointDeleted"
 
 
-def abandon_checkpoint(m: Migration, *, request: contract.CheckpointRequest) -> None:
+def abandon_checkpoint(m: PodRecord, *, request: contract.CheckpointRequest) -> None:
     """Record a checkpoint whose answer this migration will never use (given up on, or its outcome unknown).
 
     Its images may exist all the same: the agent goes on with a checkpoint whose caller went away
@@ -95,7 +95,7 @@ def abandon_checkpoint(m: Migration, *, request: contract.CheckpointRequest) -> 
     }
 
 
-async def abort_abandoned(ctx: Context, m: Migration) -> str | None:
+async def abort_abandoned(ctx: Context, m: PodRecord) -> str | None:
     """Have the agent undo an abandoned checkpoint, then queue its tags for deletion; why not, if it could not."""
     abandoned = m.status.get("abandonedCheckpoint")
     if not abandoned:
@@ -112,19 +112,19 @@ async def abort_abandoned(ctx: Context, m: Migration) -> str | None:
     return None
 
 
-def _queue(m: Migration, images: list[tuple[str, str]]) -> None:
+def _queue(m: PodRecord, images: list[tuple[str, str]]) -> None:
     pending = m.status.setdefault("pendingDeletes", [])
     known = {entry["image"] for entry in pending}
     pending.extend({"what": what, "image": image} for what, image in images if image not in known)
 
 
-def pending(m: Migration) -> bool:
+def pending(m: PodRecord) -> bool:
     """Whether something the migration left behind is still to be deleted (the finalizer waits for it)."""
     staged = (m.status.get("volumeData") or {}).get("stagedOn")
     return bool(m.status.get("pendingDeletes") or m.status.get("abandonedCheckpoint") or staged)
 
 
-async def _agent_node(ctx: Context, m: Migration) -> dict[str, Any] | None:
+async def _agent_node(ctx: Context, m: PodRecord) -> dict[str, Any] | None:
     """A node whose agent can reach the registry: the source's, else the target's, else any node's."""
     for name in (m.status.get("sourceNode"), m.status.get("targetNode")):
         if name and (node := await read_node(ctx, name)) is not None:
@@ -136,7 +136,7 @@ async def _agent_node(ctx: Context, m: Migration) -> dict[str, Any] | None:
     return None
 
 
-async def _unstage(ctx: Context, m: Migration) -> list[str]:
+async def _unstage(ctx: Context, m: PodRecord) -> list[str]:
     """Remove every staged copy of the pod's files (what fails stays in ``stagedOn``); the errors."""
     errors = []
     data = m.status.get("volumeData") or {}
@@ -151,7 +151,7 @@ async def _unstage(ctx: Context, m: Migration) -> list[str]:
     return errors
 
 
-def _settle(m: Migration, errors: list[str]) -> bool:
+def _settle(m: PodRecord, errors: list[str]) -> bool:
     """The condition ``CheckpointDeleted`` from what is left; True when nothing is."""
     if not pending(m):
         retained = bool(m.spec.get("retainCheckpoint") and m.status.get("containers"))
@@ -167,7 +167,7 @@ def _settle(m: Migration, errors: list[str]) -> bool:
     return False
 
 
-async def release(ctx: Context, m: Migration) -> None:
+async def release(ctx: Context, m: PodRecord) -> None:
     """The migration ends: staged copies removed, an abandoned checkpoint undone, its images queued for deletion.
 
     The registry is not called here: the images are deleted (``delete_pending``) once the end is
@@ -187,7 +187,7 @@ async def release(ctx: Context, m: Migration) -> None:
     _settle(m, [])
 
 
-async def delete_pending(ctx: Context, m: Migration, *, announce: bool) -> bool:
+async def delete_pending(ctx: Context, m: PodRecord, *, announce: bool) -> bool:
     """Delete what ``release`` left to delete (a finished migration, or a restarted control service); True when done.
 
     Stops at the first image the registry refuses (the next ones would wait for it as long);

@@ -48,14 +48,13 @@ class Context:
     freezes: FreezeKeeperLike | None = None
 
 
-class Migration(Record):
-    """A PodMigration and the status being built for it."""
+class PodRecord(Record):
+    """A custom object about one pod (``spec.podName``) whose checkpoint images it records in ``status.containers``.
 
-    def __init__(self, obj: Mapping[str, Any]) -> None:
-        super().__init__(obj)
-        self.spec: Mapping[str, Any] = obj.get("spec") or {}
-        # The owner UID the PodMigration is labelled with while its restore slot is open (migrator.slots).
-        self.slot_label: str | None = (obj["metadata"].get("labels") or {}).get(LABEL_SLOT_OWNER)
+    What a PodMigration and a PodCheckpoint share, so that the code that keeps or deletes their
+    images (``artifacts``), hands out the registry's pull Secret (``migrator.pullsecrets``) and
+    calls the agents with a trace context works for both.
+    """
 
     @property
     def namespace(self) -> str:
@@ -66,8 +65,8 @@ class Migration(Record):
         return str(self.spec["podName"])
 
     @property
-    def step(self) -> Step:
-        return Step(self.status.get("step") or Step.VALIDATE)
+    def spec(self) -> Mapping[str, Any]:
+        return self.obj.get("spec") or {}
 
     @property
     def phase(self) -> str:
@@ -81,6 +80,19 @@ class Migration(Record):
 
     def images(self) -> dict[str, str]:
         return {c["name"]: c["image"] for c in self.status.get("containers") or []}
+
+
+class Migration(PodRecord):
+    """A PodMigration and the status being built for it."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        super().__init__(obj)
+        # The owner UID the PodMigration is labelled with while its restore slot is open (migrator.slots).
+        self.slot_label: str | None = (obj["metadata"].get("labels") or {}).get(LABEL_SLOT_OWNER)
+
+    @property
+    def step(self) -> Step:
+        return Step(self.status.get("step") or Step.VALIDATE)
 
     def also_involved(self) -> list[tuple[str, client.V1ObjectReference, str]]:
         """Every Event is also told on the pod being moved (the new one once it exists), tagged with our name."""

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_or_none, read_plain
 from migrator import api, pullsecrets, slots
-from migrator.controllers.podmigration.migration import Context, Migration, is_restored_pod_of
+from migrator.controllers.podmigration.migration import Context, Migration, PodRecord, is_restored_pod_of
 from migrator.reconciling import Wait
 from migrator.slots import Slot
 from migrator.units import now
@@ -110,40 +110,132 @@ def container_failure(pod: Mapping[str, Any]) -> str | None:
 
 def replacement(m: Migration, *, node: str | None, from_checkpoint: bool) -> dict[str, Any]:
     """The pod again, from its original spec: on ``node`` (or scheduled anew), as a restore or cold."""
-    original = m.status["originalPod"]
-    meta = copy.deepcopy(original["metadata"])
-    spec = copy.deepcopy(original["spec"])
-    annotations = dict(meta.get("annotations") or {})
-    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    annotations[api.ANNOTATION_MIGRATION] = f"{m.namespace}/{m.name}"
-    annotations[api.ANNOTATION_MIGRATION_UID] = m.uid
+    annotations = {api.ANNOTATION_MIGRATION: f"{m.namespace}/{m.name}", api.ANNOTATION_MIGRATION_UID: m.uid}
+    if not from_checkpoint:
+        return pod_from(m.status["originalPod"], name=m.pod_name, node=node, annotations=annotations)
+    return restore_body(
+        m.status["originalPod"], name=m.pod_name, node=node, images=m.images(), source_node=m.status["sourceNode"],
+        restored_from=f"{m.namespace}/{m.pod_name}", annotations=annotations,
+        pull_secret=str(m.status.get(pullsecrets.STATUS_KEY) or ""),
+    )  # fmt: skip
+
+
+def pod_from(original: Mapping[str, Any], *, name: str, node: str | None, annotations: Mapping[str, str]) -> dict[str, Any]:
+    """A pod from a recorded original (``status.originalPod``), named ``name``, on ``node`` (None: scheduled anew)."""
+    meta = copy.deepcopy(dict(original["metadata"]))
+    spec = copy.deepcopy(dict(original["spec"]))
+    meta["name"] = name
+    # Without what an earlier migration or restore wrote on the original (they name other objects and
+    # images, which the guard would then check this pod against), and without kubectl's last applied copy.
+    merged = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(f"{api.GROUP}/") and k != "kubectl.kubernetes.io/last-applied-configuration"
+    }
+    merged.update(annotations)
+    meta["annotations"] = merged
     if node:
         spec["nodeName"] = node
     else:
         spec.pop("nodeName", None)
-    if from_checkpoint:
-        images = m.images()
-        annotations[api.ANNOTATION_RESTORED_FROM] = m.status["sourceNode"]
-        annotations[api.ANNOTATION_CHECKPOINT_IMAGES] = json.dumps(images, sort_keys=True)
-        annotations[api.ANNOTATION_ORIGINAL_IMAGES] = json.dumps(
-            {c["name"]: c["image"] for c in spec["containers"]}, sort_keys=True
-        )
-        for container in spec["containers"]:
-            if container["name"] in images:
-                container["image"] = images[container["name"]]
-                container["imagePullPolicy"] = "IfNotPresent"
-                container["env"] = [
-                    *(container.get("env") or []),
-                    {"name": api.ENV_RESTORED_FROM, "value": f"{m.namespace}/{m.pod_name}"},
-                ]
-        if spec.get("initContainers"):
-            # They ran before the checkpoint; their effects are in the restored processes.
-            annotations[api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec.pop("initContainers"))
-        if (secret := m.status.get(pullsecrets.STATUS_KEY)) and {"name": secret} not in (spec.get("imagePullSecrets") or []):
-            # The checkpoint registry's pull-only Secret, copied into this namespace (migrator/pullsecrets.py).
-            spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), {"name": secret}]
-    meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def restore_body(
+    original: Mapping[str, Any],
+    *,
+    name: str,
+    node: str | None,
+    images: Mapping[str, str],
+    source_node: str,
+    restored_from: str,
+    annotations: Mapping[str, str],
+    pull_secret: str,
+) -> dict[str, Any]:
+    """The pod that restores checkpoint ``images`` ({container: image}), from the checkpointed pod's recorded spec.
+
+    Its containers run the checkpoint images (the runtime restores them on their base images);
+    init containers are dropped (they ran before the checkpoint: their effects are in the restored
+    processes); ``restored_from`` ("<namespace>/<pod>" of the checkpointed pod) is in each
+    container's environment for the node's CRIU hook (``api.ENV_RESTORED_FROM``).
+    """
+    body = pod_from(original, name=name, node=node, annotations=annotations)
+    meta, spec = body["metadata"], body["spec"]
+    meta["annotations"][api.ANNOTATION_RESTORED_FROM] = source_node
+    meta["annotations"][api.ANNOTATION_CHECKPOINT_IMAGES] = json.dumps(dict(images), sort_keys=True)
+    meta["annotations"][api.ANNOTATION_ORIGINAL_IMAGES] = json.dumps(
+        {c["name"]: c["image"] for c in spec["containers"]}, sort_keys=True
+    )
+    for container in spec["containers"]:
+        if container["name"] in images:
+            container["image"] = images[container["name"]]
+            container["imagePullPolicy"] = "IfNotPresent"
+            container["env"] = [*(container.get("env") or []), {"name": api.ENV_RESTORED_FROM, "value": restored_from}]
+    if spec.get("initContainers"):
+        meta["annotations"][api.ANNOTATION_SKIPPED_INIT] = ",".join(c["name"] for c in spec.pop("initContainers"))
+    if pull_secret and {"name": pull_secret} not in (spec.get("imagePullSecrets") or []):
+        # The checkpoint registry's pull-only Secret, copied into this namespace (migrator/pullsecrets.py).
+        spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), {"name": pull_secret}]
+    return body
+
+
+async def pull_on_node(
+    ctx: Context,
+    *,
+    namespace: str,
+    name: str,
+    node: str,
+    images: list[str],
+    pull_secrets: list[Mapping[str, Any]],
+    labels: Mapping[str, str],
+) -> str | None:
+    """Have ``node`` pull ``images`` (a short-lived pod ``name``); ``Wait`` while it pulls, then None or why it failed.
+
+    A runtime restores a checkpoint only on top of its base image in the node's local storage, and
+    never pulls it with credentials by itself (docs/facts.md): so the base images are pulled first,
+    by the kubelet, with the checkpointed pod's pull Secrets. The pod is deleted once they are in.
+    """
+    pod = await read_pod(ctx, namespace, name)
+    if pod is None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": False,
+                "tolerations": [{"operator": "Exists"}],
+                **({"imagePullSecrets": list(pull_secrets)} if pull_secrets else {}),
+                # Only the pull matters: the kubelet pulls before it creates, and this command does not exist.
+                "containers": [
+                    {"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["/.podmigrate-prepull"]}
+                    for i, image in enumerate(images)
+                ],
+            },
+        }
+        try:
+            await ctx.core.create_namespaced_pod(namespace, body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        raise Wait(PULL_POLL)
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    pulled = [s for s in statuses if s.get("imageID")]
+    failed = [
+        s for s in statuses if (s.get("state") or {}).get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
+    ]
+    if failed:
+        await delete_pod(ctx, namespace, name)
+        return str(failed[0]["state"]["waiting"].get("message", ""))
+    if len(pulled) < len(images):
+        raise Wait(PULL_POLL)
+    await delete_pod(ctx, namespace, name)
+    return None
+
+
+PULL_POLL: Final = 0.5
 
 
 class NamespaceTerminating(RuntimeError):
@@ -219,8 +311,8 @@ async def _label(ctx: Context, m: Migration, owner_uid: str | None) -> None:
         m.slot_label = owner_uid
 
 
-async def owned_pods(ctx: Context, m: Migration) -> list[dict[str, Any]]:
-    """Pods of the migrated pod's controller, in its namespace, newest last."""
+async def owned_pods(ctx: Context, m: PodRecord) -> list[dict[str, Any]]:
+    """Pods of the recorded pod's controller (``status.owner``), in its namespace, newest last."""
     owner_uid = m.status["owner"]["uid"]
     pods = [plain(p) for p in (await ctx.core.list_namespaced_pod(m.namespace)).items]
     owned = [p for p in pods if any(o.get("uid") == owner_uid for o in p["metadata"].get("ownerReferences") or [])]

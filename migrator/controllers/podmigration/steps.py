@@ -132,53 +132,18 @@ async def validate(ctx: Context, m: Migration) -> None:
 
 
 async def prepare_target(ctx: Context, m: Migration) -> None:
-    bases = list(m.status.get("baseImages") or [])
     name = prepull_name(m)
-    pod = await pods.read_pod(ctx, m.namespace, name)
-    if pod is None:
-        # With the source pod's pull Secrets: a private base image needs them, and the runtime's restore would pull
-        # a missing base image on its own without any (containerd's CRImportCheckpoint: docs/facts.md).
-        source = await pods.read_pod(ctx, m.namespace, m.pod_name)
-        pull_secrets = ((source or {}).get("spec") or {}).get("imagePullSecrets") or []
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": m.namespace, "labels": {api.LABEL_PREPULL: m.uid}},
-            "spec": {
-                "nodeName": m.status["targetNode"],
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 0,
-                "automountServiceAccountToken": False,
-                "tolerations": [{"operator": "Exists"}],
-                **({"imagePullSecrets": pull_secrets} if pull_secrets else {}),
-                # Only the pull matters: the kubelet pulls before it creates, and this command does not exist.
-                "containers": [
-                    {"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["/.podmigrate-prepull"]}
-                    for i, image in enumerate(bases)
-                ],
-            },
-        }
-        try:
-            await ctx.core.create_namespaced_pod(m.namespace, body)
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-        raise Wait(POLL)
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    pulled = [s for s in statuses if s.get("imageID")]
-    failed = [
-        s for s in statuses if (s.get("state") or {}).get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
-    ]
+    # With the source pod's pull Secrets: a private base image needs them, and the runtime's restore would pull
+    # a missing base image on its own without any (containerd's CRImportCheckpoint: docs/facts.md).
+    source = await pods.read_pod(ctx, m.namespace, m.pod_name)
+    pull_secrets = ((source or {}).get("spec") or {}).get("imagePullSecrets") or []
+    failed = await pods.pull_on_node(
+        ctx, namespace=m.namespace, name=name, node=m.status["targetNode"], images=list(m.status.get("baseImages") or []),
+        pull_secrets=pull_secrets, labels={api.LABEL_PREPULL: m.uid},
+    )  # fmt: skip
     if failed:
-        message = failed[0]["state"]["waiting"].get("message", "")
-        await pods.delete_pod(ctx, m.namespace, name)
-        return fail_before_removal(
-            m, "BaseImageUnavailable", f"cannot pull the base image on {m.status['targetNode']}: {message}"
-        )
-    if len(pulled) < len(bases):
-        raise Wait(POLL)
+        return fail_before_removal(m, "BaseImageUnavailable", f"cannot pull the base image on {m.status['targetNode']}: {failed}")
     await pullsecrets.ensure(ctx, m)  # the restored pod's pull Secret for the checkpoint registry, in its namespace
-    await pods.delete_pod(ctx, m.namespace, name)
     enter(m, Step.CHECKPOINT)
     m.status["frozenAt"] = m.status["phases"][-1]["start"]
 
