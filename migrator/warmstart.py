@@ -92,7 +92,8 @@ class WarmStart:
             raise Skip(f"PodCheckpoint {checkpoint_name} not found")
         status = checkpoint.get("status") or {}
         if status.get("phase") != api.CheckpointPhase.AVAILABLE or checkpoint["metadata"].get("deletionTimestamp"):
-            raise Skip(f"PodCheckpoint {checkpoint_name} is not Available ({status.get('phase') or 'new'})")
+            state = "being deleted" if checkpoint["metadata"].get("deletionTimestamp") else status.get("phase") or "new"
+            raise Skip(f"PodCheckpoint {checkpoint_name} is not Available ({state})")
         if why := _why_not_same_template(pod, status):
             raise Skip(f"the pod is not the one PodCheckpoint {checkpoint_name} was taken of: {why}")
         nodes = [plain(n) for n in (await self._core.list_node()).items]

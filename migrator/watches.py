@@ -36,7 +36,7 @@ from migrator.controllers.autodrain import AutoDrainReconciler
 from migrator.controllers.checkpointschedule import CheckpointScheduleReconciler
 from migrator.controllers.nodedrain import NodeDrainReconciler
 from migrator.controllers.podcheckpoint import PodCheckpointReconciler
-from migrator.controllers.podcheckpoint.record import TERMINAL_PHASES as CHECKPOINT_TERMINAL_PHASES
+from migrator.controllers.podcheckpoint.record import finished as checkpoint_finished
 from migrator.controllers.podmigration import PodMigrationReconciler
 from migrator.controllers.podrestore import PodRestoreReconciler
 from migrator.dispatching import Dispatcher, Key
@@ -161,7 +161,9 @@ class Controllers:
                 self.schedules.notify((meta["namespace"], schedule))
             if event.type == "DELETED":
                 continue
-            settled = status.get("phase") in CHECKPOINT_TERMINAL_PHASES and not status.get("pendingDeletes")
+            # Finished and nothing left to do: no images to delete, no held pod to be found again.
+            place_lost = status.get("suspended") and status.get("owner") and not status.get("heldPod")
+            settled = checkpoint_finished(obj) and not status.get("pendingDeletes") and not place_lost
             if settled and not meta.get("deletionTimestamp"):
                 continue
             self.checkpoints.notify((meta["namespace"], meta["name"]))
@@ -173,7 +175,7 @@ class Controllers:
             obj = event.object
             if event.type in ("SYNCED", "DELETED") or obj is None:
                 continue
-            finished = (obj.get("status") or {}).get("phase") in api.RESTORE_TERMINAL_PHASES
+            finished = (obj.get("status") or {}).get("step") == "Done"
             if finished and not obj["metadata"].get("deletionTimestamp"):
                 continue
             self.restores.notify((obj["metadata"]["namespace"], obj["metadata"]["name"]))

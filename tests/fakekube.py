@@ -19,12 +19,16 @@ follow the API server where the controllers depend on it:
 * pods: the API server's status on create (``Pending``); delete honours ``preconditions.uid``
   (409) and removes at once with grace 0 (or an unbound or finished pod), else leaves the pod
   terminating until ``Kubelet.terminate``; the Eviction API honours PodDisruptionBudgets
-  (``matchLabels``) and ``dry_run``;
+  (``matchLabels``) and ``dry_run``; a pod is patched with a JSON patch only (``test`` ops
+  included: a failed one is 422), and an update may change only what the API server lets change
+  (container images, labels and annotations; scheduling gates may only be removed, and only a
+  gated pod's ``nodeSelector`` may be added to);
 * lists filter by ``field_selector`` (any dotted path: ``spec.nodeName=``, ``involvedObject.uid=``;
   ``=``, ``==``, ``!=``) and ``label_selector`` (``k=v``, ``k!=v``, ``k``, ``!k``).
 
 ``writes`` logs the writes a test may care about, one line each ("create pod shop/web",
-"delete pod shop/web", "evict shop/web", "patch node n1 unschedulable=True", "create podmigration
+"delete pod shop/web", "evict shop/web", "patch node n1 unschedulable=True", "patch pod shop/web
+/spec/schedulingGates" (the paths the JSON patch wrote), "create podmigration
 shop/m", "delete nodedrain d"); status and finalizer patches are not logged. ``events`` holds every
 Event as a dict.
 
@@ -50,9 +54,9 @@ from kubernetes_asyncio import client
 
 from agentapi import contract
 from agentapi.client import AgentError
-from migrator import slots, units
+from migrator import api, slots, units
 from migrator.slots import Slot
-from migrator.webhook import restore_patch
+from migrator.webhook import hold_patch, restore_patch
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -96,8 +100,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+class JsonPatchTestFailed(ValueError):
+    """A JSON patch's ``test`` operation found another value (the API server answers 422)."""
+
+
 def json_patch(doc: Any, ops: Iterable[Mapping[str, Any]]) -> Any:
-    """RFC 6902 add, replace and remove (what admission webhooks send); a new document."""
+    """RFC 6902 add, replace, remove and test (what admission webhooks and controllers send); a new document."""
     doc = copy.deepcopy(doc)
     for op in ops:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in str(op["path"]).split("/")[1:]]
@@ -121,6 +129,10 @@ def json_patch(doc: Any, ops: Iterable[Mapping[str, Any]]) -> Any:
                     parent[last] = value
             elif op["op"] == "remove":
                 del parent[int(last) if isinstance(parent, list) else last]
+            elif op["op"] == "test":
+                current = parent[int(last)] if isinstance(parent, list) else parent[last]
+                if current != op["value"]:
+                    raise JsonPatchTestFailed(f"JSON patch test {op} failed: the value is {current!r}")
             else:
                 raise ValueError(f"unsupported JSON patch op {op['op']!r}")
         except (KeyError, IndexError, TypeError) as exc:
@@ -182,6 +194,26 @@ def _replace(stored: dict[str, Any], new: dict[str, Any]) -> None:
     """Change a stored object in place: tests holding it see the change."""
     stored.clear()
     stored.update(new)
+
+
+def _forbidden_pod_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Why the API server refuses this change of a pod's spec (or metadata that only it sets), or None."""
+    fixed = ("name", "namespace", "uid", "creationTimestamp", "ownerReferences")
+    if any(old["metadata"].get(k) != new["metadata"].get(k) for k in fixed):
+        return "metadata: Forbidden: name, namespace, uid and owners cannot be changed"
+    before, after = copy.deepcopy(dict(old["spec"])), copy.deepcopy(dict(new["spec"]))
+    old_gates, new_gates = before.pop("schedulingGates", None) or [], after.pop("schedulingGates", None) or []
+    if any(g not in old_gates for g in new_gates):
+        return "spec.schedulingGates: Forbidden: only deletion is allowed, but found new scheduling gate"
+    old_selector, new_selector = before.pop("nodeSelector", None) or {}, after.pop("nodeSelector", None) or {}
+    if old_selector != new_selector and (not old_gates or any(new_selector.get(k) != v for k, v in old_selector.items())):
+        return "spec.nodeSelector: Forbidden: only additions to a gated pod's nodeSelector are allowed"
+    for key in ("containers", "initContainers"):
+        for container in [*(before.get(key) or []), *(after.get(key) or [])]:
+            container.pop("image", None)
+    if before != after:
+        return "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, ..."
+    return None
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -400,6 +432,26 @@ class FakeKube:
             raise api_error(409, f'pods "{pod["metadata"]["name"]}" already exists')
         self.pods[(namespace, pod["metadata"]["name"])] = pod
         self.writes.append(f"create pod {namespace}/{pod['metadata']['name']}")
+        return self.api_client.model(pod, "V1Pod")
+
+    async def patch_namespaced_pod(
+        self, name: str, namespace: str, body: Any, _content_type: str | None = None, **_: Any
+    ) -> client.V1Pod:
+        """A JSON patch of a pod (``test`` ops are preconditions), held to the API server's pod update rules."""
+        pod = self._found(self.pods, (namespace, name), "pods")
+        if not isinstance(body, list) or _content_type != JSON_PATCH:
+            raise api_error(
+                400, f"the fake patches pods with a JSON patch list only (got {type(body).__name__}, {_content_type})"
+            )
+        try:
+            patched = json_patch(pod, body)
+        except ValueError as exc:
+            raise api_error(422, str(exc)) from None
+        if why := _forbidden_pod_update(pod, patched):
+            raise api_error(422, f'Pod "{name}" is invalid: {why}')
+        self.writes.append(f"patch pod {namespace}/{name} " + " ".join(str(op["path"]) for op in body if op["op"] != "test"))
+        _replace(pod, patched)
+        self.bump(pod)
         return self.api_client.model(pod, "V1Pod")
 
     async def delete_namespaced_pod(
@@ -831,17 +883,28 @@ class Kubelet:
         """The scheduler binds an unbound pod."""
         pod = self.pod(namespace, name)
         assert not pod["spec"].get("nodeName"), f"pod {namespace}/{name} is bound already"
+        assert not pod["spec"].get("schedulingGates"), f"pod {namespace}/{name} is gated: the scheduler does not bind it"
+        labels = self.kube.nodes[node]["metadata"].get("labels") or {}
+        selector = pod["spec"].get("nodeSelector") or {}
+        assert all(labels.get(k) == v for k, v in selector.items()), f"node {node} does not match nodeSelector {selector}"
         pod["spec"]["nodeName"] = node
         self.kube.bump(pod)
         return pod
 
 
 async def through_webhook(pod: Mapping[str, Any], *, kube: FakeKube, namespace: str) -> tuple[dict[str, Any], Slot | None]:
-    """A pod creation passing podmigrate's mutating webhook: the pod as it will be created, and the slot it claimed."""
+    """A pod creation passing podmigrate's mutating webhook: the pod as it will be created, and the slot it claimed.
+
+    As ``Webhook.mutate_pods`` decides: a PodMigration's restore slot first, then the place of a pod a
+    PodCheckpoint suspends (held: gated); warm starts are not played here (``tests/migrator/test_warmstart.py``).
+    """
     slot = await slots.claim(kube, pod, namespace=namespace)  # type: ignore[arg-type]
-    if slot is None:
-        return copy.deepcopy(dict(pod)), None
-    return json_patch(pod, restore_patch(pod, slot)), slot
+    if slot is not None:
+        return json_patch(pod, restore_patch(pod, slot)), slot
+    hold = await slots.claim(kube, pod, namespace=namespace, resource=api.PODCHECKPOINTS)  # type: ignore[arg-type]
+    if hold is not None:
+        return json_patch(pod, hold_patch(pod, hold)), hold
+    return copy.deepcopy(dict(pod)), None
 
 
 class FakeAgents:

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from migrator import api
-from migrator.cli.printing import age_of, fields, format_age, table
+from migrator.cli.printing import age_of, condition_lines, fields, format_age, table
 from migrator.units import NONE, format_bytes, format_duration, parse_time
 from ocicheckpoint import criuimages
 
@@ -251,11 +251,5 @@ def inspect_page(obj: Mapping[str, Any], *, now: datetime) -> str:
     ])  # fmt: skip
     lines += container_lines(status)
     lines += criu_lines(status)
-    if status.get("conditions"):
-        lines.append("Conditions:")
-        rows = [
-            [c.get("type", ""), c.get("status", ""), c.get("reason") or NONE, c.get("message") or ""]
-            for c in status["conditions"]
-        ]
-        lines.append(table(["TYPE", "STATUS", "REASON", "MESSAGE"], rows, indent="  "))
+    lines += condition_lines(status)
     return "\n".join(lines)

@@ -255,16 +255,19 @@ def describe(obj: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now
     return "\n".join(lines)
 
 
+def condition_lines(status: Mapping[str, Any]) -> list[str]:
+    """The object's conditions as a ``describe`` section (none without conditions)."""
+    if not status.get("conditions"):
+        return []
+    rows = [
+        [c.get("type", ""), c.get("status", ""), c.get("reason") or NONE, c.get("message") or ""] for c in status["conditions"]
+    ]
+    return ["Conditions:", table(["TYPE", "STATUS", "REASON", "MESSAGE"], rows, indent="  ")]
+
+
 def conditions_and_events(status: Mapping[str, Any], *, events: Sequence[Mapping[str, Any]], now: datetime) -> list[str]:
     """The closing sections of every ``describe``: the object's conditions and its Events."""
-    lines: list[str] = []
-    if status.get("conditions"):
-        lines.append("Conditions:")
-        rows = [
-            [c.get("type", ""), c.get("status", ""), c.get("reason") or NONE, c.get("message") or ""]
-            for c in status["conditions"]
-        ]
-        lines.append(table(["TYPE", "STATUS", "REASON", "MESSAGE"], rows, indent="  "))
+    lines = condition_lines(status)
     lines.append("Events:" if events else "Events:  <none>")
     if events:
         lines.append(events_table(events, now=now))

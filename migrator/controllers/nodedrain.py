@@ -49,6 +49,9 @@ from migrator.units import status_time as parse_time
 
 log = logging.getLogger(__name__)
 
+# A pod that lands on the draining node is judged once it runs; one still Pending after this long is judged as it is.
+ARRIVAL_START_GRACE = timedelta(seconds=60)
+
 POLL: Final = 1.0  # how often migrations in flight are looked at (a change of one also pokes its drain)
 RETRY: Final = 5.0  # a PodDisruptionBudget or an eviction said "not now": try again after this, as kubectl drain does
 
@@ -332,11 +335,12 @@ class NodeDrainReconciler:
         for entry in d.having(PodOutcome.IN_PROGRESS):
             await self._follow(d, entry)
         expired = now() >= d.deadline()
+        starting = False
         if not expired and not d.status.get("blockedReasons"):
-            await self._adopt_arrivals(d)
+            starting = await self._adopt_arrivals(d)
         if not expired and not d.status.get("blockedReasons"):
             await self._start(d)
-        if d.having(PodOutcome.IN_PROGRESS):
+        if d.having(PodOutcome.IN_PROGRESS) or starting:
             raise Wait(self.poll)
         waiting = d.waiting()
         if waiting and not expired and not d.status.get("blockedReasons"):
@@ -358,14 +362,21 @@ class NodeDrainReconciler:
             return self._finish(d, DrainPhase.FAILED, reason, f"node {d.node} not drained ({tally}): {details}")
         self._finish(d, DrainPhase.SUCCEEDED, "Drained", f"node {d.node} drained: {tally}")
 
-    async def _adopt_arrivals(self, d: Drain) -> None:
+    async def _adopt_arrivals(self, d: Drain) -> bool:
         """Pods that landed on the node after the plan (bound by name past the cordon, a DaemonSet's new pod)
         join the drain, judged like the first ones. Not a pod one of this drain's migrations put back here
-        after it failed: that one stays, its failure is already recorded."""
+        after it failed: that one stays, its failure is already recorded.
+
+        A pod that is still starting (Pending, for up to ``ARRIVAL_START_GRACE``) joins once it runs:
+        judged while it starts, it would be unmigratable ("no process to checkpoint") and block the
+        drain, though a moment later it moves like any other (a flaky end-to-end test showed it).
+        True while such a pod is waited for: the drain does not finish before it joins.
+        """
         listing = await self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={d.node}")
         known = {entry.get("uid") for entry in d.pods}
         ours = {f"{entry['namespace']}/{entry['migration']}" for entry in d.pods if entry.get("migration")}
         arrived = []
+        starting = False
         for item in listing.items:
             pod = plain(item)
             meta = pod["metadata"]
@@ -373,9 +384,14 @@ class NodeDrainReconciler:
                 continue
             if (meta.get("annotations") or {}).get(api.ANNOTATION_MIGRATION) in ours:
                 continue
+            created = meta.get("creationTimestamp")
+            young = not created or now() - parse_time(created) < ARRIVAL_START_GRACE
+            if (pod.get("status") or {}).get("phase") in (None, "", "Pending") and young:
+                starting = True
+                continue
             arrived.append(pod)
         if not arrived:
-            return
+            return starting
         world = await self._world()
         try:
             plan = drainplan.plan(spec=d.spec, pods=arrived, nodes=world.nodes, pods_by_node=world.by_node, claims=world.claims)
@@ -389,6 +405,7 @@ class NodeDrainReconciler:
             d.status.setdefault("blockedReasons", []).extend(plan.blocked)
         if names:
             d.note("PodsArrived", f"{len(names)} pod(s) landed on node {d.node} during the drain and join it: {', '.join(names)}")
+        return starting
 
     async def _start(self, d: Drain) -> None:
         """Start migrations (and evictions) while there is room: concurrency, then every PodDisruptionBudget."""

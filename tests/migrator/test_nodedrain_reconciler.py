@@ -476,3 +476,38 @@ async def test_one_pod_of_a_controller_at_a_time(world: DrainWorld) -> None:
     world.finish_migration("shop", "drain-node-1-db-0")
     await run(world, "d")
     assert ("shop", "drain-node-1-db-1") in world.migrations
+
+
+async def test_a_pod_that_lands_while_still_starting_joins_once_it_runs_and_does_not_block(world: DrainWorld) -> None:
+    """Judged while Pending it would be unmigratable ("no process to checkpoint") and block the drain."""
+    from migrator.units import iso, now
+
+    world.add_pod(pod("first"))
+    world.add_drain("d", maxConcurrent=1)
+    await run(world, "d")
+    late = pod("late", phase="Pending")
+    late["metadata"]["creationTimestamp"] = iso(now())
+    world.add_pod(late)
+    world.finish_migration("shop", "drain-node-1-first")
+    assert await run(world, "d") == pytest.approx(0.01), "waits for the starting pod instead of finishing"
+    s = status(world, "d")
+    assert "late" not in pods_by_name(world, "d") and not s.get("blockedReasons") and s["phase"] == "Draining"
+    world.pods[("shop", "late")]["status"]["phase"] = "Running"
+    await run(world, "d")
+    assert pods_by_name(world, "d")["late"]["outcome"] == "in-progress"
+    world.finish_migration("shop", "drain-node-1-late")
+    assert await run(world, "d") is None
+    assert status(world, "d")["phase"] == "Succeeded"
+
+
+async def test_a_pod_pending_for_long_is_judged_as_it_is(world: DrainWorld) -> None:
+    world.add_pod(pod("first"))
+    world.add_drain("d", maxConcurrent=1)
+    await run(world, "d")
+    stuck = pod("stuck", phase="Pending")
+    stuck["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    world.add_pod(stuck)
+    world.finish_migration("shop", "drain-node-1-first")
+    assert await run(world, "d") is None
+    s = status(world, "d")
+    assert s["phase"] == "Blocked" and "not Running" in s["message"], s

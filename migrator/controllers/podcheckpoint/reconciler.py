@@ -49,7 +49,6 @@ from migrator.controllers.podcheckpoint.record import (
     conclude,
     enter,
     fail,
-    human_bytes,
     is_checkpoint_of,
     start,
     unfinished,
@@ -58,7 +57,7 @@ from migrator.controllers.podmigration import artifacts, pods, stages
 from migrator.controllers.podmigration.migration import Context, Settings
 from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Recorder, Wait
-from migrator.units import iso, now
+from migrator.units import format_bytes, iso, now
 from migrator.units import status_time as parse_time
 from telemetry import logcontext
 
@@ -170,7 +169,7 @@ async def checkpoint(ctx: Context, c: Checkpoint) -> None:
         for x in response.containers
     ]  # fmt: skip
     total = sum(x.image_bytes for x in response.containers)
-    c.status.update(totalBytes=total, size=human_bytes(total), checkpointTime=iso(now()))
+    c.status.update(totalBytes=total, size=format_bytes(total), checkpointTime=iso(now()))
     versions = sorted({v for x in response.containers if (v := getattr(x, "criu_version", ""))})
     if versions:
         c.status["criuVersion"] = ", ".join(versions)
@@ -259,6 +258,49 @@ async def _label(ctx: Context, c: Checkpoint, owner_uid: str | None) -> None:
         c.resource_version = written["metadata"]["resourceVersion"]
 
 
+async def hold_place_again(*, core: client.CoreV1Api, custom: client.CustomObjectsApi, checkpoint: Mapping[str, Any]) -> None:
+    """Before a released place-holder is deleted (its resume failed): the workload's next pod holds the place again.
+
+    Opens a new hold slot on the PodCheckpoint (saved and labelled before the caller deletes the pod)
+    and forgets the old place-holder; the PodCheckpoint's reconciler then finds the new one
+    (``_find_held_again``), so the suspended pod can be resumed again later.
+    """
+    recorder = Recorder(core=core, custom=custom, resource=api.PODCHECKPOINTS)
+    c = Checkpoint(checkpoint)
+    ctx = Context(core=core, custom=custom, agents=None, settings=None, recorder=recorder)  # type: ignore[arg-type]
+    c.status.pop("heldPod", None)
+    c.status.pop(slots.STATUS_KEY, None)
+    c.status["heldAgainSince"] = iso(now())
+    await _open_hold(ctx, c)
+    await recorder.save(c)
+
+
+async def _find_held_again(ctx: Context, c: Checkpoint) -> None:
+    """A suspended pod whose place-holder was replaced: record the new one (or, after a while, say none came)."""
+    owner = c.status["owner"]
+    for pod in await pods.owned_pods(ctx, c):
+        meta = pod["metadata"]
+        if (meta.get("annotations") or {}).get(api.ANNOTATION_CHECKPOINT_UID) == c.uid and not meta.get("deletionTimestamp"):
+            c.status.pop(slots.STATUS_KEY, None)
+            c.status.pop("heldAgainSince", None)
+            await _label(ctx, c, None)
+            c.status["heldPod"] = {"name": meta["name"], "uid": meta["uid"]}
+            c.note("PlaceHeld", f"{owner['kind']} {owner['name']}'s pod {meta['name']} holds suspended pod {c.pod_name}'s place")
+            return
+    if slots.reopen_if_lost(c.status):
+        c.note("SlotReopened", "the place-holding slot was claimed but no pod came of it; offered again", warning=True)
+    since = c.status.get("heldAgainSince")
+    if since and now() - parse_time(since) > 3 * HOLD_GRACE:
+        c.status.pop(slots.STATUS_KEY, None)
+        c.status.pop("heldAgainSince", None)
+        await _label(ctx, c, None)
+        c.note(
+            "PlaceLost", f"{owner['kind']} {owner['name']} made no pod to hold suspended pod {c.pod_name}'s place", warning=True
+        )
+        return
+    raise Wait(0.5)
+
+
 async def _await_held(ctx: Context, c: Checkpoint) -> None:
     """The owner's replacement must appear holding the pod's place (or, without the webhook, start cold)."""
     held, cold = None, []
@@ -319,6 +361,8 @@ async def thaw(ctx: Context, c: Checkpoint) -> None:
                 c.status["thawError"] = str(exc)
                 raise Wait(2.0) from None  # the pod must not stay frozen: keep trying
     c.status["frozen"] = False
+    if c.status.pop(slots.STATUS_KEY, None) is not None or (c.meta.get("labels") or {}).get(slots.LABEL_SLOT_OWNER):
+        await _label(ctx, c, None)  # the suspend did not happen: no pod of the workload may take the place
     await artifacts.release(ctx, c)
     ran_on = f"; pod {c.pod_name} runs on" if c.status.get("podUID") else ""
     conclude(c, phase=CheckpointPhase.FAILED, reason=failure["reason"], message=f"{failure['message']}{ran_on}")
@@ -351,8 +395,10 @@ class PodCheckpointReconciler:
             return await self._delete_images(c)
 
     async def _reconcile(self, c: Checkpoint) -> float | None:
-        if c.phase in (CheckpointPhase.AVAILABLE, CheckpointPhase.FAILED):
-            return await self._delete_images(c) if c.deleting or artifacts.pending(c) else None
+        if c.step == Step.DONE:
+            if c.deleting or artifacts.pending(c):
+                return await self._delete_images(c)
+            return await self._keep_place_held(c)
         if not c.deleting:
             await self.recorder.hold(c, api.CHECKPOINT_FINALIZER)
         logcontext.migration.set(f"{c.namespace}/{c.name}")
@@ -377,6 +423,12 @@ class PodCheckpointReconciler:
                 return delay
         return await self._delete_images(c) if c.deleting or artifacts.pending(c) else None
 
+    async def _keep_place_held(self, c: Checkpoint) -> float | None:
+        """A suspended workload pod's place-holder was deleted by a failed resume: find the next one."""
+        if not (c.status.get("suspended") and c.status.get("owner") and c.status.get(slots.STATUS_KEY)):
+            return None
+        return await self.recorder.attempt(c, lambda: _find_held_again(self.ctx, c))
+
     def _abandon_in_flight(self, c: Checkpoint) -> None:
         if c.step == Step.CHECKPOINT:
             artifacts.abandon_checkpoint(c, request=checkpoint_request(self.ctx, c))
@@ -392,16 +444,8 @@ class PodCheckpointReconciler:
             await artifacts.release(self.ctx, c)
             with contextlib.suppress(Gone, Conflict):
                 await self.recorder.save(c)
-        if artifacts.pending(c):
-            condition = next((x for x in c.status.get("conditions") or [] if x["type"] == artifacts.CONDITION), {})
-            announce = condition.get("reason") != "DeletePending"
-
-            async def delete() -> None:
-                await artifacts.delete_pending(self.ctx, c, announce=announce)
-
-            await self.recorder.attempt(c, delete)
-            if artifacts.pending(c):
-                return artifacts.RETRY_DELETES_S
+        if (delay := await artifacts.retry_pending(self.ctx, c)) is not None:
+            return delay
         if c.deleting:
             await pullsecrets.release(self.ctx, c)
             await self.recorder.release(c, api.CHECKPOINT_FINALIZER)

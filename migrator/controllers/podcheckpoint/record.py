@@ -37,7 +37,6 @@ PHASE_OF_STEP: Final = {
     Step.SUSPEND: CheckpointPhase.SUSPENDING,
     Step.THAW: CheckpointPhase.FAILED,
 }
-TERMINAL_PHASES: Final = frozenset({CheckpointPhase.AVAILABLE, CheckpointPhase.FAILED})
 DEFAULT_TIMEOUT_SECONDS: Final = 300  # the CRD's default for spec.timeoutSeconds
 
 
@@ -139,18 +138,14 @@ def conclude(c: Checkpoint, *, phase: CheckpointPhase, reason: str, message: str
     c.note(reason, message, warning=failed)
 
 
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{n}B"
-
-
 def is_checkpoint_of(checkpoint: Mapping[str, Any], *, pod: str) -> bool:
     return (checkpoint.get("spec") or {}).get("podName") == pod
 
 
+def finished(checkpoint: Mapping[str, Any]) -> bool:
+    """Done, by its step (not its phase: a failed one is Failed while its pod is still being thawed)."""
+    return (checkpoint.get("status") or {}).get("step") == Step.DONE
+
+
 def unfinished(checkpoint: Mapping[str, Any]) -> bool:
-    return (checkpoint.get("status") or {}).get("phase") not in TERMINAL_PHASES
+    return not finished(checkpoint)

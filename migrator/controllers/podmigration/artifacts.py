@@ -218,3 +218,21 @@ async def delete_pending(ctx: Context, m: PodRecord, *, announce: bool) -> bool:
         else:
             log.warning("%s/%s: %s", m.namespace, m.name, error)
     return False
+
+
+async def retry_pending(ctx: Context, r: PodRecord) -> float | None:
+    """Delete what is still pending and save the outcome; seconds until the next attempt, or None when nothing is left.
+
+    The first failure is told in an Event, later ones only logged (``delete_pending``'s ``announce``):
+    a registry down for an hour must not leave 240 Events behind.
+    """
+    if not pending(r):
+        return None
+    condition = next((c for c in r.status.get("conditions") or [] if c["type"] == CONDITION), {})
+    announce = condition.get("reason") != "DeletePending"
+
+    async def delete() -> None:
+        await delete_pending(ctx, r, announce=announce)
+
+    await ctx.recorder.attempt(r, delete)
+    return RETRY_DELETES_S if pending(r) else None

@@ -132,16 +132,8 @@ class PodMigrationReconciler:
         its finalizer, so deleting it (or its namespace) waits, and the list of what is left
         (``pendingDeletes``) lives on in its status for a restarted control service.
         """
-        if artifacts.pending(m):
-            condition = next((c for c in m.status.get("conditions") or [] if c["type"] == artifacts.CONDITION), {})
-            announce = condition.get("reason") != "DeletePending"  # an Event for the first failure, not every retry
-
-            async def delete() -> None:
-                await artifacts.delete_pending(self.ctx, m, announce=announce)
-
-            await self.recorder.attempt(m, delete)
-            if artifacts.pending(m):
-                return artifacts.RETRY_DELETES_S
+        if (delay := await artifacts.retry_pending(self.ctx, m)) is not None:
+            return delay
         if m.deleting:
             await self.recorder.release(m, api.FINALIZER)
         return None

@@ -58,13 +58,19 @@ COLD_REPLACEMENT_GRACE = timedelta(seconds=20)
 
 
 async def _moving_already(ctx: Context, m: Migration) -> str | None:
-    """An older unfinished PodMigration of the same pod: one migration per pod at a time."""
+    """An older unfinished PodMigration of the same pod, or an unfinished PodCheckpoint of it: one at a time."""
     listing = await ctx.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, m.namespace, api.PLURAL)
     mine = (m.meta.get("creationTimestamp") or "", m.name)
     for other in api.unfinished_migrations_of(listing.get("items") or [], pod=m.pod_name):
         meta = other["metadata"]
         if meta["uid"] != m.uid and (meta.get("creationTimestamp") or "", meta["name"]) < mine:
-            return str(meta["name"])
+            return f"PodMigration {meta['name']}"
+    # A PodCheckpoint in flight freezes (or removes) the same pod: one at a time, whichever came first.
+    resource = api.PODCHECKPOINTS
+    kept = await ctx.custom.list_namespaced_custom_object(resource.group, resource.version, m.namespace, resource.plural)
+    for other in kept.get("items") or []:
+        if (other.get("spec") or {}).get("podName") == m.pod_name and (other.get("status") or {}).get("step") != "Done":
+            return f"PodCheckpoint {other['metadata']['name']}"
     return None
 
 
@@ -75,7 +81,7 @@ async def validate(ctx: Context, m: Migration) -> None:
     other = await _moving_already(ctx, m)
     if other:
         return fail_validation(
-            m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved by PodMigration {other}; one migration per pod"
+            m, "AlreadyMigrating", f"pod {m.pod_name} is already being moved or checkpointed by {other}; one at a time"
         )
     facts = await claims.read_for_pod(ctx.core, pod)
     refusal = movability.first_refusal(pod, claims=facts)

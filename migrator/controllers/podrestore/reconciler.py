@@ -23,6 +23,7 @@ it created, so a resume can simply be tried again (on another node).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from enum import StrEnum
@@ -32,8 +33,9 @@ from kubernetes_asyncio import client
 
 from kubeclient.reading import plain
 from kubeclient.resources import Gone
-from migrator import api, placement, tracing
+from migrator import api, placement, slots, tracing
 from migrator.api import CheckpointPhase, RestorePhase
+from migrator.controllers.podcheckpoint.reconciler import hold_place_again
 from migrator.controllers.podmigration import pods
 from migrator.controllers.podmigration.migration import Context, Settings
 from migrator.reconciling import Record, Recorder, Wait, set_condition
@@ -96,6 +98,8 @@ def _enter(r: Restore, step: Step, *, error: str | None = None) -> None:
     phases = r.status.setdefault("phases", [])
     if phases and not phases[-1].get("end"):
         phases[-1]["end"] = iso(now())
+        if error:
+            phases[-1]["error"] = error
         tracing.emit_span(
             name=f"restore.{phases[-1]['name']}", trace_id=r.status["traceID"], span_id=phases[-1]["spanID"],
             parent_span_id=r.status["rootSpanID"], start=parse_time(phases[-1]["start"]), end=parse_time(phases[-1]["end"]),
@@ -153,7 +157,7 @@ async def _restoring_already(ctx: Context, r: Restore, *, pod: str) -> str | Non
     )
     for other in listing.get("items") or []:
         status = other.get("status") or {}
-        busy = status.get("phase") not in api.RESTORE_TERMINAL_PHASES
+        busy = status.get("step") != Step.DONE
         if other["metadata"]["uid"] != r.uid and status.get("podName") == pod and busy:
             return str(other["metadata"]["name"])
     return None
@@ -172,6 +176,8 @@ async def validate(ctx: Context, r: Restore) -> None:
         raise Wait(1.0)  # still being taken: the restore follows it (within its own timeout)
     original = status["originalPod"]
     source_pod = str(original["metadata"]["name"])
+    if status.get("suspended") and status.get("owner") and not status.get("heldPod") and status.get(slots.STATUS_KEY):
+        raise Wait(1.0)  # its place is being held again (an earlier resume failed): resume the next place-holder
     held = status.get("heldPod") if status.get("suspended") else None
     name = str(r.spec.get("podName") or (held or {}).get("name") or source_pod)
     if held and name != held["name"]:
@@ -350,15 +356,23 @@ async def _mark_resumed(ctx: Context, r: Restore) -> None:
     """A suspended pod is back under its own name: its checkpoint no longer is the only copy."""
     if r.status.get("clone"):
         return
-    await api.PODCHECKPOINTS.patch_status(
-        ctx.custom, name=r.checkpoint_name, namespace=r.namespace,
-        status={"suspended": False, "resumedBy": {"restore": r.name, "pod": r.status["pod"]["uid"], "at": r.status["readyAt"]}},
-    )  # fmt: skip
+    with contextlib.suppress(Gone):  # deleted meanwhile: nothing to mark, and not this restore's own end
+        await api.PODCHECKPOINTS.patch_status(
+            ctx.custom, name=r.checkpoint_name, namespace=r.namespace,
+            status={"suspended": False, "heldPod": None,
+                    "resumedBy": {"restore": r.name, "pod": r.status["pod"]["uid"], "at": r.status["readyAt"]}},
+        )  # fmt: skip
 
 
 async def clean_up(ctx: Context, r: Restore) -> None:
     await pods.delete_pod(ctx, r.namespace, prepull_name(r))
     created = r.status.get("pod")
+    if created and r.status.get("heldPod"):
+        # A released place-holder that did not come up: its workload controller replaces it once it is deleted, so
+        # the place is held again first (by the PodCheckpoint, as at the suspend) and a later resume can try again.
+        checkpoint = await _read_checkpoint(ctx, r)
+        if checkpoint is not None and checkpoint["metadata"]["uid"] == r.status["checkpoint"]["uid"]:
+            await hold_place_again(core=ctx.core, custom=ctx.custom, checkpoint=checkpoint)
     if created:
         await pods.delete_pod(ctx, r.namespace, created["name"], uid=created["uid"], grace=pods.CONFIRMED_GRACE)
     failure = r.status.get("failure") or {"reason": "Failed", "message": "restore failed"}
@@ -386,7 +400,7 @@ class PodRestoreReconciler:
             return None
 
     async def _reconcile(self, r: Restore) -> float | None:
-        if r.phase in api.RESTORE_TERMINAL_PHASES:
+        if r.step == Step.DONE:
             if r.deleting:
                 await self.recorder.release(r, api.RESTORE_FINALIZER)
             return None

@@ -775,7 +775,7 @@ async def test_a_second_migration_of_a_moving_pod_is_refused_and_touches_nothing
     assert await world.reconcile(second) is None
     s = world.status(second)
     assert (s["phase"], s["reason"]) == ("Failed", "AlreadyMigrating")
-    assert "already being moved by PodMigration first" in s["message"]
+    assert "already being moved or checkpointed by PodMigration first" in s["message"]
     assert world.agents.calls == [], "refused before anything was frozen"
     assert world.status(first)["step"] == "PrepareTarget", "the first one goes on"
     world.kubelet.pull_images(NS, world.prepull(first)["metadata"]["name"])  # type: ignore[index]
