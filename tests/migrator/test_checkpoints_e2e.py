@@ -352,3 +352,44 @@ def test_a_suspended_statefulset_pod_holds_its_place_and_resumes_with_its_identi
     assert state["boot_id"] == before["boot_id"] and state["writes"] == before["writes"], "the same process, its memory"
     assert back["status"]["containerStatuses"][0]["restartCount"] == 0
     assert kube.get("podcheckpoint", "db-nap", namespace)["status"]["suspended"] is False
+
+
+def test_on_containerd_a_running_checkpoint_clones_and_a_suspended_pod_resumes_on_the_other_real_node(
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+) -> None:
+    """The same on the upstream kubelet and containerd 2.3: the checkpoint through the real kubelet API (the pod left
+    running, no CRIU hook stop), the clone and the resume restored by containerd on the other real node."""
+    first, second = [n.name for n in cluster.nodes if n.kind == "real"][:2]
+    kube.apply(warmup_pod(namespace, first, cluster.images["warmup"], warmup=2))
+    pod = wait_for("app Ready", lambda: ready(kube, namespace, "app"), timeout=90)
+    ip = pod["status"]["podIP"]
+    for i in range(3):
+        http("POST", f"http://{ip}:8080/write?key=k{i}&value=v{i}")
+    before = http("GET", f"http://{ip}:8080/state")
+
+    kube.apply(podcheckpoint(namespace, "snap", "app"))
+    status = wait_phase(kube, "podcheckpoint", "snap", namespace, ("Available", "Failed"))["status"]
+    assert status["phase"] == "Available", status
+    assert http("GET", f"http://{ip}:8080/state")["boot_id"] == before["boot_id"], "it runs on, the same process"
+    assert kube.get("pod", "app", namespace)["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert status.get("criuVersion") and status.get("inspection"), "the CRIU version and what its images say"
+    kube.apply(podrestore(namespace, "clone", "snap", pod="app-clone", node=second))
+    restored = wait_phase(kube, "podrestore", "clone", namespace, ("Succeeded", "Failed"))["status"]
+    assert restored["phase"] == "Succeeded", restored
+    clone = wait_for("the clone Ready", lambda: ready(kube, namespace, "app-clone"))
+    assert clone["spec"]["nodeName"] == second
+    assert http("GET", f"http://{clone['status']['podIP']}:8080/state")["boot_id"] == before["boot_id"]
+
+    kube.apply(podcheckpoint(namespace, "nap", "app", mode="Suspend"))
+    status = wait_phase(kube, "podcheckpoint", "nap", namespace, ("Available", "Failed"))["status"]
+    assert status["phase"] == "Available" and status["suspended"], status
+    kube.run("delete", "pod", "app-clone", "-n", namespace, "--wait=true")
+    kube.apply(podrestore(namespace, "wake", "nap", node=second))
+    restored = wait_phase(kube, "podrestore", "wake", namespace, ("Succeeded", "Failed"))["status"]
+    assert restored["phase"] == "Succeeded", restored
+    back = wait_for("app Ready on the other real node", lambda: ready(kube, namespace, "app"))
+    assert back["spec"]["nodeName"] == second
+    state = http("GET", f"http://{back['status']['podIP']}:8080/state")
+    assert state["boot_id"] == before["boot_id"] and http("GET", f"http://{back['status']['podIP']}:8080/dump") == {
+        f"k{i}": f"v{i}" for i in range(3)
+    }
