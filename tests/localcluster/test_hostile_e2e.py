@@ -171,7 +171,7 @@ def test_a_hostile_pod_can_neither_move_nor_read_another_namespaces_pod(
     with_cluster_cert.load_cert_chain(cert, key)
     for path, review in (
         ("/intercept-evictions", eviction), ("/mutate-pods", restore), ("/validate-pods", restore),
-        ("/validate-podmigrations", restore),
+        ("/validate-podmigrations", restore), ("/validate-checkpoints", restore),
     ):  # fmt: skip
         for context in (None, with_cluster_cert):
             status, answer = _call(base + path, body=review, context=context)
@@ -227,7 +227,9 @@ def test_a_hostile_pod_can_neither_move_nor_read_another_namespaces_pod(
     assert result.returncode != 0 and "only podmigrate restores pods from checkpoint images" in result.stderr, result.stderr
 
     # 5. A PodMigration for a pod it may not delete: the intruder is given create on PodMigrations there, nothing more.
-    kube.run("create", "role", "migrate-only", "-n", namespace, "--verb=create,get", "--resource=podmigrations.podmigrate.io")
+    kube.run("create", "role", "migrate-only", "-n", namespace, "--verb=create,get",
+             "--resource=podmigrations.podmigrate.io,podcheckpoints.podmigrate.io,podrestores.podmigrate.io,"
+             "checkpointschedules.podmigrate.io")  # fmt: skip
     kube.run("create", "rolebinding", "intruder-migrates", "-n", namespace, "--role=migrate-only",
              f"--serviceaccount={intruder}:{INTRUDER}")  # fmt: skip
     as_intruder = tmp_path / "intruder.kubeconfig"
@@ -245,6 +247,17 @@ def test_a_hostile_pod_can_neither_move_nor_read_another_namespaces_pod(
     result = kube.run("apply", "-f", "-", input=migration(namespace, "counter"), kubeconfig=str(as_intruder), check=False)
     assert result.returncode != 0, result.stdout
     assert "may not delete pods counter" in result.stderr, result.stderr
+    #    The same for a checkpoint of its memory (exec rights), a schedule of them, and a pod restored from one (create pods).
+    for kind, spec, refusal in (
+        ("PodCheckpoint", "{podName: counter}", "may not create pods/exec counter"),
+        ("CheckpointSchedule", "{podName: counter, schedule: '* * * * *'}", "may not create pods/exec counter"),
+        ("PodRestore", "{checkpointName: anything}", "may not create pods"),
+    ):
+        manifest = (
+            f"apiVersion: podmigrate.io/v1alpha1\nkind: {kind}\nmetadata: {{name: x, namespace: {namespace}}}\nspec: {spec}\n"
+        )
+        result = kube.run("apply", "-f", "-", input=manifest, kubeconfig=str(as_intruder), check=False)
+        assert result.returncode != 0 and refusal in result.stderr, (kind, result.stderr)
 
     # 6. Malicious checkpoint archives restored on a node (pushed where the admission guard does not look: CRI-O
     #    restores any checkpoint image). Each is refused or contained; the host file they aim at is untouched.
@@ -286,3 +299,4 @@ def test_a_hostile_pod_can_neither_move_nor_read_another_namespaces_pod(
     before = len(kube.logs("counter", namespace).split())
     wait_for("the victim still counting (never frozen)", lambda: len(kube.logs("counter", namespace).split()) > before + 1)
     assert kube.get("podmigrations", namespace=namespace)["items"] == []
+    assert kube.get("podcheckpoints", namespace=namespace)["items"] == [], "its memory was never checkpointed"
