@@ -2,10 +2,11 @@
 
 Brings up its own local cluster (instance 5: API :6448, registry :5315, nodes 127.0.6.x) in a
 temporary directory, installs podmigrate, measures the floor of every size, the registry's
-ceilings, then the migration of every size and a NodeDrain of a few small pods, and always tears
-everything down. Progress goes to stderr, the report to stdout, and the medians are appended to
+ceilings, then the migration of every size, a Deployment scaled up warm from a PodCheckpoint
+against one scaled up cold, and a NodeDrain of a few small pods, and always tears everything down.
+Progress goes to stderr, the report to stdout, and the medians are appended to
 ``bench/history.jsonl`` (unless ``--no-history``). Exit status 1 when a migration, a floor, a
-ceiling or the drain failed (or teardown left something behind); speed is never judged.
+ceiling, the warm start or the drain failed (or teardown left something behind); speed is never judged.
 
 ``python -m bench history [--last N] [--markdown | --readme README.md]`` prints the recorded runs.
 """
@@ -27,8 +28,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import ceiling, drain, floor, history, migration, report, stats
-from bench.results import DrainRun, SizeResult
+from bench import ceiling, drain, floor, history, migration, report, stats, warmstart
+from bench.results import DrainRun, SizeResult, WarmStartResult
 from localcluster import cluster as lc
 from localcluster import podmigrate, registryauth
 
@@ -66,6 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--drain-pods", type=int, default=4, metavar="N", help="pods in the drain row (4; 0: no drain row)")
     parser.add_argument("--drain-concurrency", type=int, default=2, metavar="K", help="the NodeDrain's maxConcurrent (2)")
     parser.add_argument("--drain-mib", type=int, default=64, metavar="MIB", help="each drained pod's BALLAST_MB (64)")
+    parser.add_argument("--warmstart-pods", type=int, default=2, metavar="N",
+                        help="new pods in the warm start row's scale-ups, 1 -> 1+N (2; 0: no warm start row)")  # fmt: skip
+    parser.add_argument("--warmstart-warmup", type=float, default=10.0, metavar="SECONDS",
+                        help="the warm start row's WARMUP_SECONDS, what a cold pod pays (10)")  # fmt: skip
     parser.add_argument("--history", type=Path, default=history.DEFAULT_PATH, metavar="PATH",
                         help="append this run's medians to PATH (bench/history.jsonl)")  # fmt: skip
     parser.add_argument("--no-history", action="store_true", help="do not append this run to the history")
@@ -74,6 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat must be at least 1")
     if args.drain_pods < 0 or args.drain_mib < 0:
         parser.error("--drain-pods and --drain-mib must not be negative")
+    if not 0 <= args.warmstart_pods <= 10:
+        parser.error("--warmstart-pods must be 0..10")
+    if args.warmstart_warmup < 0:
+        parser.error("--warmstart-warmup must not be negative")
     if not 1 <= args.drain_concurrency <= 20:
         parser.error("--drain-concurrency must be 1..20 (the NodeDrain's maxConcurrent)")
     return args
@@ -173,7 +182,7 @@ def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]
         "args": {
             "sizes": args.sizes, "repeat": args.repeat, "emptydir_mib": args.emptydir_mib, "warmup_seconds": args.warmup_seconds,
             "drain_pods": args.drain_pods, "drain_concurrency": args.drain_concurrency, "drain_mib": args.drain_mib,
-            "instance": args.instance,
+            "warmstart_pods": args.warmstart_pods, "warmstart_warmup": args.warmstart_warmup, "instance": args.instance,
         },
         "argv": argv,
         "load": [meta["loadavg_start"], meta.get("loadavg_end")],
@@ -202,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[SizeResult] = []
     emptydir: list[SizeResult] = []
     drained: DrainRun | None = None
+    warm: WarmStartResult | None = None
     cluster: lc.Cluster | None = None
     installation: podmigrate.PodInstallation | None = None
     teardown_error: str | None = None
@@ -269,6 +279,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.label} migration run {i}: {m.phase or 'unfinished'} downtime {stats.fmt_seconds(m.downtime_s)}s "
                     f"({stats.fmt_mib(m.volume_bytes)} of emptyDir files)" + ("" if m.ok else f" FAILED: {m.error}")
                 )
+        # A Deployment scaled up warm from a PodCheckpoint of its first pod, then one of the same template scaled up cold.
+        if args.warmstart_pods:
+            warm = WarmStartResult(pods=args.warmstart_pods, size_mib=min(args.sizes), warmup_seconds=args.warmstart_warmup)
+            t0 = time.monotonic()
+            for i in range(1, args.repeat + 1):
+                _sync()
+                w = warmstart.measure(api=api, cluster=cluster, pods=warm.pods, size_mib=warm.size_mib,
+                                      warmup_seconds=warm.warmup_seconds, run_index=i)  # fmt: skip
+                warm.runs.append(w)
+                alone = WarmStartResult(pods=warm.pods, size_mib=warm.size_mib, warmup_seconds=warm.warmup_seconds, runs=[w])
+                n = report.warmstart_numbers(alone)
+                _log(
+                    f"{warm.label} run {i}: warm {stats.fmt_seconds(n['warm_s'])}s, cold {stats.fmt_seconds(n['cold_s'])}s, "
+                    f"{w.restored}/{w.pods} restored" + ("" if w.ok else f" FAILED: {'; '.join(alone.failures())}")
+                )
+            timings["warmstart_row_s"] = time.monotonic() - t0
         # Last, as it cordons node-1 while it runs: N small pods drained K at a time, against one pod's total.
         if args.drain_pods:
             reference = None
@@ -318,17 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta.update({k: round(v, 1) for k, v in timings.items()})
-    drain_cost = f", drain row {meta['drain_row_s']}s" if "drain_row_s" in meta else ""
+    rows_cost = f", warm start row {meta['warmstart_row_s']}s" if "warmstart_row_s" in meta else ""
+    rows_cost += f", drain row {meta['drain_row_s']}s" if "drain_row_s" in meta else ""
     footer = [
-        f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s{drain_cost}, "
+        f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s{rows_cost}, "
         f"teardown {meta.get('down_s', '?')}s)"
     ]
     if results:
-        text = report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained)
+        text = report.render(
+            results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained, warmstart=warm
+        )
         print(text, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained)
+        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained, warmstart=warm)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         _log(f"wrote {args.json}")
     measured = [r for r in results if r.migrations]
@@ -336,13 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         _log("history: nothing appended" + (" (--no-history)" if args.no_history else " (no complete run)"))
     else:  # a failed row is recorded too, marked FAILED: a run that breaks is history as well
         history.append(args.history, history.records(run=_history_run(args, argv, meta), results=measured,
-                                                     emptydir=emptydir, drain=drained))  # fmt: skip
+                                                     emptydir=emptydir, drain=drained, warmstart=warm))  # fmt: skip
         _log(f"history: appended this run to {args.history} (python -m bench history)")
     if teardown_error:
         _log(f"ERROR: {teardown_error}")
         return 1
-    drain_ok = drained is None or drained.ok
-    return 0 if results and all(r.ok for r in [*results, *emptydir]) and drain_ok else 1
+    rows_ok = (drained is None or drained.ok) and (warm is None or warm.ok)
+    return 0 if results and all(r.ok for r in [*results, *emptydir]) and rows_ok else 1
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report
-from bench.results import DrainRun, SizeResult
+from bench.results import DrainRun, SizeResult, WarmStartResult
 from bench.stats import fmt_mib, fmt_ratio, fmt_seconds, ratio
 
 SCHEMA: Final = 1
@@ -42,6 +42,7 @@ WORSE_BY: Final = 0.10  # a change larger than this, in the bad direction, is fl
 KIND_SIZE: Final = "size"
 KIND_EMPTYDIR: Final = "emptydir"
 KIND_DRAIN: Final = "drain"
+KIND_WARMSTART: Final = "warmstart"
 
 
 # --- where and what it ran on -------------------------------------------------------------------
@@ -104,6 +105,7 @@ def records(
     results: Sequence[SizeResult],
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
+    warmstart: WarmStartResult | None = None,
 ) -> list[dict[str, Any]]:
     """One record per row of this run: ``run`` holds what they share (date, commit, machine, kernel, args, argv, load)."""
     common = {"schema": SCHEMA, **run}
@@ -119,6 +121,10 @@ def records(
         out.append({**common, "row": drain.label, "kind": KIND_DRAIN, "size_mib": drain.size_mib, "pods": drain.pods,
                     "concurrency": drain.concurrency, "ok": drain.ok, "runs": 1,
                     "medians": _rounded(report.drain_numbers(drain))})  # fmt: skip
+    if warmstart is not None:
+        out.append({**common, "row": warmstart.label, "kind": KIND_WARMSTART, "size_mib": warmstart.size_mib,
+                    "pods": warmstart.pods, "warmup_seconds": warmstart.warmup_seconds, "ok": warmstart.ok,
+                    "runs": len(warmstart.runs), "medians": _rounded(report.warmstart_numbers(warmstart))})  # fmt: skip
     return out
 
 
@@ -188,10 +194,19 @@ DRAIN_COLUMNS: Final[Sequence[Column]] = (
     ("single_total_s", "single_total_s", "s", False),
     ("pod_total_s", "pod_total_s", "s", False),
 )
+WARMSTART_COLUMNS: Final[Sequence[Column]] = (
+    ("cold_s", "cold_s", "s", False),
+    ("warm_s", "warm_s", "s", False),
+    ("warm/cold", "warm_ratio", "x", False),
+    ("warm_max_s", "warm_max_s", "s", False),
+    ("first_s", "first_s", "s", False),
+    ("checkpoint_s", "checkpoint_s", "s", False),
+)
 COLUMNS: Final[Mapping[str, Sequence[Column]]] = {
     KIND_SIZE: SIZE_COLUMNS,
     KIND_EMPTYDIR: EMPTYDIR_COLUMNS,
     KIND_DRAIN: DRAIN_COLUMNS,
+    KIND_WARMSTART: WARMSTART_COLUMNS,
 }
 
 
@@ -255,7 +270,7 @@ def row_table(entries: Sequence[Mapping[str, Any]]) -> str:
 
 
 def tables(history: Sequence[Mapping[str, Any]], *, last: int = 5) -> str:
-    """Per row (size, emptyDir row, drain): its last ``last`` runs, then latest/previous ("!": worse by > 10%)."""
+    """Per row (size, emptyDir row, drain, warm start): its last ``last`` runs, then latest/previous ("!": worse by > 10%)."""
     if not history:
         return "no recorded runs"
     by_row: dict[str, list[Mapping[str, Any]]] = {}
@@ -291,7 +306,7 @@ MARKDOWN_COLUMNS: Final[Sequence[tuple[str, str, str]]] = (
 
 
 def markdown(history: Sequence[Mapping[str, Any]]) -> str:
-    """The latest run as README.md quotes it: where it ran, a table of its sizes, its drain; say it is one run."""
+    """The latest run as README.md quotes it: where it ran, a table of its sizes, its drain and warm start; say it is one run."""
     if not history:
         return "No `make bench` run recorded yet (`bench/history.jsonl` is empty)."
     run = runs(history)[-1]
@@ -324,6 +339,11 @@ def markdown(history: Sequence[Mapping[str, Any]]) -> str:
             wall, goal, single = (fmt_value(m.get(k), "s") for k in ("wall_s", "goal_s", "single_total_s"))
             lines += ["", f"{r['row']}: wall {wall} s against the goal {goal} s (1.2 x ceil(N/K) x the single-pod "
                       f"total {single} s): wall/goal {fmt_value(m.get('goal_ratio'), 'x')}."]  # fmt: skip
+        if r.get("kind") == KIND_WARMSTART:
+            m = r["medians"]
+            warm, cold = fmt_value(m.get("warm_s"), "s"), fmt_value(m.get("cold_s"), "s")
+            lines += ["", f"{r['row']}: a Deployment's new pod Ready {warm} s after its creation when restored from a "
+                      f"PodCheckpoint, {cold} s when started cold: warm/cold {fmt_value(m.get('warm_ratio'), 'x')}."]  # fmt: skip
     return "\n".join(lines)
 
 

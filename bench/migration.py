@@ -63,11 +63,11 @@ class Api:
         self.server = cluster.server
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json") -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server + path, data=data, method=method)
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", content_type)
         try:
             with self._opener.open(req, timeout=30) as resp:
                 return int(resp.status), json.loads(resp.read() or b"null")
@@ -90,6 +90,13 @@ class Api:
         code, reply = self.request("POST", path, body)
         if code not in (200, 201):
             raise ApiError(f"POST {path}: {code} {_message(reply)}")
+        return reply  # type: ignore[no-any-return]
+
+    def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386), as ``kubectl annotate`` and ``kubectl scale`` send one."""
+        code, reply = self.request("PATCH", path, body, content_type="application/merge-patch+json")
+        if code != 200:
+            raise ApiError(f"PATCH {path}: {code} {_message(reply)}")
         return reply  # type: ignore[no-any-return]
 
     def delete(self, path: str, *, grace: int | None = None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from bench.results import DrainRun, MigrationRun, SizeResult
+from bench.results import DrainRun, MigrationRun, SizeResult, WarmStartResult
 from bench.stats import (
     AGENT_PHASES,
     CEILING_GOAL,
@@ -260,7 +260,9 @@ def spread_lines(results: Sequence[SizeResult]) -> list[str]:
     return lines
 
 
-def summary_line(results: Sequence[SizeResult], *, drain: DrainRun | None = None) -> str:
+def summary_line(
+    results: Sequence[SizeResult], *, drain: DrainRun | None = None, warmstart: WarmStartResult | None = None
+) -> str:
     """One line: how far above the floor the pipeline is, at the smallest and largest size, and where the time goes."""
     measured = [(r, row_numbers(r)) for r in results]
     with_ratio = [(r, n) for r, n in measured if n["downtime_ratio"] is not None]
@@ -290,6 +292,12 @@ def summary_line(results: Sequence[SizeResult], *, drain: DrainRun | None = None
     if drain is not None:
         goal = drain_numbers(drain)["goal_ratio"]
         parts.append(f"{drain.label}: wall/goal {fmt_ratio(goal)}")
+    if warmstart is not None:
+        n = warmstart_numbers(warmstart)
+        parts.append(
+            f"{warmstart.label}: warm {fmt_seconds(n['warm_s'])}s vs cold {fmt_seconds(n['cold_s'])}s "
+            f"(warm/cold {fmt_ratio(n['warm_ratio'])})"
+        )
     parts.append(f"state kept in {kept}/{runs} migrations")
     return "summary: " + "; ".join(parts)
 
@@ -397,6 +405,48 @@ LEGEND_DRAIN = (
     "total of one pod of the same size migrated alone earlier in this run; wall/goal <= 1.00x meets the goal;\n"
     "pod_total_s = median of the drain's PodMigrations' totals; state = every pod Ready on node-2 with its boot_id."
 )
+
+
+def warmstart_numbers(result: WarmStartResult) -> dict[str, float | None]:
+    """The warm start row's medians over the repeats: each repeat's median new pod, warm and cold, then their median."""
+    runs = result.runs
+    numbers: dict[str, float | None] = {
+        "first_s": median(r.first_s for r in runs),
+        "checkpoint_s": median(r.checkpoint_s for r in runs),
+        "checkpoint_bytes": median(float(r.checkpoint_bytes) if r.checkpoint_bytes is not None else None for r in runs),
+        "cold_s": median(median(r.cold_pods) for r in runs),
+        "warm_s": median(median(r.warm_pods) for r in runs),
+        "warm_max_s": max((s for r in runs for s in r.warm_pods), default=None),
+        "restored": float(sum(r.restored for r in runs)),
+        "new_pods": float(sum(r.pods for r in runs)),
+    }
+    numbers["warm_ratio"] = ratio(numbers["warm_s"], numbers["cold_s"])
+    return numbers
+
+
+def warmstart_table(result: WarmStartResult) -> str:
+    """New pods of a Deployment restored from a PodCheckpoint against new pods of the same template started cold."""
+    n = warmstart_numbers(result)
+    headers = ["warm start (Deployment 1 -> 1+N)", "cold_s", "warm_s", "warm/cold", "warm_max_s", "first_s", "checkpoint_s",
+               "checkpoint_MiB", "restored", "state"]  # fmt: skip
+    restored = f"{n['restored']:.0f}/{n['new_pods']:.0f}"
+    row = [
+        result.label, fmt_seconds(n["cold_s"]), fmt_seconds(n["warm_s"]), fmt_ratio(n["warm_ratio"]),
+        fmt_seconds(n["warm_max_s"]), fmt_seconds(n["first_s"]), fmt_seconds(n["checkpoint_s"]), fmt_mib(n["checkpoint_bytes"]),
+        restored, "OK" if result.ok else "FAILED",
+    ]  # fmt: skip
+    return render_table(headers, [row])
+
+
+LEGEND_WARMSTART = (
+    "A Deployment of the app, scaled from 1 to 1+N: warm_s = median new pod created -> Ready when restored from a\n"
+    "PodCheckpoint (mode Running) of its first pod (annotation podmigrate.io/warm-start-from); cold_s = the same for a\n"
+    "Deployment of the same template without the annotation, scaled up after it in this run; warm/cold < 1.00x = the\n"
+    "warm start is faster; first_s = the first (cold) pod of the annotated Deployment; checkpoint_s = PodCheckpoint\n"
+    "startTime -> completionTime; restored = new pods with the checkpoint's annotation and the checkpointed process's\n"
+    "boot_id. Pod times are creationTimestamp -> the Ready condition's lastTransitionTime: the API's clock, whole seconds."
+)
+
 LEGEND_FLOOR = (
     "frozen_s, memwrite_s = CRIU's own dump stats (--display-stats): the app frozen, writing its pages to the image files;\n"
     "criu_answer_s = criu restore start -> the restored process's first GET /healthz 200;\n"
@@ -446,6 +496,7 @@ def render(
     footer: Sequence[str] = (),
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
+    warmstart: WarmStartResult | None = None,
 ) -> str:
     repeats = max((len(r.migrations) for r in results), default=0)
     blocks = [*header, ""]
@@ -458,6 +509,9 @@ def render(
     blocks += ["", stage_ceiling_table(results), LEGEND_CEILINGS]
     if emptydir:
         blocks += ["", emptydir_table(results, emptydir), LEGEND_EMPTYDIR]
+    if warmstart is not None:
+        blocks += [""] + ([f"(medians of {len(warmstart.runs)} runs)"] if len(warmstart.runs) > 1 else [])
+        blocks += [warmstart_table(warmstart), LEGEND_WARMSTART]
     if drain is not None:
         blocks += ["", drain_table(drain), LEGEND_DRAIN]
     spreads = spread_lines(results)
@@ -465,10 +519,17 @@ def render(
         blocks += ["", "spread:", *spreads]
     failures = [f"  {r.label} {line}" for r in [*results, *emptydir] for line in r.failures()]
     failures += [f"  {drain.label} {line}" for line in (drain.failures() if drain is not None else [])]
+    failures += [f"  {warmstart.label} {line}" for line in (warmstart.failures() if warmstart is not None else [])]
     if failures:
         blocks += ["", "failures:", *failures]
-    blocks += ["", *footer, summary_line(results, drain=drain)]
+    blocks += ["", *footer, summary_line(results, drain=drain, warmstart=warmstart)]
     return "\n".join(blocks)
+
+
+def warmstart_json(result: WarmStartResult) -> dict[str, Any]:
+    """The warm start row as measured (every repeat's pod times) with its medians and failures."""
+    return {**asdict(result), "label": result.label, "ok": result.ok, "numbers": warmstart_numbers(result),
+            "failures": result.failures()}  # fmt: skip
 
 
 def to_json(
@@ -477,11 +538,13 @@ def to_json(
     meta: Mapping[str, Any],
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
+    warmstart: WarmStartResult | None = None,
 ) -> dict[str, Any]:
     """Every run as measured, plus the medians the table shows."""
     return {
         "meta": dict(meta),
         "drain": None if drain is None else {**asdict(drain), "ok": drain.ok, "numbers": drain_numbers(drain)},
+        "warmstart": None if warmstart is None else warmstart_json(warmstart),
         "emptydir": [
             {
                 "size_mib": r.size_mib,

@@ -1,5 +1,5 @@
-"""What one benchmark run measured: plain data, filled by ``bench.floor``, ``bench.ceiling``, ``bench.migration``
-and ``bench.drain``, read by the pure ``bench.report`` and ``bench.history``."""
+"""What one benchmark run measured: plain data, filled by ``bench.floor``, ``bench.ceiling``, ``bench.migration``,
+``bench.drain`` and ``bench.warmstart``, read by the pure ``bench.report`` and ``bench.history``."""
 
 from __future__ import annotations
 
@@ -148,4 +148,59 @@ class DrainRun:
         if self.reference is not None and not self.reference.ok:
             why = self.reference.error or self.reference.phase or "unfinished"
             out.append(f"reference migration ({self.reference.pod}): {why}")
+        return out
+
+
+@dataclass(kw_only=True)
+class WarmStartRun:
+    """One repeat of the warm start row (``bench.warmstart``): a Deployment scaled up from 1 to 1+N replicas with its
+    new pods restored from a PodCheckpoint of its first pod, and a Deployment of the same template scaled up cold.
+
+    Every pod time is the API's own clock, as an operator reads it: ``metadata.creationTimestamp`` to the Ready
+    condition's ``lastTransitionTime``, both whole seconds."""
+
+    pods: int  # new pods per scale-up (N)
+    first_s: float | None = None  # the annotated Deployment's first pod (started cold): created -> Ready
+    checkpoint: str = ""  # the PodCheckpoint's name
+    checkpoint_s: float | None = None  # PodCheckpoint status.startTime -> completionTime (the pod ran on)
+    checkpoint_bytes: int | None = None  # PodCheckpoint status.totalBytes
+    warm_pods: list[float] = field(default_factory=list)  # each new pod of the annotated Deployment: created -> Ready
+    cold_pods: list[float] = field(default_factory=list)  # each new pod of the Deployment without the annotation
+    restored: int = 0  # new pods of the annotated Deployment with the checkpoint's annotation and its boot_id
+    not_restored: list[str] = field(default_factory=list)  # the others: name and why (warm-start-skipped, boot_id)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        every = self.pods
+        return self.error is None and self.restored == every and len(self.warm_pods) == every and len(self.cold_pods) == every
+
+
+@dataclass(kw_only=True)
+class WarmStartResult:
+    """The warm start row: ``pods`` new pods per scale-up, of the smallest size, ``warmup_seconds`` of warm-up."""
+
+    pods: int
+    size_mib: int
+    warmup_seconds: float
+    runs: list[WarmStartRun] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"warm start {self.pods}x{self.size_mib}MiB warmup={self.warmup_seconds:g}s"
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and all(r.ok for r in self.runs)
+
+    def failures(self) -> list[str]:
+        out = []
+        for i, r in enumerate(self.runs, 1):
+            if r.ok:
+                continue
+            why = [r.error] if r.error else []
+            why += [f"not restored: {', '.join(r.not_restored)}"] if r.not_restored else []
+            if not why:
+                why = [f"{len(r.warm_pods)} warm and {len(r.cold_pods)} cold pods of {r.pods} measured, {r.restored} restored"]
+            out.append(f"run {i}: " + "; ".join(why))
         return out

@@ -62,6 +62,31 @@ class ControllerMetrics(Metrics):
             labels=("outcome", "reason"),
             registry=registry,
         )
+        self.kept_checkpoints = Counter(
+            name="podmigrate_podcheckpoints_total",
+            help_text="Finished PodCheckpoints by mode, outcome (Available, Failed) and reason (Checkpointed, Suspended, ...).",
+            labels=("mode", "outcome", "reason"),
+            registry=registry,
+        )
+        self.checkpoint_duration = Histogram(
+            name="podmigrate_podcheckpoint_duration_seconds",
+            help_text="PodCheckpoints from creation to Available or Failed, by mode.",
+            labels=("mode",),
+            buckets=MIGRATION_BUCKETS,
+            registry=registry,
+        )
+        self.restores = Counter(
+            name="podmigrate_podrestores_total",
+            help_text="Finished PodRestores by outcome and reason.",
+            labels=("outcome", "reason"),
+            registry=registry,
+        )
+        self.restore_ready = Histogram(
+            name="podmigrate_podrestore_ready_seconds",
+            help_text="PodRestores from creation until the restored pod was Ready.",
+            buckets=MIGRATION_BUCKETS,
+            registry=registry,
+        )
         self.in_flight = prometheus_client.Gauge(
             "podmigrate_migrations_in_flight", "Migrations being driven now.", registry=registry
         )
@@ -80,3 +105,18 @@ class ControllerMetrics(Metrics):
         for container in status.get("containers") or []:
             self.checkpointed.inc(float(container.get("archiveBytes") or 0))
             self.pushed.inc(float(container.get("imageBytes") or 0))
+
+    def observe_checkpoint(self, *, mode: str, status: Mapping[str, Any]) -> None:
+        """A PodCheckpoint finished: its outcome, its duration, the bytes it took (as a migration's are counted)."""
+        outcome = str(status.get("phase", ""))
+        self.kept_checkpoints.inc(mode=mode, outcome=outcome, reason=str(status.get("reason", "")))
+        if status.get("startTime") and status.get("completionTime"):
+            self.checkpoint_duration.observe(_seconds(status["startTime"], status["completionTime"]), mode=mode)
+        for container in status.get("containers") or []:
+            self.checkpointed.inc(float(container.get("archiveBytes") or 0))
+            self.pushed.inc(float(container.get("imageBytes") or 0))
+
+    def observe_restore(self, status: Mapping[str, Any]) -> None:
+        self.restores.inc(outcome=str(status.get("phase", "")), reason=str(status.get("reason", "")))
+        if status.get("readySeconds"):
+            self.restore_ready.observe(float(status["readySeconds"]))

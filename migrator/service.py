@@ -196,7 +196,7 @@ async def run(args: argparse.Namespace) -> None:
     )  # fmt: skip
     settings = reconciler.ctx.settings
     checkpoints = PodCheckpointReconciler(core=core, custom=custom, agents=agents, metrics=metrics, settings=settings)
-    restores = PodRestoreReconciler(core=core, custom=custom, agents=agents, settings=settings)
+    restores = PodRestoreReconciler(core=core, custom=custom, agents=agents, settings=settings, metrics=metrics)
     controllers = Controllers(
         core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler, checkpoints=checkpoints,
         restores=restores,

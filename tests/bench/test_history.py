@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench import history
-from bench.results import CeilingRun, DrainRun, FloorRun, MigrationRun, SizeResult
+from bench.results import CeilingRun, DrainRun, FloorRun, MigrationRun, SizeResult, WarmStartResult, WarmStartRun
 
 MACHINE = {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 23.5}
 
@@ -181,3 +181,42 @@ def test_a_change_of_stage_source_is_pointed_out() -> None:
     records = _history(2.0, 2.5)
     records[2]["sources"] = {**records[2]["sources"], "restore": "status"}  # the second run's 64MiB row
     assert "(stage times from other sources than before: restore phase -> status;" in history.tables(records)
+
+
+def _warm(warm: float, *, ok: bool = True) -> WarmStartResult:
+    run = WarmStartRun(pods=2, first_s=12.0, checkpoint_s=1.5, warm_pods=[warm, warm + 1], cold_pods=[12.0, 12.0],
+                       restored=2 if ok else 0)  # fmt: skip
+    return WarmStartResult(pods=2, size_mib=64, warmup_seconds=10, runs=[run])
+
+
+def test_the_warm_start_row_is_recorded_and_shown_like_the_drain() -> None:
+    out: list[dict[str, Any]] = []
+    for i, warm in enumerate((2.0, 3.0)):
+        out += history.records(run=_run(f"2026-11-{20 + i}T14:00:00+00:00", commit=f"c{i}"), results=[_size(2.0)],
+                               drain=_drain(8.0), warmstart=_warm(warm, ok=i == 0))  # fmt: skip
+    record = out[2]
+    assert record["row"] == "warm start 2x64MiB warmup=10s" and record["kind"] == history.KIND_WARMSTART
+    assert (record["pods"], record["size_mib"], record["warmup_seconds"], record["runs"]) == (2, 64, 10, 1)
+    assert record["medians"]["warm_s"] == 2.5 and record["medians"]["cold_s"] == 12.0
+    assert record["medians"]["warm_ratio"] == pytest.approx(0.2083, abs=1e-4) and record["medians"]["checkpoint_s"] == 1.5
+    assert "checkpoint_bytes" not in record["medians"], "unmeasured: left out"
+    back = history.parse("\n".join(json.dumps(r) for r in out))
+    assert len(back) == 6, "read back like every other record"
+    block = next(b for b in history.tables(back).split("\n\n") if b.startswith("warm start"))
+    lines = block.splitlines()
+    assert lines[0] == "warm start 2x64MiB warmup=10s: 2 of 2 recorded run(s)"
+    assert lines[1].split()[3:9] == ["cold_s", "warm_s", "warm/cold", "warm_max_s", "first_s", "checkpoint_s"]
+    assert lines[2].split()[3:6] == ["12.000", "2.500", "0.21x"] and lines[2].split()[-1] == "OK"
+    assert lines[3].split()[-1] == "FAILED"
+    assert lines[4].split()[1:4] == ["1.00x", "1.40x!", "1.40x!"], "warm 2.5 -> 3.5 s: worse"
+    text = history.markdown(back)
+    assert (
+        "warm start 2x64MiB warmup=10s: a Deployment's new pod Ready 3.500 s after its creation when restored from a "
+        "PodCheckpoint, 12.000 s when started cold: warm/cold 0.29x." in text
+    )
+
+
+def test_records_without_a_warm_start_row_read_as_before() -> None:
+    records = history.records(run=_run("2026-11-30T14:00:00+00:00"), results=[_size(2.0)])
+    assert [r["kind"] for r in records] == ["size"]
+    assert "warm start" not in history.tables(records) and "warm start" not in history.markdown(records)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import history
-from bench.__main__ import _drain_reference, main, parse_args
+from bench.__main__ import _drain_reference, _history_run, main, parse_args
 from bench.results import MigrationRun, SizeResult
 from tests.bench.test_history import _history
 
@@ -21,6 +21,25 @@ def test_history_and_drain_options() -> None:
     for bad in (["--drain-concurrency", "0"], ["--drain-concurrency", "21"], ["--drain-pods", "-1"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_warm_start_options() -> None:
+    args = parse_args([])
+    assert (args.warmstart_pods, args.warmstart_warmup) == (2, 10.0), "on by default: 1 -> 3 replicas, 10 s of warm-up"
+    args = parse_args(["--warmstart-pods", "0"])
+    assert args.warmstart_pods == 0, "0 leaves the row out"
+    args = parse_args(["--warmstart-pods", "4", "--warmstart-warmup", "2.5"])
+    assert (args.warmstart_pods, args.warmstart_warmup) == (4, 2.5)
+    for bad in (["--warmstart-pods", "-1"], ["--warmstart-pods", "11"], ["--warmstart-warmup", "-1"], ["--warmstart-pods", "x"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_the_history_records_the_warm_start_arguments() -> None:
+    args = parse_args(["--warmstart-pods", "3", "--warmstart-warmup", "5"])
+    meta = {"started": "2026-11-30T14:00:00+00:00", "commit": "abc", "kernel": "6.18", "criu": "4.2.1", "loadavg_start": 0.5}
+    run = _history_run(args, ["--warmstart-pods", "3", "--warmstart-warmup", "5"], meta)
+    assert run["args"]["warmstart_pods"] == 3 and run["args"]["warmstart_warmup"] == 5.0
 
 
 def test_drain_reference_is_the_same_size_row() -> None:

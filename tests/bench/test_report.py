@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import report, stats
-from bench.results import CeilingRun, DrainRun, FloorRun, MigrationRun, SizeResult
+from bench.results import CeilingRun, DrainRun, FloorRun, MigrationRun, SizeResult, WarmStartResult, WarmStartRun
 
 MB = 1_000_000
 
@@ -165,3 +165,62 @@ def test_summary_names_the_ceilings_at_the_largest_size() -> None:
     summary = report.summary_line([_size(migrations=[_migration()])])
     assert "ceiling/stage at 64MiB: dump 0.25x, upload 0.75x, restore 0.07x" in summary
     assert stats.CEILING_GOAL == 0.8
+
+
+def _warm(*runs: WarmStartRun) -> WarmStartResult:
+    return WarmStartResult(pods=2, size_mib=64, warmup_seconds=10, runs=list(runs))
+
+
+def _warm_run(**overrides: object) -> WarmStartRun:
+    run = WarmStartRun(
+        pods=2, first_s=12.0, checkpoint="warm-1", checkpoint_s=1.5, checkpoint_bytes=80 << 20, warm_pods=[2.0, 3.0],
+        cold_pods=[12.0, 13.0], restored=2,
+    )  # fmt: skip
+    for key, value in overrides.items():
+        setattr(run, key, value)
+    return run
+
+
+def test_warm_start_against_the_cold_scale_up_of_the_same_run() -> None:
+    result = _warm(_warm_run())
+    n = report.warmstart_numbers(result)
+    assert n["warm_s"] == 2.5 and n["cold_s"] == 12.5 and n["warm_ratio"] == pytest.approx(0.2)
+    assert n["warm_max_s"] == 3.0 and n["first_s"] == 12.0 and n["checkpoint_s"] == 1.5
+    assert (n["restored"], n["new_pods"]) == (2, 2)
+    table = report.warmstart_table(result).splitlines()
+    assert table[0].split()[:9] == ["warm", "start", "(Deployment", "1", "->", "1+N)", "cold_s", "warm_s", "warm/cold"]
+    assert table[1].split() == ["warm", "start", "2x64MiB", "warmup=10s", "12.500", "2.500", "0.20x", "3.000", "12.000",
+                                "1.500", "80.0", "2/2", "OK"]  # fmt: skip
+    text = report.render([_size(migrations=[_migration()])], warmstart=result)
+    assert "warm start 2x64MiB warmup=10s: warm 2.500s vs cold 12.500s (warm/cold 0.20x)" in text.splitlines()[-1]
+    assert "failures:" not in text and "(medians of" not in text
+    document = report.to_json([], meta={}, warmstart=result)["warmstart"]
+    assert document["ok"] is True and document["numbers"]["warm_ratio"] == pytest.approx(0.2)
+    assert document["runs"][0]["warm_pods"] == [2.0, 3.0]
+    json.dumps(document)
+    assert report.to_json([], meta={})["warmstart"] is None
+
+
+def test_warm_start_medians_over_repeats_are_of_each_runs_median() -> None:
+    result = _warm(_warm_run(), _warm_run(warm_pods=[4.0, 4.0], cold_pods=[10.0, 10.0]), _warm_run(warm_pods=[1.0, 9.0]))
+    n = report.warmstart_numbers(result)
+    assert n["warm_s"] == 4.0, "median of 2.5, 4.0 and 5.0"
+    assert n["cold_s"] == 12.5 and n["warm_max_s"] == 9.0 and (n["restored"], n["new_pods"]) == (6, 6)
+    assert "(medians of 3 runs)" in report.render([_size(migrations=[_migration()])], warmstart=result)
+
+
+def test_warm_pods_not_restored_fail_the_row_with_the_reason() -> None:
+    cold = _warm_run(restored=0, not_restored=["warm-1-x (started cold: no node can restore PodCheckpoint warm-1)"])
+    result = _warm(cold)
+    assert not result.ok and report.warmstart_table(result).splitlines()[1].split()[-2:] == ["0/2", "FAILED"]
+    assert result.failures() == ["run 1: not restored: warm-1-x (started cold: no node can restore PodCheckpoint warm-1)"]
+    text = report.render([_size(migrations=[_migration()])], warmstart=result)
+    assert "warm start 2x64MiB warmup=10s run 1: not restored: warm-1-x (started cold:" in text
+    broken = _warm(WarmStartRun(pods=2, first_s=12.0, error="PodCheckpoint warm-1 Failed CheckpointFailed: x"))
+    n = report.warmstart_numbers(broken)
+    assert n["warm_s"] is None and n["cold_s"] is None and n["warm_ratio"] is None and n["warm_max_s"] is None
+    assert report.warmstart_table(broken).splitlines()[1].split()[4:8] == ["-", "-", "n/a", "-"]
+    assert broken.failures() == ["run 1: PodCheckpoint warm-1 Failed CheckpointFailed: x"]
+    short = _warm(_warm_run(cold_pods=[12.0]))
+    assert not short.ok and "1 cold pods of 2 measured" in short.failures()[0]
+    assert not _warm().ok, "no run: not OK"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,13 @@ def test_a_running_pod_is_checkpointed_without_stopping_and_its_clone_has_its_me
     kube.apply(podrestore(namespace, "again", "snap"))
     refused = wait_phase(kube, "podrestore", "again", namespace, ("Succeeded", "Failed"))["status"]
     assert refused["phase"] == "Failed" and refused["reason"] == "PodExists", refused
+
+    # Counted where operators look: the control service's metrics.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{podmigrate.installation.health_address}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'podmigrate_podcheckpoints_total{mode="Running",outcome="Available",reason="Checkpointed"}' in metrics
+    assert 'podmigrate_podrestores_total{outcome="Succeeded",reason="Restored"}' in metrics
 
     # Deleting the checkpoint deletes its images from the registry.
     assert checkpoint_manifests(cluster, podmigrate, namespace, "app"), "the image is there: the check sees it"

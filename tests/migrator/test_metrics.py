@@ -133,3 +133,22 @@ def test_the_process_memory_is_exposed_under_the_names_the_benchmark_reads() -> 
     assert 0 < rss <= peak, "VmHWM, read after the RSS, is at least the RSS"
     assert families["process_resident_memory_peak_bytes"][:2] == ("gauge", "Peak resident memory size in bytes (VmHWM).")
     assert ControllerMetrics.content_type.startswith("text/plain; version=0.0.4")
+
+
+def test_finished_checkpoints_and_restores_are_counted_and_timed() -> None:
+    metrics = ControllerMetrics(in_flight=lambda: 0)
+    checkpoint = {
+        "phase": "Available", "reason": "Suspended", "startTime": "2026-11-26T10:00:00.000Z",
+        "completionTime": "2026-11-26T10:00:02.000Z", "containers": [{"name": "app", "archiveBytes": 500, "imageBytes": 400}],
+    }  # fmt: skip
+    metrics.observe_checkpoint(mode="Suspend", status=checkpoint)
+    metrics.observe_restore({"phase": "Succeeded", "reason": "Restored", "readySeconds": "1.500"})
+    metrics.observe_restore({"phase": "Failed", "reason": "PodExists"})
+    families = scrape(metrics)
+    counted = "podmigrate_podcheckpoints_total"
+    assert value(families, "podmigrate_podcheckpoints", counted, mode="Suspend", outcome="Available", reason="Suspended") == 1
+    assert value(families, "podmigrate_podcheckpoint_duration_seconds", "podmigrate_podcheckpoint_duration_seconds_sum",
+                 mode="Suspend") == 2.0  # fmt: skip
+    assert value(families, "podmigrate_checkpoint_archive_bytes", "podmigrate_checkpoint_archive_bytes_total") == 500
+    assert value(families, "podmigrate_podrestores", "podmigrate_podrestores_total", outcome="Failed", reason="PodExists") == 1
+    assert value(families, "podmigrate_podrestore_ready_seconds", "podmigrate_podrestore_ready_seconds_sum") == 1.5

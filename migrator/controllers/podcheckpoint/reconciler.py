@@ -184,7 +184,7 @@ async def checkpoint(ctx: Context, c: Checkpoint) -> None:
         c.note("Checkpointed", f"{what}; the pod is frozen and is removed next")
         enter(c, Step.SUSPEND)
         return
-    conclude(c, phase=CheckpointPhase.AVAILABLE, reason="Checkpointed", message=f"{what}; the pod runs on")
+    conclude(c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Checkpointed", message=f"{what}; the pod runs on")
 
 
 async def suspend(ctx: Context, c: Checkpoint) -> None:
@@ -206,7 +206,7 @@ async def suspend(ctx: Context, c: Checkpoint) -> None:
             return await _await_held(ctx, c)
         c.status["suspended"] = True
         return conclude(
-            c, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
+            c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
             message=f"pod {c.pod_name} suspended: checkpointed on {c.status['sourceNode']} ({c.status['size']}) and removed; "
             f"resume it with a PodRestore of {c.name}",
         )  # fmt: skip
@@ -318,7 +318,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
         await _label(ctx, c, None)
         c.status.update(suspended=True, heldPod={"name": held["metadata"]["name"], "uid": held["metadata"]["uid"]})
         return conclude(
-            c, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
+            c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
             message=f"pod {c.pod_name} suspended: checkpointed on {c.status['sourceNode']} ({c.status['size']}) and removed; "
             f"{owner['kind']} {owner['name']}'s replacement {held['metadata']['name']} holds its place, unscheduled "
             f"(scheduling gate {api.SCHEDULING_GATE_SUSPENDED}), until a PodRestore of {c.name} resumes it",
@@ -332,7 +332,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
         await _label(ctx, c, None)
         c.status["suspended"] = True
         return conclude(
-            c, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
+            c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
             message=f"pod {c.pod_name} suspended: checkpointed on {c.status['sourceNode']} ({c.status['size']}) and removed; "
             f"{owner['kind']} {owner['name']} made no replacement to hold its place",
         )  # fmt: skip
@@ -341,7 +341,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
         await _label(ctx, c, None)
         name = cold[-1]["metadata"]["name"]
         return conclude(
-            c, phase=CheckpointPhase.AVAILABLE, reason="ReplacedCold",
+            c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="ReplacedCold",
             message=f"{owner['kind']} {owner['name']} replaced pod {c.pod_name} with {name}, which started cold (is the "
             "podmigrate webhook registered and reachable?); the checkpoint is kept, but the pod was not suspended",
         )  # fmt: skip
@@ -365,7 +365,9 @@ async def thaw(ctx: Context, c: Checkpoint) -> None:
         await _label(ctx, c, None)  # the suspend did not happen: no pod of the workload may take the place
     await artifacts.release(ctx, c)
     ran_on = f"; pod {c.pod_name} runs on" if c.status.get("podUID") else ""
-    conclude(c, phase=CheckpointPhase.FAILED, reason=failure["reason"], message=f"{failure['message']}{ran_on}")
+    conclude(
+        c, metrics=ctx.metrics, phase=CheckpointPhase.FAILED, reason=failure["reason"], message=f"{failure['message']}{ran_on}"
+    )
 
 
 STEPS = {Step.VALIDATE: validate, Step.CHECKPOINT: checkpoint, Step.SUSPEND: suspend, Step.THAW: thaw}

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from migrator import tracing
 from migrator.api import CheckpointMode, CheckpointPhase
 from migrator.controllers.podmigration.migration import PodRecord
+from migrator.metrics import ControllerMetrics
 from migrator.reconciling import set_condition
 from migrator.units import iso, now
 from migrator.units import status_time as parse_time
@@ -35,8 +36,7 @@ PHASE_OF_STEP: Final = {
     Step.VALIDATE: CheckpointPhase.PENDING,
     Step.CHECKPOINT: CheckpointPhase.CHECKPOINTING,
     Step.SUSPEND: CheckpointPhase.SUSPENDING,
-    Step.THAW: CheckpointPhase.FAILED,
-}
+}  # Thaw keeps the phase it failed in: Failed is shown only with its reason, once the pod runs on
 DEFAULT_TIMEOUT_SECONDS: Final = 300  # the CRD's default for spec.timeoutSeconds
 
 
@@ -110,7 +110,8 @@ def enter(c: Checkpoint, step: Step, *, error: str | None = None) -> None:
     c.status["step"] = step.value
     if step == Step.DONE:
         return
-    c.status["phase"] = PHASE_OF_STEP[step].value
+    if step in PHASE_OF_STEP:
+        c.status["phase"] = PHASE_OF_STEP[step].value
     c.status.setdefault("phases", []).append({"name": step.value.lower(), "spanID": tracing.new_span_id(), "start": iso(now())})
 
 
@@ -120,7 +121,9 @@ def fail(c: Checkpoint, reason: str, message: str) -> None:
     enter(c, Step.THAW, error=message)
 
 
-def conclude(c: Checkpoint, *, phase: CheckpointPhase, reason: str, message: str) -> None:
+def conclude(
+    c: Checkpoint, *, phase: CheckpointPhase, reason: str, message: str, metrics: ControllerMetrics | None = None
+) -> None:
     """The end: phase, reason, condition ``Available``, the root span, and the Event that tells of it."""
     end = now()
     close_phase(c)
@@ -135,6 +138,8 @@ def conclude(c: Checkpoint, *, phase: CheckpointPhase, reason: str, message: str
         error=message if failed else None,
     )  # fmt: skip
     tracing.flush()
+    if metrics is not None:
+        metrics.observe_checkpoint(mode=c.mode.value, status=c.status)
     c.note(reason, message, warning=failed)
 
 

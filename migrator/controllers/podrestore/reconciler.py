@@ -38,6 +38,7 @@ from migrator.api import CheckpointPhase, RestorePhase
 from migrator.controllers.podcheckpoint.reconciler import hold_place_again
 from migrator.controllers.podmigration import pods
 from migrator.controllers.podmigration.migration import Context, Settings
+from migrator.metrics import ControllerMetrics
 from migrator.reconciling import Record, Recorder, Wait, set_condition
 from migrator.units import iso, now
 from migrator.units import status_time as parse_time
@@ -62,8 +63,7 @@ PHASE_OF_STEP: Final = {
     Step.PREPARE_TARGET: RestorePhase.PENDING,
     Step.CREATE: RestorePhase.RESTORING,
     Step.WAIT_READY: RestorePhase.RESTORING,
-    Step.CLEAN_UP: RestorePhase.FAILED,
-}
+}  # CleanUp keeps the phase it failed in: Failed is shown only with its reason, once the clean-up is done
 
 
 class Restore(Record):
@@ -107,7 +107,8 @@ def _enter(r: Restore, step: Step, *, error: str | None = None) -> None:
         )  # fmt: skip
     r.status["step"] = step.value
     if step != Step.DONE:
-        r.status["phase"] = PHASE_OF_STEP[step].value
+        if step in PHASE_OF_STEP:
+            r.status["phase"] = PHASE_OF_STEP[step].value
         phases.append({"name": step.value.lower(), "spanID": tracing.new_span_id(), "start": iso(now())})
 
 
@@ -126,7 +127,7 @@ def _fail(r: Restore, reason: str, message: str) -> None:
     _enter(r, Step.CLEAN_UP, error=message)
 
 
-def _conclude(r: Restore, *, phase: RestorePhase, reason: str, message: str) -> None:
+def _conclude(r: Restore, *, phase: RestorePhase, reason: str, message: str, metrics: ControllerMetrics | None) -> None:
     end = now()
     _enter(r, Step.DONE)
     r.status.update(phase=phase.value, reason=reason, message=message, completionTime=iso(end))
@@ -140,6 +141,8 @@ def _conclude(r: Restore, *, phase: RestorePhase, reason: str, message: str) -> 
         error=message if failed else None,
     )  # fmt: skip
     tracing.flush()
+    if metrics is not None:
+        metrics.observe_restore(r.status)
     r.note(reason, message, warning=failed)
 
 
@@ -343,7 +346,7 @@ async def wait_ready(ctx: Context, r: Restore) -> None:
         await _mark_resumed(ctx, r)
         kind = "cloned as" if r.status.get("clone") else "restored as"
         return _conclude(
-            r, phase=RestorePhase.SUCCEEDED, reason="Restored",
+            r, metrics=ctx.metrics, phase=RestorePhase.SUCCEEDED, reason="Restored",
             message=f"PodCheckpoint {r.checkpoint_name} {kind} pod {r.status['podName']}, Ready on {r.status['targetNode']} "
             f"after {seconds:.2f}s",
         )  # fmt: skip
@@ -377,7 +380,7 @@ async def clean_up(ctx: Context, r: Restore) -> None:
         await pods.delete_pod(ctx, r.namespace, created["name"], uid=created["uid"], grace=pods.CONFIRMED_GRACE)
     failure = r.status.get("failure") or {"reason": "Failed", "message": "restore failed"}
     removed = f"; pod {created['name']} deleted" if created else ""
-    _conclude(r, phase=RestorePhase.FAILED, reason=failure["reason"],
+    _conclude(r, metrics=ctx.metrics, phase=RestorePhase.FAILED, reason=failure["reason"],
               message=f"{failure['message']}{removed}; PodCheckpoint {r.checkpoint_name} is unchanged")  # fmt: skip
 
 
@@ -388,9 +391,17 @@ STEPS: Final = {
 
 
 class PodRestoreReconciler:
-    def __init__(self, *, core: client.CoreV1Api, custom: client.CustomObjectsApi, settings: Settings, agents: Any) -> None:
+    def __init__(
+        self,
+        *,
+        core: client.CoreV1Api,
+        custom: client.CustomObjectsApi,
+        settings: Settings,
+        agents: Any,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODRESTORES)
-        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder)
+        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics)
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         r = Restore(obj)

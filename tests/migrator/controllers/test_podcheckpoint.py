@@ -526,7 +526,7 @@ async def test_a_thaw_that_fails_is_retried_until_the_pod_runs(world: World) -> 
     world.agents.errors["thaw"] = AgentError("agent at 127.0.9.1 unreachable", status=0)
     assert await world.reconcile(name) == pytest.approx(2.0)
     s = world.status(name)
-    assert (s["phase"], s["step"], s["thawError"]) == ("Failed", "Thaw", "agent at 127.0.9.1 unreachable")
+    assert (s["phase"], s["step"], s["thawError"]) == ("Checkpointing", "Thaw", "agent at 127.0.9.1 unreachable")
     assert world.agents.frozen == {"shop/web"}
     del world.agents.errors["thaw"]
     assert await world.reconcile(name) is None
