@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imagebuild import build, packages, project
 from ocicheckpoint.credentials import load_docker_config
+from ocicheckpoint.reference import is_loopback
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry=args.registry,
             repository=args.repository,
             tags=tags,
-            plain_http=args.plain_http or build.is_loopback(args.registry),
+            plain_http=args.plain_http or is_loopback(args.registry),
             credentials=load_docker_config(args.registry_credentials) if args.registry_credentials else None,
         )
     )

@@ -189,11 +189,6 @@ async def push(*, image: BuiltImage, client: RegistryClient, repository: str, ta
     return digest
 
 
-def is_loopback(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host == "localhost" or host.startswith("127.") or host in ("[::1]", "::1")
-
-
 @dataclass(frozen=True, kw_only=True)
 class Pushed:
     reference: str  # registry/repository@sha256:...

@@ -7,7 +7,7 @@ makes them; zipimport runs it):
   the user's cache so that Python can keep bytecode, then runs ``migrator.cli.main``);
 * podmigrate's own modules that the CLI imports, found by reading their import statements (all of
   them, also those inside functions) from ``migrator.cli.main`` on; never the controller or agents;
-* the CLI's third-party dependencies, vendored from the pinned wheels below. aiohttp, multidict,
+* the CLI's third-party dependencies, vendored from the pinned wheels below (but ``OPTIONAL_IMPORTS``). aiohttp, multidict,
   yarl, frozenlist and propcache have C accelerators, but each publishes an official pure-Python
   wheel (py3-none-any) and falls back to its pure-Python implementation without them; PyYAML has
   no such wheel, so its Python files are taken from one platform wheel and its ``_yaml`` extension
@@ -78,6 +78,10 @@ CPYTHON_LINUX: Final = (
 # Compiled code and build inputs never go into the zipapp, nor type stubs or the libraries' own tests.
 LEFT_OUT_SUFFIXES: Final = (".so", ".pyd", ".dylib", ".c", ".h", ".pyx", ".pxd", ".pxi", ".pyi", "_test.py")
 LICENSE_NAMES: Final = ("license", "licence", "copying", "notice")
+# Third-party packages the CLI imports only for one feature, never vendored: compiled, so the one pure-Python
+# archive cannot carry them. cryptography decrypts checkpoint images for `inspect --from-registry
+# --decryption-key` (imported only then; without it the CLI says `pip install cryptography` in one line).
+OPTIONAL_IMPORTS: Final = frozenset({"cryptography"})
 
 
 @dataclass(frozen=True)
@@ -433,7 +437,7 @@ def build(out_dir: Path, *, cache: Path | None = None) -> Built:
             if name in entries:
                 raise BuildError(f"{name} comes from {wheel.filename} and from something else")
             entries[name] = data
-    missing = sorted(imported - top_level_names(entries) - sys.stdlib_module_names - {"__future__"})
+    missing = sorted(imported - top_level_names(entries) - sys.stdlib_module_names - {"__future__"} - OPTIONAL_IMPORTS)
     if missing:
         raise BuildError(f"kubectl-migrate imports {', '.join(missing)}, which is neither the standard library nor vendored")
 

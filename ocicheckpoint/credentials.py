@@ -7,7 +7,9 @@ stand-in nodes' pulls and a real kubelet's pulls alike. A ``.dockerconfigjson`` 
 ``user:password``) or ``username``/``password``, and may carry an ``identitytoken`` (an OAuth2
 refresh token the registry's token server exchanges for access tokens). Entries are chosen by
 registry host, the way the kubelet's keyring does for a host without a path (a key written as a
-URL, ``https://host/v1/``, names its host).
+URL, ``https://host/v1/``, names its host). A person's own ``docker login`` file (``~/.docker/config.json``,
+what ``kubectl migrate inspect --from-registry`` pulls with) is the same document; its credential
+helpers (``credsStore``, ``credHelpers``) are not run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,8 @@ from urllib.parse import urlsplit
 
 SECRET_TYPE_DOCKERCONFIGJSON: Final = "kubernetes.io/dockerconfigjson"
 DOCKERCONFIGJSON_KEY: Final = ".dockerconfigjson"
+DOCKER_CONFIG_ENV: Final = "DOCKER_CONFIG"  # the directory of a user's docker config.json
+DOCKER_CONFIG_FILE: Final = "config.json"
 # Docker Hub's historical names for itself: a key written for one must match the others.
 _DOCKER_HUB_ALIASES: Final = frozenset({"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 _DOCKER_HUB: Final = "docker.io"
@@ -115,6 +120,13 @@ def parse_docker_config(text: str | bytes) -> DockerConfig:
     if not isinstance(auths, Mapping):
         raise CredentialsError('a docker config needs an "auths" object')
     return DockerConfig(auths={registry_host(key): _entry(key, raw) for key, raw in auths.items()})
+
+
+def default_docker_config_path() -> Path:
+    """Where docker (and crane, skopeo's fallback) keep a user's registry logins: ``$DOCKER_CONFIG/config.json``,
+    else ``~/.docker/config.json``."""
+    directory = os.environ.get(DOCKER_CONFIG_ENV)
+    return (Path(directory) if directory else Path.home() / ".docker") / DOCKER_CONFIG_FILE
 
 
 def load_docker_config(path: Path) -> DockerConfig:

@@ -26,6 +26,13 @@ go-criu's ``crit`` (which checkpointctl uses), for CRIU's images version 1.1 (ev
   read as well); per mount namespace ``mountpoints-<id>`` (only in a dump of a mount namespace:
   a container's, not a host process's).
 
+Where the images come from: ``inspect_tar`` picks them out of a checkpoint archive's tar stream as it
+goes by, keeping only the small ones (``MAX_IMAGE_FILE_BYTES`` each, ``MAX_IMAGE_FILES_BYTES`` in all;
+one over a cap is named in ``skipped``, never read). The node agent runs it on its one pass over the
+kubelet's archive (``node_agent.archives``, which picks ``config.dump`` out of the same pass through its
+``other`` hook), and ``kubectl migrate inspect --from-registry`` on the layer it decrypts as it downloads
+it: one reader, so the two can only differ if the images do.
+
 The decoder is a minimal protobuf wire reader (varints, length-delimited, fixed32/64): the project
 has no protobuf dependency and needs a dozen fields. Unknown fields are skipped (newer CRIU adds
 fields). Anything malformed -- truncated, a length past the end, a wrong magic, a message that is
@@ -46,12 +53,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from collections.abc import Iterator, Mapping
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ocicheckpoint import names
+from ocicheckpoint.image import CHUNK
 
 PAGE_SIZE: Final = 4096
 FORMAT_VERSION: Final = 1  # of ``Inspection.to_json``
@@ -63,6 +72,9 @@ MAX_SOCKETS: Final = 100
 MAX_MOUNTS: Final = 100
 MAX_NOTES: Final = 20  # of ``skipped`` and of ``problems`` each
 MAX_TEXT: Final = 256  # characters of any one path, name or note
+# What ``inspect_tar`` keeps in memory from one archive: an image file over either cap is skipped (named in ``skipped``).
+MAX_IMAGE_FILE_BYTES: Final = 8 << 20
+MAX_IMAGE_FILES_BYTES: Final = 32 << 20
 
 # criu/include/magic.h
 IMG_COMMON_MAGIC: Final = 0x54564319
@@ -783,6 +795,54 @@ def _inspect(images: Mapping[str, bytes], *, skipped: dict[str, int]) -> Inspect
         skipped=tuple(_cut(f"{name} ({size} bytes)") for name, size in list(skipped.items())[:MAX_NOTES]),
         problems=tuple(_cut(problem) for problem in reader.problems[:MAX_NOTES]),
     )
+
+
+class Readable(Protocol):
+    """What ``inspect_tar`` reads: a file opened for reading, or a stream that only has ``read``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def inspect_tar(
+    stream: Readable,
+    *,
+    max_image_bytes: int = MAX_IMAGE_FILE_BYTES,
+    max_total_bytes: int = MAX_IMAGE_FILES_BYTES,
+    other: Callable[[tarfile.TarInfo, tarfile.TarFile], object] | None = None,
+) -> Inspection:
+    """Describe the CRIU images of a checkpoint archive read as one sequential tar stream (``r|``: never a seek).
+
+    Keeps the image files an inspection reads (``inspected_image``: never the memory pages) up to
+    ``max_image_bytes`` each and ``max_total_bytes`` in all, in the order they come; one over a cap
+    is skipped and named in the answer's ``skipped``. Every other regular file is handed to
+    ``other`` with the tar, while it is the current member (``tar.extractfile(member)`` reads it):
+    the caller's way to pick something else out of the same pass. The stream is read up to the tar's
+    end-of-archive marker, not its padding: a caller that hashes the stream reads the rest itself.
+
+    Raises ``CriuImageError`` (once the whole archive was read) when it holds no readable process
+    tree; the tar's own errors (``tarfile.TarError``, ``OSError``) and whatever ``other`` raises
+    pass through as they are.
+    """
+    images: dict[str, bytes] = {}
+    skipped: dict[str, int] = {}
+    kept = 0
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
+        for member in tar:
+            if not member.isfile():
+                continue
+            image = inspected_image(member.name)
+            if image is None:
+                if other is not None:
+                    other(member, tar)
+                continue
+            if member.size > max_image_bytes or kept + member.size > max_total_bytes:
+                skipped[image] = member.size
+                continue
+            fh = tar.extractfile(member)
+            if fh is not None:
+                images[image] = fh.read()
+                kept += member.size
+    return inspect_images(images, skipped=skipped)
 
 
 def inspect_directory(directory: Path) -> Inspection:

@@ -9,7 +9,7 @@ makes the agent buffer the archive.
 
 ``Pipe`` carries bytes from a thread to a coroutine (an upload reads what a thread produced);
 ``ThreadReader`` the other way, as a file object a thread reads (a pull's download unpacked by
-``tarfile`` in a thread as it arrives, ``localcluster.node.images``).
+``tarfile`` in a thread as it arrives, ``registry.RegistryClient.read_layer``).
 
 Either end may stop: the writer ``close``s (with the error that stopped it, if any, which the
 reader then raises), the reader ``abandon``s (an upload that failed or was cancelled), after

@@ -1,4 +1,4 @@
-"""Image references (``host[:port]/repo[:tag][@digest]``), parsed once for everyone."""
+"""Image references (``host[:port]/repo[:tag][@digest]``), parsed once for everyone, and which registries are local."""
 
 from __future__ import annotations
 
@@ -51,3 +51,9 @@ def parse_reference(text: str) -> Reference:
     if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", path):
         raise ValueError(f"invalid repository name in image reference {text!r}")
     return Reference(registry=host, repository=path, tag=tag or None, digest=digest or None)
+
+
+def is_loopback(registry: str) -> bool:
+    """A registry on this machine (``localhost``, ``127.x``, ``[::1]``): plain HTTP by default, as docker treats it."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    return host == "localhost" or host.startswith("127.") or host in ("[::1]", "::1")

@@ -15,6 +15,12 @@ repository and actions until ``expires_in`` and sends the request once more; on
 is a blob upload's streamed PUT (its body is a file being read, and it goes to the Location the
 upload's POST returned), so uploads ask for ``pull,push`` from their first request: the token is
 in hand before a byte streams, and a token about to expire is renewed rather than used.
+
+A layer is read as it downloads (``read_layer``): its bytes go from the socket to a worker thread
+that decrypts (``encryption.LayerOpening``) and reads the plaintext as a file (``tarfile`` unpacking
+it, or ``criuimages.inspect_tar`` describing it), never the whole layer in memory or on disk; the
+checks that need the whole blob come at its end. The stand-in node's pull and ``kubectl migrate
+inspect --from-registry`` both read layers this way.
 """
 
 from __future__ import annotations
@@ -27,13 +33,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
 
 from ocicheckpoint import names
 from ocicheckpoint.credentials import Credentials
 from ocicheckpoint.image import CHUNK, Descriptor, sha256_bytes
+from ocicheckpoint.pipe import ThreadReader, worker_error
+
+if TYPE_CHECKING:  # not at run time: encryption needs cryptography, which kubectl-migrate's krew build does not carry
+    from ocicheckpoint.encryption import LayerOpening
 
 __all__ = ["Credentials", "DigestMismatch", "RegistryClient", "RegistryError", "upload_deadline"]
 
@@ -85,6 +95,19 @@ class _Token:
     value: str
     actions: frozenset[str]
     renew_at: float  # time.monotonic()
+
+
+T = TypeVar("T")
+
+
+class PlaintextReader:
+    """A read-only stream: the bytes of a downloading blob through ``transform`` (decryption, or none)."""
+
+    def __init__(self, raw: ThreadReader, transform: Callable[[bytes], bytes]) -> None:
+        self._raw, self._transform = raw, transform
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._transform(self._raw.read(n))
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -371,6 +394,77 @@ class RegistryClient:
         async with self._request("GET", url, repository=repository, actions=PULL) as resp:
             await self._check(resp, f"get blob {digest}", 200)
             yield resp.content.iter_chunked(CHUNK)
+
+    async def read_layer(
+        self,
+        *,
+        repository: str,
+        layer: Descriptor,
+        read: Callable[[PlaintextReader], T],
+        opening: LayerOpening | None = None,
+    ) -> tuple[T, str]:
+        """Download a layer and hand its plaintext to ``read`` (in a worker thread) as it arrives; (what
+        ``read`` returned, the plaintext's digest), once the whole blob was checked.
+
+        ``opening``: the layer's ``encryption.LayerOpening`` when it is encrypted (the caller made it,
+        with its keys). As CRI-O's containers/image and storage do (a decrypting, digest-verifying
+        reader that ``ApplyDiff`` extracts from), nothing is written whole first: the blob's bytes go
+        from the socket through ``ThreadReader``s to two threads, one checking the ciphertext (digest,
+        HMAC), one decrypting, hashing and calling ``read`` (then reading whatever ``read`` left, so
+        every byte is checked). On two cores that halves the CPU time per byte. The checks that need
+        the whole blob (its digest against ``layer``; encrypted, the HMAC and the plaintext's digest
+        against the wrapped options) come at the end: until they passed, whatever ``read`` made of the
+        bytes is unverified, and a failed check raises (``DigestMismatch``, ``encryption.DecryptionError``)
+        so the caller throws it away. An error of ``read`` stops the download and is raised as it is.
+        """
+        blob_hash = hashlib.sha256()  # of a plaintext blob (an encrypted one's hashes are the opening's)
+        loop = asyncio.get_running_loop()
+        to_check, to_read = ThreadReader(loop=loop), ThreadReader(loop=loop)
+        check: Callable[[bytes], object] = opening.check if opening is not None else blob_hash.update
+        plaintext: Callable[[bytes], bytes] = opening.decrypt if opening is not None else (lambda chunk: chunk)
+
+        def run_check() -> None:
+            try:
+                while chunk := to_check.read(CHUNK):
+                    check(chunk)
+            except BaseException:
+                to_check.abandon()
+                raise
+
+        def run_read() -> T:
+            stream = PlaintextReader(to_read, plaintext)
+            try:
+                result = read(stream)
+                while stream.read(CHUNK):  # the rest (a tar's end-of-archive padding) belongs to the blob too
+                    pass
+            except BaseException:
+                to_read.abandon()  # the download stops instead of waiting for room that never comes
+                raise
+            return result
+
+        checking = asyncio.ensure_future(asyncio.to_thread(run_check))
+        reading = asyncio.ensure_future(asyncio.to_thread(run_read))
+        try:
+            async with self.blob_chunks(repository=repository, digest=layer.digest) as chunks:
+                async for chunk in chunks:
+                    await to_check.put(chunk)
+                    await to_read.put(chunk)
+            to_check.close()
+            to_read.close()
+            await asyncio.gather(checking, reading)
+        except BaseException as exc:
+            for stream in (to_check, to_read):
+                stream.close(exc if isinstance(exc, Exception) else None)
+            # The reader's refusal says the most, then the checker's.
+            if (own := await worker_error([reading, checking], failure=exc)) is not None:
+                raise own from None
+            raise
+        if opening is not None:
+            return reading.result(), opening.finish().digest  # the blob's digest, the HMAC, the plaintext's digest
+        got = "sha256:" + blob_hash.hexdigest()
+        if got != layer.digest:
+            raise DigestMismatch(f"blob {layer.digest} hashed to {got}")
+        return reading.result(), got
 
     async def get_blob_to_file(self, *, repository: str, digest: str, path: Path) -> int:
         """Stream a blob to ``path`` (via a temp file), verifying its digest on the way."""

@@ -9,7 +9,7 @@ Encrypted layers (``+encrypted``, ocicrypt's format) are decrypted on pull with 
 private keys, as CRI-O does with its ``decryption_keys_path`` (default ``/etc/crio/keys``; here
 ``--decryption-keys-path``), and an image no key here opens fails the pull (ErrImagePull) saying
 so. A layer is downloaded, decrypted, hashed and unpacked in one pass, as containers/image and
-containers/storage do (``_fetch_and_unpack``); the blob's digest, the HMAC, the plaintext digest
+containers/storage do (``RegistryClient.read_layer``); the blob's digest, the HMAC, the plaintext digest
 and the config's ``diff_ids`` are checked when the last byte arrived, and a pull that fails any
 of them removes what it unpacked: nothing of it is ever used or kept.
 """
@@ -17,12 +17,11 @@ of them removes what it unpacked: nothing of it is ever used or kept.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import shutil
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,8 @@ import aiohttp
 from ocicheckpoint import encryption, names, safetar
 from ocicheckpoint import image as oci
 from ocicheckpoint.credentials import Credentials, DockerConfig
-from ocicheckpoint.pipe import ThreadReader, worker_error
 from ocicheckpoint.reference import Reference, parse_reference
-from ocicheckpoint.registry import DigestMismatch, RegistryClient, RegistryError
+from ocicheckpoint.registry import PlaintextReader, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +91,6 @@ def unpack_stream(*, stream: IO[bytes], root: Path, gzip: bool, limits: safetar.
         safetar.extract(tar, root=root, policy=policy)
     while stream.read(oci.CHUNK):  # the end-of-archive blocks belong to the blob (and its digest) too
         pass
-
-
-class _Transformed:
-    """A read-only stream: the bytes of ``raw`` through ``transform`` (decryption and hashing)."""
-
-    def __init__(self, raw: ThreadReader, transform: Callable[[bytes], bytes]) -> None:
-        self._raw, self._transform = raw, transform
-
-    def read(self, n: int = -1) -> bytes:
-        return self._transform(self._raw.read(n))
 
 
 def image_user(config: bytes) -> str:
@@ -223,13 +211,12 @@ class ImageStore:
     ) -> None:
         """Download one layer and apply it to ``root`` as it arrives: decrypted, hashed and unpacked in one pass.
 
-        As CRI-O's containers/image and storage do (a decrypting, digest-verifying reader that
-        ``ApplyDiff`` extracts from), the layer is never written whole to disk first: the blob's
-        bytes go from the socket through ``ThreadReader``s to two threads, one checking the
-        ciphertext (digest, HMAC), one decrypting, hashing and untarring. The checks that need the
-        whole blob (its digest, the HMAC, the plaintext against the config's ``diff_id``) come at
-        the end; until they pass, what was unpacked is only in the pull's temporary directory,
-        which a failed pull removes (``_pull``).
+        As CRI-O's containers/image and storage do, the layer is never written whole to disk first
+        (``RegistryClient.read_layer``: the blob goes from the socket to a thread that checks the
+        ciphertext and one that decrypts, hashes and untars). The checks that need the whole blob
+        (its digest, the HMAC, the plaintext against the config's ``diff_id``) come at the end; until
+        they pass, what was unpacked is only in the pull's temporary directory, which a failed pull
+        removes (``_pull``).
         """
         media_type = layer.media_type
         opening: encryption.LayerOpening | None = None
@@ -244,52 +231,11 @@ class ImageStore:
                 ) from None
             media_type = encryption.plaintext_media_type(media_type)
         gzip = media_type in names.GZIP_LAYER_MEDIA_TYPES
-        blob_hash = hashlib.sha256()  # of a plaintext blob (an encrypted one's hashes are the opening's)
-        loop = asyncio.get_running_loop()
-        # Two threads share the blob, each reading every chunk: one checks the ciphertext (digest, HMAC),
-        # the other decrypts and untars. On two cores that halves the pull's CPU time per byte.
-        to_check, to_unpack = ThreadReader(loop=loop), ThreadReader(loop=loop)
-        check: Callable[[bytes], object] = opening.check if opening is not None else blob_hash.update
-        plaintext: Callable[[bytes], bytes] = opening.decrypt if opening is not None else (lambda chunk: chunk)
 
-        def run_check() -> None:
-            try:
-                while chunk := to_check.read(oci.CHUNK):
-                    check(chunk)
-            except BaseException:
-                to_check.abandon()
-                raise
+        def unpack(stream: PlaintextReader) -> None:
+            unpack_stream(stream=stream, root=root, gzip=gzip)
 
-        def run_unpack() -> None:
-            try:
-                unpack_stream(stream=_Transformed(to_unpack, plaintext), root=root, gzip=gzip)
-            except BaseException:
-                to_unpack.abandon()  # the download stops instead of waiting for room that never comes
-                raise
-
-        workers = [asyncio.ensure_future(asyncio.to_thread(run_check)), asyncio.ensure_future(asyncio.to_thread(run_unpack))]
-        try:
-            async with registry.blob_chunks(repository=ref.repository, digest=layer.digest) as chunks:
-                async for chunk in chunks:
-                    await to_check.put(chunk)
-                    await to_unpack.put(chunk)
-            to_check.close()
-            to_unpack.close()
-            await asyncio.gather(*workers)
-        except BaseException as exc:
-            for stream in (to_check, to_unpack):
-                stream.close(exc if isinstance(exc, Exception) else None)
-            # The unpacker's refusal says the most, then the checker's.
-            if (own := await worker_error(workers[::-1], failure=exc)) is not None:
-                raise own from None
-            raise
-        if opening is not None:
-            got_plain = opening.finish().digest  # the blob's digest, the HMAC, the plaintext's digest
-        else:
-            got_blob = "sha256:" + blob_hash.hexdigest()
-            if got_blob != layer.digest:
-                raise DigestMismatch(f"blob {layer.digest} hashed to {got_blob}")
-            got_plain = got_blob if not gzip else ""
+        _, got_plain = await registry.read_layer(repository=ref.repository, layer=layer, read=unpack, opening=opening)
         if diff_id and not gzip and got_plain != diff_id:
             raise ImagePullError(f"{ref}: layer {layer.digest} unpacked to {got_plain}, the config's diff_id is {diff_id}")
 

@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from migrator import api, cron
@@ -77,6 +78,8 @@ EXAMPLES: Final = """examples:
                                                  a CheckpointSchedule: web checkpointed hourly, the newest 24 kept
   kubectl migrate checkpoints web                web's PodCheckpoints (get checkpoints|restores|schedules: all of them)
   kubectl migrate inspect web-20250301-120000    one checkpoint: images, sizes, and its processes, files and sockets
+  kubectl migrate inspect web-20250301-120000 --from-registry --decryption-key node.key
+                                                 the same, read from its images (pulled, checked, decrypted here)
   kubectl migrate restore web-20250301-120000 --to node-2 --wait
                                                  resume that checkpoint on node-2 (--name NEWNAME: as a copy)
 
@@ -421,11 +424,41 @@ def _checkpoint_parsers(commands: Any) -> None:
         help="show one PodCheckpoint: its images and sizes, and what CRIU saved (processes, memory, files, sockets)",
         description="The checkpoint (pod, mode, phase, node, time, CRIU version, each container's image, digest, base "
         "image and sizes), then for each container what its CRIU images hold: the process tree, memory, open files, "
-        "sockets and mounts (as the node agent read them when it took the checkpoint).",
+        "sockets and mounts (as the node agent read them when it took the checkpoint). With --from-registry, read "
+        "from the checkpoint images themselves instead: each is pulled, its digests checked, and decrypted here "
+        "with the nodes' private key as it downloads (never whole in memory, nothing written to disk).",
         epilog=CHECKPOINTCTL_NOTE if shutil.which("checkpointctl") else None,
     )
     inspect.add_argument("name", metavar="CHECKPOINT", help="the PodCheckpoint (podcheckpoint/NAME works too)")
-    inspect.add_argument("-o", "--output", choices=INSPECT_OUTPUTS, help="json or yaml: the PodCheckpoint itself")
+    inspect.add_argument(
+        "-o",
+        "--output",
+        choices=INSPECT_OUTPUTS,
+        help="json or yaml: the PodCheckpoint itself (with --from-registry: each container's inspection read from its image)",
+    )
+    offline = inspect.add_argument_group("read from the registry (a forensic look that does not trust status.inspection)")
+    offline.add_argument(
+        "--from-registry",
+        action="store_true",
+        help="read each container's checkpoint image from the registry, check its digests, decrypt it locally and "
+        "describe its CRIU images",
+    )
+    offline.add_argument(
+        "--decryption-key",
+        type=Path,
+        metavar="PEM",
+        help="the nodes' RSA private key (PEM, as docs/encryption.md sets it up): needed for an encrypted image",
+    )
+    offline.add_argument(
+        "--registry-config",
+        type=Path,
+        metavar="FILE",
+        help="a docker config JSON with pull credentials for the checkpoint repository (default $DOCKER_CONFIG/config.json, "
+        "else ~/.docker/config.json; a registry it has no entry for is asked anonymously)",
+    )
+    offline.add_argument(
+        "--plain-http", action="store_true", help="the registry speaks plain HTTP, not HTTPS (implied for a loopback registry)"
+    )
     _connection_flags(inspect, suppress=True)
 
 
@@ -531,6 +564,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         return args
     if args.command == "inspect":
         args.name = _without_kind(args.name, CHECKPOINT_KINDS)
+        needs = [f for f, v in (("--decryption-key", args.decryption_key), ("--registry-config", args.registry_config),
+                                ("--plain-http", args.plain_http)) if v]  # fmt: skip
+        if needs and not args.from_registry:
+            raise CliError(f"{needs[0]} is for reading the images themselves: it needs --from-registry")
         return args
     if args.command == "drain":
         args.node = args.node.removeprefix("nodes/").removeprefix("node/")

@@ -8,7 +8,9 @@ helpers these reuse.
 that format: the node agent reads the images when it takes the checkpoint and records the result
 in ``status.inspection`` (container name -> ``Inspection`` as JSON); here it is only rendered, so
 inspecting a checkpoint needs neither the registry nor the archive. A checkpoint taken by an agent
-that predates inspection has no such field, and the page says so in one line.
+that predates inspection has no such field, and the page says so in one line. ``inspect
+--from-registry`` prints the same page with inspections it read from the images themselves
+(``registryinspection``), and says so in the section's header.
 """
 
 from __future__ import annotations
@@ -175,9 +177,12 @@ def _indented(text: str, *, indent: str) -> list[str]:
     return [f"{indent}{line}".rstrip() for line in text.rstrip("\n").splitlines()]
 
 
-def criu_lines(status: Mapping[str, Any]) -> list[str]:
-    """What each container's CRIU images hold, from ``status.inspection`` (rendered by ``criuimages``)."""
-    inspection = status.get("inspection")
+def criu_lines(
+    status: Mapping[str, Any], *, read: Mapping[str, criuimages.Inspection] | None = None, source: str = ""
+) -> list[str]:
+    """What each container's CRIU images hold (rendered by ``criuimages``): from ``status.inspection``, or
+    ``read`` from the images themselves (``inspect --from-registry``), with ``source`` saying where in the header."""
+    inspection: Mapping[str, Any] | None = read if read is not None else status.get("inspection")
     if not isinstance(inspection, Mapping):
         phase = checkpoint_phase(status)
         if phase != api.CheckpointPhase.AVAILABLE:
@@ -185,14 +190,16 @@ def criu_lines(status: Mapping[str, Any]) -> list[str]:
         return ["CRIU Images:  <not recorded: the node agent that took this checkpoint predates inspection>"]
     names = [str(c.get("name")) for c in status.get("containers") or [] if c.get("name")]
     names += sorted(str(n) for n in inspection if n not in names)
-    lines = ["CRIU Images:"]
+    lines = [f"CRIU Images ({source}):" if source else "CRIU Images:"]
     for name in names:
         if name not in inspection:
             lines.append(f"  {name}:  <not recorded>")
             continue
         lines.append(f"  {name}:")
+        found = inspection[name]
         try:
-            tree = criuimages.render_tree(criuimages.Inspection.from_json(inspection[name]))
+            parsed = found if isinstance(found, criuimages.Inspection) else criuimages.Inspection.from_json(found)
+            tree = criuimages.render_tree(parsed)
         except criuimages.CriuImageError as exc:  # the one exception it raises, for any malformed JSON
             lines.append(f"{TREE_INDENT}<cannot read it: {exc}>")
             continue
@@ -220,8 +227,11 @@ def container_lines(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def inspect_page(obj: Mapping[str, Any], *, now: datetime) -> str:
-    """``kubectl migrate inspect``: the checkpoint, its containers' images, then what CRIU saved of each."""
+def inspect_page(
+    obj: Mapping[str, Any], *, now: datetime, read: Mapping[str, criuimages.Inspection] | None = None, source: str = ""
+) -> str:
+    """``kubectl migrate inspect``: the checkpoint, its containers' images, then what CRIU saved of each
+    (``read``: as read from the images themselves, ``source`` saying how; else as the agent recorded it)."""
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     created = parse_time(meta.get("creationTimestamp"))
     pod = spec.get("podName")
@@ -250,6 +260,6 @@ def inspect_page(obj: Mapping[str, Any], *, now: datetime) -> str:
         ("Size", size_of(status)),
     ])  # fmt: skip
     lines += container_lines(status)
-    lines += criu_lines(status)
+    lines += criu_lines(status, read=read, source=source)
     lines += condition_lines(status)
     return "\n".join(lines)

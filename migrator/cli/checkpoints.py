@@ -3,7 +3,8 @@
 Checkpoints are objects of their own here: a PodCheckpoint keeps a pod's checkpoint in the
 registry until it is deleted, a PodRestore starts a pod from one, a CheckpointSchedule makes
 them on a cron schedule. The commands only create and read those objects; the control service
-does the work and records it in status, which ``--wait`` follows.
+does the work and records it in status, which ``--wait`` follows. The one exception is ``inspect
+--from-registry``, which reads a checkpoint's images from the registry itself (``registryinspection``).
 
 The checks before anything is created are, as for ``pod``, the ones a person gets wrong by
 typing: a pod or checkpoint name, a pod that is not running, a suspend its controller would undo,
@@ -25,10 +26,11 @@ from typing import Any, Final
 from kubeclient.resources import CustomResource
 from migrator import api
 from migrator.cli import checkpointprinting as cp
-from migrator.cli import printing
+from migrator.cli import printing, registryinspection
 from migrator.cli.commands import WAIT_GRACE, Io, check_node_takes_pods
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
+from migrator.cli.registryinspection import RegistryOptions
 
 MAX_NAME: Final = 253  # a DNS subdomain, what object names are
 RESTORE_PREFIX_CHARS: Final = 40  # of the checkpoint's name, in the generated name of its PodRestore
@@ -361,8 +363,27 @@ def _print_list(
     return EXIT_OK
 
 
-# --- kubectl migrate inspect CHECKPOINT ------------------------------------------------------
-async def inspect_checkpoint(*, kube: Api, io: Io, namespace: str, name: str, output: str | None) -> int:
+# --- kubectl migrate inspect CHECKPOINT [--from-registry] -------------------------------------
+async def inspect_checkpoint(
+    *, kube: Api, io: Io, namespace: str, name: str, output: str | None, registry: RegistryOptions | None = None
+) -> int:
+    """The PodCheckpoint's page (``-o``: the object); with ``registry``, its CRIU images read from the images
+    themselves (``registryinspection``: ``-o`` then prints those inspections, container name -> JSON)."""
     obj = await _read(kube=kube, kind="checkpoints", namespace=namespace, name=name)
-    io.print(printing.render(obj, output=output) if output else cp.inspect_page(obj, now=io.now()))
+    if registry is None:
+        io.print(printing.render(obj, output=output) if output else cp.inspect_page(obj, now=io.now()))
+        return EXIT_OK
+    status = obj.get("status") or {}
+    containers = [c for c in status.get("containers") or [] if c.get("image")]
+    if not containers:
+        raise CliError(
+            f'{api.CHECKPOINT_KIND.lower()} "{name}" has no image in the registry yet '
+            f"(it is {cp.checkpoint_phase(status)}): there is nothing to read"
+        )
+    read = await registryinspection.read_images(containers=containers, options=registry)
+    if output:
+        io.print(printing.dump({r.container: r.inspection.to_json() for r in read}, output=output))
+    else:
+        inspections = {r.container: r.inspection for r in read}
+        io.print(cp.inspect_page(obj, now=io.now(), read=inspections, source=registryinspection.source_of(read)))
     return EXIT_OK

@@ -16,6 +16,7 @@ from migrator.cli.arguments import parse_args
 from migrator.cli.commands import Io
 from migrator.cli.errors import EXIT_ERROR, CliError, one_line
 from migrator.cli.kubeapi import Connect
+from migrator.cli.registryinspection import RegistryOptions
 
 
 async def run(args: argparse.Namespace, *, connect: Connect, io: Io) -> int:
@@ -100,7 +101,14 @@ async def run_checkpoints(args: argparse.Namespace, *, kube: kubeapi.Api, io: Io
         return await checkpoints.list_checkpoints(
             kube=kube, io=io, namespace=namespace, pod=args.pod, all_namespaces=args.all_namespaces, output=args.output
         )
-    return await checkpoints.inspect_checkpoint(kube=kube, io=io, namespace=namespace, name=args.name, output=args.output)
+    registry = (
+        RegistryOptions(decryption_key=args.decryption_key, registry_config=args.registry_config, plain_http=args.plain_http)
+        if args.from_registry
+        else None
+    )
+    return await checkpoints.inspect_checkpoint(
+        kube=kube, io=io, namespace=namespace, name=args.name, output=args.output, registry=registry
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, connect: Connect = kubeapi.connect, io: Io | None = None) -> int:

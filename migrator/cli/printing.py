@@ -112,6 +112,11 @@ def render(data: Any, *, output: str, resource: str = RESOURCE) -> str:
     document = (
         {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}} if items is not None else data
     )
+    return dump(document, output=output)
+
+
+def dump(document: Any, *, output: str) -> str:
+    """A document as ``-o json`` (kubectl's four-space indent) or ``-o yaml`` prints it."""
     if output == "json":
         return json.dumps(document, indent=4)
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")

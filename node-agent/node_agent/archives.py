@@ -10,10 +10,12 @@ picked out on the way, while every byte read is handed to a sink: the upload's
 "Hashing"). No second read, no external ``sha256sum``.
 
 The same pass keeps the checkpoint's small CRIU image files (the process tree, memory maps, file
-tables; never the memory pages) and describes them (``ocicheckpoint.criuimages``): which processes,
-how much memory, which files and sockets were open, answered beside the image. Per-file and total
-caps bound what is kept in memory (an image over them is skipped, and the inspection names it), and
-an inspection that cannot be made is a warning, never a failed checkpoint: it is a description, the
+tables; never the memory pages) and describes them: which processes, how much memory, which files
+and sockets were open, answered beside the image. The pass *is* ``criuimages.inspect_tar`` (the one
+reader of a checkpoint's tar, which ``kubectl migrate inspect --from-registry`` runs on the decrypted
+image too), with ``config.dump`` picked out through its ``other`` hook. Per-file and total caps bound
+what is kept in memory (an image over them is skipped, and the inspection names it), and an
+inspection that cannot be made is a warning, never a failed checkpoint: it is a description, the
 checkpoint is the archive. Describing them is pure Python, about 6 MB/s on this project's 2-core
 machine (60,000 open files and 20,000 memory areas took about 1.1 s): milliseconds for a usual
 container's images, and the caps bound the rest, since it runs while the pod is still frozen.
@@ -48,9 +50,9 @@ from ocicheckpoint.image import CHUNK, CheckpointInfo
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_DUMP_BYTES = 4 << 20
-# What the inspection may keep in memory from one archive: an image file over either cap is skipped.
-MAX_CRIU_IMAGE_BYTES = 8 << 20
-MAX_CRIU_IMAGES_BYTES = 32 << 20
+# What the inspection may keep in memory from one archive: criuimages' caps, under the agent's own names (tests lower them).
+MAX_CRIU_IMAGE_BYTES = criuimages.MAX_IMAGE_FILE_BYTES
+MAX_CRIU_IMAGES_BYTES = criuimages.MAX_IMAGE_FILES_BYTES
 
 
 class ArchiveError(RuntimeError):
@@ -104,52 +106,35 @@ def inspect_archive(path: Path, *, sink: Callable[[bytes], object] | None = None
     are hashed here and the facts carry the digest.
     """
     config: dict[str, Any] | None = None
-    images: dict[str, bytes] = {}
-    skipped: dict[str, int] = {}
-    kept = 0
+
+    def keep_config(member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        nonlocal config
+        if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE:
+            return
+        if member.size > MAX_CONFIG_DUMP_BYTES:
+            raise ArchiveError(f"{names.CONFIG_DUMP_FILE} in {path} is {member.size} bytes: not a checkpoint")
+        fh = tar.extractfile(member)
+        if fh is not None:
+            config = json.loads(fh.read())
+
+    inspection: Inspection | None = None
     hasher = hashlib.sha256()
     try:
         with path.open("rb") as raw:
             reader = _TappedReader(raw, sink if sink is not None else hasher.update)
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    image = criuimages.inspected_image(member.name)
-                    if image is not None:
-                        if member.size > MAX_CRIU_IMAGE_BYTES or kept + member.size > MAX_CRIU_IMAGES_BYTES:
-                            skipped[image] = member.size
-                            continue
-                        fh = tar.extractfile(member)
-                        if fh is not None:
-                            images[image] = fh.read()
-                            kept += member.size
-                        continue
-                    if member.name.removeprefix("./") != names.CONFIG_DUMP_FILE:
-                        continue
-                    if member.size > MAX_CONFIG_DUMP_BYTES:
-                        raise ArchiveError(f"{names.CONFIG_DUMP_FILE} in {path} is {member.size} bytes: not a checkpoint")
-                    fh = tar.extractfile(member)
-                    if fh is not None:
-                        config = json.loads(fh.read())
+            try:
+                inspection = criuimages.inspect_tar(
+                    reader, max_image_bytes=MAX_CRIU_IMAGE_BYTES, max_total_bytes=MAX_CRIU_IMAGES_BYTES, other=keep_config
+                )
+            except CriuImageError as exc:  # raised only once the whole tar was read: a warning, the checkpoint is fine
+                log.warning("could not inspect the CRIU images in %s (the checkpoint is not affected): %s", path, exc)
             reader.drain()  # the end-of-archive padding belongs to the layer too
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise ArchiveError(f"reading checkpoint archive {path}: {exc}") from None
     if not isinstance(config, dict):
         raise ArchiveError(f"{path} has no {names.CONFIG_DUMP_FILE}: not a checkpoint archive")
     digest = "sha256:" + hasher.hexdigest() if sink is None else None
-    return ArchiveFacts(
-        path=path, digest=digest, size=reader.size, config_dump=config, inspection=_inspect(path, images, skipped=skipped)
-    )
-
-
-def _inspect(path: Path, images: dict[str, bytes], *, skipped: dict[str, int]) -> Inspection | None:
-    """The images' inspection, or None (a warning: the checkpoint itself is fine without one)."""
-    try:
-        return criuimages.inspect_images(images, skipped=skipped)
-    except CriuImageError as exc:
-        log.warning("could not inspect the CRIU images in %s (the checkpoint is not affected): %s", path, exc)
-        return None
+    return ArchiveFacts(path=path, digest=digest, size=reader.size, config_dump=config, inspection=inspection)
 
 
 def checkpoint_info(

@@ -18,6 +18,7 @@ from imagebuild.__main__ import parse_args
 from localcluster.testimages import SYSTEM_PYTHON
 from ocicheckpoint import image as oci
 from ocicheckpoint import names
+from ocicheckpoint.reference import is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 REVISION = project.Revision(commit="a" * 40, short="aaaaaaa", dirty=False, timestamp=1_700_000_000)
@@ -170,7 +171,7 @@ def test_system_files_have_root_and_nonroot_and_a_sticky_tmp(tmp_path):
 
 @pytest.mark.parametrize(("registry", "loopback"), [("127.0.0.1:5310", True), ("localhost:5000", True), ("ghcr.io", False)])
 def test_loopback_registries_get_plain_http(registry, loopback):
-    assert build.is_loopback(registry) is loopback
+    assert is_loopback(registry) is loopback
 
 
 def test_cli_defaults():

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from localcluster import cluster as lc
+from localcluster import nodesetup, registryauth
 from migrator import api
 from migrator.units import status_time as parse_time
 from tests.conftest import Kube, Podmigrate, wait_for
@@ -88,7 +89,7 @@ class Poller(threading.Thread):
 
 
 def test_a_running_pod_is_checkpointed_without_stopping_and_its_clone_has_its_memory(
-    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
+    kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str, tmp_path: Path
 ) -> None:
     source, other = _standins(cluster)[:2]
     kube.apply(warmup_pod(namespace, source, cluster.images["warmup"], warmup=2))
@@ -121,6 +122,20 @@ def test_a_running_pod_is_checkpointed_without_stopping_and_its_clone_has_its_me
     assert inspected.returncode == 0, inspected.stderr
     assert "python" in inspected.stdout.lower(), inspected.stdout
     assert container["image"] in inspected.stdout
+    # The same, read from the encrypted image itself by whoever holds the nodes' key and pull credentials.
+    node_key = nodesetup.decryption_key_dir(Path(cluster.nodes[0].state_dir)) / "node.key"
+    pull_logins = tmp_path / "docker-config.json"
+    pull_logins.write_text(cluster.registry_credentials(registryauth.PULL_USER).to_json())
+    offline = cli(cluster, namespace, "inspect", "snap", "--from-registry", "--decryption-key", str(node_key),
+                  "--registry-config", str(pull_logins))  # fmt: skip
+    print(offline.stdout)  # shown with -s: the page as read from the registry
+    assert offline.returncode == 0, offline.stderr
+    assert "python" in offline.stdout.lower() and "read from the registry image, decrypted locally" in offline.stdout
+    keyless = cli(cluster, namespace, "inspect", "snap", "--from-registry", "--registry-config", str(pull_logins))
+    assert keyless.returncode == 1 and keyless.stdout == "", keyless
+    assert keyless.stderr.endswith(
+        "the image is encrypted: give --decryption-key with the nodes' private key (docs/encryption.md)\n"
+    ), keyless.stderr
     listed = cli(cluster, namespace, "checkpoints")
     assert listed.returncode == 0 and "snap" in listed.stdout and "Available" in listed.stdout, listed
 
