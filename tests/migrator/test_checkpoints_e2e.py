@@ -24,7 +24,7 @@ from localcluster import nodesetup, registryauth
 from migrator import api
 from migrator.units import status_time as parse_time
 from tests.conftest import Kube, Podmigrate, wait_for
-from tests.migrator.workloads import checkpoint_manifests, counter_pod, http, ready, warmup_pod
+from tests.migrator.workloads import checkpoint_manifests, counter_pod, deployment, http, ready, warmup_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -198,26 +198,6 @@ def test_a_suspended_pod_resumes_on_another_node_with_its_state_and_identity(
     assert kube.get("podcheckpoint", "nap", namespace)["status"]["suspended"] is False
 
 
-def _deployment(namespace: str, image: str, *, warmup: int) -> str:
-    return f"""apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: {image}
-        env: [{{name: WARMUP_SECONDS, value: "{warmup}"}}]
-        resources: {{requests: {{cpu: 10m, memory: 32Mi}}}}
-        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
-"""
-
-
 def _ready_after(pod: dict[str, Any]) -> float:
     created = parse_time(pod["metadata"]["creationTimestamp"])
     condition = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
@@ -228,7 +208,11 @@ def test_a_deployment_annotated_with_a_checkpoint_scales_up_warm(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:
     warmup = 12
-    kube.apply(_deployment(namespace, cluster.images["warmup"], warmup=warmup))
+    kube.apply(deployment(namespace, name="web", image=cluster.images["warmup"], container="app", container_spec=(
+        f'        env: [{{name: WARMUP_SECONDS, value: "{warmup}"}}]\n'
+        "        resources: {requests: {cpu: 10m, memory: 32Mi}}\n"
+        "        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}\n"
+    )))  # fmt: skip
 
     def pods() -> list[dict[str, Any]]:
         listed = kube.run("get", "pods", "-n", namespace, "-l", "app=web", "-o", "json").stdout

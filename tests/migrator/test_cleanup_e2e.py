@@ -19,29 +19,11 @@ import pytest
 from localcluster import cluster as lc
 from tests.conftest import Kube, Podmigrate, wait_for
 from tests.migrator.test_faults_e2e import numbers
-from tests.migrator.workloads import checkpoint_manifests, counter_pod, migration
+from tests.migrator.workloads import checkpoint_manifests, counter_pod, deployment, migration
 
 pytestmark = pytest.mark.cluster
 
 RESTORE_WEBHOOK = "restore.podmigrate.io"
-
-
-def _deployment(namespace: str, image: str) -> str:
-    return f"""apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: counter
-        image: {image}
-        resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
-"""
 
 
 @contextlib.contextmanager
@@ -67,7 +49,8 @@ def restore_webhook_blind_to(kube: Kube, namespace: str) -> Iterator[None]:
 def test_a_replacement_that_started_cold_leaves_no_checkpoint_image_in_the_registry(
     kube: Kube, cluster: lc.Cluster, podmigrate: Podmigrate, namespace: str
 ) -> None:
-    kube.apply(_deployment(namespace, cluster.images["counter"]))
+    kube.apply(deployment(namespace, name="web", image=cluster.images["counter"], container="counter",
+                          container_spec="        resources: {requests: {cpu: 10m, memory: 8Mi}}\n"))  # fmt: skip
 
     def running() -> list[dict[str, Any]]:
         pods = kube.get("pods", namespace=namespace)["items"]

@@ -24,7 +24,16 @@ from localcluster import cluster as lc
 from localcluster import realnode
 from tests.conftest import REAL_NODE_TAINT, Kube, Podmigrate, wait_for
 from tests.migrator.test_migration_e2e import assert_stages_in_time_order
-from tests.migrator.workloads import counter_pod, http, migrate_while_writing, migration, pod_ip, ready, warmup_pod
+from tests.migrator.workloads import (
+    counter_pod,
+    deployment,
+    http,
+    migrate_while_writing,
+    migration,
+    pod_ip,
+    ready,
+    warmup_pod,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -139,27 +148,14 @@ def test_a_pod_is_not_moved_to_a_node_of_another_runtime(
     assert kube.get("pod", "counter", namespace)["metadata"]["uid"] == uid, "refused before anything was touched"
 
 
-def _deployment(namespace: str, image: str, nodes: tuple[str, str]) -> str:
-    return f"""apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: drain-counters, namespace: {namespace}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: drain-counters}}}}
-  template:
-    metadata: {{labels: {{app: drain-counters}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      tolerations: [{{key: {REAL_NODE_TAINT}, operator: Exists, effect: NoSchedule}}]
-      affinity:
-        nodeAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{nodes[0]}, {nodes[1]}]}}]}}]
-      containers:
-      - name: counter
-        image: {image}
-        resources: {{requests: {{cpu: 50m, memory: 16Mi}}}}
-"""
+def _on_nodes(nodes: tuple[str, str]) -> str:
+    """The pod-spec lines that keep a Deployment's pods on the two real nodes (tolerating their taint)."""
+    return (
+        f"      tolerations: [{{key: {REAL_NODE_TAINT}, operator: Exists, effect: NoSchedule}}]\n"
+        "      affinity:\n        nodeAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n"
+        f"            nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, "
+        f"values: [{nodes[0]}, {nodes[1]}]}}]}}]\n"
+    )
 
 
 def test_draining_a_real_node_moves_its_pods_to_the_other_real_node(
@@ -169,7 +165,9 @@ def test_draining_a_real_node_moves_its_pods_to_the_other_real_node(
     kube.apply(counter_pod(namespace, source, cluster.images["counter"], name="drain-counter"))
     kube.run("cordon", target)  # so that the Deployment's pods land on the node to drain
     try:
-        kube.apply(_deployment(namespace, cluster.images["counter"], real))
+        kube.apply(deployment(namespace, name="drain-counters", image=cluster.images["counter"], container="counter",
+                              replicas=2, pod_spec=_on_nodes(real),
+                              container_spec="        resources: {requests: {cpu: 50m, memory: 16Mi}}\n"))  # fmt: skip
         wait_for(
             "2 replicas Running on the source",
             lambda: (

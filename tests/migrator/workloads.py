@@ -45,6 +45,27 @@ spec:
 """
 
 
+def deployment(
+    namespace: str, *, name: str, image: str, container: str, replicas: int = 1, pod_spec: str = "", container_spec: str = ""
+) -> str:
+    """A Deployment whose pods are labelled ``app: <name>``; ``pod_spec`` and ``container_spec``: more YAML lines for each
+    (indented as they go: six spaces and eight)."""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{pod_spec}      containers:
+      - name: {container}
+        image: {image}
+{container_spec}"""
+
+
 def migration(namespace: str, pod: str, *, name: str | None = None, target: str | None = None, extra: str = "") -> str:
     target_line = f"  targetNode: {target}\n" if target else ""
     name = name or f"move-{pod}"
