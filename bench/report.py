@@ -439,12 +439,12 @@ def warmstart_table(result: WarmStartResult) -> str:
 
 
 LEGEND_WARMSTART = (
-    "A Deployment of the app, scaled from 1 to 1+N: warm_s = median new pod created -> Ready when restored from a\n"
+    "A Deployment of the app, scaled from 1 to 1+N: warm_s = median new pod's time to serve when restored from a\n"
     "PodCheckpoint (mode Running) of its first pod (annotation podmigrate.io/warm-start-from); cold_s = the same for a\n"
     "Deployment of the same template without the annotation, scaled up after it in this run; warm/cold < 1.00x = the\n"
     "warm start is faster; first_s = the first (cold) pod of the annotated Deployment; checkpoint_s = PodCheckpoint\n"
     "startTime -> completionTime; restored = new pods with the checkpoint's annotation and the checkpointed process's\n"
-    "boot_id. Pod times are creationTimestamp -> the Ready condition's lastTransitionTime: the API's clock, whole seconds."
+    "boot_id. warm_s and cold_s: the scale request -> the new pod's first GET /healthz 200, polled every 50 ms."
 )
 
 LEGEND_FLOOR = (

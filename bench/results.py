@@ -156,8 +156,8 @@ class WarmStartRun:
     """One repeat of the warm start row (``bench.warmstart``): a Deployment scaled up from 1 to 1+N replicas with its
     new pods restored from a PodCheckpoint of its first pod, and a Deployment of the same template scaled up cold.
 
-    Every pod time is the API's own clock, as an operator reads it: ``metadata.creationTimestamp`` to the Ready
-    condition's ``lastTransitionTime``, both whole seconds."""
+    A new pod's time is the scale request until it first answered ``GET /healthz`` 200 (polled every 50 ms); the
+    first pod's is the API's own clock (creationTimestamp to the Ready condition's lastTransitionTime, whole seconds)."""
 
     pods: int  # new pods per scale-up (N)
     first_s: float | None = None  # the annotated Deployment's first pod (started cold): created -> Ready

@@ -11,10 +11,10 @@ the row is FAILED (with ``podmigrate.io/warm-start-skipped``'s reason when the w
 
 The baseline is measured in the same run, on the same cluster, with the same template: a second Deployment without
 the annotation, scaled from 1 to 1+N after the warm scale-up is done (not at the same time: the warm-up is real CPU
-work, and cold pods burning both cores would slow the restores being measured). Every pod time is the API's own:
-``metadata.creationTimestamp`` to the Ready condition's ``lastTransitionTime``, as ``kubectl`` shows them to an
-operator; both are whole seconds, so each time is ±1 s and only a warm-up several seconds long (``--warmstart-warmup``,
-10 s) makes the ratio meaningful. Pods are kept on the stand-in nodes (a required node affinity) so the scheduler and
+work, and cold pods burning both cores would slow the restores being measured). A new pod's time is what its
+clients see: from the scale request until the pod first answers ``GET /healthz`` 200, polled by the bench every 50 ms
+(the API's timestamps are whole seconds, too coarse for a restore well under one; the first pod's ``first_s`` is
+still read from them). Pods are kept on the stand-in nodes (a required node affinity) so the scheduler and
 the webhook choose among the nodes the other rows use.
 
 Clean-up always runs: both Deployments are deleted and their pods waited for, then the PodCheckpoint, whose
@@ -151,12 +151,27 @@ def _describe(pods: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(out) or "no pods"
 
 
-def _scale(api: Api, name: str, *, replicas: int, timeout: float) -> list[dict[str, Any]]:
+def _scale(api: Api, name: str, *, replicas: int, timeout: float) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Scale up and wait until every pod is Ready; also, per new pod (by UID), the seconds from the scale request
+    until it first answered ``GET /healthz`` 200, timed by this client every 50 ms (the API's own timestamps are
+    whole seconds, too coarse for a restore that takes well under one)."""
+    known = {p["metadata"]["uid"] for p in _pods(api, name)}
+    scaled_at = time.monotonic()
     api.patch(f"{DEPLOYMENTS}/{name}", {"spec": {"replicas": replicas}})
-    try:
-        return wait_for(f"Deployment {name}: {replicas} pods Ready", lambda: _all_ready(api, name, replicas), timeout=timeout)
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}: {_describe(_pods(api, name))}") from None
+    served: dict[str, float] = {}
+    deadline = scaled_at + timeout
+    while time.monotonic() < deadline:
+        found = _pods(api, name)
+        for pod in found:
+            uid, ip = pod["metadata"]["uid"], (pod.get("status") or {}).get("podIP")
+            if uid in known or uid in served or not ip:
+                continue
+            if http_json(f"http://{ip}:{APP_PORT}/healthz", timeout=0.5)[0] == 200:
+                served[uid] = time.monotonic() - scaled_at
+        if len(served) >= replicas - len(known) and len(found) == replicas and all(ready(p) for p in found):
+            return found, served
+        time.sleep(0.05)
+    raise TimeoutError(f"Deployment {name}: {replicas} pods Ready not within {timeout:.0f}s: {_describe(_pods(api, name))}")
 
 
 def _start(api: Api, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
@@ -221,8 +236,9 @@ def measure(*, api: Api, cluster: Cluster, pods: int, size_mib: int, warmup_seco
                        for rs in sets)  # fmt: skip
 
         wait_for(f"Deployment {warm}'s ReplicaSet to carry the annotation", annotated, timeout=60)
-        for pod in _new_pods(_scale(api, warm, replicas=1 + pods, timeout=scale_timeout), first):
-            name, seconds = pod["metadata"]["name"], ready_after(pod)
+        scaled, served = _scale(api, warm, replicas=1 + pods, timeout=scale_timeout)
+        for pod in _new_pods(scaled, first):
+            name, seconds = pod["metadata"]["name"], served.get(pod["metadata"]["uid"])
             if seconds is not None:
                 run.warm_pods.append(seconds)
             _, state = http_json(f"http://{pod['status']['podIP']}:{APP_PORT}/state", timeout=5)
@@ -238,8 +254,9 @@ def measure(*, api: Api, cluster: Cluster, pods: int, size_mib: int, warmup_seco
         # The baseline, after the warm pods are up: the same template, no annotation, the same scale-up.
         first_cold = _start(api, deployment(name=cold, image=image, nodes=nodes, size_mib=size_mib,
                                             warmup_seconds=warmup_seconds), timeout=start_timeout)  # fmt: skip
-        for pod in _new_pods(_scale(api, cold, replicas=1 + pods, timeout=scale_timeout), first_cold):
-            if (seconds := ready_after(pod)) is not None:
+        scaled, served = _scale(api, cold, replicas=1 + pods, timeout=scale_timeout)
+        for pod in _new_pods(scaled, first_cold):
+            if (seconds := served.get(pod["metadata"]["uid"])) is not None:
                 run.cold_pods.append(seconds)
             _log(f"warm start run {run_index}: {pod['metadata']['name']} Ready after {stats.fmt_seconds(seconds)}s cold")
         return run
