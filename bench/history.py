@@ -342,7 +342,7 @@ def markdown(history: Sequence[Mapping[str, Any]]) -> str:
         if r.get("kind") == KIND_WARMSTART:
             m = r["medians"]
             warm, cold = fmt_value(m.get("warm_s"), "s"), fmt_value(m.get("cold_s"), "s")
-            lines += ["", f"{r['row']}: a Deployment's new pod Ready {warm} s after its creation when restored from a "
+            lines += ["", f"{r['row']}: a Deployment's new pod serving {warm} s after the scale-up when restored from a "
                       f"PodCheckpoint, {cold} s when started cold: warm/cold {fmt_value(m.get('warm_ratio'), 'x')}."]  # fmt: skip
     return "\n".join(lines)
 
