@@ -211,7 +211,7 @@ def test_the_warm_start_row_is_recorded_and_shown_like_the_drain() -> None:
     assert lines[4].split()[1:4] == ["1.00x", "1.40x!", "1.40x!"], "warm 2.5 -> 3.5 s: worse"
     text = history.markdown(back)
     assert (
-        "warm start 2x64MiB warmup=10s: a Deployment's new pod Ready 3.500 s after its creation when restored from a "
+        "warm start 2x64MiB warmup=10s: a Deployment's new pod serving 3.500 s after the scale-up when restored from a "
         "PodCheckpoint, 12.000 s when started cold: warm/cold 0.29x." in text
     )
 
