@@ -17,7 +17,8 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 
 from kubeclient.reading import plain, read_or_none, read_plain
-from migrator import api, pullsecrets, slots
+from migrator import api, placement, pullsecrets, slots
+from migrator.claims import Claims
 from migrator.controllers.podmigration.migration import Context, Migration, PodRecord, is_restored_pod_of
 from migrator.reconciling import Wait
 from migrator.slots import Slot
@@ -236,6 +237,52 @@ async def pull_on_node(
 
 
 PULL_POLL: Final = 0.5
+
+
+class Unplaceable(Exception):
+    """No node takes the pod: ``reason`` (NodeNotFound, NodeDoesNotFit, NoNodeFits) and the message that says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def choose_node(
+    ctx: Context,
+    *,
+    pod: Mapping[str, Any],
+    name: str,
+    wanted: str | None,
+    exclude: str,
+    runtime: str | None,
+    claims: Claims | None = None,
+) -> str:
+    """The node ``pod`` goes to: ``wanted`` if it fits, else the best-fitting node other than ``exclude``.
+
+    One read of the nodes and the pods on them (the pod itself not counted); the scheduler's rules as
+    ``migrator.placement`` applies them, the runtime that wrote the checkpoint included. ``Unplaceable``
+    with the reason when none fits; ``name`` is the pod's name in its message.
+    """
+    own_uid = (pod.get("metadata") or {}).get("uid")
+    nodes = [plain(n) for n in (await ctx.core.list_node()).items]
+    by_node: dict[str, list[Mapping[str, Any]]] = {}
+    for p in (await ctx.core.list_pod_for_all_namespaces()).items:
+        if p.spec.node_name and (own_uid is None or p.metadata.uid != own_uid):
+            by_node.setdefault(p.spec.node_name, []).append(plain(p))
+    if wanted:
+        node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
+        if node is None:
+            raise Unplaceable("NodeNotFound", f'target node "{wanted}" not found')
+        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime, claims=claims)
+        if not verdict.fits:
+            raise Unplaceable("NodeDoesNotFit", verdict.reason)
+        return wanted
+    best, verdicts = placement.choose(pod=pod, nodes=nodes, pods_by_node=by_node, exclude=exclude, runtime=runtime, claims=claims)
+    if best is None:
+        none = "the cluster has no other node" if exclude else "the cluster has no node"
+        raise Unplaceable("NoNodeFits", f"no node can take pod {name}: {'; '.join(v.reason for v in verdicts) or none}")
+    return best.node
 
 
 class NamespaceTerminating(RuntimeError):

@@ -89,32 +89,17 @@ async def validate(ctx: Context, m: Migration) -> None:
         return fail_validation(m, refusal.reason, f"pod {m.pod_name} {refusal.message}")
     meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
     source = spec["nodeName"]
-    nodes = [plain(n) for n in (await ctx.core.list_node()).items]
-    by_node: dict[str, list[Mapping[str, Any]]] = {}
-    for p in (await ctx.core.list_pod_for_all_namespaces()).items:
-        if p.spec.node_name and p.metadata.uid != meta["uid"]:
-            by_node.setdefault(p.spec.node_name, []).append(plain(p))
-    source_node = next((n for n in nodes if n["metadata"]["name"] == source), None)
+    source_node = await pods.read_node(ctx, source)
     runtime = placement.runtime_of(source_node) if source_node else None
     wanted = m.spec.get("targetNode")
-    if wanted:
-        node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
-        if node is None:
-            return fail_validation(m, "NodeNotFound", f'target node "{wanted}" not found')
-        if wanted == source:
-            return fail_validation(m, "SameNode", f"pod {m.pod_name} already runs on {wanted}")
-        verdict = placement.check(pod=pod, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime, claims=facts)
-        if not verdict.fits:
-            return fail_validation(m, "NodeDoesNotFit", verdict.reason)
-        target = wanted
-    else:
-        best, verdicts = placement.choose(
-            pod=pod, nodes=nodes, pods_by_node=by_node, exclude=source, runtime=runtime, claims=facts
+    if wanted == source:
+        return fail_validation(m, "SameNode", f"pod {m.pod_name} already runs on {wanted}")
+    try:
+        target = await pods.choose_node(
+            ctx, pod=pod, name=m.pod_name, wanted=wanted, exclude=source, runtime=runtime, claims=facts
         )
-        if best is None:
-            reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no other node"
-            return fail_validation(m, "NoNodeFits", f"no node can take pod {m.pod_name}: {reasons}")
-        target = best.node
+    except pods.Unplaceable as exc:
+        return fail_validation(m, exc.reason, exc.message)
     images = [s["imageID"].removeprefix("docker-pullable://") for s in status.get("containerStatuses") or [] if s.get("imageID")]
     controller = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
     if controller:

@@ -33,7 +33,7 @@ from kubernetes_asyncio import client
 
 from kubeclient.reading import plain
 from kubeclient.resources import Gone
-from migrator import api, placement, slots, tracing
+from migrator import api, slots, tracing
 from migrator.api import CheckpointPhase, RestorePhase
 from migrator.controllers.podcheckpoint.reconciler import hold_place_again
 from migrator.controllers.podmigration import pods
@@ -213,27 +213,13 @@ async def validate(ctx: Context, r: Restore) -> None:
     if other := await _restoring_already(ctx, r, pod=name):
         return _fail(r, "Busy", f"PodRestore {other} is restoring pod {name} already")
     pod_spec = {"metadata": original["metadata"], "spec": {**original["spec"], "nodeName": ""}}
-    nodes = [plain(n) for n in (await ctx.core.list_node()).items]
-    by_node: dict[str, list[Mapping[str, Any]]] = {}
-    for p in (await ctx.core.list_pod_for_all_namespaces()).items:
-        if p.spec.node_name:
-            by_node.setdefault(p.spec.node_name, []).append(plain(p))
     runtime = str(status.get("runtime") or "") or None
-    wanted = str(r.spec.get("targetNode") or "")
-    if wanted:
-        node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
-        if node is None:
-            return _fail(r, "NodeNotFound", f'node "{wanted}" not found')
-        verdict = placement.check(pod=pod_spec, node=node, pods_on_node=by_node.get(wanted, []), runtime=runtime)
-        if not verdict.fits:
-            return _fail(r, "NodeDoesNotFit", verdict.reason)
-        target = wanted
-    else:
-        best, verdicts = placement.choose(pod=pod_spec, nodes=nodes, pods_by_node=by_node, exclude="", runtime=runtime)
-        if best is None:
-            reasons = "; ".join(v.reason for v in verdicts) or "the cluster has no node"
-            return _fail(r, "NoNodeFits", f"no node can take pod {name}: {reasons}")
-        target = best.node
+    try:
+        target = await pods.choose_node(
+            ctx, pod=pod_spec, name=name, wanted=str(r.spec.get("targetNode") or ""), exclude="", runtime=runtime
+        )
+    except pods.Unplaceable as exc:
+        return _fail(r, exc.reason, exc.message)
     r.status.update(
         podName=name, targetNode=target, sourcePod=source_pod, clone=not held and name != source_pod,
         **({"heldPod": dict(held)} if held else {}),

@@ -317,7 +317,7 @@ REFUSALS = {
         "pod web was owned by ReplicaSet web-7d9, which would adopt the restored pod and delete one to keep its replica "
         f"count: annotate the workload with {api.ANNOTATION_WARM_START}=ck-web to have its new pods restored from it",
     ),
-    "target node missing": (_node_missing, "NodeNotFound", 'node "node-9" not found'),
+    "target node missing": (_node_missing, "NodeNotFound", 'target node "node-9" not found'),
     "target node cordoned": (_node_cordoned, "NodeDoesNotFit", "node node-2 is cordoned (unschedulable)"),
     "target node of another runtime": (
         _node_other_runtime, "NodeDoesNotFit",
