@@ -14,11 +14,9 @@ runs on. A checkpoint still being taken can be restored already: the PodRestore 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Final
@@ -26,7 +24,7 @@ from typing import Any, Final
 from kubeclient.resources import CustomResource
 from migrator import api
 from migrator.cli import checkpointprinting as cp
-from migrator.cli import printing, registryinspection
+from migrator.cli import following, printing, registryinspection
 from migrator.cli.commands import WAIT_GRACE, Io, check_node_takes_pods
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
@@ -293,27 +291,29 @@ async def follow(*, kube: Api, io: Io, kind: str, namespace: str, name: str, tim
     """Watch a PodCheckpoint or PodRestore, print each phase change; 0 Available/Succeeded, 1 Failed, 2 gave up."""
     printed = KINDS[kind].printed
     seen: tuple[str, str] | None = None
-    status: Mapping[str, Any] = {}
-    changes = kube.watch_object(resource=KINDS[kind].resource, namespace=namespace, name=name)
-    try:
-        async with asyncio.timeout(timeout), aclosing(changes):
-            async for obj in changes:
-                if obj is None:
-                    raise CliError(f'{printed} "{name}" was deleted while waiting for it')
-                status = obj.get("status") or {}
-                state = (str(status.get("phase") or ""), str(status.get("message") or ""))
-                if state != seen:
-                    io.print(cp.progress_line(obj, when=io.now()))
-                    seen = state
-                if state[0] == _SUCCEEDED[kind]:
-                    for line in _OUTCOME[kind](obj):
-                        io.print(line)
-                    return EXIT_OK
-                if state[0] == _FAILED[kind]:
-                    io.error(cp.failure_line(obj))
-                    return EXIT_ERROR
-    except TimeoutError:
-        pass
+
+    def on_change(obj: Mapping[str, Any]) -> int | None:
+        nonlocal seen
+        status = obj.get("status") or {}
+        state = (str(status.get("phase") or ""), str(status.get("message") or ""))
+        if state != seen:
+            io.print(cp.progress_line(obj, when=io.now()))
+            seen = state
+        if state[0] == _SUCCEEDED[kind]:
+            for line in _OUTCOME[kind](obj):
+                io.print(line)
+            return EXIT_OK
+        if state[0] == _FAILED[kind]:
+            io.error(cp.failure_line(obj))
+            return EXIT_ERROR
+        return None
+
+    code, status = await following.follow(
+        kube.watch_object(resource=KINDS[kind].resource, namespace=namespace, name=name), what=f'{printed} "{name}"',
+        timeout=timeout, on_change=on_change,
+    )  # fmt: skip
+    if code is not None:
+        return code
     hint = f"still {status['phase']}" if status.get("phase") else "the control service has not picked it up (is it running?)"
     io.error(
         f"timed out after {printing.format_duration(timeout)} waiting for {printed}/{name}: {hint}; "

@@ -8,19 +8,17 @@ service, which records its verdict in status.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from migrator import api, movability, placement, timeline
-from migrator.cli import printing
+from migrator.cli import following, printing
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
 
@@ -118,26 +116,28 @@ def migration_body(
 async def wait_for_outcome(*, kube: Api, io: Io, namespace: str, name: str, timeout: float) -> int:
     """Watch the PodMigration, print each (phase, step) change; 0 Succeeded, 1 Failed, 2 gave up."""
     seen: tuple[str, str] | None = None
-    status: Mapping[str, Any] = {}
-    changes = kube.watch_migration(namespace=namespace, name=name)
-    try:
-        async with asyncio.timeout(timeout), aclosing(changes):
-            async for obj in changes:
-                if obj is None:
-                    raise CliError(f'{printing.RESOURCE} "{name}" was deleted while waiting for it')
-                status = obj.get("status") or {}
-                state = (str(status.get("phase") or ""), str(status.get("step") or ""))
-                if state != seen:
-                    io.print(printing.progress_line(obj, when=io.now()))
-                    seen = state
-                if state[0] == api.Phase.SUCCEEDED:
-                    io.print(printing.outcome_line(obj))
-                    return EXIT_OK
-                if state[0] == api.Phase.FAILED:
-                    io.error(printing.failure_line(obj))
-                    return EXIT_ERROR
-    except TimeoutError:
-        pass
+
+    def on_change(obj: Mapping[str, Any]) -> int | None:
+        nonlocal seen
+        status = obj.get("status") or {}
+        state = (str(status.get("phase") or ""), str(status.get("step") or ""))
+        if state != seen:
+            io.print(printing.progress_line(obj, when=io.now()))
+            seen = state
+        if state[0] == api.Phase.SUCCEEDED:
+            io.print(printing.outcome_line(obj))
+            return EXIT_OK
+        if state[0] == api.Phase.FAILED:
+            io.error(printing.failure_line(obj))
+            return EXIT_ERROR
+        return None
+
+    code, status = await following.follow(
+        kube.watch_migration(namespace=namespace, name=name), what=f'{printing.RESOURCE} "{name}"', timeout=timeout,
+        on_change=on_change,
+    )  # fmt: skip
+    if code is not None:
+        return code
     if status.get("phase"):
         hint = f"still {status['phase']} ({status.get('step') or '-'})"
     else:

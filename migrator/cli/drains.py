@@ -8,14 +8,12 @@ terminal a table of the pods redrawn in place, otherwise one line per change.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
-from contextlib import aclosing
 from typing import Any, Final, TextIO
 
 from migrator import api, drainplan
-from migrator.cli import drainprinting
+from migrator.cli import drainprinting, following
 from migrator.cli.commands import WAIT_GRACE, Io, terminal_columns
 from migrator.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, CliError
 from migrator.cli.kubeapi import Api
@@ -166,27 +164,26 @@ class PlainProgress:
 async def wait_for_drain(*, kube: Api, io: Io, name: str, timeout: float, live: LiveTable | None = None) -> int:
     """Follow the NodeDrain; 0 Succeeded, 1 Blocked/Failed/Cancelled or deleted, 2 gave up waiting."""
     view: LiveTable | PlainProgress = live or PlainProgress()
-    status: Mapping[str, Any] = {}
-    changes = kube.watch_drain(name=name)
-    try:
-        async with asyncio.timeout(timeout), aclosing(changes):
-            async for obj in changes:
-                if obj is None:
-                    raise CliError(f'{drainprinting.RESOURCE} "{name}" was deleted while waiting for it')
-                status = obj.get("status") or {}
-                view.draw(obj, io=io)
-                phase = status.get("phase")
-                if phase == api.DrainPhase.SUCCEEDED:
-                    io.print(drainprinting.outcome_line(obj, now=io.now()))
-                    return EXIT_OK
-                if phase in api.DRAIN_TERMINAL_PHASES:
-                    first, *pods = drainprinting.failure_lines(obj)
-                    io.error(first)
-                    for line in pods:
-                        print(line, file=io.err, flush=True)
-                    return EXIT_ERROR
-    except TimeoutError:
-        pass
+
+    def on_change(obj: Mapping[str, Any]) -> int | None:
+        view.draw(obj, io=io)
+        phase = (obj.get("status") or {}).get("phase")
+        if phase == api.DrainPhase.SUCCEEDED:
+            io.print(drainprinting.outcome_line(obj, now=io.now()))
+            return EXIT_OK
+        if phase in api.DRAIN_TERMINAL_PHASES:
+            first, *pods = drainprinting.failure_lines(obj)
+            io.error(first)
+            for line in pods:
+                print(line, file=io.err, flush=True)
+            return EXIT_ERROR
+        return None
+
+    code, status = await following.follow(
+        kube.watch_drain(name=name), what=f'{drainprinting.RESOURCE} "{name}"', timeout=timeout, on_change=on_change
+    )
+    if code is not None:
+        return code
     hint = f"still {status['phase']}" if status.get("phase") else "the control service has not picked it up (is it running?)"
     io.error(
         f"timed out waiting for {drainprinting.RESOURCE}/{name}: {hint}; it goes on in the cluster: "
