@@ -29,7 +29,6 @@ first (retried while the registry or the agents do not answer, as a migration's 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from agentapi import contract
-from agentapi.client import AgentClient, AgentError, AgentUnreachable
+from agentapi.client import AgentClient, AgentError
 from kubeclient.resources import Conflict, Gone
 from migrator import api, claims, movability, placement, pullsecrets, slots
 from migrator.api import CheckpointMode, CheckpointPhase
@@ -150,24 +149,13 @@ async def checkpoint(ctx: Context, c: Checkpoint) -> None:
         return fail(c, "NodeNotFound", f"node {c.status['sourceNode']} disappeared")
     request = checkpoint_request(ctx, c)
     try:
-        async with asyncio.timeout(max(c.remaining_seconds(), 1.0)):
-            response = await ctx.agents.checkpoint(node=node, request=request, traceparent=c.traceparent())
-    except AgentError as exc:
-        if isinstance(exc, AgentUnreachable):
-            artifacts.abandon_checkpoint(c, request=request)  # no answer: it may have been pushed all the same
-        stage = f" ({exc.stage})" if exc.stage else ""
-        return fail(c, "CheckpointFailed", f"checkpoint on {c.status['sourceNode']} failed{stage}: {exc}")
-    except TimeoutError:
-        with contextlib.suppress(AgentError):
-            await ctx.agents.abort_checkpoint(node=node, request_id=request.request_id or "", traceparent=c.traceparent())
-        artifacts.abandon_checkpoint(c, request=request)
-        return fail(c, "Timeout", f"the checkpoint was not in the registry within {c.deadline_seconds}s (timeoutSeconds)")
+        response = await artifacts.take_checkpoint(ctx, c, node=node, request=request, seconds=c.remaining_seconds())
+    except artifacts.CheckpointNotTaken as exc:
+        if exc.reason == "Timeout":
+            return fail(c, "Timeout", f"the checkpoint was not in the registry within {c.deadline_seconds}s (timeoutSeconds)")
+        return fail(c, exc.reason, exc.message)
     c.status["frozen"] = response.frozen
-    c.status["containers"] = [
-        {"name": x.name, "image": x.image, "digest": x.digest, "baseImage": x.base_image,
-         "archiveBytes": x.archive_bytes, "imageBytes": x.image_bytes}
-        for x in response.containers
-    ]  # fmt: skip
+    c.status["containers"] = artifacts.container_records(response)
     total = sum(x.image_bytes for x in response.containers)
     c.status.update(totalBytes=total, size=format_bytes(total), checkpointTime=iso(now()))
     versions = sorted({v for x in response.containers if (v := getattr(x, "criu_version", ""))})

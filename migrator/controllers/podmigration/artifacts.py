@@ -22,12 +22,14 @@ at the restore's ``pre-restore`` stage and marks the staging with the new pod's 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 from agentapi import contract
-from agentapi.client import AgentError
+from agentapi.client import AgentError, AgentUnreachable
 from kubeclient.reading import plain
 from migrator.controllers.podmigration.migration import Context, PodRecord
 from migrator.controllers.podmigration.pods import read_node
@@ -65,6 +67,49 @@ async def volume_data_missing(ctx: Context, m: PodRecord, *, pod: Mapping[str, A
         f"pod {pod['metadata']['name']} was restored on {node_name} without its emptyDir files: the node's CRIU "
         "configuration does not run podmigrate's hook (criu_hook.sh) at pre-restore"
     )
+
+
+class CheckpointNotTaken(Exception):
+    """The agent's checkpoint failed (``CheckpointFailed``) or did not answer in time (``Timeout``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def take_checkpoint(
+    ctx: Context, r: PodRecord, *, node: Mapping[str, Any], request: contract.CheckpointRequest, seconds: float
+) -> contract.CheckpointResponse:
+    """Have the source node's agent take ``request``, within ``seconds`` (the caller's own deadline holds while the
+    agent works too: its timeouts may be longer); ``CheckpointNotTaken`` if it did not.
+
+    A call without an answer, or given up at the deadline, may have pushed all the same: it is recorded as
+    abandoned (``abandon_checkpoint``), and at the deadline the agent is told to undo it first. A checkpoint the
+    agent answered as failed was undone by the agent.
+    """
+    try:
+        async with asyncio.timeout(max(seconds, 1.0)):
+            return await ctx.agents.checkpoint(node=node, request=request, traceparent=r.traceparent())
+    except AgentError as exc:
+        if isinstance(exc, AgentUnreachable):
+            abandon_checkpoint(r, request=request)
+        stage = f" ({exc.stage})" if exc.stage else ""
+        raise CheckpointNotTaken("CheckpointFailed", f"checkpoint on {r.status['sourceNode']} failed{stage}: {exc}") from None
+    except TimeoutError:
+        with contextlib.suppress(AgentError):  # undone by the agent (or its images deleted)
+            await ctx.agents.abort_checkpoint(node=node, request_id=request.request_id or "", traceparent=r.traceparent())
+        abandon_checkpoint(r, request=request)  # what the abort could not reach is deleted by tag
+        raise CheckpointNotTaken("Timeout", "the deadline passed while the agent checkpointed") from None
+
+
+def container_records(response: contract.CheckpointResponse) -> list[dict[str, Any]]:
+    """``status.containers``: each container's checkpoint image, as the agent answered."""
+    return [
+        {"name": c.name, "image": c.image, "digest": c.digest, "baseImage": c.base_image,
+         "archiveBytes": c.archive_bytes, "imageBytes": c.image_bytes}
+        for c in response.containers
+    ]  # fmt: skip
 
 
 # While images of a finished migration are still to be deleted (the registry or every agent down),

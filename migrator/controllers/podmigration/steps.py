@@ -19,8 +19,6 @@ step that must wait for the world raises ``Wait``. Each is safe to run twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -29,7 +27,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from agentapi import contract
-from agentapi.client import AgentError, AgentUnreachable
+from agentapi.client import AgentError
 from kubeclient.reading import plain
 from migrator import api, claims, movability, placement, pullsecrets, slots, tracing
 from migrator.api import Phase, Step
@@ -163,23 +161,14 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
     request = checkpoint_request(ctx, m)
     remaining = (bookkeeping.deadline(m) - now()).total_seconds()
     try:
-        # The migration's deadline holds while the agent works too (its own timeouts may be longer).
-        async with asyncio.timeout(max(remaining, 1.0)):
-            response = await ctx.agents.checkpoint(node=node, request=request, traceparent=m.traceparent())
-    except AgentError as exc:
-        if isinstance(exc, AgentUnreachable):
-            # No answer, not a failure: the agent may have finished it (and pushed) all the same.
-            artifacts.abandon_checkpoint(m, request=request)
-        # (Else the agent answered that it failed, and a failed checkpoint is undone by the agent.)
-        stage = f" ({exc.stage})" if exc.stage else ""
-        return fail_before_removal(m, "CheckpointFailed", f"checkpoint on {m.status['sourceNode']} failed{stage}: {exc}")
-    except TimeoutError:
-        with contextlib.suppress(AgentError):  # undone by the agent (or its images deleted); the thaw follows
-            await ctx.agents.abort_checkpoint(node=node, request_id=request.request_id or "", traceparent=m.traceparent())
-        artifacts.abandon_checkpoint(m, request=request)  # what the abort could not reach is deleted by tag
-        timeout = bookkeeping.timeout_seconds(m)
-        message = f"the migration did not finish within {timeout}s (timeoutSeconds) while in step Checkpoint"
-        return fail_before_removal(m, "Timeout", message)
+        response = await artifacts.take_checkpoint(ctx, m, node=node, request=request, seconds=remaining)
+    except artifacts.CheckpointNotTaken as exc:
+        if exc.reason == "Timeout":
+            timeout = bookkeeping.timeout_seconds(m)
+            return fail_before_removal(
+                m, "Timeout", f"the migration did not finish within {timeout}s (timeoutSeconds) while in step Checkpoint"
+            )
+        return fail_before_removal(m, exc.reason, exc.message)
     if response.volume_data is not None:
         data = response.volume_data
         m.status["volumeData"] = {"image": data.image, "digest": data.digest, "volumes": list(data.volumes),
@@ -187,11 +176,7 @@ async def checkpoint(ctx: Context, m: Migration) -> None:
     m.status["frozen"] = response.frozen
     if response.frozen and ctx.freezes is not None:
         ctx.freezes.keep(ctx, m)  # from now on until the kill: a long staging below must not let the freeze lapse
-    m.status["containers"] = [
-        {"name": c.name, "image": c.image, "digest": c.digest, "baseImage": c.base_image,
-         "archiveBytes": c.archive_bytes, "imageBytes": c.image_bytes}
-        for c in response.containers
-    ]  # fmt: skip
+    m.status["containers"] = artifacts.container_records(response)
     # Where the checkpoint's time went, as the agent timed it (none from an agent that does not say).
     stages.record(m.status, source=stages.SOURCE_AGENT, records=stages.from_agent(response.stages, node=m.status["sourceNode"]))
     m.note("Checkpointed", f"{len(response.containers)} container(s) checkpointed on {m.status['sourceNode']}, source frozen")
