@@ -98,6 +98,16 @@ def open_slot(status: dict[str, Any], slot: Slot) -> bool:
     return True
 
 
+async def label_owner(
+    custom: client.CustomObjectsApi, resource: CustomResource, *, name: str, namespace: str, owner_uid: str | None
+) -> dict[str, Any] | None:
+    """Label the slot's holder with the owner UID (None: unlabel), so the webhook finds it with one list; the object
+    as written, or None if it is gone."""
+    return await resource.patch_metadata(
+        custom, name=name, namespace=namespace, metadata={"labels": {LABEL_SLOT_OWNER: owner_uid}}
+    )
+
+
 def reopen_if_lost(status: dict[str, Any]) -> bool:
     """A slot claimed longer than ``CLAIM_GRACE`` ago (and whose pod the caller did not find): offer it anew."""
     current = status.get(STATUS_KEY)

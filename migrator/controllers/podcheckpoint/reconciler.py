@@ -186,7 +186,7 @@ async def suspend(ctx: Context, c: Checkpoint) -> None:
     under the same name: its identity is kept).
     """
     if c.status.get("owner") and not c.status.get("sourceRemoved"):
-        await _open_hold(ctx, c)
+        await _open_hold(custom=ctx.custom, recorder=ctx.recorder, c=c)
     pod = await pods.read_pod(ctx, c.namespace, c.pod_name)
     if c.status.get("sourceRemoved") or pod is None or pod["metadata"]["uid"] != c.status["podUID"]:
         c.status.update(frozen=False, sourceRemoved=True)
@@ -221,7 +221,7 @@ async def suspend(ctx: Context, c: Checkpoint) -> None:
     raise Wait(0.2)
 
 
-async def _open_hold(ctx: Context, c: Checkpoint) -> None:
+async def _open_hold(*, custom: client.CustomObjectsApi, recorder: Recorder, c: Checkpoint) -> None:
     """The slot the owner's replacement claims to hold the pod's place (saved, and labelled, before the kill)."""
     owner = c.status["owner"]
     slot = slots.Slot(
@@ -232,15 +232,13 @@ async def _open_hold(ctx: Context, c: Checkpoint) -> None:
         source_pod=c.pod_name, pull_secret=str(c.status.get(pullsecrets.STATUS_KEY) or ""),
     )  # fmt: skip
     if slots.open_slot(c.status, slot):
-        await ctx.recorder.save(c)
+        await recorder.save(c)
     if (c.meta.get("labels") or {}).get(slots.LABEL_SLOT_OWNER) != owner["uid"]:
-        await _label(ctx, c, owner["uid"])
+        await _label(custom, c, owner["uid"])
 
 
-async def _label(ctx: Context, c: Checkpoint, owner_uid: str | None) -> None:
-    written = await api.PODCHECKPOINTS.patch_metadata(
-        ctx.custom, name=c.name, namespace=c.namespace, metadata={"labels": {slots.LABEL_SLOT_OWNER: owner_uid}}
-    )
+async def _label(custom: client.CustomObjectsApi, c: Checkpoint, owner_uid: str | None) -> None:
+    written = await slots.label_owner(custom, api.PODCHECKPOINTS, name=c.name, namespace=c.namespace, owner_uid=owner_uid)
     if written is not None:
         c.meta = written["metadata"]
         c.resource_version = written["metadata"]["resourceVersion"]
@@ -255,11 +253,10 @@ async def hold_place_again(*, core: client.CoreV1Api, custom: client.CustomObjec
     """
     recorder = Recorder(core=core, custom=custom, resource=api.PODCHECKPOINTS)
     c = Checkpoint(checkpoint)
-    ctx = Context(core=core, custom=custom, agents=None, settings=None, recorder=recorder)  # type: ignore[arg-type]
     c.status.pop("heldPod", None)
     c.status.pop(slots.STATUS_KEY, None)
     c.status["heldAgainSince"] = iso(now())
-    await _open_hold(ctx, c)
+    await _open_hold(custom=custom, recorder=recorder, c=c)
     await recorder.save(c)
 
 
@@ -271,7 +268,7 @@ async def _find_held_again(ctx: Context, c: Checkpoint) -> None:
         if (meta.get("annotations") or {}).get(api.ANNOTATION_CHECKPOINT_UID) == c.uid and not meta.get("deletionTimestamp"):
             c.status.pop(slots.STATUS_KEY, None)
             c.status.pop("heldAgainSince", None)
-            await _label(ctx, c, None)
+            await _label(ctx.custom, c, None)
             c.status["heldPod"] = {"name": meta["name"], "uid": meta["uid"]}
             c.note("PlaceHeld", f"{owner['kind']} {owner['name']}'s pod {meta['name']} holds suspended pod {c.pod_name}'s place")
             return
@@ -281,7 +278,7 @@ async def _find_held_again(ctx: Context, c: Checkpoint) -> None:
     if since and now() - parse_time(since) > 3 * HOLD_GRACE:
         c.status.pop(slots.STATUS_KEY, None)
         c.status.pop("heldAgainSince", None)
-        await _label(ctx, c, None)
+        await _label(ctx.custom, c, None)
         c.note(
             "PlaceLost", f"{owner['kind']} {owner['name']} made no pod to hold suspended pod {c.pod_name}'s place", warning=True
         )
@@ -303,7 +300,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
     owner = c.status["owner"]
     if held is not None:
         c.status.pop(slots.STATUS_KEY, None)
-        await _label(ctx, c, None)
+        await _label(ctx.custom, c, None)
         c.status.update(suspended=True, heldPod={"name": held["metadata"]["name"], "uid": held["metadata"]["uid"]})
         return conclude(
             c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
@@ -317,7 +314,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
     if not cold and now() - removed_at > 3 * HOLD_GRACE:
         # No replacement at all (the workload was scaled down or deleted meanwhile): the checkpoint is all there is.
         c.status.pop(slots.STATUS_KEY, None)
-        await _label(ctx, c, None)
+        await _label(ctx.custom, c, None)
         c.status["suspended"] = True
         return conclude(
             c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="Suspended",
@@ -326,7 +323,7 @@ async def _await_held(ctx: Context, c: Checkpoint) -> None:
         )  # fmt: skip
     if cold and now() - removed_at > HOLD_GRACE:
         c.status.pop(slots.STATUS_KEY, None)
-        await _label(ctx, c, None)
+        await _label(ctx.custom, c, None)
         name = cold[-1]["metadata"]["name"]
         return conclude(
             c, metrics=ctx.metrics, phase=CheckpointPhase.AVAILABLE, reason="ReplacedCold",
@@ -350,7 +347,7 @@ async def thaw(ctx: Context, c: Checkpoint) -> None:
                 raise Wait(2.0) from None  # the pod must not stay frozen: keep trying
     c.status["frozen"] = False
     if c.status.pop(slots.STATUS_KEY, None) is not None or (c.meta.get("labels") or {}).get(slots.LABEL_SLOT_OWNER):
-        await _label(ctx, c, None)  # the suspend did not happen: no pod of the workload may take the place
+        await _label(ctx.custom, c, None)  # the suspend did not happen: no pod of the workload may take the place
     await artifacts.release(ctx, c)
     ran_on = f"; pod {c.pod_name} runs on" if c.status.get("podUID") else ""
     conclude(

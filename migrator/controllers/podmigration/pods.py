@@ -351,9 +351,7 @@ async def close_slot(ctx: Context, m: Migration) -> None:
 
 
 async def _label(ctx: Context, m: Migration, owner_uid: str | None) -> None:
-    written = await api.PODMIGRATIONS.patch_metadata(
-        ctx.custom, name=m.name, namespace=m.namespace, metadata={"labels": {slots.LABEL_SLOT_OWNER: owner_uid}}
-    )
+    written = await slots.label_owner(ctx.custom, api.PODMIGRATIONS, name=m.name, namespace=m.namespace, owner_uid=owner_uid)
     if written is not None:
         m.slot_label = owner_uid
 
