@@ -9,12 +9,13 @@ describe`` shows. The process's own metrics (``process_*``) come with ``telemetr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import prometheus_client
 
+from kubeclient.informing import Informer
 from telemetry.metrics import Counter, Histogram, Metrics
 
 MIGRATION_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -91,6 +92,25 @@ class ControllerMetrics(Metrics):
             "podmigrate_migrations_in_flight", "Migrations being driven now.", registry=registry
         )
         self.in_flight.set_function(in_flight)  # read at scrape time
+        self.kube_requests = Counter(
+            name="podmigrate_kube_requests_total",
+            help_text="Requests this replica sent to the API server, by verb (get, list, watch, create, patch, ...) and "
+            "resource (pods, nodes, pods/status, podmigrations, ...): what the control service costs the API server.",
+            labels=("verb", "resource"),
+            registry=registry,
+        )
+        self.cached = prometheus_client.Gauge(
+            "podmigrate_informer_objects", "Objects held in this replica's informer caches, by resource.",
+            labelnames=("resource",), registry=registry,
+        )  # fmt: skip
+
+    def count_request(self, verb: str, resource: str) -> None:
+        self.kube_requests.inc(verb=verb, resource=resource)
+
+    def watch_caches(self, caches: Iterable[Informer]) -> None:
+        """Report each cache's size at scrape time."""
+        for cache in caches:
+            self.cached.labels(resource=cache.resource).set_function(cache.__len__)
 
     def observe_finished(self, status: Mapping[str, Any]) -> None:
         outcome = str(status.get("phase", ""))

@@ -7,6 +7,10 @@ NodeDrain and resumes those that are not finished (``migrator.watches``): that i
 or a restart needs, because every step is recorded in status before the next begins. It calls
 agents with its own ServiceAccount token, so it must run with one (in-cluster, or a kubeconfig
 whose user is a token); client-certificate identities are refused at start with a clear error.
+
+Every replica keeps the cluster's pods and nodes in informer caches (``kubeclient.informing``),
+so placing a pod costs no list of the cluster, and counts its API requests by verb and resource
+(``podmigrate_kube_requests_total``): what it costs the API server is measured, not guessed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from kubernetes_asyncio import client
 
 from agentapi import certificates, contract
 from agentapi.client import AgentClient, TokenFile
-from kubeclient.connecting import api_client, bearer_token
+from kubeclient.connecting import api_client, bearer_token, count_requests
+from kubeclient.informing import Informers, PodsAndNodes
 from kubeclient.leasing import LeaderElector
 from migrator import certificates as authority
 from migrator import webhookconfig
@@ -134,6 +139,7 @@ async def serve_webhook(
     custom: client.CustomObjectsApi,
     context: ssl.SSLContext,
     own_user: str,
+    pods_and_nodes: PodsAndNodes,
 ) -> web.AppRunner:
     """The admission webhook that turns a controller's replacement pod into the restore (``migrator.webhook``)."""
     hook = Webhook(
@@ -142,6 +148,7 @@ async def serve_webhook(
         checkpoint_repository=args.checkpoint_repository,
         own_user=own_user,
         client_names=frozenset(args.webhook_client_name), require_client_cert=not args.webhook_allow_any_client,
+        pods_and_nodes=pods_and_nodes,
     )  # fmt: skip
     runner = web.AppRunner(hook.app, access_log=None)
     await runner.setup()
@@ -176,6 +183,9 @@ async def run(args: argparse.Namespace) -> None:
             "podmigrate-controller: error: needs a ServiceAccount token (in-cluster, or a kubeconfig with a token user)"
         )
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    # Every replica keeps the cluster's pods and nodes in memory: the leader places pods from them, and every
+    # replica's webhook places warm starts from them (kubeclient.informing says why).
+    informers = Informers(core)
     namespace = args.leader_election_namespace
     ca = None if args.agent_ca and args.webhook_cert else await authority.ensure_ca(core=core, namespace=namespace)
     agent_tls = ssl.create_default_context(cafile=args.agent_ca) if args.agent_ca else authority.client_context(ca)
@@ -190,16 +200,24 @@ async def run(args: argparse.Namespace) -> None:
     agents = AgentClient(session=session, token=agent_token, port=args.agent_port, tls=agent_tls)
     # The gauge reads the dispatchers (created below) at scrape time.
     metrics = ControllerMetrics(in_flight=lambda: float(controllers.active()))
+    count_requests(kube, metrics.count_request)
+    metrics.watch_caches(informers.caches)
+    tasks: dict[str, asyncio.Task[None]] = {"informers": asyncio.create_task(informers.run())}
     reconciler = PodMigrationReconciler(
         core=core, custom=custom, agents=agents, metrics=metrics,
         settings=Settings(checkpoint_repository=args.checkpoint_repository, checkpoint_timeout_seconds=args.checkpoint_timeout),
+        pods_and_nodes=informers,
     )  # fmt: skip
     settings = reconciler.ctx.settings
-    checkpoints = PodCheckpointReconciler(core=core, custom=custom, agents=agents, metrics=metrics, settings=settings)
-    restores = PodRestoreReconciler(core=core, custom=custom, agents=agents, settings=settings, metrics=metrics)
+    checkpoints = PodCheckpointReconciler(
+        core=core, custom=custom, agents=agents, metrics=metrics, settings=settings, pods_and_nodes=informers
+    )
+    restores = PodRestoreReconciler(
+        core=core, custom=custom, agents=agents, settings=settings, metrics=metrics, pods_and_nodes=informers
+    )
     controllers = Controllers(
         core=core, custom=custom, policy=client.PolicyV1Api(kube), migrations=reconciler, checkpoints=checkpoints,
-        restores=restores,
+        restores=restores, pods_and_nodes=informers,
     )  # fmt: skip
 
     stop = asyncio.Event()
@@ -211,11 +229,10 @@ async def run(args: argparse.Namespace) -> None:
         identity=args.leader_election_id, lease_seconds=args.lease_seconds,
         renew_deadline_seconds=args.lease_seconds * 2 / 3, retry_seconds=args.lease_seconds / 7.5,
     )  # fmt: skip
-    tasks: dict[str, asyncio.Task[None]] = {}
 
     def healthy() -> str | None:
-        watcher = tasks.get("watch")
-        return "watch stopped" if watcher is not None and watcher.done() else None
+        stopped = [name for name in ("watch", "informers") if name in tasks and tasks[name].done()]
+        return f"{' and '.join(stopped)} stopped" if stopped else None
 
     # Every replica answers the webhook (it keeps no state); only the leader reconciles.
     webhook = None
@@ -242,7 +259,9 @@ async def run(args: argparse.Namespace) -> None:
         admission = client.AdmissionregistrationV1Api(kube)
         await webhookconfig.set_checkpoint_repository(admission=admission, repository=args.checkpoint_repository)
         own_user = await whoami(kube)
-        webhook = await serve_webhook(args=args, core=core, custom=custom, context=webhook_tls, own_user=own_user)
+        webhook = await serve_webhook(
+            args=args, core=core, custom=custom, context=webhook_tls, own_user=own_user, pods_and_nodes=informers
+        )
     health = await serve_health(address=args.health_address, healthy=healthy, metrics=metrics) if args.health_address else None
     lost = False
     acquire = asyncio.create_task(elector.acquire())

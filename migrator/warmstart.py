@@ -29,7 +29,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeclient.reading import plain
+from kubeclient.informing import Listing, PodsAndNodes
 from migrator import api, placement
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,17 @@ def _why_not_same_template(pod: Mapping[str, Any], status: Mapping[str, Any]) ->
 class WarmStart:
     """Decides, for one new pod of a ReplicaSet, whether and where it restores a checkpoint."""
 
-    def __init__(self, *, core: client.CoreV1Api, apps: client.AppsV1Api, custom: client.CustomObjectsApi) -> None:
-        self._core = core
+    def __init__(
+        self,
+        *,
+        core: client.CoreV1Api,
+        apps: client.AppsV1Api,
+        custom: client.CustomObjectsApi,
+        pods_and_nodes: PodsAndNodes | None = None,
+    ) -> None:
         self._apps = apps
         self._custom = custom
+        self._cluster = pods_and_nodes or Listing(core)
 
     async def checkpoint_for(self, pod: Mapping[str, Any], *, namespace: str) -> str | None:
         """The PodCheckpoint the pod's ReplicaSet names, or None (no warm start asked for)."""
@@ -96,19 +103,19 @@ class WarmStart:
             raise Skip(f"PodCheckpoint {checkpoint_name} is not Available ({state})")
         if why := _why_not_same_template(pod, status):
             raise Skip(f"the pod is not the one PodCheckpoint {checkpoint_name} was taken of: {why}")
-        nodes = [plain(n) for n in (await self._core.list_node()).items]
+        nodes = await self._cluster.nodes()
         wanted = _base_names(status)
         holders = {status.get("sourceNode")} | {n["metadata"]["name"] for n in nodes if _holds(n, wanted)}
-        for other in (await self._core.list_namespaced_pod(namespace)).items:
-            ids = {(s.image_id or "").removeprefix("docker-pullable://") for s in (other.status.container_statuses or [])}
-            if other.spec.node_name and ids & wanted:
-                holders.add(other.spec.node_name)
+        for other in await self._cluster.pods(namespace=namespace):
+            statuses = (other.get("status") or {}).get("containerStatuses") or []
+            ids = {(s.get("imageID") or "").removeprefix("docker-pullable://") for s in statuses}
+            if (other.get("spec") or {}).get("nodeName") and ids & wanted:
+                holders.add(other["spec"]["nodeName"])
         candidates = [n for n in nodes if n["metadata"]["name"] in holders]
         by_node: dict[str, list[Mapping[str, Any]]] = {}
         for candidate in candidates:
             name = candidate["metadata"]["name"]
-            listed = await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}")
-            by_node[name] = [plain(p) for p in listed.items]
+            by_node[name] = list(await self._cluster.pods(node=name))
         runtime = str(status.get("runtime") or "") or None
         best, verdicts = placement.choose(pod=pod, nodes=candidates, pods_by_node=by_node, exclude="", runtime=runtime)
         if best is None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from kubeclient.informing import PodsAndNodes
 from kubeclient.reading import read_plain
 from kubeclient.resources import CustomResource
 from kubeclient.watching import list_and_watch
@@ -54,13 +55,13 @@ class Controllers:
         migrations: PodMigrationReconciler,
         checkpoints: PodCheckpointReconciler,
         restores: PodRestoreReconciler,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.core = core
         self.custom = custom
         self.migrations = Dispatcher(fetch=self._fetch_migration, reconcile=migrations.reconcile)
-        self.drains = Dispatcher(
-            fetch=self._fetch_drain, reconcile=NodeDrainReconciler(core=core, custom=custom, policy=policy).reconcile
-        )
+        drains = NodeDrainReconciler(core=core, custom=custom, policy=policy, pods_and_nodes=pods_and_nodes)
+        self.drains = Dispatcher(fetch=self._fetch_drain, reconcile=drains.reconcile)
         self.nodes = Dispatcher(fetch=self._fetch_node, reconcile=AutoDrainReconciler(custom=custom).reconcile)
         self.checkpoints = Dispatcher(fetch=self._fetch(api.PODCHECKPOINTS), reconcile=checkpoints.reconcile)
         self.restores = Dispatcher(fetch=self._fetch(api.PODRESTORES), reconcile=restores.reconcile)

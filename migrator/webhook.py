@@ -44,6 +44,7 @@ from typing import Any, Final
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from kubeclient.informing import PodsAndNodes
 from kubeclient.reading import plain, read_or_none
 from migrator import api, claims, disruption, guard, movability, slots, warmstart
 from migrator.slots import Slot
@@ -223,12 +224,13 @@ class Webhook:
         own_user: str | None = None,
         client_names: frozenset[str] = frozenset(),
         require_client_cert: bool = False,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.core = core
         self.policy = policy
         self.custom = custom
         self.warm = (
-            warmstart.WarmStart(core=core, apps=apps, custom=custom)
+            warmstart.WarmStart(core=core, apps=apps, custom=custom, pods_and_nodes=pods_and_nodes)
             if core is not None and apps is not None and custom is not None
             else None
         )

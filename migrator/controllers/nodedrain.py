@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
+from kubeclient.informing import Listing, PodsAndNodes
 from kubeclient.reading import plain, read_plain
 from kubeclient.resources import MERGE_PATCH, Gone
 from migrator import api, claims, disruption, drainplan, tracing
@@ -141,9 +142,11 @@ class NodeDrainReconciler:
         policy: client.PolicyV1Api,
         poll: float = POLL,
         retry: float = RETRY,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.core = core
         self.custom = custom
+        self.cluster = pods_and_nodes or Listing(core)
         self.recorder = Recorder(core=core, custom=custom, resource=api.NODEDRAINS)
         self.policy = policy
         self.poll = poll
@@ -256,8 +259,9 @@ class NodeDrainReconciler:
         ]  # fmt: skip
 
     async def _world(self) -> World:
-        nodes = [plain(n) for n in (await self.core.list_node()).items]
-        pods = [plain(p) for p in (await self.core.list_pod_for_all_namespaces()).items]
+        # From the caches: a pass costs no list of the cluster's pods. What must be current (is the pod still
+        # there, with its UID, before its migration starts?) is read directly, in ``_start``.
+        nodes, pods = await self.cluster.nodes(), await self.cluster.pods()
         world = World(nodes=nodes, pods=pods, claims=await claims.read_all(self.core), policy=self.policy)
         listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
         world.migrations = list(listing.get("items") or [])
@@ -419,7 +423,7 @@ class NodeDrainReconciler:
         for entry in waiting:
             if free <= 0 or d.status.get("blockedReasons"):
                 return
-            pod = world.pod(entry["namespace"], entry["name"])
+            pod = await self._pod(entry["namespace"], entry["name"])  # read now: the cache may trail a deletion
             if pod is None or pod["metadata"]["uid"] != entry.get("uid") or pod["spec"].get("nodeName") != d.node:
                 self._pod_done(entry, PodOutcome.SKIPPED, "gone from the node before its turn")
                 continue

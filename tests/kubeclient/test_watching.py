@@ -57,3 +57,44 @@ async def test_a_server_disconnect_or_a_truncated_stream_resumes_the_watch_with_
     assert events == [("SYNC", "10"), ("SYNCED", None), ("ADDED", "11"), ("MODIFIED", "12")]
     assert resumed_from[:4] == ["10", "11", "11", "11"], "resumed from the last version seen, no re-list"
     assert sleeps[:3] == [1.0, 2.0, 4.0], "backing off while the failures go on"
+
+
+async def test_raw_lists_without_models_and_watches_plain_dicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``raw=True``: the list's JSON as sent (``_preload_content=False``) and a Watch that builds no models."""
+    watches: list[str | None] = []
+
+    class FakeWatch:
+        def __init__(self, return_type: str | None = None) -> None:
+            watches.append(return_type)
+
+        async def stream(self, fn: Any, **_: Any) -> AsyncIterator[dict[str, Any]]:
+            yield {"type": "DELETED", "object": obj("a", "11")}
+            raise Done
+
+        async def close(self) -> None:
+            pass
+
+    class Response:
+        released = False
+
+        async def read(self) -> bytes:
+            return b'{"items": [{"metadata": {"name": "a", "resourceVersion": "10"}}], "metadata": {"resourceVersion": "10"}}'
+
+        def release(self) -> None:
+            Response.released = True
+
+    calls: list[dict[str, Any]] = []
+
+    async def listing(**kwargs: Any) -> Response:
+        calls.append(kwargs)
+        return Response()
+
+    monkeypatch.setattr(watching.watch, "Watch", FakeWatch)
+    events = []
+    with pytest.raises(Done):
+        async for event in watching.list_and_watch(listing, raw=True, label_selector="x"):
+            events.append((event.type, event.object))
+    assert calls == [{"_preload_content": False, "label_selector": "x"}]
+    assert Response.released
+    assert watches == ["object"], "the watch hands back the JSON objects, not models"
+    assert events == [("SYNC", obj("a", "10")), ("SYNCED", None), ("DELETED", obj("a", "11"))]

@@ -152,3 +152,27 @@ def test_finished_checkpoints_and_restores_are_counted_and_timed() -> None:
     assert value(families, "podmigrate_checkpoint_archive_bytes", "podmigrate_checkpoint_archive_bytes_total") == 500
     assert value(families, "podmigrate_podrestores", "podmigrate_podrestores_total", outcome="Failed", reason="PodExists") == 1
     assert value(families, "podmigrate_podrestore_ready_seconds", "podmigrate_podrestore_ready_seconds_sum") == 1.5
+
+
+def test_api_requests_and_cached_objects_are_exposed_under_the_names_the_benchmark_reads() -> None:
+    class Cache:
+        def __init__(self, resource: str, size: int) -> None:
+            self.resource, self.size = resource, size
+
+        def __len__(self) -> int:
+            return self.size
+
+    metrics = ControllerMetrics(in_flight=lambda: 0)
+    pods = Cache("pods", 5000)
+    metrics.watch_caches([pods, Cache("nodes", 100)])  # type: ignore[list-item]
+    metrics.count_request("list", "pods")
+    metrics.count_request("list", "pods")
+    metrics.count_request("get", "pods")
+    families = scrape(metrics)
+    total = "podmigrate_kube_requests_total"
+    assert value(families, "podmigrate_kube_requests", total, verb="list", resource="pods") == 2
+    assert value(families, "podmigrate_kube_requests", total, verb="get", resource="pods") == 1
+    assert value(families, "podmigrate_informer_objects", "podmigrate_informer_objects", resource="pods") == 5000
+    pods.size = 4999  # read at scrape time
+    assert value(scrape(metrics), "podmigrate_informer_objects", "podmigrate_informer_objects", resource="pods") == 4999
+    assert value(families, "podmigrate_informer_objects", "podmigrate_informer_objects", resource="nodes") == 100

@@ -39,6 +39,7 @@ from kubernetes_asyncio import client
 
 from agentapi import contract
 from agentapi.client import AgentClient, AgentError
+from kubeclient.informing import PodsAndNodes
 from kubeclient.resources import Conflict, Gone
 from migrator import api, claims, movability, placement, pullsecrets, slots
 from migrator.api import CheckpointMode, CheckpointPhase
@@ -367,9 +368,12 @@ class PodCheckpointReconciler:
         agents: AgentClient,
         settings: Settings,
         metrics: ControllerMetrics | None = None,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODCHECKPOINTS)
-        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics)
+        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics,
+            pods_and_nodes=pods_and_nodes,
+        )  # fmt: skip
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         """Drive one PodCheckpoint as far as it can go now; seconds until the next look, or None when done."""

@@ -30,7 +30,6 @@ from typing import Any, Final
 
 from agentapi import contract
 from agentapi.client import AgentError, AgentUnreachable
-from kubeclient.reading import plain
 from migrator.controllers.podmigration.migration import Context, PodRecord
 from migrator.controllers.podmigration.pods import read_node
 from migrator.reconciling import set_condition
@@ -174,10 +173,9 @@ async def _agent_node(ctx: Context, m: PodRecord) -> dict[str, Any] | None:
     for name in (m.status.get("sourceNode"), m.status.get("targetNode")):
         if name and (node := await read_node(ctx, name)) is not None:
             return node
-    for node in (await ctx.core.list_node()).items:
-        plain_node = plain(node)
-        if any(a.get("type") == "InternalIP" for a in (plain_node.get("status") or {}).get("addresses") or []):
-            return plain_node
+    for node in await ctx.cluster.nodes():
+        if any(a.get("type") == "InternalIP" for a in (node.get("status") or {}).get("addresses") or []):
+            return node
     return None
 
 

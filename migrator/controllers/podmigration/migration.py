@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 
 from agentapi.client import AgentClient
+from kubeclient.informing import Listing, PodsAndNodes
 from migrator import api, tracing
 from migrator.api import Step
 from migrator.metrics import ControllerMetrics
@@ -46,6 +47,13 @@ class Context:
     recorder: Recorder
     metrics: ControllerMetrics | None = None
     freezes: FreezeKeeperLike | None = None
+    # The service's informer caches (``kubeclient.informing``); without them, every question lists through the API.
+    pods_and_nodes: PodsAndNodes | None = None
+
+    @property
+    def cluster(self) -> PodsAndNodes:
+        """The cluster's nodes and pods for placement: the caches when the service runs them."""
+        return self.pods_and_nodes or Listing(self.core)
 
 
 class PodRecord(Record):

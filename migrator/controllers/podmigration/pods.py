@@ -260,16 +260,18 @@ async def choose_node(
 ) -> str:
     """The node ``pod`` goes to: ``wanted`` if it fits, else the best-fitting node other than ``exclude``.
 
-    One read of the nodes and the pods on them (the pod itself not counted); the scheduler's rules as
-    ``migrator.placement`` applies them, the runtime that wrote the checkpoint included. ``Unplaceable``
-    with the reason when none fits; ``name`` is the pod's name in its message.
+    The nodes and the pods on them as the service's caches hold them (``ctx.cluster``; the pod itself
+    not counted); the scheduler's rules as ``migrator.placement`` applies them, the runtime that wrote
+    the checkpoint included. ``Unplaceable`` with the reason when none fits; ``name`` is the pod's
+    name in its message.
     """
     own_uid = (pod.get("metadata") or {}).get("uid")
-    nodes = [plain(n) for n in (await ctx.core.list_node()).items]
+    nodes = await ctx.cluster.nodes()
     by_node: dict[str, list[Mapping[str, Any]]] = {}
-    for p in (await ctx.core.list_pod_for_all_namespaces()).items:
-        if p.spec.node_name and (own_uid is None or p.metadata.uid != own_uid):
-            by_node.setdefault(p.spec.node_name, []).append(plain(p))
+    for p in await ctx.cluster.pods():
+        node = p["spec"].get("nodeName")
+        if node and (own_uid is None or p["metadata"].get("uid") != own_uid):
+            by_node.setdefault(node, []).append(p)
     if wanted:
         node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
         if node is None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 
 from agentapi.client import AgentClient
+from kubeclient.informing import PodsAndNodes
 from kubeclient.resources import Conflict, Gone
 from migrator import api
 from migrator.api import Phase, Step
@@ -64,12 +65,13 @@ class PodMigrationReconciler:
         agents: AgentClient,
         settings: Settings,
         metrics: ControllerMetrics | None = None,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODMIGRATIONS)
         self.freezes = FreezeKeeper()
         self.ctx = Context(
             core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics,
-            freezes=self.freezes,
+            freezes=self.freezes, pods_and_nodes=pods_and_nodes,
         )  # fmt: skip
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:

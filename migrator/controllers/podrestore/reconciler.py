@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 
+from kubeclient.informing import PodsAndNodes
 from kubeclient.reading import plain
 from kubeclient.resources import Gone
 from migrator import api, slots, tracing
@@ -385,9 +386,12 @@ class PodRestoreReconciler:
         settings: Settings,
         agents: Any,
         metrics: ControllerMetrics | None = None,
+        pods_and_nodes: PodsAndNodes | None = None,
     ) -> None:
         self.recorder = Recorder(core=core, custom=custom, resource=api.PODRESTORES)
-        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics)
+        self.ctx = Context(core=core, custom=custom, agents=agents, settings=settings, recorder=self.recorder, metrics=metrics,
+            pods_and_nodes=pods_and_nodes,
+        )  # fmt: skip
 
     async def reconcile(self, obj: Mapping[str, Any]) -> float | None:
         r = Restore(obj)

@@ -949,3 +949,44 @@ async def test_with_delete_emptydir_data_it_moves_and_says_what_was_left_behind(
     assert (s["phase"], s["reason"]) == ("Succeeded", "Migrated")
     assert "with its memory; emptyDir volume(s) data started empty (deleteEmptyDirData)" in s["message"]
     assert "with its state" not in s["message"], "never claims the state moved when some was left behind"
+
+
+# --- the caches -----------------------------------------------------------------------------------
+async def test_with_the_services_caches_the_target_is_chosen_without_listing_the_clusters_pods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node is chosen from the informers' pods and nodes: no list of every pod or node per migration."""
+
+    class Cached:
+        """The informers as they are once synced: what the API holds, read without a request."""
+
+        def __init__(self, kube: FakeKube) -> None:
+            self.kube = kube
+            self.asked: list[str] = []
+
+        async def nodes(self) -> list[dict[str, Any]]:
+            self.asked.append("nodes")
+            return [copy.deepcopy(n) for n in self.kube.nodes.values()]
+
+        async def pods(self, *, node: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+            self.asked.append("pods")
+            return [copy.deepcopy(p) for (ns, _), p in self.kube.pods.items() if namespace in (None, ns)
+                    and node in (None, p["spec"].get("nodeName"))]  # fmt: skip
+
+    world = World(monkeypatch)
+    cached = Cached(world.kube)
+    world.reconciler = PodMigrationReconciler(
+        core=world.kube, custom=world.kube, agents=world.agents, settings=Settings(checkpoint_repository=REPO),  # type: ignore[arg-type]
+        pods_and_nodes=cached,
+    )  # fmt: skip
+
+    async def refused(*_: Any, **__: Any) -> Any:
+        raise AssertionError("listed through the API")
+
+    monkeypatch.setattr(world.kube, "list_pod_for_all_namespaces", refused)
+    monkeypatch.setattr(world.kube, "list_node", refused)
+    world.kube.add_pod(make_pod("web"))
+    name = world.migrate()  # no targetNode: the best-fitting other node
+    await world.reconcile(name)
+    assert world.status(name)["targetNode"] == "node-2"
+    assert cached.asked == ["nodes", "pods"]

@@ -1,0 +1,153 @@
+"""Informers (``kubeclient.informing``): a list, then a watch, kept in memory with the pods' node index."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from kubeclient import informing
+from kubeclient.watching import Event
+
+
+def pod(name: str, node: str | None, *, namespace: str = "ns", version: str = "1") -> dict[str, Any]:
+    meta = {"name": name, "namespace": namespace, "resourceVersion": version, "managedFields": [{"manager": "kubectl"}]}
+    return {"metadata": meta, "spec": {"nodeName": node} if node else {}}
+
+
+def feed(monkeypatch: pytest.MonkeyPatch, events: list[Event], selectors: list[dict[str, Any]]) -> asyncio.Event:
+    """Replace list_and_watch with ``events``, then hang (as a watch with nothing new does); set when all were given."""
+    drained = asyncio.Event()
+
+    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
+        selectors.append(kwargs)
+        for event in events:
+            yield event
+        drained.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(informing, "list_and_watch", fake)
+    return drained
+
+
+async def run_until(drained: asyncio.Event, informer: informing.Informer) -> asyncio.Task[None]:
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(drained.wait(), 5)
+    return task
+
+
+async def test_an_informer_follows_the_watch_and_indexes_pods_by_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    selectors: list[dict[str, Any]] = []
+    drained = feed(
+        monkeypatch,
+        [
+            Event(type="SYNC", object=pod("a", "node-1")),
+            Event(type="SYNC", object=pod("b", None)),
+            Event(type="SYNCED", object=None),
+            Event(type="MODIFIED", object=pod("b", "node-2", version="2")),  # bound by the scheduler
+            Event(type="ADDED", object=pod("c", "node-1", namespace="other")),
+            Event(type="DELETED", object=pod("a", "node-1")),
+        ],
+        selectors,
+    )
+    informer = informing.Informer(object(), resource="pods", index=informing.node_of)  # type: ignore[arg-type]
+    assert not informer.synced
+    task = await run_until(drained, informer)
+    try:
+        assert informer.synced and len(informer) == 2
+        assert selectors == [{"raw": True}], "JSON as sent: no models built for thousands of pods"
+        assert [p["metadata"]["name"] for p in informer.indexed("node-1")] == ["c"]
+        assert [p["metadata"]["name"] for p in informer.indexed("node-2")] == ["b"]
+        assert informer.indexed("node-3") == []
+        assert informer.get(name="b", namespace="ns")["metadata"]["resourceVersion"] == "2"
+        assert [p["metadata"]["name"] for p in informer.items(namespace="other")] == ["c"]
+        assert all("managedFields" not in p["metadata"] for p in informer.items()), "kept slim"
+    finally:
+        task.cancel()
+
+
+async def test_a_relist_replaces_the_store_whole_and_drops_what_it_did_not_contain(monkeypatch: pytest.MonkeyPatch) -> None:
+    drained = feed(
+        monkeypatch,
+        [
+            Event(type="SYNC", object=pod("a", "node-1")),
+            Event(type="SYNC", object=pod("b", "node-1")),
+            Event(type="SYNCED", object=None),
+            # 410 Gone: list_and_watch lists again; "a" was deleted while the watch was away
+            Event(type="SYNC", object=pod("b", "node-2", version="5")),
+            Event(type="SYNCED", object=None),
+        ],
+        [],
+    )
+    informer = informing.Informer(object(), resource="pods", index=informing.node_of)  # type: ignore[arg-type]
+    task = await run_until(drained, informer)
+    try:
+        assert [p["metadata"]["name"] for p in informer.items()] == ["b"]
+        assert informer.indexed("node-1") == [] and len(informer.indexed("node-2")) == 1
+    finally:
+        task.cancel()
+
+
+async def test_readers_wait_for_the_first_list_and_then_ask_nothing_of_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    lists: list[Any] = []
+
+    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
+        lists.append(list_fn)
+        await gate.wait()
+        name = "n1" if list_fn == "nodes" else "p1"
+        yield Event(type="SYNC", object=pod(name, "n1", namespace="" if list_fn == "nodes" else "ns"))
+        yield Event(type="SYNCED", object=None)
+        await asyncio.Event().wait()
+
+    class Core:
+        list_node = "nodes"
+        list_pod_for_all_namespaces = "pods"
+
+    monkeypatch.setattr(informing, "list_and_watch", fake)
+    informers = informing.Informers(Core())  # type: ignore[arg-type]
+    task = asyncio.create_task(informers.run())
+    try:
+        reader = asyncio.create_task(informers.pods(node="n1"))
+        await asyncio.sleep(0.01)
+        assert not reader.done(), "no answer before the first list"
+        gate.set()
+        assert [p["metadata"]["name"] for p in await asyncio.wait_for(reader, 5)] == ["p1"]
+        assert [n["metadata"]["name"] for n in await informers.nodes()] == ["n1"]
+        assert await informers.pods(node="n1", namespace="elsewhere") == []
+        assert sorted(lists) == ["nodes", "pods"], "one list each, then only the watches"
+        assert {c.resource: len(c) for c in informers.caches} == {"pods": 1, "nodes": 1}
+    finally:
+        task.cancel()
+
+
+async def test_listing_reads_through_the_api_with_the_node_as_a_field_selector() -> None:
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Listed:
+        def __init__(self, items: list[Any]) -> None:
+            self.items = items
+
+    class Core:
+        async def list_node(self) -> Listed:
+            calls.append(("list_node", (), {}))
+            return Listed([{"metadata": {"name": "n1"}}])
+
+        async def list_pod_for_all_namespaces(self, **kwargs: Any) -> Listed:
+            calls.append(("all", (), kwargs))
+            return Listed([pod("a", "n1")])
+
+        async def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Listed:
+            calls.append(("ns", (namespace,), kwargs))
+            return Listed([])
+
+    listing = informing.Listing(Core())  # type: ignore[arg-type]
+    assert (await listing.nodes())[0]["metadata"]["name"] == "n1"
+    assert (await listing.pods(node="n1"))[0]["metadata"]["name"] == "a"
+    assert await listing.pods(namespace="x", node="n1") == []
+    assert calls[1:] == [
+        ("all", (), {"field_selector": "spec.nodeName=n1"}),
+        ("ns", ("x",), {"field_selector": "spec.nodeName=n1"}),
+    ]
