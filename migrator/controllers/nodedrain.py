@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -258,11 +258,13 @@ class NodeDrainReconciler:
             if (o.get("spec") or {}).get("nodeName") == d.node and o["metadata"]["uid"] != d.uid
         ]  # fmt: skip
 
-    async def _world(self) -> World:
+    async def _world(self, node: str, *, arrived: Sequence[Mapping[str, Any]] = ()) -> World:
+        """The nodes and pods (from the caches) and the claims of ``node``'s pods and of ``arrived`` (read now)."""
         # From the caches: a pass costs no list of the cluster's pods. What must be current (is the pod still
         # there, with its UID, before its migration starts?) is read directly, in ``_start``.
         nodes, pods = await self.cluster.nodes(), await self.cluster.pods()
-        world = World(nodes=nodes, pods=pods, claims=await claims.read_all(self.core), policy=self.policy)
+        judged = [*await self.cluster.pods(node=node), *arrived]
+        world = World(nodes=nodes, pods=pods, claims=await claims.read_for_pods(self.core, judged), policy=self.policy)
         listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
         world.migrations = list(listing.get("items") or [])
         return world
@@ -312,7 +314,7 @@ class NodeDrainReconciler:
 
     async def _plan(self, d: Drain) -> None:
         """List the node's pods once and decide, for each, migrate (and where), evict or leave it."""
-        world = await self._world()
+        world = await self._world(d.node)
         on_node = world.by_node.get(d.node, [])
         try:
             plan = drainplan.plan(spec=d.spec, pods=on_node, nodes=world.nodes, pods_by_node=world.by_node, claims=world.claims)
@@ -396,7 +398,7 @@ class NodeDrainReconciler:
             arrived.append(pod)
         if not arrived:
             return starting
-        world = await self._world()
+        world = await self._world(d.node, arrived=arrived)
         try:
             plan = drainplan.plan(spec=d.spec, pods=arrived, nodes=world.nodes, pods_by_node=world.by_node, claims=world.claims)
         except SelectorError:
@@ -417,7 +419,7 @@ class NodeDrainReconciler:
         waiting = d.waiting()
         if free <= 0 or not waiting:
             return
-        world = await self._world()
+        world = await self._world(d.node)
         windows = disruption.open_windows(d.in_flight_by_budget(), disruption.windows_from_status(d.status.get("budgets") or []))
         d.status["budgets"] = disruption.windows_to_status(windows)
         for entry in waiting:

@@ -97,3 +97,37 @@ async def test_the_target_stays_inside_the_volumes_node_affinity() -> None:
     best, _ = placement.choose(pod=shared, nodes=nodes, pods_by_node={}, exclude="node-1",
                                claims=await claims.read_for_pod(world(), shared))  # type: ignore[arg-type]  # fmt: skip
     assert best is not None and best.node in ("node-2", "node-3")
+
+
+async def test_a_drains_claims_are_read_per_claim_its_pods_mount_each_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No list of the cluster's claims and volumes: a pass costs two reads per claim mounted, none without one."""
+    kube = world()
+    reads: list[str] = []
+    read_claim, read_volume = kube.read_namespaced_persistent_volume_claim, kube.read_persistent_volume
+
+    async def claim(name: str, namespace: str, **kwargs: Any) -> Any:
+        reads.append(f"pvc {namespace}/{name}")
+        return await read_claim(name, namespace, **kwargs)
+
+    async def volume(name: str, **kwargs: Any) -> Any:
+        reads.append(f"pv {name}")
+        return await read_volume(name, **kwargs)
+
+    async def listed(*_: Any, **__: Any) -> Any:
+        raise AssertionError("listed every claim or volume")
+
+    monkeypatch.setattr(kube, "read_namespaced_persistent_volume_claim", claim)
+    monkeypatch.setattr(kube, "read_persistent_volume", volume)
+    monkeypatch.setattr(kube, "list_persistent_volume_claim_for_all_namespaces", listed)
+    monkeypatch.setattr(kube, "list_persistent_volume", listed)
+    pods = [
+        pvc_pod(claim_volume("shared"), name="a"),
+        pvc_pod(claim_volume("shared"), claim_volume("missing", "m"), name="b"),
+        pvc_pod({"name": "tmp", "emptyDir": {}}, name="c"),
+    ]
+    facts = await claims.read_for_pods(kube, pods)  # type: ignore[arg-type]
+    assert sorted(facts) == [("shop", "missing"), ("shop", "shared")]
+    assert facts[("shop", "shared")].shared and not facts[("shop", "missing")].found
+    assert reads == ["pvc shop/missing", "pvc shop/shared", "pv pv-shared"]
+    reads.clear()
+    assert await claims.read_for_pods(kube, [pods[2]]) == {} and reads == []  # type: ignore[arg-type]
