@@ -3,10 +3,11 @@
 Brings up its own local cluster (instance 5: API :6448, registry :5315, nodes 127.0.6.x) in a
 temporary directory, installs podmigrate, measures the floor of every size, the registry's
 ceilings, then the migration of every size, a Deployment scaled up warm from a PodCheckpoint
-against one scaled up cold, and a NodeDrain of a few small pods, and always tears everything down.
+against one scaled up cold, a NodeDrain of a few small pods, and that drain again after growing the cluster to
+many registration-only nodes and pods (the scale row), and always tears everything down.
 Progress goes to stderr, the report to stdout, and the medians are appended to
 ``bench/history.jsonl`` (unless ``--no-history``). Exit status 1 when a migration, a floor, a
-ceiling, the warm start or the drain failed (or teardown left something behind); speed is never judged.
+ceiling, the warm start, a drain or the scale row's growth failed (or teardown left something behind); speed is never judged.
 
 ``python -m bench history [--last N] [--markdown | --readme README.md]`` prints the recorded runs.
 """
@@ -28,13 +29,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import ceiling, drain, floor, history, migration, report, stats, warmstart
-from bench.results import DrainRun, SizeResult, WarmStartResult
+from bench import ceiling, drain, floor, history, migration, report, scale, stats, warmstart
+from bench.results import DrainRun, ScaleResult, SizeResult, WarmStartResult
 from localcluster import cluster as lc
 from localcluster import podmigrate, registryauth
 
 DEFAULT_SIZES = (64, 256, 1024)
 INSTANCE = 5
+SCALE_MIN_NODES = 3
 FLOOR_IMAGES_TMPFS = "/dev/shm"  # a tmpfs on every Linux with glibc; the floor's CRIU images go there
 
 
@@ -71,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="new pods in the warm start row's scale-ups, 1 -> 1+N (2; 0: no warm start row)")  # fmt: skip
     parser.add_argument("--warmstart-warmup", type=float, default=10.0, metavar="SECONDS",
                         help="the warm start row's WARMUP_SECONDS, what a cold pod pays (10)")  # fmt: skip
+    parser.add_argument("--scale-nodes", type=int, default=100, metavar="N",
+                        help="the scale row's nodes, registration-only ones added (100; 0: no scale row)")  # fmt: skip
+    parser.add_argument("--scale-pods", type=int, default=5000, metavar="N",
+                        help="registration-only pods the scale row adds, spread over those nodes (5000)")  # fmt: skip
     parser.add_argument("--history", type=Path, default=history.DEFAULT_PATH, metavar="PATH",
                         help="append this run's medians to PATH (bench/history.jsonl)")  # fmt: skip
     parser.add_argument("--no-history", action="store_true", help="do not append this run to the history")
@@ -83,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmstart-pods must be 0..10")
     if args.warmstart_warmup < 0:
         parser.error("--warmstart-warmup must not be negative")
+    if args.scale_nodes != 0 and args.scale_nodes < SCALE_MIN_NODES:
+        parser.error(f"--scale-nodes must be 0 or at least {SCALE_MIN_NODES} (the cluster's 2 nodes and one more)")
+    if args.scale_pods < 0:
+        parser.error("--scale-pods must not be negative")
     if not 1 <= args.drain_concurrency <= 20:
         parser.error("--drain-concurrency must be 1..20 (the NodeDrain's maxConcurrent)")
     return args
@@ -183,6 +193,7 @@ def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]
             "sizes": args.sizes, "repeat": args.repeat, "emptydir_mib": args.emptydir_mib, "warmup_seconds": args.warmup_seconds,
             "drain_pods": args.drain_pods, "drain_concurrency": args.drain_concurrency, "drain_mib": args.drain_mib,
             "warmstart_pods": args.warmstart_pods, "warmstart_warmup": args.warmstart_warmup, "instance": args.instance,
+            "scale_nodes": args.scale_nodes, "scale_pods": args.scale_pods,
         },
         "argv": argv,
         "load": [meta["loadavg_start"], meta.get("loadavg_end")],
@@ -212,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     emptydir: list[SizeResult] = []
     drained: DrainRun | None = None
     warm: WarmStartResult | None = None
+    scaled: ScaleResult | None = None
     cluster: lc.Cluster | None = None
     installation: podmigrate.PodInstallation | None = None
     teardown_error: str | None = None
@@ -315,6 +327,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{drained.label}: {drained.phase or 'unfinished'} wall {stats.fmt_seconds(drained.wall_s)}s"
                 + ("" if drained.ok else f" FAILED: {'; '.join(drained.failures())}")
             )
+        # The very last, as it grows the cluster (and cordons node-1 twice): the same drain small and large.
+        if args.scale_nodes and args.drain_pods:
+            _sync()
+            t0 = time.monotonic()
+            scaled = scale.measure(api=api, cluster=cluster, installation=installation, nodes=args.scale_nodes,
+                                   pods=args.scale_pods, drain_pods=args.drain_pods, concurrency=args.drain_concurrency,
+                                   size_mib=args.drain_mib, warmup_seconds=args.warmup_seconds)  # fmt: skip
+            timings["scale_row_s"] = time.monotonic() - t0
+            _log(f"{scaled.label}: " + ("OK" if scaled.ok else f"FAILED: {'; '.join(scaled.failures())}"))
+        elif args.scale_nodes:
+            _log("no scale row: it drains --drain-pods pods, and --drain-pods is 0")
     except KeyboardInterrupt:
         _log("interrupted: tearing down")
         teardown_error = "interrupted"
@@ -346,18 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     meta.update({k: round(v, 1) for k, v in timings.items()})
     rows_cost = f", warm start row {meta['warmstart_row_s']}s" if "warmstart_row_s" in meta else ""
     rows_cost += f", drain row {meta['drain_row_s']}s" if "drain_row_s" in meta else ""
+    rows_cost += f", scale row {meta['scale_row_s']}s" if "scale_row_s" in meta else ""
     footer = [
         f"bench took {meta['wall_s']}s (cluster up + install {meta.get('up_s', '?')}s{rows_cost}, "
         f"teardown {meta.get('down_s', '?')}s)"
     ]
     if results:
-        text = report.render(
-            results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained, warmstart=warm
-        )
+        text = report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained,
+                             warmstart=warm, scale=scaled)  # fmt: skip
         print(text, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained, warmstart=warm)
+        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained, warmstart=warm, scale=scaled)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         _log(f"wrote {args.json}")
     measured = [r for r in results if r.migrations]
@@ -365,12 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         _log("history: nothing appended" + (" (--no-history)" if args.no_history else " (no complete run)"))
     else:  # a failed row is recorded too, marked FAILED: a run that breaks is history as well
         history.append(args.history, history.records(run=_history_run(args, argv, meta), results=measured,
-                                                     emptydir=emptydir, drain=drained, warmstart=warm))  # fmt: skip
+                                                     emptydir=emptydir, drain=drained, warmstart=warm,
+                                                     scale=scaled))  # fmt: skip
         _log(f"history: appended this run to {args.history} (python -m bench history)")
     if teardown_error:
         _log(f"ERROR: {teardown_error}")
         return 1
-    rows_ok = (drained is None or drained.ok) and (warm is None or warm.ok)
+    rows_ok = (drained is None or drained.ok) and (warm is None or warm.ok) and (scaled is None or scaled.ok)
     return 0 if results and all(r.ok for r in [*results, *emptydir]) and rows_ok else 1
 
 

@@ -10,9 +10,10 @@ ceiling adds a column. Each JSON line carries its own keys, so old lines stay re
 absent, where a TSV's fixed header would have to be rewritten for every old row. One line per record also makes
 appends cheap and diffs small; it is read with the standard library only.
 
-One record per row per run: a size, an emptyDir row, the drain. The run is identified by its start ``date``.
-``medians`` holds every known median the report computes for that row (``bench.report.row_numbers``,
-``emptydir_numbers``, ``drain_numbers``), rounded; unknown numbers are left out.
+One record per row per run: a size, an emptyDir row, the warm start, the drain, the scale row. The run is identified
+by its start ``date``. ``medians`` holds every known median the report computes for that row
+(``bench.report.row_numbers``, ``emptydir_numbers``, ``drain_numbers``, ``warmstart_numbers``, ``scale_numbers``),
+rounded; unknown numbers are left out.
 
 This module is pure except ``machine``, ``commit``, ``append`` and ``read`` (files, git, /proc): the records,
 the tables and the Markdown snippet for README.md are computed from plain data and unit-tested.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report
-from bench.results import DrainRun, SizeResult, WarmStartResult
+from bench.results import DrainRun, ScaleResult, SizeResult, WarmStartResult
 from bench.stats import fmt_mib, fmt_ratio, fmt_seconds, ratio
 
 SCHEMA: Final = 1
@@ -43,6 +44,7 @@ KIND_SIZE: Final = "size"
 KIND_EMPTYDIR: Final = "emptydir"
 KIND_DRAIN: Final = "drain"
 KIND_WARMSTART: Final = "warmstart"
+KIND_SCALE: Final = "scale"
 
 
 # --- where and what it ran on -------------------------------------------------------------------
@@ -106,6 +108,7 @@ def records(
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
+    scale: ScaleResult | None = None,
 ) -> list[dict[str, Any]]:
     """One record per row of this run: ``run`` holds what they share (date, commit, machine, kernel, args, argv, load)."""
     common = {"schema": SCHEMA, **run}
@@ -125,6 +128,10 @@ def records(
         out.append({**common, "row": warmstart.label, "kind": KIND_WARMSTART, "size_mib": warmstart.size_mib,
                     "pods": warmstart.pods, "warmup_seconds": warmstart.warmup_seconds, "ok": warmstart.ok,
                     "runs": len(warmstart.runs), "medians": _rounded(report.warmstart_numbers(warmstart))})  # fmt: skip
+    if scale is not None:
+        out.append({**common, "row": scale.label, "kind": KIND_SCALE, "size_mib": scale.size_mib, "nodes": scale.nodes,
+                    "pods": scale.pods, "drain_pods": scale.drain_pods, "concurrency": scale.concurrency, "ok": scale.ok,
+                    "runs": 1, "medians": _rounded(report.scale_numbers(scale))})  # fmt: skip
     return out
 
 
@@ -202,11 +209,22 @@ WARMSTART_COLUMNS: Final[Sequence[Column]] = (
     ("first_s", "first_s", "s", False),
     ("checkpoint_s", "checkpoint_s", "s", False),
 )
+SCALE_COLUMNS: Final[Sequence[Column]] = (
+    ("req/pod_small", "small:requests_per_pod", "n", False),
+    ("req/pod_large", "large:requests_per_pod", "n", False),
+    ("req_large/small", "requests_ratio", "x", False),
+    ("cpu/pod_small", "small:cpu_per_pod_s", "s", False),
+    ("cpu/pod_large", "large:cpu_per_pod_s", "s", False),
+    ("cpu_large/small", "cpu_ratio", "x", False),
+    ("rss_MiB_large", "large:rss_after_bytes", "mib", False),
+    ("pods/s", "pods_per_s", "n", True),
+)
 COLUMNS: Final[Mapping[str, Sequence[Column]]] = {
     KIND_SIZE: SIZE_COLUMNS,
     KIND_EMPTYDIR: EMPTYDIR_COLUMNS,
     KIND_DRAIN: DRAIN_COLUMNS,
     KIND_WARMSTART: WARMSTART_COLUMNS,
+    KIND_SCALE: SCALE_COLUMNS,
 }
 
 
@@ -217,6 +235,8 @@ def fmt_value(value: Any, kind: str) -> str:
         return fmt_ratio(float(value))
     if kind == "mib":
         return fmt_mib(float(value))
+    if kind == "n":
+        return f"{float(value):.1f}"
     return fmt_seconds(float(value))
 
 
@@ -270,7 +290,8 @@ def row_table(entries: Sequence[Mapping[str, Any]]) -> str:
 
 
 def tables(history: Sequence[Mapping[str, Any]], *, last: int = 5) -> str:
-    """Per row (size, emptyDir row, drain, warm start): its last ``last`` runs, then latest/previous ("!": worse by > 10%)."""
+    """Per row (size, emptyDir row, drain, warm start, scale): its last ``last`` runs, then latest/previous ("!": worse
+    by > 10%)."""
     if not history:
         return "no recorded runs"
     by_row: dict[str, list[Mapping[str, Any]]] = {}
@@ -306,7 +327,8 @@ MARKDOWN_COLUMNS: Final[Sequence[tuple[str, str, str]]] = (
 
 
 def markdown(history: Sequence[Mapping[str, Any]]) -> str:
-    """The latest run as README.md quotes it: where it ran, a table of its sizes, its drain and warm start; say it is one run."""
+    """The latest run as README.md quotes it: where it ran, a table of its sizes, its drain, warm start and scale rows;
+    say it is one run."""
     if not history:
         return "No `make bench` run recorded yet (`bench/history.jsonl` is empty)."
     run = runs(history)[-1]
@@ -344,6 +366,14 @@ def markdown(history: Sequence[Mapping[str, Any]]) -> str:
             warm, cold = fmt_value(m.get("warm_s"), "s"), fmt_value(m.get("cold_s"), "s")
             lines += ["", f"{r['row']}: a Deployment's new pod serving {warm} s after the scale-up when restored from a "
                       f"PodCheckpoint, {cold} s when started cold: warm/cold {fmt_value(m.get('warm_ratio'), 'x')}."]  # fmt: skip
+        if r.get("kind") == KIND_SCALE:
+            m = r["medians"]
+            small, large = (fmt_value(m.get(f"{s}:requests_per_pod"), "n") for s in ("small", "large"))
+            cpu_small, cpu_large = (fmt_value(m.get(f"{s}:cpu_per_pod_s"), "s") for s in ("small", "large"))
+            lines += ["", f"{r['row']}: the control service sent {small} API requests and used {cpu_small} CPU s per migrated "
+                      f"pod in the cluster as brought up, {large} and {cpu_large} s with {r.get('nodes', '?')} nodes and "
+                      f"{r.get('pods', '?')} more pods: large/small {fmt_value(m.get('requests_ratio'), 'x')} (requests), "
+                      f"{fmt_value(m.get('cpu_ratio'), 'x')} (CPU)."]  # fmt: skip
     return "\n".join(lines)
 
 

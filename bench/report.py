@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from bench.results import DrainRun, MigrationRun, SizeResult, WarmStartResult
+from bench.results import DrainRun, MigrationRun, ScaleResult, ScaleSample, SizeResult, WarmStartResult
 from bench.stats import (
     AGENT_PHASES,
     CEILING_GOAL,
@@ -261,7 +261,11 @@ def spread_lines(results: Sequence[SizeResult]) -> list[str]:
 
 
 def summary_line(
-    results: Sequence[SizeResult], *, drain: DrainRun | None = None, warmstart: WarmStartResult | None = None
+    results: Sequence[SizeResult],
+    *,
+    drain: DrainRun | None = None,
+    warmstart: WarmStartResult | None = None,
+    scale: ScaleResult | None = None,
 ) -> str:
     """One line: how far above the floor the pipeline is, at the smallest and largest size, and where the time goes."""
     measured = [(r, row_numbers(r)) for r in results]
@@ -298,6 +302,10 @@ def summary_line(
             f"{warmstart.label}: warm {fmt_seconds(n['warm_s'])}s vs cold {fmt_seconds(n['cold_s'])}s "
             f"(warm/cold {fmt_ratio(n['warm_ratio'])})"
         )
+    if scale is not None:
+        n = scale_numbers(scale)
+        parts.append(f"{scale.label}: large/small per migrated pod: API requests {fmt_ratio(n['requests_ratio'])}, "
+                     f"CPU {fmt_ratio(n['cpu_ratio'])}")  # fmt: skip
     parts.append(f"state kept in {kept}/{runs} migrations")
     return "summary: " + "; ".join(parts)
 
@@ -447,6 +455,158 @@ LEGEND_WARMSTART = (
     "boot_id. warm_s and cold_s: the scale request -> the new pod's first GET /healthz 200, polled every 50 ms."
 )
 
+
+def pod_and_node_lists(by: Mapping[str, float]) -> float:
+    """How many of the requests were lists of pods or of nodes (``list pods``, ``list nodes``): what a cache saves."""
+    return sum(n for key, n in by.items() if key.lower() in ("list pods", "list nodes"))
+
+
+SCALE_KEYS = ("nodes", "pods", "migrated", "requests", "requests_per_pod", "lists", "lists_per_pod", "cpu_s", "cpu_per_pod_s",
+              "rss_before_bytes", "rss_after_bytes", "rss_delta_bytes", "rss_peak_bytes", "cache_pods", "cache_nodes",
+              "window_s", "idle_requests_per_s", "idle_cpu_per_s", "wall_s")  # fmt: skip
+
+
+def scale_sample_numbers(sample: ScaleSample | None) -> dict[str, float | None]:
+    """One drain of the scale row: its figures, and per migrated pod (None when unknown or nothing migrated)."""
+    if sample is None:
+        return dict.fromkeys(SCALE_KEYS)
+    migrated = float(sample.drain.migrated) if sample.drain is not None else 0.0
+    lists = pod_and_node_lists(sample.requests_by) if sample.requests is not None else None
+    before, after = sample.rss_before_bytes, sample.rss_after_bytes
+    return {
+        "nodes": None if sample.nodes is None else float(sample.nodes),
+        "pods": None if sample.pods is None else float(sample.pods),
+        "migrated": migrated,
+        "requests": sample.requests,
+        "requests_per_pod": ratio(sample.requests, migrated),
+        "lists": lists,
+        "lists_per_pod": ratio(lists, migrated),
+        "cpu_s": sample.cpu_s,
+        "cpu_per_pod_s": ratio(sample.cpu_s, migrated),
+        "rss_before_bytes": None if before is None else float(before),
+        "rss_after_bytes": None if after is None else float(after),
+        "rss_delta_bytes": None if before is None or after is None else float(after - before),
+        "rss_peak_bytes": None if sample.rss_peak_bytes is None else float(sample.rss_peak_bytes),
+        "cache_pods": sample.cache_pods,
+        "cache_nodes": sample.cache_nodes,
+        "window_s": sample.window_s,
+        "idle_requests_per_s": ratio(sample.idle_requests, sample.idle_s),
+        "idle_cpu_per_s": ratio(sample.idle_cpu_s, sample.idle_s),
+        "wall_s": sample.drain.wall_s if sample.drain is not None else None,
+    }
+
+
+def scale_numbers(result: ScaleResult) -> dict[str, float | None]:
+    """Both drains' figures (``small:...``, ``large:...``), large/small per migrated pod, and what the growth cost."""
+    small, large = scale_sample_numbers(result.small), scale_sample_numbers(result.large)
+    out: dict[str, float | None] = {f"small:{k}": v for k, v in small.items()}
+    out.update({f"large:{k}": v for k, v in large.items()})
+    out["requests_ratio"] = ratio(large["requests_per_pod"], small["requests_per_pod"])
+    out["lists_ratio"] = ratio(large["lists_per_pod"], small["lists_per_pod"])
+    out["cpu_ratio"] = ratio(large["cpu_per_pod_s"], small["cpu_per_pod_s"])
+    out["rss_delta_ratio"] = ratio(large["rss_delta_bytes"], small["rss_delta_bytes"])
+    grown, base = result.rss_grown_bytes, small["rss_after_bytes"]
+    growth = float(grown) - base if grown is not None and base is not None else None
+    out.update({
+        "added_nodes": float(result.added_nodes), "added_pods": float(result.added_pods), "nodes_s": result.nodes_s,
+        "pods_s": result.pods_s, "pods_per_s": result.pods_per_s, "cache_wait_s": result.cache_wait_s,
+        "cache_pods_grown": result.cache_pods_grown, "rss_grown_bytes": None if grown is None else float(grown),
+        "rss_growth_bytes": growth, "rss_per_added_pod_bytes": ratio(growth, float(result.added_pods)),
+    })  # fmt: skip
+    return out
+
+
+def _na(value: float | None, spec: str) -> str:
+    """A figure from the control service's metrics: ``n/a`` when it does not export it."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _mib_na(value_bytes: float | None) -> str:
+    return "n/a" if value_bytes is None else fmt_mib(value_bytes)
+
+
+def scale_table(result: ScaleResult) -> str:
+    """The same drain in the cluster as brought up and grown: what each cost the control service per migrated pod."""
+    headers = ["scale (NodeDrain node-1 -> node-2)", "nodes", "pods", "migrated", "API_requests/pod", "pod+node_lists/pod",
+               "CPU_s/pod", "RSS_MiB", "RSS_delta_MiB", "cache_pods", "state"]  # fmt: skip
+    rows = []
+    for size, sample in (("small", result.small), ("large", result.large)):
+        n = scale_sample_numbers(sample)
+        if sample is None:
+            rows.append([size, *["-"] * 9, "not run"])
+            continue
+        rows.append([
+            size, _na(n["nodes"], ".0f"), _na(n["pods"], ".0f"), f"{n['migrated']:.0f}", _na(n["requests_per_pod"], ".1f"),
+            _na(n["lists_per_pod"], ".2f"), _na(n["cpu_per_pod_s"], ".3f"), _mib_na(n["rss_after_bytes"]),
+            _mib_na(n["rss_delta_bytes"]), _na(n["cache_pods"], ".0f"), "OK" if sample.ok else "FAILED",
+        ])  # fmt: skip
+    return render_table(headers, rows)
+
+
+def _by_verb(sample: ScaleSample | None, *, top: int = 8) -> str:
+    if sample is None or sample.requests is None:
+        return "n/a"
+    if not sample.requests_by:
+        return "none"
+    shown = [f"{key} {n:.0f}" for key, n in list(sample.requests_by.items())[:top]]
+    rest = len(sample.requests_by) - top
+    return ", ".join(shown) + (f", ... ({rest} more)" if rest > 0 else "")
+
+
+def scale_lines(result: ScaleResult) -> list[str]:
+    """Under the table: large/small, what growing cost, the idle windows and which requests the drains sent."""
+    n = scale_numbers(result)
+    lines = [
+        f"large/small per migrated pod: API requests {fmt_ratio(n['requests_ratio'])}, pod+node lists "
+        f"{fmt_ratio(n['lists_ratio'])}, CPU {fmt_ratio(n['cpu_ratio'])}; RSS delta {fmt_ratio(n['rss_delta_ratio'])}"
+    ]
+    if result.added_nodes or result.added_pods:
+        rate = n["pods_per_s"]
+        text = (
+            f"growth: {result.added_nodes} registration-only nodes in {_na(result.nodes_s, '.1f')}s, "
+            + (f"their namespaces in {result.namespaces_s:.1f}s, " if result.namespaces_s is not None else "")
+            + f"{result.added_pods} pods in {_na(result.pods_s, '.1f')}s"
+            + (f" ({rate:.0f} pods/s)" if rate else "")
+        )
+        if result.cache_wait_s is not None:
+            held = _na(result.cache_pods_grown, ".0f")
+            text += f"; the control service's pod cache held {held} {result.cache_wait_s:.1f}s later"
+        elif result.added_pods:
+            text += f"; its pod cache: {_na(result.cache_pods_grown, '.0f')} (not seen reaching {result.added_pods})"
+        if n["rss_growth_bytes"] is not None:
+            per = n["rss_per_added_pod_bytes"]
+            text += f"; its RSS {fmt_mib(n['small:rss_after_bytes'])} -> {fmt_mib(n['rss_grown_bytes'])} MiB"
+            text += f" ({per / 1024:.1f} KiB per added pod)" if per is not None else ""
+        lines.append(text)
+    idle = [
+        f"{size} {_na(n[f'{size}:idle_requests_per_s'], '.2f')} requests/s, {_na(n[f'{size}:idle_cpu_per_s'], '.3f')} CPU s/s"
+        for size, sample in (("small", result.small), ("large", result.large))
+        if sample is not None and sample.idle_s
+    ]
+    if idle:
+        lines.append("idle, before each drain: " + "; ".join(idle))
+    for size, sample in (("small", result.small), ("large", result.large)):
+        if sample is not None:
+            lines.append(f"{size} drain's requests by verb and resource: {_by_verb(sample)}")
+            if sample.metrics_error:
+                lines.append(f"  ({size}: {sample.metrics_error})")
+    if result.cleanup_error:
+        lines.append(f"clean-up left behind: {result.cleanup_error}")
+    return lines
+
+
+LEGEND_SCALE = (
+    "small = the cluster as brought up; large = grown to that many nodes (registration-only: Node objects kept Ready by a\n"
+    "Lease the bench renews, tainted so nothing is placed there) and that many more Pods bound to them that never run;\n"
+    "nodes and pods = the cluster's Node and Pod objects right before the drain (the agent DaemonSet's included).\n"
+    "Each drain is the drain row's; around it (pods started, drained, cleaned up) the leading control service's /metrics:\n"
+    "API_requests/pod = podmigrate_kube_requests_total (all series) / migrated; pod+node_lists/pod = its list pods and list\n"
+    "nodes series; CPU_s/pod = process_cpu_seconds_total / migrated; RSS_MiB = process_resident_memory_bytes after,\n"
+    'RSS_delta_MiB = after - before; cache_pods = podmigrate_informer_objects{resource="pods"}. n/a = not exported.\n'
+    "The issue's goal: large/small about 1.00x per migrated pod."
+)
+
+
 LEGEND_FLOOR = (
     "frozen_s, memwrite_s = CRIU's own dump stats (--display-stats): the app frozen, writing its pages to the image files;\n"
     "criu_answer_s = criu restore start -> the restored process's first GET /healthz 200;\n"
@@ -497,6 +657,7 @@ def render(
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
+    scale: ScaleResult | None = None,
 ) -> str:
     repeats = max((len(r.migrations) for r in results), default=0)
     blocks = [*header, ""]
@@ -514,21 +675,30 @@ def render(
         blocks += [warmstart_table(warmstart), LEGEND_WARMSTART]
     if drain is not None:
         blocks += ["", drain_table(drain), LEGEND_DRAIN]
+    if scale is not None:
+        blocks += ["", scale_table(scale), *scale_lines(scale), LEGEND_SCALE]
     spreads = spread_lines(results)
     if spreads:
         blocks += ["", "spread:", *spreads]
     failures = [f"  {r.label} {line}" for r in [*results, *emptydir] for line in r.failures()]
     failures += [f"  {drain.label} {line}" for line in (drain.failures() if drain is not None else [])]
     failures += [f"  {warmstart.label} {line}" for line in (warmstart.failures() if warmstart is not None else [])]
+    failures += [f"  {scale.label} {line}" for line in (scale.failures() if scale is not None else [])]
     if failures:
         blocks += ["", "failures:", *failures]
-    blocks += ["", *footer, summary_line(results, drain=drain, warmstart=warmstart)]
+    blocks += ["", *footer, summary_line(results, drain=drain, warmstart=warmstart, scale=scale)]
     return "\n".join(blocks)
 
 
 def warmstart_json(result: WarmStartResult) -> dict[str, Any]:
     """The warm start row as measured (every repeat's pod times) with its medians and failures."""
     return {**asdict(result), "label": result.label, "ok": result.ok, "numbers": warmstart_numbers(result),
+            "failures": result.failures()}  # fmt: skip
+
+
+def scale_json(result: ScaleResult) -> dict[str, Any]:
+    """The scale row as measured (both drains, every request series that moved) with its figures and failures."""
+    return {**asdict(result), "label": result.label, "ok": result.ok, "numbers": scale_numbers(result),
             "failures": result.failures()}  # fmt: skip
 
 
@@ -539,10 +709,12 @@ def to_json(
     emptydir: Sequence[SizeResult] = (),
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
+    scale: ScaleResult | None = None,
 ) -> dict[str, Any]:
     """Every run as measured, plus the medians the table shows."""
     return {
         "meta": dict(meta),
+        "scale": None if scale is None else scale_json(scale),
         "drain": None if drain is None else {**asdict(drain), "ok": drain.ok, "numbers": drain_numbers(drain)},
         "warmstart": None if warmstart is None else warmstart_json(warmstart),
         "emptydir": [

@@ -1,5 +1,5 @@
 """What one benchmark run measured: plain data, filled by ``bench.floor``, ``bench.ceiling``, ``bench.migration``,
-``bench.drain`` and ``bench.warmstart``, read by the pure ``bench.report`` and ``bench.history``."""
+``bench.drain``, ``bench.warmstart`` and ``bench.scale``, read by the pure ``bench.report`` and ``bench.history``."""
 
 from __future__ import annotations
 
@@ -203,4 +203,87 @@ class WarmStartResult:
             if not why:
                 why = [f"{len(r.warm_pods)} warm and {len(r.cold_pods)} cold pods of {r.pods} measured, {r.restored} restored"]
             out.append(f"run {i}: " + "; ".join(why))
+        return out
+
+
+@dataclass(kw_only=True)
+class ScaleSample:
+    """One drain of the scale row (``bench.scale``), with what the control service's own ``/metrics`` said around it.
+
+    Counters are deltas between a scrape before ``bench.drain.measure`` and one after it (its pods started, drained
+    and cleaned up); gauges are read after. A metric the control service does not export is None."""
+
+    size: str  # "small" (the cluster as brought up) or "large" (grown with registration-only nodes and pods)
+    nodes: int | None = None  # Node objects in the cluster right before the drain
+    pods: int | None = None  # Pod objects in the cluster right before the drain (not yet its own)
+    drain: DrainRun | None = None
+    leader: str = ""  # the control service's leading pod both scrapes came from
+    window_s: float | None = None  # between the two scrapes
+    requests: float | None = None  # sum over every series of podmigrate_kube_requests_total, delta
+    requests_by: dict[str, float] = field(default_factory=dict)  # "verb resource" -> delta, the series that moved
+    cpu_s: float | None = None  # process_cpu_seconds_total, delta
+    rss_before_bytes: int | None = None  # process_resident_memory_bytes before
+    rss_after_bytes: int | None = None  # ... after
+    rss_peak_bytes: int | None = None  # process_resident_memory_peak_bytes (VmHWM) after
+    cache_pods: float | None = None  # podmigrate_informer_objects{resource="pods"} after
+    cache_nodes: float | None = None  # podmigrate_informer_objects{resource="nodes"} after
+    idle_s: float | None = None  # a window of nothing right before the drain: the control service's background cost
+    idle_requests: float | None = None
+    idle_cpu_s: float | None = None
+    metrics_error: str | None = None  # why the figures are missing (no leader, scrape failed, leader changed)
+
+    @property
+    def ok(self) -> bool:
+        return self.drain is not None and self.drain.ok
+
+
+@dataclass(kw_only=True)
+class ScaleResult:
+    """The scale row: the same drain in the cluster as brought up and again after growing it to ``nodes`` nodes
+    and ``pods`` more pods (registration-only: no kubelet runs them); what each costs the control service."""
+
+    nodes: int  # the cluster's nodes after growing: its own plus registration-only ones
+    pods: int  # registration-only pods added
+    drain_pods: int
+    concurrency: int
+    size_mib: int
+    small: ScaleSample | None = None
+    large: ScaleSample | None = None
+    added_nodes: int = 0  # registration-only Nodes created (and Ready)
+    added_pods: int = 0  # registration-only Pods created
+    nodes_s: float | None = None  # creating the Nodes and their status
+    namespaces_s: float | None = None  # creating the namespaces, until each has its default ServiceAccount
+    pods_s: float | None = None  # creating the Pods
+    cache_wait_s: float | None = None  # the Pods created -> the control service's pod cache holds as many
+    cache_pods_grown: float | None = None  # podmigrate_informer_objects{resource="pods"} then
+    rss_grown_bytes: int | None = None  # process_resident_memory_bytes then
+    error: str | None = None  # the growth failed (the large drain was not run)
+    cleanup_error: str | None = None  # something of the growth was not removed (reported, never a failure)
+
+    @property
+    def label(self) -> str:
+        return f"scale {self.nodes} nodes+{self.pods} pods, drain {self.drain_pods}x{self.size_mib}MiB k={self.concurrency}"
+
+    @property
+    def pods_per_s(self) -> float | None:
+        return self.added_pods / self.pods_s if self.pods_s and self.added_pods else None
+
+    @property
+    def ok(self) -> bool:
+        samples = (self.small, self.large)
+        return self.error is None and all(s is not None and s.ok for s in samples)
+
+    def failures(self) -> list[str]:
+        out = [f"growing the cluster: {self.error}"] if self.error else []
+        for sample in (self.small, self.large):
+            if sample is None:
+                continue
+            if sample.drain is None:
+                out.append(f"{sample.size} drain: not run")
+            else:
+                out += [f"{sample.size} {line}" for line in sample.drain.failures()]
+        if self.small is None:
+            out.append("small drain: not run")
+        if self.large is None and self.error is None:
+            out.append("large drain: not run")
         return out

@@ -291,6 +291,24 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+def sample_sum(samples: Samples, name: str, **labels: str) -> float | None:
+    """The sum of every series of ``name`` whose labels include ``labels`` (any others summed over); None if none has."""
+    wanted = set(labels.items())
+    values = [value for (n, have), value in samples.items() if n == name and wanted <= have]
+    return sum(values) if values else None
+
+
+def counter_deltas(before: Samples, after: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Per label set, how much the counter ``name`` grew between two scrapes; only the series that moved.
+
+    A series absent before counts from 0 (a labelled counter appears on its first increment)."""
+    out: dict[frozenset[tuple[str, str]], float] = {}
+    for (n, labels), value in after.items():
+        if n == name and (grew := value - before.get((n, labels), 0.0)) > 0:
+            out[labels] = grew
+    return out
+
+
 def agent_phase_seconds(before: Samples, after: Samples) -> dict[str, float]:
     """Seconds the agent spent per checkpoint phase between two scrapes (histogram ``_sum`` deltas).
 
