@@ -39,7 +39,7 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -856,6 +856,9 @@ def mounts_under(path: Path) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def unmount_all(path: Path) -> None:
+def unmount_all(path: Path, *, keep: Collection[Path] = ()) -> None:
+    """Lazily unmount everything at or below ``path`` except the mount points in ``keep``."""
+    kept = {str(p.resolve()) for p in keep}
     for point in mounts_under(path):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        if point not in kept:
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)

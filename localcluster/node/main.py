@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 
 from kubeclient.connecting import api_client
 from kubeclient.watching import list_and_watch
+from localcluster import nodesetup
 from localcluster.node import heartbeat, network
 from localcluster.node.containers import ContainerRuntime, become_subreaper, remove_cgroups, unmount_all
 from localcluster.node.images import ImageStore
@@ -72,7 +73,9 @@ async def _cleanup_previous(*, runc: Runc, state: Path, index: int, cgroup_paren
             with contextlib.suppress(RuncError):
                 await runc.delete(container_id=cid, force=True)
     await network.remove_all(node_index=index)
-    unmount_all(state)
+    # Not the checkpoints tmpfs ``up`` mounted for this node just before starting it (localcluster.nodesetup):
+    # unmounted here, the node's checkpoints (CRIU's images and the archive) went to the disk under it.
+    unmount_all(state, keep=(nodesetup.checkpoints_dir(state),))
     remove_cgroups(cgroup_parent)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from localcluster import cluster as lc
+from localcluster import nodesetup
 from tests.conftest import REAL_NODE_TAINT, Kube, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -53,6 +55,24 @@ def test_every_node_is_ready_with_loopback_address(kube: Kube, cluster: lc.Clust
         ),
         timeout=30,
     )
+
+
+def test_every_nodes_checkpoints_directory_is_a_tmpfs_the_node_sees(cluster: lc.Cluster) -> None:
+    """Checkpoints (CRIU's images, the archive: the pod's memory) never reach the disk, on either kind of node.
+
+    Seen from the node's own process, as its runtime writes them: a stand-in once unmounted the tmpfs
+    ``up`` had mounted for it while clearing its state directory, and its checkpoints went to the disk.
+    """
+    for node in cluster.nodes:
+        directory = str(nodesetup.checkpoints_dir(Path(node.state_dir)).resolve())
+        process = f"{node.name}-kubelet" if node.kind == "real" else node.name  # the stand-in is its own kubelet
+        pid = int((Path(cluster.state_dir) / "pids" / f"{process}.pid").read_text().strip())
+        found = [
+            line.split(" - ")[1].split()[:2]
+            for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            if line.split()[4] == directory
+        ]
+        assert ["tmpfs", nodesetup.CHECKPOINTS_TMPFS_SOURCE] in found, f"{node.name}: {directory} is not its tmpfs"
 
 
 def test_deployment_is_scheduled_replaced_logged_and_deleted(kube: Kube, cluster: lc.Cluster, namespace: str) -> None:
