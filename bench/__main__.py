@@ -1,8 +1,9 @@
-"""``python -m bench [--sizes 64,256,1024] [--repeat N] [--json PATH]``: see ``bench/README.md``.
+"""``python -m bench [--sizes 64,256,1024] [--real-sizes SIZES] [--repeat N] [--json PATH]``: see ``bench/README.md``.
 
-Brings up its own local cluster (instance 5: API :6448, registry :5315, nodes 127.0.6.x) in a
-temporary directory, installs podmigrate, measures the floor of every size, the registry's
-ceilings, then the migration of every size, a Deployment scaled up warm from a PodCheckpoint
+Brings up its own local cluster (instance 5: API :6448, registry :5315, nodes 127.0.6.x; with two real nodes,
+upstream kubelet + containerd, unless ``--real-sizes 0``) in a temporary directory, installs podmigrate, measures
+the floor of every size, the registry's ceilings, then the migration of every size between the stand-in nodes,
+the same between the real nodes (the containerd rows), a Deployment scaled up warm from a PodCheckpoint
 against one scaled up cold, a NodeDrain of a few small pods, and that drain again after growing the cluster to
 many registration-only nodes and pods (the scale row), and always tears everything down.
 Progress goes to stderr, the report to stdout, and the medians are appended to
@@ -24,19 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import ceiling, drain, floor, history, migration, report, scale, stats, warmstart
-from bench.results import DrainRun, ScaleResult, SizeResult, WarmStartResult
+from bench.results import RUNTIME_CONTAINERD, DrainRun, ScaleResult, SizeResult, WarmStartResult
 from localcluster import cluster as lc
 from localcluster import podmigrate, registryauth
 
 DEFAULT_SIZES = (64, 256, 1024)
 INSTANCE = 5
 SCALE_MIN_NODES = 3
+REAL_NODES = 2  # real-1 -> real-2, when --real-sizes asks for containerd rows
 FLOOR_IMAGES_TMPFS = "/dev/shm"  # a tmpfs on every Linux with glibc; the floor's CRIU images go there
 
 
@@ -44,19 +47,30 @@ def _log(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def parse_sizes(text: str) -> list[int]:
+def parse_sizes(text: str, *, option: str = "--sizes") -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes wants MiB as integers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{option} wants MiB as integers separated by commas, got {text!r}") from None
     if not sizes or any(s < 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--sizes wants non-negative MiB, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{option} wants non-negative MiB, got {text!r}")
     return sizes
+
+
+def parse_real_sizes(text: str) -> list[int]:
+    """``--real-sizes``: like ``--sizes``, but empty or 0 means no real nodes at all (a 0 among others is dropped)."""
+    if not text.strip():
+        return []
+    return [size for size in parse_sizes(text, option="--real-sizes") if size]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES), help="ballast sizes, MiB (64,256,1024)")
+    parser.add_argument(
+        "--real-sizes", type=parse_real_sizes, default=None, metavar="SIZES",
+        help="ballast sizes moved between two real nodes (kubelet + containerd), MiB (those of --sizes; 0: no real nodes)",
+    )  # fmt: skip
     parser.add_argument(
         "--emptydir-mib", type=parse_sizes, default=[256], metavar="SIZES",
         help="also move the smallest-size app holding a file of this much random data in an emptyDir, MiB (256; 0: none)",
@@ -81,6 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="append this run's medians to PATH (bench/history.jsonl)")  # fmt: skip
     parser.add_argument("--no-history", action="store_true", help="do not append this run to the history")
     args = parser.parse_args(argv)
+    if args.real_sizes is None:  # the same as --sizes; a 0 MiB stand-in row has no containerd twin
+        args.real_sizes = [size for size in args.sizes if size]
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.drain_pods < 0 or args.drain_mib < 0:
@@ -89,8 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmstart-pods must be 0..10")
     if args.warmstart_warmup < 0:
         parser.error("--warmstart-warmup must not be negative")
-    if args.scale_nodes != 0 and args.scale_nodes < SCALE_MIN_NODES:
-        parser.error(f"--scale-nodes must be 0 or at least {SCALE_MIN_NODES} (the cluster's 2 nodes and one more)")
+    least = SCALE_MIN_NODES + (REAL_NODES if args.real_sizes else 0)  # the cluster's own nodes and one more
+    if args.scale_nodes != 0 and args.scale_nodes < least:
+        parser.error(f"--scale-nodes must be 0 or at least {least} (the cluster's {least - 1} nodes and one more)")
     if args.scale_pods < 0:
         parser.error("--scale-pods must not be negative")
     if not 1 <= args.drain_concurrency <= 20:
@@ -146,6 +163,7 @@ def _meta(args: argparse.Namespace, criu: Path) -> dict[str, Any]:
         "kernel": platform.release(),
         "criu": _criu_version(criu),
         "sizes_mib": args.sizes,
+        "real_sizes_mib": args.real_sizes,
         "repeat": args.repeat,
         "instance": args.instance,
         "warmup_seconds": args.warmup_seconds,
@@ -162,12 +180,66 @@ def _header(meta: dict[str, Any], cluster: lc.Cluster | None) -> list[str]:
     if cluster is not None:
         nodes = " -> ".join(f"{n.name} ({n.address})" for n in cluster.nodes[:2])
         lines.append(f"cluster: instance {meta['instance']}, API {cluster.server}, registry {cluster.registry}; {nodes}")
+        reals = [n for n in cluster.nodes if n.kind == "real"][:REAL_NODES]
+        if reals:
+            pair = " -> ".join(f"{n.name} ({n.address})" for n in reals)
+            versions = meta.get("real_versions") or "versions unknown"
+            taint = f"{migration.REAL_NODE_TAINT}=true:NoSchedule"
+            lines.append(f"real nodes: {pair}, {versions}, runc; tainted {taint} (only the containerd rows' pods tolerate it)")
     sizes = ",".join(map(str, meta["sizes_mib"]))
+    real_sizes = ",".join(map(str, meta.get("real_sizes_mib") or []))
+    real = f"; containerd rows BALLAST_MB in {{{real_sizes}}}" if real_sizes else ""
     lines.append(
         f"app: warmup server, WARMUP_SECONDS={meta['warmup_seconds']:g}, BALLAST_MB in {{{sizes}}} "
-        f"of random (incompressible) bytes; {meta['repeat']} run(s) per size"
+        f"of random (incompressible) bytes{real}; {meta['repeat']} run(s) per size"
     )
     return lines
+
+
+def real_pair(cluster: lc.Cluster) -> tuple[str, str]:
+    """The containerd rows' source and target: the cluster's first two real nodes (real-1 -> real-2)."""
+    names = [n.name for n in cluster.nodes if n.kind == "real"]
+    if len(names) < REAL_NODES:
+        raise lc.ClusterError(f"the containerd rows need {REAL_NODES} real nodes, the cluster has {names or 'none'}")
+    return names[0], names[1]
+
+
+def taint_real_nodes(cluster: lc.Cluster) -> None:
+    """Keep everything scheduled off the real nodes (the warm start's Deployments, ...), as tests/conftest.py does."""
+    for node in cluster.nodes:
+        if node.kind == "real":
+            taint = f"{migration.REAL_NODE_TAINT}=true:NoSchedule"
+            cluster.controlplane().kubectl("taint", "node", node.name, taint, "--overwrite")
+
+
+def real_versions(api: migration.Api, names: Sequence[str]) -> str:
+    """``kubelet v1.36.3, containerd://2.3.7`` as the real nodes report them (each distinct value once)."""
+    kubelets, runtimes = [], []
+    for name in names:
+        info = ((api.get(f"/api/v1/nodes/{name}") or {}).get("status") or {}).get("nodeInfo") or {}
+        kubelets.append(str(info.get("kubeletVersion", "?")))
+        runtimes.append(str(info.get("containerRuntimeVersion", "?")))
+    return f"kubelet {'/'.join(dict.fromkeys(kubelets))}, {'/'.join(dict.fromkeys(runtimes))}"
+
+
+def baseline_rows(results: Sequence[SizeResult], real: Sequence[SizeResult]) -> list[SizeResult]:
+    """The rows whose floors and ceilings are measured: every stand-in row, and the first containerd row of a size
+    no stand-in row has (``share_baselines`` gives the others theirs)."""
+    sizes = {r.size_mib for r in results}
+    extra: dict[int, SizeResult] = {}
+    for r in real:
+        if r.size_mib not in sizes:
+            extra.setdefault(r.size_mib, r)
+    return [*results, *extra.values()]
+
+
+def share_baselines(measured: Sequence[SizeResult], real: Sequence[SizeResult]) -> None:
+    """A containerd row not measured itself takes the floors and ceilings of the first measured row of its size:
+    raw CRIU and the registry do not depend on the node's runtime."""
+    for r in real:
+        owner = next((m for m in measured if m.size_mib == r.size_mib), None)
+        if owner is not None and owner is not r:
+            r.floors, r.ceilings = list(owner.floors), list(owner.ceilings)
 
 
 def _sync() -> None:
@@ -193,7 +265,7 @@ def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]
             "sizes": args.sizes, "repeat": args.repeat, "emptydir_mib": args.emptydir_mib, "warmup_seconds": args.warmup_seconds,
             "drain_pods": args.drain_pods, "drain_concurrency": args.drain_concurrency, "drain_mib": args.drain_mib,
             "warmstart_pods": args.warmstart_pods, "warmstart_warmup": args.warmstart_warmup, "instance": args.instance,
-            "scale_nodes": args.scale_nodes, "scale_pods": args.scale_pods,
+            "scale_nodes": args.scale_nodes, "scale_pods": args.scale_pods, "real_sizes": args.real_sizes,
         },
         "argv": argv,
         "load": [meta["loadavg_start"], meta.get("loadavg_end")],
@@ -221,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     state = base / "cluster"
     results: list[SizeResult] = []
     emptydir: list[SizeResult] = []
+    real: list[SizeResult] = []
     drained: DrainRun | None = None
     warm: WarmStartResult | None = None
     scaled: ScaleResult | None = None
@@ -232,17 +305,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _log(f"bringing up local cluster instance {args.instance} in {state}")
         t0 = time.monotonic()
-        cluster = lc.up(state_dir=state, nodes=2, instance=args.instance)
+        cluster = lc.up(state_dir=state, nodes=2, instance=args.instance, real_nodes=REAL_NODES if args.real_sizes else 0)
+        taint_real_nodes(cluster)  # before anything is scheduled: podmigrate's own pods, then every row's
         installation = podmigrate.install_pods(cluster)  # make image + kubectl apply -k: the user's install
         timings["up_s"] = time.monotonic() - t0
         _log(f"cluster and podmigrate up in {timings['up_s']:.1f}s")
         api = migration.Api(cluster, workdir=base)
         migration.ensure_namespace(api)
         results += [SizeResult(size_mib=size) for size in args.sizes]
+        real_source, real_target = real_pair(cluster) if args.real_sizes else ("", "")
+        if args.real_sizes:
+            meta["real_versions"] = real_versions(api, (real_source, real_target))
+            _log(f"real nodes {real_source} -> {real_target}: {meta['real_versions']}")
+        real += [SizeResult(size_mib=size, runtime=RUNTIME_CONTAINERD) for size in args.real_sizes]
+        measured = baseline_rows(results, real)
         # Every floor first, on a machine no migration has touched yet: after a 1 GiB migration, page-cache writes
         # to the disk the nodes and the floor share stay ~3x slower for tens of seconds (see bench/README.md), and
         # the floor is meant to be the best case. A sync before each measurement starts each with nothing dirty.
-        for result in results:
+        for result in measured:
             for i in range(1, args.repeat + 1):
                 _sync()
                 f = floor.measure(
@@ -256,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         # The registry's ceilings after the floors (their writes would slow the floor, see above) and before the
         # migrations: a ceiling is the best case too, and every migration then runs on a disk that has been written.
         credentials = cluster.registry_credentials(registryauth.PUSH_USER).for_registry(cluster.registry)
-        for result in (r for r in results if r.size_mib):  # 0 MiB: no blob to time
+        for result in (r for r in measured if r.size_mib):  # 0 MiB: no blob to time
             for i in range(1, args.repeat + 1):
                 _sync()
                 c = ceiling.measure(registry=cluster.registry, credentials=credentials, size_mib=result.size_mib, workdir=base)
@@ -266,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c.streams} streams {stats.fmt_seconds(c.push_n_s)}s, get {stats.fmt_seconds(c.get_s)}s"
                     + ("" if c.ok else f" FAILED: {c.error}")
                 )
+        share_baselines(measured, real)
         for result in results:
             for i in range(1, args.repeat + 1):
                 _sync()
@@ -291,6 +372,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.label} migration run {i}: {m.phase or 'unfinished'} downtime {stats.fmt_seconds(m.downtime_s)}s "
                     f"({stats.fmt_mib(m.volume_bytes)} of emptyDir files)" + ("" if m.ok else f" FAILED: {m.error}")
                 )
+        # The same migrations between the real nodes (upstream kubelet + containerd): what users' nodes pay.
+        t0 = time.monotonic()
+        for result in real:
+            for i in range(1, args.repeat + 1):
+                _sync()
+                m = migration.measure(
+                    api=api, cluster=cluster, size_mib=result.size_mib, run_index=i, warmup_seconds=args.warmup_seconds,
+                    source=real_source, target=real_target,
+                )  # fmt: skip
+                result.migrations.append(m)
+                _log(
+                    f"{result.label} migration run {i}: {m.phase or 'unfinished'} total {stats.fmt_seconds(m.total_s)}s "
+                    f"downtime {stats.fmt_seconds(m.downtime_s)}s" + ("" if m.ok else f" FAILED: {m.error}")
+                )
+        if real:
+            timings["real_rows_s"] = time.monotonic() - t0
         # A Deployment scaled up warm from a PodCheckpoint of its first pod, then one of the same template scaled up cold.
         if args.warmstart_pods:
             warm = WarmStartResult(pods=args.warmstart_pods, size_mib=min(args.sizes), warmup_seconds=args.warmstart_warmup)
@@ -367,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = round(os.getloadavg()[0], 2)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta.update({k: round(v, 1) for k, v in timings.items()})
-    rows_cost = f", warm start row {meta['warmstart_row_s']}s" if "warmstart_row_s" in meta else ""
+    rows_cost = f", containerd rows {meta['real_rows_s']}s" if "real_rows_s" in meta else ""
+    rows_cost += f", warm start row {meta['warmstart_row_s']}s" if "warmstart_row_s" in meta else ""
     rows_cost += f", drain row {meta['drain_row_s']}s" if "drain_row_s" in meta else ""
     rows_cost += f", scale row {meta['scale_row_s']}s" if "scale_row_s" in meta else ""
     footer = [
@@ -376,26 +474,27 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if results:
         text = report.render(results, header=_header(meta, cluster), footer=footer, emptydir=emptydir, drain=drained,
-                             warmstart=warm, scale=scaled)  # fmt: skip
+                             warmstart=warm, scale=scaled, real=real)  # fmt: skip
         print(text, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained, warmstart=warm, scale=scaled)
+        document = report.to_json(results, meta=meta, emptydir=emptydir, drain=drained, warmstart=warm, scale=scaled,
+                                  real=real)  # fmt: skip
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         _log(f"wrote {args.json}")
-    measured = [r for r in results if r.migrations]
-    if args.no_history or teardown_error == "interrupted" or not measured:
+    recorded = [r for r in results if r.migrations]
+    if args.no_history or teardown_error == "interrupted" or not recorded:
         _log("history: nothing appended" + (" (--no-history)" if args.no_history else " (no complete run)"))
     else:  # a failed row is recorded too, marked FAILED: a run that breaks is history as well
-        history.append(args.history, history.records(run=_history_run(args, argv, meta), results=measured,
+        history.append(args.history, history.records(run=_history_run(args, argv, meta), results=recorded,
                                                      emptydir=emptydir, drain=drained, warmstart=warm,
-                                                     scale=scaled))  # fmt: skip
+                                                     scale=scaled, real=[r for r in real if r.migrations]))  # fmt: skip
         _log(f"history: appended this run to {args.history} (python -m bench history)")
     if teardown_error:
         _log(f"ERROR: {teardown_error}")
         return 1
     rows_ok = (drained is None or drained.ok) and (warm is None or warm.ok) and (scaled is None or scaled.ok)
-    return 0 if results and all(r.ok for r in [*results, *emptydir]) and rows_ok else 1
+    return 0 if results and all(r.ok for r in [*results, *emptydir, *real]) and rows_ok else 1
 
 
 if __name__ == "__main__":

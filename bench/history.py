@@ -10,8 +10,9 @@ ceiling adds a column. Each JSON line carries its own keys, so old lines stay re
 absent, where a TSV's fixed header would have to be rewritten for every old row. One line per record also makes
 appends cheap and diffs small; it is read with the standard library only.
 
-One record per row per run: a size, an emptyDir row, the warm start, the drain, the scale row. The run is identified
-by its start ``date``. ``medians`` holds every known median the report computes for that row
+One record per row per run: a size (on the stand-in nodes, or on the real containerd nodes: ``64MiB containerd``), an
+emptyDir row, the warm start, the drain, the scale row. The run is identified by its start ``date``. ``medians``
+holds every known median the report computes for that row
 (``bench.report.row_numbers``, ``emptydir_numbers``, ``drain_numbers``, ``warmstart_numbers``, ``scale_numbers``),
 rounded; unknown numbers are left out.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report
-from bench.results import DrainRun, ScaleResult, SizeResult, WarmStartResult
+from bench.results import RUNTIME_STANDIN, DrainRun, ScaleResult, SizeResult, WarmStartResult
 from bench.stats import fmt_mib, fmt_ratio, fmt_seconds, ratio
 
 SCHEMA: Final = 1
@@ -109,12 +110,16 @@ def records(
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
     scale: ScaleResult | None = None,
+    real: Sequence[SizeResult] = (),
 ) -> list[dict[str, Any]]:
-    """One record per row of this run: ``run`` holds what they share (date, commit, machine, kernel, args, argv, load)."""
+    """One record per row of this run: ``run`` holds what they share (date, commit, machine, kernel, args, argv, load).
+
+    A containerd row (``real``) is a size record too, after the stand-in ones, with its ``runtime``; its row name
+    (``64MiB containerd``) keeps its history apart from the stand-in row of the same size."""
     common = {"schema": SCHEMA, **run}
     out = []
-    for r in results:
-        out.append({**common, "row": r.label, "kind": KIND_SIZE, "size_mib": r.size_mib, "ok": r.ok,
+    for r in [*results, *real]:
+        out.append({**common, "row": r.label, "kind": KIND_SIZE, "size_mib": r.size_mib, "runtime": r.runtime, "ok": r.ok,
                     "runs": len(r.migrations), "medians": _rounded(report.row_numbers(r)),
                     "sources": report.stage_sources(r)})  # fmt: skip
     for r in emptydir:
@@ -355,6 +360,10 @@ def markdown(history: Sequence[Mapping[str, Any]]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "*vs ceiling* = the stage's ceiling in the same run / the stage's time (1.00x = at the ceiling; "
                   "goal >= 0.8): raw `criu dump`, the registry's push rate with a raw client, raw `criu restore`."]  # fmt: skip
+        if any(r.get("runtime", RUNTIME_STANDIN) != RUNTIME_STANDIN for r in sizes):
+            lines += ["", "*containerd* rows: the same migration between the local cluster's real nodes (upstream kubelet, "
+                      "containerd 2.3, runc), against the same size's floor and ceilings; containerd's checkpoint and "
+                      "restore copy the checkpoint on the node's disk several times (bench/README.md)."]  # fmt: skip
     for r in run:
         if r.get("kind") == KIND_DRAIN:
             m = r["medians"]

@@ -1,4 +1,4 @@
-"""The pipeline: the warmup app as a pod on node-1, moved by a PodMigration, read back from its status.
+"""The pipeline: the warmup app as a pod on node-1 (or real-1), moved by a PodMigration, read back from its status.
 
 Everything the benchmark asks the API server goes through a small stdlib HTTPS client with the
 admin identity (``Api``) instead of ``kubectl``: polling a migration with a Go binary every
@@ -33,6 +33,9 @@ from localcluster.podmigrate import AGENT_PORT
 
 NAMESPACE: Final = "bench"
 APP_PORT: Final = 8080
+# The taint the bench puts on the local cluster's real nodes (as tests/conftest.py does), so that nothing scheduled
+# lands there; only the containerd rows' pods tolerate it. podmigrate's placement honours taints for the target.
+REAL_NODE_TAINT: Final = "podmigrate.io/real-node"
 PODMIGRATIONS: Final = "/apis/podmigrate.io/v1alpha1/namespaces/{ns}/podmigrations"
 PODS: Final = "/api/v1/namespaces/{ns}/pods"
 
@@ -132,9 +135,29 @@ def ensure_namespace(api: Api) -> None:
     )
 
 
-def app_pod(*, name: str, node: str, image: str, size_mib: int, warmup_seconds: float, emptydir_mib: int = 0) -> dict[str, Any]:
+def real_node_toleration() -> dict[str, str]:
+    """Tolerates ``REAL_NODE_TAINT``: what a pod needs to run on, or be restored to, a tainted real node."""
+    return {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def is_real(cluster: Cluster, *names: str) -> bool:
+    """Whether any of the named nodes is one of the cluster's real nodes (kubelet + containerd)."""
+    return any(n.kind == "real" for n in cluster.nodes if n.name in names)
+
+
+def app_pod(
+    *,
+    name: str,
+    node: str,
+    image: str,
+    size_mib: int,
+    warmup_seconds: float,
+    emptydir_mib: int = 0,
+    tolerate_real_nodes: bool = False,
+) -> dict[str, Any]:
     """The warmup app as the e2e tests run it: readiness on /healthz every second; with ``emptydir_mib``,
-    that much random data in a file it holds open in an emptyDir."""
+    that much random data in a file it holds open in an emptyDir; with ``tolerate_real_nodes``, a toleration
+    of the real nodes' taint (its source or its target is one)."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -155,12 +178,14 @@ def app_pod(*, name: str, node: str, image: str, size_mib: int, warmup_seconds: 
             ],
         },
     }
+    spec: dict[str, Any] = pod["spec"]  # type: ignore[assignment]
     if emptydir_mib:
-        spec: dict[str, Any] = pod["spec"]  # type: ignore[assignment]
         app = spec["containers"][0]
         app["env"] += [{"name": "SCRATCH_MB", "value": str(emptydir_mib)}, {"name": "SCRATCH_DIR", "value": "/scratch"}]
         app["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
         spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    if tolerate_real_nodes:
+        spec["tolerations"] = [real_node_toleration()]
     return pod
 
 
@@ -239,11 +264,22 @@ def agent_metrics(cluster: Cluster, node_name: str) -> stats.Samples:
 
 
 def measure(
-    *, api: Api, cluster: Cluster, size_mib: int, run_index: int, warmup_seconds: float = 1.0, emptydir_mib: int = 0
+    *,
+    api: Api,
+    cluster: Cluster,
+    size_mib: int,
+    run_index: int,
+    warmup_seconds: float = 1.0,
+    emptydir_mib: int = 0,
+    source: str | None = None,
+    target: str | None = None,
 ) -> MigrationRun:
-    """Create the app on node-1, move it to node-2, read the status, check the state; always delete what it made."""
-    source, target = cluster.nodes[0].name, cluster.nodes[1].name
-    name = f"app-{size_mib}m-{run_index}" + (f"-ed{emptydir_mib}m" if emptydir_mib else "")
+    """Create the app on ``source`` (node-1), move it to ``target`` (node-2), read the status, check the state;
+    always delete what it made. A pod to or from a real node tolerates their taint, and is named ``...-real``."""
+    source = source or cluster.nodes[0].name
+    target = target or cluster.nodes[1].name
+    real = is_real(cluster, source, target)
+    name = f"app-{size_mib}m-{run_index}" + (f"-ed{emptydir_mib}m" if emptydir_mib else "") + ("-real" if real else "")
     migration_name = f"move-{name}"
     pods, migrations = PODS.format(ns=NAMESPACE), PODMIGRATIONS.format(ns=NAMESPACE)
     run = MigrationRun(pod=name)
@@ -258,6 +294,7 @@ def measure(
                 size_mib=size_mib,
                 warmup_seconds=warmup_seconds,
                 emptydir_mib=emptydir_mib,
+                tolerate_real_nodes=real,
             ),
         )
         pod = wait_for(

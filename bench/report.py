@@ -153,7 +153,7 @@ def main_table(results: Sequence[SizeResult]) -> str:
             floor = f"{n['floor_s']:.3f} ({n['dump_s']:.3f}+{n['restore_floor_s']:.3f})"
         rows.append(
             [
-                size_label(r.size_mib),
+                r.label,
                 fmt_seconds(n["total_s"]),
                 fmt_seconds(n["downtime_s"]),
                 floor,
@@ -188,14 +188,15 @@ def phase_table(results: Sequence[SizeResult]) -> str:
         n = row_numbers(r)
         values = [n.get(f"phase:{p}") for p in phases]
         known = [v for v in values if v is not None]
-        rows.append([size_label(r.size_mib), *(fmt_seconds(v) for v in values), fmt_seconds(sum(known) if known else None)])
+        rows.append([r.label, *(fmt_seconds(v) for v in values), fmt_seconds(sum(known) if known else None)])
         rows.append(["  share", *(fmt_percent(v, n["total_s"]) for v in values), fmt_percent(sum(known), n["total_s"])])
     return render_table(headers, rows)
 
 
 def checkpoint_table(results: Sequence[SizeResult]) -> str:
-    """Inside the checkpoint phase, as node-1's agent metrics timed it (``-``: a phase it no longer reports), and the bytes."""
-    headers = ["checkpoint (node-1 agent metrics)", "freeze_s", "kubelet_ckpt_s", "pack_s", "push_s", "agent_total_s",
+    """Inside the checkpoint phase, as the source node's agent metrics timed it (``-``: a phase it no longer reports),
+    and the bytes."""
+    headers = ["checkpoint (source agent metrics)", "freeze_s", "kubelet_ckpt_s", "pack_s", "push_s", "agent_total_s",
                "archive_MiB", "image_MiB", "push_MB/s"]  # fmt: skip
     rows = []
     for r in results:
@@ -203,7 +204,7 @@ def checkpoint_table(results: Sequence[SizeResult]) -> str:
         throughput = ratio(n["image_bytes"], n["agent:push"])
         rows.append(
             [
-                size_label(r.size_mib),
+                r.label,
                 fmt_seconds(n["agent:freeze"]),
                 fmt_seconds(n["agent:checkpoint"]),
                 fmt_seconds(n["agent:pack"]),
@@ -226,7 +227,7 @@ def floor_table(results: Sequence[SizeResult]) -> str:
         n = row_numbers(r)
         rows.append(
             [
-                size_label(r.size_mib),
+                r.label,
                 fmt_seconds(n["dump_s"]),
                 fmt_seconds(n["criu_frozen_s"]),
                 fmt_seconds(n["criu_memwrite_s"]),
@@ -256,8 +257,37 @@ def spread_lines(results: Sequence[SizeResult]) -> list[str]:
             bounds = spread(values)
             if bounds:
                 parts.append(f"{label} {bounds[0]:.3f}..{bounds[1]:.3f}")
-        lines.append(f"  {size_label(r.size_mib)} over {len(r.migrations)} runs: " + ", ".join(parts))
+        lines.append(f"  {r.label} over {len(r.migrations)} runs: " + ", ".join(parts))
     return lines
+
+
+def _downtime_parts(results: Sequence[SizeResult]) -> list[str]:
+    """How far above the floor the rows are, at their smallest and largest size, and where the time goes."""
+    measured = [(r, row_numbers(r)) for r in results]
+    with_ratio = [(r, n) for r, n in measured if n["downtime_ratio"] is not None]
+    parts: list[str] = []
+    if not with_ratio:
+        return parts
+    (small, ns), (large, nl) = with_ratio[0], with_ratio[-1]
+    if small is large:
+        parts.append(f"downtime/floor {fmt_ratio(ns['downtime_ratio'])} at {small.label}")
+    else:
+        parts.append(
+            f"downtime/floor {fmt_ratio(ns['downtime_ratio'])} at {small.label} -> "
+            f"{fmt_ratio(nl['downtime_ratio'])} at {large.label}"
+        )
+    frozen = in_downtime([large]) or set(ordered_phases([large]))
+    phases = {p: v for p in ordered_phases([large]) if p in frozen and (v := nl.get(f"phase:{p}")) is not None}
+    text = f"at {large.label}: downtime {nl['downtime_s']:.2f}s vs floor {nl['floor_s']:.2f}s"
+    if phases:
+        biggest = max(phases, key=lambda p: phases[p])
+        share = fmt_percent(phases[biggest], nl["downtime_s"])
+        text += f", largest part of the downtime: {biggest} {phases[biggest]:.2f}s ({share})"
+    parts.append(text)
+    ceilings = [f"{stage} {fmt_ratio(v)}" for stage in CEILING_STAGES if (v := nl.get(f"ceil:{stage}")) is not None]
+    if ceilings:
+        parts.append(f"ceiling/stage at {large.label}: " + ", ".join(ceilings))
+    return parts
 
 
 def summary_line(
@@ -266,33 +296,14 @@ def summary_line(
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
     scale: ScaleResult | None = None,
+    real: Sequence[SizeResult] = (),
 ) -> str:
-    """One line: how far above the floor the pipeline is, at the smallest and largest size, and where the time goes."""
-    measured = [(r, row_numbers(r)) for r in results]
-    with_ratio = [(r, n) for r, n in measured if n["downtime_ratio"] is not None]
-    runs = sum(len(r.migrations) for r in results)
-    kept = sum(1 for r in results for m in r.migrations if m.ok)
-    parts = []
-    if with_ratio:
-        (small, ns), (large, nl) = with_ratio[0], with_ratio[-1]
-        if small is large:
-            parts.append(f"downtime/floor {fmt_ratio(ns['downtime_ratio'])} at {size_label(small.size_mib)}")
-        else:
-            parts.append(
-                f"downtime/floor {fmt_ratio(ns['downtime_ratio'])} at {size_label(small.size_mib)} -> "
-                f"{fmt_ratio(nl['downtime_ratio'])} at {size_label(large.size_mib)}"
-            )
-        frozen = in_downtime([large]) or set(ordered_phases([large]))
-        phases = {p: v for p in ordered_phases([large]) if p in frozen and (v := nl.get(f"phase:{p}")) is not None}
-        text = f"at {size_label(large.size_mib)}: downtime {nl['downtime_s']:.2f}s vs floor {nl['floor_s']:.2f}s"
-        if phases:
-            biggest = max(phases, key=lambda p: phases[p])
-            share = fmt_percent(phases[biggest], nl["downtime_s"])
-            text += f", largest part of the downtime: {biggest} {phases[biggest]:.2f}s ({share})"
-        parts.append(text)
-        ceilings = [f"{stage} {fmt_ratio(v)}" for stage in CEILING_STAGES if (v := nl.get(f"ceil:{stage}")) is not None]
-        if ceilings:
-            parts.append(f"ceiling/stage at {size_label(large.size_mib)}: " + ", ".join(ceilings))
+    """One line: how far above the floor the pipeline is, at the smallest and largest size, and where the time goes;
+    the same for the containerd rows (``real``), then the other rows."""
+    rows = [*results, *real]
+    runs = sum(len(r.migrations) for r in rows)
+    kept = sum(1 for r in rows for m in r.migrations if m.ok)
+    parts = _downtime_parts(results) + _downtime_parts(real)
     if drain is not None:
         goal = drain_numbers(drain)["goal_ratio"]
         parts.append(f"{drain.label}: wall/goal {fmt_ratio(goal)}")
@@ -314,8 +325,16 @@ LEGEND_MAIN = (
     "total = PodMigration startTime->completionTime; downtime = status.downtimeSeconds (source frozen -> target Ready);\n"
     "floor = raw `criu dump` + `criu restore` of the same app as a plain process (no Kubernetes, registry or images);\n"
     "checkpoint_s = the kubelet checkpoint call (CRIU dump + archive); upload_s = the checkpoint image into the registry\n"
-    "(status.stages 'dump'/'upload' when the control service writes them, else node-1's agent metrics: checkpoint, pack+push);\n"
-    "restore_s = the `restore` phase (target pod created -> Ready); agent_peak_MiB = node-1 agent VmHWM after that size."
+    "(status.stages 'dump'/'upload' when the control service writes them, else the source agent's metrics: checkpoint,\n"
+    "pack+push); restore_s = the `restore` phase (target pod created -> Ready); agent_peak_MiB = the source agent's VmHWM\n"
+    "after that size."
+)
+LEGEND_REAL = (
+    "containerd rows: the same app and PodMigration between the real nodes real-1 -> real-2 (upstream kubelet +\n"
+    "containerd 2.3 + runc; restored through CRI CreateContainer from the checkpoint image), against the same size's\n"
+    "floor and registry ceilings of this run (raw CRIU and the registry do not depend on the runtime). containerd copies\n"
+    "the checkpoint on the node's disk several times (bench/README.md): in checkpoint_s (its dump) and restore_s. Their\n"
+    "fetch, restore and ready stages come from the real kubelet's Events, whole seconds narrowed down (0.1-0.5 s off)."
 )
 LEGEND_PHASES = "* = the phase ran during the downtime (frozenAt .. readyAt); share = of total_s."
 
@@ -365,7 +384,7 @@ def stage_ceiling_table(results: Sequence[SizeResult]) -> str:
             rate = n.get(f"{stage}_Bps") if stage in ("upload", "fetch") else None
             value = n[f"ceil:{stage}"]
             rows.append([
-                size_label(r.size_mib) if i == 0 else "", label, sources.get(stage, "-"), fmt_seconds(n[f"stage:{stage}"]),
+                r.label if i == 0 else "", label, sources.get(stage, "-"), fmt_seconds(n[f"stage:{stage}"]),
                 fmt_rate(rate), ceiling, fmt_seconds(n[f"ceiling:{stage}_s"]), fmt_ratio(value), goal_cell(value),
             ])  # fmt: skip
     return render_table(headers, rows, left=(0, 1, 2, 5))
@@ -376,7 +395,7 @@ LEGEND_CEILINGS = (
     "Ceilings, measured in this run: dump and restore = the floor's raw criu dump and criu restore of the same app;\n"
     "upload = the stage's bytes at the registry's best push rate (a raw client, fresh random bytes, the better of 1\n"
     "stream and N parallel streams of 1/N each); fetch = the stage's bytes at the raw blob GET rate.\n"
-    "source: status = status.stages; metrics = node-1's agent metrics (upload = pack + push); phase = the restore\n"
+    "source: status = status.stages; metrics = the source agent's metrics (upload = pack + push); phase = the restore\n"
     "phase (target pod created -> Ready, with the image pull), which is all there is before status.stages."
 )
 
@@ -611,13 +630,17 @@ LEGEND_FLOOR = (
     "frozen_s, memwrite_s = CRIU's own dump stats (--display-stats): the app frozen, writing its pages to the image files;\n"
     "criu_answer_s = criu restore start -> the restored process's first GET /healthz 200;\n"
     "client_gap_s = a client polling /healthz every 20 ms: the source's last answer -> the target's first answer;\n"
-    "ready_lag_s = the target's first answer -> status.readyAt; cold_start_s = the app pod created -> Ready on node-1."
+    "ready_lag_s = the target's first answer -> status.readyAt; cold_start_s = the app pod created -> Ready on the source\n"
+    "node. The client learns the target's IP from the API (looked up every 0.1 s between polls of the source), so\n"
+    "client_gap_s may come out a little long and ready_lag_s short, even negative, when the IP is posted late."
 )
 
 
 def emptydir_numbers(result: SizeResult, results: Sequence[SizeResult]) -> dict[str, float | None]:
     """An emptyDir row's medians, and its extra downtime against the same size without the file in this run."""
-    base = next((b for b in results if b.size_mib == result.size_mib and not b.emptydir_mib), None)
+    base = next(
+        (b for b in results if b.size_mib == result.size_mib and not b.emptydir_mib and b.runtime == result.runtime), None
+    )
     ms = result.migrations
     downtime, total = median(m.downtime_s for m in ms), median(m.total_s for m in ms)
     moved = median(float(m.volume_bytes) if m.volume_bytes else None for m in ms)
@@ -658,16 +681,23 @@ def render(
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
     scale: ScaleResult | None = None,
+    real: Sequence[SizeResult] = (),
 ) -> str:
-    repeats = max((len(r.migrations) for r in results), default=0)
+    """The whole report; ``real``: the containerd rows, shown after the stand-in rows in every per-size table."""
+    rows = [*results, *real]
+    repeats = max((len(r.migrations) for r in rows), default=0)
     blocks = [*header, ""]
     if repeats > 1:
         blocks.append(f"(medians of {repeats} runs per size)")
-    blocks += [main_table(results), LEGEND_MAIN, "", phase_table(results), LEGEND_PHASES, "", checkpoint_table(results), ""]
-    blocks += [floor_table(results), LEGEND_FLOOR]
-    if any(r.ceilings for r in results):
-        blocks += ["", ceiling_table(results)]
-    blocks += ["", stage_ceiling_table(results), LEGEND_CEILINGS]
+    blocks += [main_table(rows), LEGEND_MAIN] + ([LEGEND_REAL] if real else [])
+    blocks += ["", phase_table(rows), LEGEND_PHASES, "", checkpoint_table(rows), ""]
+    blocks += [floor_table(rows), LEGEND_FLOOR]
+    # The registry's ceilings once per size: a containerd row's are its stand-in row's, unless it had none.
+    sizes = {r.size_mib for r in results}
+    registry = [*results, *(r for r in real if r.size_mib not in sizes)]
+    if any(r.ceilings for r in registry):
+        blocks += ["", ceiling_table(registry)]
+    blocks += ["", stage_ceiling_table(rows), LEGEND_CEILINGS]
     if emptydir:
         blocks += ["", emptydir_table(results, emptydir), LEGEND_EMPTYDIR]
     if warmstart is not None:
@@ -677,16 +707,16 @@ def render(
         blocks += ["", drain_table(drain), LEGEND_DRAIN]
     if scale is not None:
         blocks += ["", scale_table(scale), *scale_lines(scale), LEGEND_SCALE]
-    spreads = spread_lines(results)
+    spreads = spread_lines(rows)
     if spreads:
         blocks += ["", "spread:", *spreads]
-    failures = [f"  {r.label} {line}" for r in [*results, *emptydir] for line in r.failures()]
+    failures = [f"  {r.label} {line}" for r in [*results, *emptydir, *real] for line in r.failures()]
     failures += [f"  {drain.label} {line}" for line in (drain.failures() if drain is not None else [])]
     failures += [f"  {warmstart.label} {line}" for line in (warmstart.failures() if warmstart is not None else [])]
     failures += [f"  {scale.label} {line}" for line in (scale.failures() if scale is not None else [])]
     if failures:
         blocks += ["", "failures:", *failures]
-    blocks += ["", *footer, summary_line(results, drain=drain, warmstart=warmstart, scale=scale)]
+    blocks += ["", *footer, summary_line(results, drain=drain, warmstart=warmstart, scale=scale, real=real)]
     return "\n".join(blocks)
 
 
@@ -710,8 +740,10 @@ def to_json(
     drain: DrainRun | None = None,
     warmstart: WarmStartResult | None = None,
     scale: ScaleResult | None = None,
+    real: Sequence[SizeResult] = (),
 ) -> dict[str, Any]:
-    """Every run as measured, plus the medians the table shows."""
+    """Every run as measured, plus the medians the table shows; ``sizes`` lists the containerd rows (``real``) after
+    the stand-in rows, each with its ``runtime`` and ``label`` (its floors and ceilings are its size's)."""
     return {
         "meta": dict(meta),
         "scale": None if scale is None else scale_json(scale),
@@ -730,6 +762,8 @@ def to_json(
         "sizes": [
             {
                 "size_mib": r.size_mib,
+                "runtime": r.runtime,
+                "label": r.label,
                 "ok": r.ok,
                 "median": row_numbers(r),
                 "floors": [{**asdict(f), "floor_s": f.floor_s, "ok": f.ok} for f in r.floors],
@@ -738,6 +772,6 @@ def to_json(
                 "migrations": [{**asdict(m), "ok": m.ok} for m in r.migrations],
                 "failures": r.failures(),
             }
-            for r in results
+            for r in [*results, *real]
         ],
     }

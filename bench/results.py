@@ -31,7 +31,7 @@ class FloorRun:
 
 @dataclass(kw_only=True)
 class MigrationRun:
-    """One PodMigration of the app pod from node-1, as its status recorded it."""
+    """One PodMigration of the app pod from node-1 (or real-1, in a containerd row), as its status recorded it."""
 
     pod: str = ""
     phase: str = ""  # Succeeded | Failed | "" (never finished)
@@ -42,14 +42,14 @@ class MigrationRun:
     ready_lag_s: float | None = None  # the target's first answer -> status.readyAt (Ready reaching the control service)
     phases: dict[str, float] = field(default_factory=dict)  # status.phases[] end - start, by name, in the order they ran
     downtime_phases: list[str] = field(default_factory=list)  # the phases inside frozenAt .. readyAt
-    agent: dict[str, float] = field(default_factory=dict)  # node-1 agent: freeze, checkpoint, pack, push, total
+    agent: dict[str, float] = field(default_factory=dict)  # the source node's agent: freeze, checkpoint, pack, push, total
     stages: dict[str, float] = field(default_factory=dict)  # status.stages (when the control service writes it): seconds
     stage_bytes: dict[str, int] = field(default_factory=dict)  # status.stages: bytes per stage
     archive_bytes: int | None = None
     image_bytes: int | None = None
     volume_bytes: int | None = None  # status.volumeData.dataBytes: the emptyDir files moved
-    agent_peak_bytes: int | None = None  # node-1 agent VmHWM after this run (a high-water mark: never goes down)
-    cold_start_s: float | None = None  # pod created -> Ready on node-1 (image pull, warm-up, ballast)
+    agent_peak_bytes: int | None = None  # the source node's agent VmHWM after this run (a high-water mark: never goes down)
+    cold_start_s: float | None = None  # pod created -> Ready on the source node (image pull, warm-up, ballast)
     state_ok: bool = False  # same boot_id and the key written before the move, read back on the new pod IP
     error: str | None = None
 
@@ -75,10 +75,17 @@ class CeilingRun:
         return self.error is None
 
 
+RUNTIME_STANDIN = "standin"  # the local cluster's stand-in nodes (a Python kubelet + CRI-O stand-in): node-1 -> node-2
+RUNTIME_CONTAINERD = "containerd"  # its real nodes (upstream kubelet + containerd 2.3 + runc): real-1 -> real-2
+
+
 @dataclass(kw_only=True)
 class SizeResult:
     size_mib: int
     emptydir_mib: int = 0  # random data in an emptyDir file the app holds open (no floor: the baseline is the same size without)
+    # The nodes' runtime: a containerd row is the same app moved between the real nodes; its floors and ceilings are the
+    # same size's (raw CRIU and the registry do not depend on the node's runtime).
+    runtime: str = RUNTIME_STANDIN
     floors: list[FloorRun] = field(default_factory=list)
     ceilings: list[CeilingRun] = field(default_factory=list)
     migrations: list[MigrationRun] = field(default_factory=list)
@@ -94,7 +101,8 @@ class SizeResult:
 
     @property
     def label(self) -> str:
-        return f"{self.size_mib}MiB" + (f"+{self.emptydir_mib}MiB emptyDir" if self.emptydir_mib else "")
+        runtime = f" {self.runtime}" if self.runtime != RUNTIME_STANDIN else ""
+        return f"{self.size_mib}MiB" + (f"+{self.emptydir_mib}MiB emptyDir" if self.emptydir_mib else "") + runtime
 
     def failures(self) -> list[str]:
         out = []

@@ -220,3 +220,34 @@ def test_records_without_a_warm_start_row_read_as_before() -> None:
     records = history.records(run=_run("2026-11-30T14:00:00+00:00"), results=[_size(2.0)])
     assert [r["kind"] for r in records] == ["size"]
     assert "warm start" not in history.tables(records) and "warm start" not in history.markdown(records)
+
+
+def _containerd(downtime: float) -> SizeResult:
+    row = _size(downtime)
+    row.runtime = "containerd"
+    row.migrations[0].pod = "app-64m-1-real"
+    return row
+
+
+def test_containerd_rows_are_recorded_apart_from_the_stand_in_rows(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    for i, (standin, real) in enumerate(((2.0, 6.0), (2.1, 9.0))):
+        history.append(path, history.records(run=_run(f"2026-11-{20 + i}T14:00:00+00:00", commit=f"c{i}"),
+                                             results=[_size(standin)], real=[_containerd(real)]))  # fmt: skip
+    back = history.read(path)
+    assert [(r["row"], r["kind"], r["runtime"]) for r in back[:2]] == [
+        ("64MiB", "size", "standin"),
+        ("64MiB containerd", "size", "containerd"),
+    ]
+    assert back[1]["medians"]["downtime_s"] == 6.0 and back[1]["medians"]["floor_s"] == 0.15
+    assert back[1]["size_mib"] == 64 and back[1]["ok"] is True
+    blocks = history.tables(back).split("\n\n")
+    assert blocks[0].startswith("64MiB: 2 of 2 recorded run(s)") and blocks[1].startswith("64MiB containerd: 2 of 2")
+    assert blocks[0].splitlines()[-1].split()[2] == "1.05x", "the stand-in row against its own previous run"
+    assert blocks[1].splitlines()[-1].split()[2] == "1.50x!", "the containerd row against its own: 6.0 -> 9.0 s"
+    text = history.markdown(back)
+    rows = [line for line in text.splitlines() if line.startswith("| 64MiB")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 64MiB", "| 64MiB containerd"], "one more row per real size"
+    assert rows[1].startswith("| 64MiB containerd | 9.600 | 9.000 | 0.150 |")
+    assert "*containerd* rows: the same migration between the local cluster's real nodes" in text
+    assert "containerd" not in history.markdown(history.records(run=_run("2026-11-30T14:00:00+00:00"), results=[_size(2.0)]))

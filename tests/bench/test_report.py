@@ -224,3 +224,59 @@ def test_warm_pods_not_restored_fail_the_row_with_the_reason() -> None:
     short = _warm(_warm_run(cold_pods=[12.0]))
     assert not short.ok and "1 cold pods of 2 measured" in short.failures()[0]
     assert not _warm().ok, "no run: not OK"
+
+
+def _containerd(**overrides: object) -> SizeResult:
+    """A containerd row: slower dump and restore than the stand-in's, the same floor and ceiling (its size's)."""
+    run = _migration(pod="app-64m-1-real", total_s=6.0, downtime_s=5.0, agent={"freeze": 0.001, "checkpoint": 1.0, "push": 0.3},
+                     phases={"checkpoint": 1.5, "restore": 2.4})  # fmt: skip
+    for key, value in overrides.items():
+        setattr(run, key, value)
+    row = _size(migrations=[run])
+    row.runtime = "containerd"
+    return row
+
+
+def test_a_containerd_row_next_to_the_stand_in_row() -> None:
+    standin, real = _size(migrations=[_migration()]), _containerd()
+    assert (standin.label, real.label) == ("64MiB", "64MiB containerd")
+    table = report.main_table([standin, real]).splitlines()
+    assert table[1].split()[:3] == ["64MiB", "3.000", "2.500"]
+    assert table[2].split()[:4] == ["64MiB", "containerd", "6.000", "5.000"]
+    assert table[2].split()[4:8] == ["0.180", "(0.100+0.080)", "33.3x", "27.8x"], "the same floor as the stand-in row"
+    assert table[2].endswith("OK")
+    stages = report.stage_ceiling_table([standin, real]).splitlines()
+    start = next(i for i, line in enumerate(stages) if line.startswith("64MiB containerd"))
+    dump = stages[start].split()
+    assert dump[-3:] == ["0.100", "0.10x", "below"], "raw criu dump 0.1 s against containerd's 1.0 s checkpoint"
+    text = report.render([standin], real=[real])
+    assert "containerd rows: the same app and PodMigration between the real nodes real-1 -> real-2" in text
+    registry = text[text.index("registry ceiling (raw client)") :].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in registry[1:]] == ["64MiB"], "the registry's ceilings once per size"
+    for title in ("phase (s)", "checkpoint (source agent metrics)", "floor and client view"):
+        block = text[text.index(title) :].split("\n\n")[0]
+        assert "\n64MiB containerd " in block, title
+    summary = text.splitlines()[-1]
+    assert "downtime/floor 13.9x at 64MiB; at 64MiB: downtime 2.50s vs floor 0.18s" in summary
+    assert "downtime/floor 27.8x at 64MiB containerd; at 64MiB containerd: downtime 5.00s vs floor 0.18s" in summary
+    assert "ceiling/stage at 64MiB containerd: dump 0.10x" in summary and summary.endswith("state kept in 2/2 migrations")
+    assert "containerd" not in report.render([standin]), "no containerd row: the report as before"
+
+
+def test_a_containerd_row_alone_at_its_size_and_failing() -> None:
+    standin = _size(migrations=[_migration()])
+    real = _containerd(phase="Failed", reason="RestoreFailed", error="Failed RestoreFailed: criu", state_ok=False)
+    real.size_mib = 1024
+    text = report.render([standin], real=[real])
+    registry = text[text.index("registry ceiling (raw client)") :].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in registry[1:]] == ["64MiB", "1024MiB"], "its own ceilings, with no stand-in row"
+    assert "  1024MiB containerd migration run 1 (app-64m-1-real): Failed RestoreFailed: criu" in text
+    assert report.main_table([standin, real]).splitlines()[2].endswith("FAILED")
+    document = report.to_json([standin], meta={}, real=[real])
+    assert [(s["label"], s["runtime"], s["ok"]) for s in document["sizes"]] == [
+        ("64MiB", "standin", True),
+        ("1024MiB containerd", "containerd", False),
+    ]
+    assert document["sizes"][1]["median"]["total_s"] == 6.0 and document["sizes"][1]["floors"][0]["floor_s"] == 0.18
+    json.dumps(document)
+    assert [s["runtime"] for s in report.to_json([standin], meta={})["sizes"]] == ["standin"]
