@@ -272,10 +272,12 @@ def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]
     }  # fmt: skip
 
 
-def _drain_reference(results: list[SizeResult], size_mib: int) -> float | None:
-    """The median single-pod total of the drain's pod size, if a --sizes row measured it."""
-    row = next((r for r in results if r.size_mib == size_mib and r.migrations), None)
-    return stats.median(m.total_s for m in row.migrations) if row else None
+def _drain_reference(results: list[SizeResult], size_mib: int) -> tuple[float | None, float | None]:
+    """The median single-pod total and machine CPU of the drain's pod size, if a stand-in --sizes row measured it."""
+    row = next((r for r in results if r.size_mib == size_mib and r.migrations and r.runtime == "standin"), None)
+    if row is None:
+        return None, None
+    return stats.median(m.total_s for m in row.migrations), stats.median(m.machine_cpu_s for m in row.migrations)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,19 +409,19 @@ def main(argv: list[str] | None = None) -> int:
         # Last, as it cordons node-1 while it runs: N small pods drained K at a time, against one pod's total.
         if args.drain_pods:
             reference = None
-            single = _drain_reference(results, args.drain_mib)
+            single, single_cpu = _drain_reference(results, args.drain_mib)
             if single is None:  # no --sizes row of that size: move one such pod alone first, as the goal's unit
                 _sync()
                 reference = migration.measure(api=api, cluster=cluster, size_mib=args.drain_mib, run_index=0,
                                               warmup_seconds=args.warmup_seconds)  # fmt: skip
-                single = reference.total_s
+                single, single_cpu = reference.total_s, reference.machine_cpu_s
                 _log(f"{args.drain_mib}MiB single migration for the drain's goal: total {stats.fmt_seconds(single)}s")
             _sync()
             t0 = time.monotonic()
             drained = drain.measure(api=api, cluster=cluster, pods=args.drain_pods, concurrency=args.drain_concurrency,
                                     size_mib=args.drain_mib, warmup_seconds=args.warmup_seconds)  # fmt: skip
             timings["drain_row_s"] = time.monotonic() - t0  # pods started, drained, cleaned up: what the row costs
-            drained.single_total_s, drained.reference = single, reference
+            drained.single_total_s, drained.single_cpu_s, drained.reference = single, single_cpu, reference
             _log(
                 f"{drained.label}: {drained.phase or 'unfinished'} wall {stats.fmt_seconds(drained.wall_s)}s"
                 + ("" if drained.ok else f" FAILED: {'; '.join(drained.failures())}")

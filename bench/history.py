@@ -205,6 +205,7 @@ DRAIN_COLUMNS: Final[Sequence[Column]] = (
     ("wall/goal", "goal_ratio", "x", False),
     ("single_total_s", "single_total_s", "s", False),
     ("pod_total_s", "pod_total_s", "s", False),
+    ("cpu_bound_s", "cpu_bound_s", "s", False),
 )
 WARMSTART_COLUMNS: Final[Sequence[Column]] = (
     ("cold_s", "cold_s", "s", False),
@@ -370,6 +371,9 @@ def markdown(history: Sequence[Mapping[str, Any]]) -> str:
             wall, goal, single = (fmt_value(m.get(k), "s") for k in ("wall_s", "goal_s", "single_total_s"))
             lines += ["", f"{r['row']}: wall {wall} s against the goal {goal} s (1.2 x ceil(N/K) x the single-pod "
                       f"total {single} s): wall/goal {fmt_value(m.get('goal_ratio'), 'x')}."]  # fmt: skip
+            if m.get("cpu_bound_s") is not None:
+                lines[-1] += (f" The machine's CPUs alone allow no less than {fmt_value(m.get('cpu_bound_s'), 's')} s "
+                              f"(the drain's {fmt_value(m.get('cpu_s'), 's')} CPU seconds over its cores).")  # fmt: skip
         if r.get("kind") == KIND_WARMSTART:
             m = r["medians"]
             warm, cold = fmt_value(m.get("warm_s"), "s"), fmt_value(m.get("cold_s"), "s")

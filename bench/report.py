@@ -14,6 +14,7 @@ from bench.stats import (
     STAGES,
     ceiling_ratio,
     ceiling_seconds,
+    drain_cpu_bound_seconds,
     drain_goal_seconds,
     fmt_mib,
     fmt_percent,
@@ -411,6 +412,13 @@ def drain_numbers(drain: DrainRun) -> dict[str, float | None]:
         "pod_total_s": median(drain.pod_totals),
         "pod_downtime_max_s": max(drain.pod_downtimes, default=None),
         "migrated": float(drain.migrated),
+        # What the machine's CPUs allow: the drain's own CPU seconds over every core, and N single pods' the same way.
+        "cpu_s": drain.machine_cpu_s,
+        "cpu_bound_s": drain_cpu_bound_seconds(cpu_s=drain.machine_cpu_s, cores=drain.cores),
+        "single_cpu_s": drain.single_cpu_s,
+        "pods_cpu_bound_s": drain_cpu_bound_seconds(
+            cpu_s=None if drain.single_cpu_s is None else drain.single_cpu_s * drain.pods, cores=drain.cores
+        ),
     }
 
 
@@ -418,11 +426,13 @@ def drain_table(drain: DrainRun) -> str:
     """The drain's wall time against the issue's goal: 1.2 x ceil(N/K) x one pod's total in this run."""
     n = drain_numbers(drain)
     headers = ["drain (NodeDrain node-1 -> node-2)", "pods", "concurrency", "migrated", "wall_s", "goal_s", "wall/goal",
-               "single_total_s", "pod_total_s", "pod_downtime_max_s", "state"]  # fmt: skip
+               "single_total_s", "pod_total_s", "pod_downtime_max_s", "cpu_s", "cpu_bound_s", "single_cpu_s",
+               "state"]  # fmt: skip
     row = [
         drain.label, str(drain.pods), str(drain.concurrency), str(drain.migrated), fmt_seconds(n["wall_s"]),
         fmt_seconds(n["goal_s"]), fmt_ratio(n["goal_ratio"]), fmt_seconds(n["single_total_s"]), fmt_seconds(n["pod_total_s"]),
-        fmt_seconds(n["pod_downtime_max_s"]), "OK" if drain.ok else "FAILED",
+        fmt_seconds(n["pod_downtime_max_s"]), fmt_seconds(n["cpu_s"]), fmt_seconds(n["cpu_bound_s"]),
+        fmt_seconds(n["single_cpu_s"]), "OK" if drain.ok else "FAILED",
     ]  # fmt: skip
     return render_table(headers, [row])
 
@@ -430,7 +440,10 @@ def drain_table(drain: DrainRun) -> str:
 LEGEND_DRAIN = (
     "wall_s = NodeDrain status.startTime -> completionTime; goal_s = 1.2 x ceil(pods/concurrency) x single_total_s, the\n"
     "total of one pod of the same size migrated alone earlier in this run; wall/goal <= 1.00x meets the goal;\n"
-    "pod_total_s = median of the drain's PodMigrations' totals; state = every pod Ready on node-2 with its boot_id."
+    "pod_total_s = median of the drain's PodMigrations' totals; state = every pod Ready on node-2 with its boot_id;\n"
+    "cpu_s = CPU seconds the whole machine was busy during the drain (/proc/stat: the cluster, its nodes, agents, registry\n"
+    "and the control service share it); cpu_bound_s = cpu_s / the machine's CPUs, the shortest the drain could take here\n"
+    "however it is scheduled; single_cpu_s = the same for the single pod (its N times over the CPUs is the bound for N pods)."
 )
 
 

@@ -50,6 +50,7 @@ class MigrationRun:
     volume_bytes: int | None = None  # status.volumeData.dataBytes: the emptyDir files moved
     agent_peak_bytes: int | None = None  # the source node's agent VmHWM after this run (a high-water mark: never goes down)
     cold_start_s: float | None = None  # pod created -> Ready on the source node (image pull, warm-up, ballast)
+    machine_cpu_s: float | None = None  # CPU seconds the whole machine was busy, PodMigration created -> finished seen
     state_ok: bool = False  # same boot_id and the key written before the move, read back on the new pod IP
     error: str | None = None
 
@@ -135,6 +136,9 @@ class DrainRun:
     pod_totals: list[float] = field(default_factory=list)  # each PodMigration's startTime -> completionTime
     pod_downtimes: list[float] = field(default_factory=list)  # each PodMigration's downtimeSeconds
     single_total_s: float | None = None  # one pod of the same size moved alone in this run: the goal's unit
+    machine_cpu_s: float | None = None  # CPU seconds the whole machine was busy, NodeDrain created -> a final phase seen
+    single_cpu_s: float | None = None  # the same for one pod of the same size moved alone in this run (median)
+    cores: int | None = None  # the machine's CPUs
     reference: MigrationRun | None = None  # that single migration, when no --sizes row had the drain's size
     state_ok: bool = False  # every pod on node-2, Ready, with the boot_id it had before the drain
     error: str | None = None

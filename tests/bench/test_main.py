@@ -58,11 +58,13 @@ def test_the_history_records_the_warm_start_arguments() -> None:
 
 def test_drain_reference_is_the_same_size_row() -> None:
     rows = [
-        SizeResult(size_mib=64, migrations=[MigrationRun(total_s=3.0), MigrationRun(total_s=5.0), MigrationRun(total_s=None)]),
+        SizeResult(size_mib=64, runtime="containerd", migrations=[MigrationRun(total_s=30.0, machine_cpu_s=30.0)]),
+        SizeResult(size_mib=64, migrations=[MigrationRun(total_s=3.0, machine_cpu_s=2.0), MigrationRun(total_s=5.0),
+                                            MigrationRun(total_s=None, machine_cpu_s=4.0)]),
         SizeResult(size_mib=256, migrations=[MigrationRun(total_s=9.0)]),
-    ]
-    assert _drain_reference(rows, 64) == 4.0
-    assert _drain_reference(rows, 128) is None
+    ]  # fmt: skip
+    assert _drain_reference(rows, 64) == (4.0, 3.0), "the stand-in row: the drain runs on stand-in nodes"
+    assert _drain_reference(rows, 128) == (None, None)
 
 
 def test_history_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

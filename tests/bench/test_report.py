@@ -112,6 +112,7 @@ def _drain(**overrides: object) -> DrainRun:
     run = DrainRun(
         pods=4, concurrency=2, size_mib=64, name="bench-1", phase="Succeeded", wall_s=9.0, migrated=4,
         pod_totals=[3.5, 4.0, 4.5, 5.0], pod_downtimes=[2.0, 3.0, 2.5, 2.2], single_total_s=3.0, state_ok=True,
+        machine_cpu_s=6.0, single_cpu_s=2.0, cores=2,
     )  # fmt: skip
     for key, value in overrides.items():
         setattr(run, key, value)
@@ -137,8 +138,12 @@ def test_drain_against_its_goal() -> None:
         "3.000",
         "4.250",
         "3.000",
+        "6.000",
+        "3.000",
+        "2.000",
         "OK",
     ]
+    assert (n["cpu_s"], n["cpu_bound_s"], n["single_cpu_s"], n["pods_cpu_bound_s"]) == (6.0, 3.0, 2.0, 4.0)
     results = [_size(migrations=[_migration()])]
     text = report.render(results, drain=_drain())
     assert "drain 4x64MiB k=2: wall/goal 1.25x" in text.splitlines()[-1]
@@ -151,7 +156,18 @@ def test_drain_without_a_reference_or_a_finish() -> None:
     failed.reference = MigrationRun(pod="app-64m-0", phase="Failed", error="Failed: restore")
     n = report.drain_numbers(failed)
     assert n["goal_s"] is None and n["goal_ratio"] is None and n["pod_total_s"] is None and n["pod_downtime_max_s"] is None
-    assert report.drain_table(failed).splitlines()[1].split()[6:] == ["-", "-", "n/a", "-", "-", "-", "FAILED"]
+    assert report.drain_table(failed).splitlines()[1].split()[6:] == [
+        "-",
+        "-",
+        "n/a",
+        "-",
+        "-",
+        "-",
+        "6.000",
+        "3.000",
+        "2.000",
+        "FAILED",
+    ]
     assert failed.failures() == [
         "NodeDrain bench-1: Blocked pod x cannot move",
         "reference migration (app-64m-0): Failed: restore",
