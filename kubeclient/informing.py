@@ -147,6 +147,10 @@ class Informer:
         return list((self._index.get(value) or {}).values())
 
 
+class NotSynced(RuntimeError):
+    """A cache has not listed its kind yet (at start, or while the API server refuses the list): ask again later."""
+
+
 class PodsAndNodes(Protocol):
     """The cluster's nodes and pods (plain dicts, read-only) for decisions that may trail by a watch's delay."""
 
@@ -156,11 +160,23 @@ class PodsAndNodes(Protocol):
 
 
 class Informers:
-    """Every pod and node of the cluster in memory (``PodsAndNodes`` from caches)."""
+    """Every pod and node of the cluster in memory (``PodsAndNodes`` from caches).
 
-    def __init__(self, core: client.CoreV1Api) -> None:
+    A reader waits for the first list at most ``sync_wait`` seconds, then gets ``NotSynced``: a
+    reconcile pass is retried with its backoff, and the restore webhook (5 s to answer) lets the pod
+    start cold, rather than either waiting without end on a list the API server keeps refusing.
+    """
+
+    def __init__(self, core: client.CoreV1Api, *, sync_wait: float = 2.0) -> None:
         self.pods_cache = Informer(core.list_pod_for_all_namespaces, resource="pods", index=node_of)
         self.nodes_cache = Informer(core.list_node, resource="nodes")
+        self._sync_wait = sync_wait
+
+    async def _synced(self, cache: Informer) -> None:
+        try:
+            await asyncio.wait_for(cache.wait_synced(), self._sync_wait)
+        except TimeoutError:
+            raise NotSynced(f"the control service's {cache.resource} cache has not listed them yet") from None
 
     @property
     def caches(self) -> Iterable[Informer]:
@@ -171,11 +187,11 @@ class Informers:
         await asyncio.gather(*(cache.run() for cache in self.caches))
 
     async def nodes(self) -> list[Obj]:
-        await self.nodes_cache.wait_synced()
+        await self._synced(self.nodes_cache)
         return self.nodes_cache.items()
 
     async def pods(self, *, node: str | None = None, namespace: str | None = None) -> list[Obj]:
-        await self.pods_cache.wait_synced()
+        await self._synced(self.pods_cache)
         if node is not None:
             found = self.pods_cache.indexed(node)
             return found if namespace is None else [p for p in found if p["metadata"].get("namespace") == namespace]

@@ -44,7 +44,7 @@ from typing import Any, Final
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from kubeclient.informing import PodsAndNodes
+from kubeclient.informing import NotSynced, PodsAndNodes
 from kubeclient.reading import plain, read_or_none
 from migrator import api, claims, disruption, guard, movability, slots, warmstart
 from migrator.slots import Slot
@@ -426,6 +426,9 @@ class Webhook:
             return [{"op": "add", "path": "/metadata/annotations", "value": {api.ANNOTATION_WARM_START_SKIPPED: str(skip)}}]
         except client.ApiException as exc:
             log.warning("warm start of a pod in %s not decided (%s): it starts cold", namespace, exc.reason)
+            return None
+        except NotSynced as exc:
+            log.warning("warm start of a pod in %s not decided (%s): it starts cold", namespace, exc)
             return None
         status = checkpoint["status"]
         source_pod = status["originalPod"]["metadata"]["name"]

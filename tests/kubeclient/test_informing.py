@@ -151,3 +151,25 @@ async def test_listing_reads_through_the_api_with_the_node_as_a_field_selector()
         ("all", (), {"field_selector": "spec.nodeName=n1"}),
         ("ns", ("x",), {"field_selector": "spec.nodeName=n1"}),
     ]
+
+
+async def test_a_reader_gives_up_on_a_cache_that_never_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server refusing the list: readers get NotSynced after sync_wait, never wait without end."""
+
+    async def never(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
+        await asyncio.Event().wait()
+        yield Event(type="SYNCED", object=None)  # pragma: no cover
+
+    class Core:
+        list_node = list_pod_for_all_namespaces = "list"
+
+    monkeypatch.setattr(informing, "list_and_watch", never)
+    informers = informing.Informers(Core(), sync_wait=0.01)  # type: ignore[arg-type]
+    task = asyncio.create_task(informers.run())
+    try:
+        with pytest.raises(informing.NotSynced, match="pods cache has not listed"):
+            await informers.pods(node="n1")
+        with pytest.raises(informing.NotSynced, match="nodes cache"):
+            await informers.nodes()
+    finally:
+        task.cancel()

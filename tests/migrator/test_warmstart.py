@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from kubernetes_asyncio import client
 
+from kubeclient.informing import NotSynced
 from migrator import api, guard, pullsecrets
 from migrator.webhook import Webhook
 from tests.fakekube import FakeKube, api_error, image_id, json_patch, make_node
@@ -265,3 +266,20 @@ async def test_a_webhook_without_the_apps_api_does_no_warm_start(world: World, a
     async with TestClient(TestServer(Webhook(core=world.kube, custom=world.kube).app)) as http:  # type: ignore[arg-type]
         response, _ = await mutate(http, new_pod())
     assert response == {"uid": "req-1", "allowed": True} and apps.reads == []
+
+
+async def test_caches_that_have_not_listed_yet_leave_the_pod_cold_in_time(world: World, apps: FakeApps) -> None:
+    """The service just started (or cannot list pods): the webhook answers within its 5 s, without a patch."""
+
+    class Unsynced:
+        async def nodes(self) -> list[dict[str, Any]]:
+            raise NotSynced("the control service's nodes cache has not listed them yet")
+
+        async def pods(self, **_: Any) -> list[dict[str, Any]]:
+            raise NotSynced("the control service's pods cache has not listed them yet")
+
+    await warm_checkpoint(world, apps)
+    hook = Webhook(core=world.kube, custom=world.kube, apps=apps, pods_and_nodes=Unsynced())  # type: ignore[arg-type]
+    async with TestClient(TestServer(hook.app)) as http:
+        response, _ = await mutate(http, new_pod())
+    assert response == {"uid": "req-1", "allowed": True}, "fails open: the pod starts cold, as with no webhook"
