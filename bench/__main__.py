@@ -259,7 +259,7 @@ def _between_runs(cluster: lc.Cluster) -> None:
     freed = cluster.collect_registry_garbage()
     if freed >= 1 << 30:
         _log(f"registry garbage collection freed {freed / (1 << 30):.1f} GiB")
-    _between_runs(cluster)
+    _sync()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
