@@ -181,3 +181,21 @@ def test_the_header_names_the_real_nodes() -> None:
     assert "BALLAST_MB in {64} of random (incompressible) bytes; containerd rows BALLAST_MB in {64,1024};" in lines[4]
     plain = _header({**meta, "real_sizes_mib": []}, _cluster(real=False))
     assert len(plain) == 4 and not any("real nodes" in line or "containerd" in line for line in plain)
+
+
+def test_between_runs_collects_the_registrys_garbage_once_then_syncs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import __main__ as bench_main
+
+    calls: list[str] = []
+
+    class Cluster:
+        def collect_registry_garbage(self) -> int:
+            calls.append("gc")
+            return 3 << 30
+
+    monkeypatch.setattr(bench_main.os, "sync", lambda: calls.append("sync"))
+    bench_main._between_runs(Cluster())  # type: ignore[arg-type]
+    assert calls == ["gc", "sync"]
+    assert "registry garbage collection freed 3.0 GiB" in capsys.readouterr().err
