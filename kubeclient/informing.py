@@ -25,8 +25,10 @@ largest part of a pod. They are shared, not copied: readers must not change them
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from kubernetes_asyncio import client
@@ -103,6 +105,10 @@ class Informer:
                 self._replace(snapshot or {})
                 snapshot = None
                 self._synced.set()
+                # The cache's many small, long-lived objects out of the cyclic collector's way: without this,
+                # every full collection walks all of them (~50 ms at 5,000 pods), which a drain pays several
+                # times over in a large cluster. They are still freed by reference counting when replaced.
+                gc.freeze()
             elif event.type == "DELETED":
                 self._remove(_key(event.object))
             else:  # ADDED, MODIFIED
@@ -146,6 +152,28 @@ class Informer:
     def indexed(self, value: str) -> list[Obj]:
         return list((self._index.get(value) or {}).values())
 
+    def by_index(self) -> Mapping[str, Sequence[Obj]]:
+        """Every index value's objects, read when asked for: no pass over the whole store to group them."""
+        return _Grouped(dict(self._index))
+
+    def by_key(self) -> Mapping[Key, Obj]:
+        """(namespace, name) -> object, read-only, as the store is now."""
+        return MappingProxyType(self._store)
+
+
+class _Grouped(Mapping[str, Sequence[Obj]]):
+    def __init__(self, index: dict[str, dict[Key, Obj]]) -> None:
+        self._index = index
+
+    def __getitem__(self, value: str) -> Sequence[Obj]:
+        return list(self._index[value].values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
 
 class NotSynced(RuntimeError):
     """A cache has not listed its kind yet (at start, or while the API server refuses the list): ask again later."""
@@ -157,6 +185,10 @@ class PodsAndNodes(Protocol):
     async def nodes(self) -> list[Obj]: ...
 
     async def pods(self, *, node: str | None = None, namespace: str | None = None) -> list[Obj]: ...
+
+    async def pods_by_node(self) -> tuple[Mapping[str, Sequence[Obj]], Mapping[Key, Obj]]:
+        """Every bound pod grouped by node, and every pod by (namespace, name): what a drain pass judges with."""
+        ...
 
 
 class Informers:
@@ -197,6 +229,10 @@ class Informers:
             return found if namespace is None else [p for p in found if p["metadata"].get("namespace") == namespace]
         return self.pods_cache.items(namespace=namespace)
 
+    async def pods_by_node(self) -> tuple[Mapping[str, Sequence[Obj]], Mapping[Key, Obj]]:
+        await self._synced(self.pods_cache)
+        return self.pods_cache.by_index(), self.pods_cache.by_key()
+
 
 class Listing:
     """``PodsAndNodes`` read through the API on every call: no cache to keep, a list per question."""
@@ -214,3 +250,12 @@ class Listing:
         else:
             listing = await self._core.list_pod_for_all_namespaces(**selector)
         return [plain(p) for p in listing.items]
+
+    async def pods_by_node(self) -> tuple[Mapping[str, Sequence[Obj]], Mapping[Key, Obj]]:
+        by_node: dict[str, list[Obj]] = {}
+        by_key: dict[Key, Obj] = {}
+        for pod in await self.pods():
+            by_key[_key(pod)] = pod
+            if node := node_of(pod):
+                by_node.setdefault(node, []).append(pod)
+        return by_node, by_key

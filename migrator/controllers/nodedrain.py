@@ -112,17 +112,23 @@ class World:
     """The cluster as one pass of starts sees it: nodes, every pod, and PodDisruptionBudgets per namespace."""
 
     def __init__(
-        self, *, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], claims: Claims, policy: client.PolicyV1Api
+        self,
+        *,
+        nodes: list[dict[str, Any]],
+        by_node: Mapping[str, Sequence[Mapping[str, Any]]],
+        index: Mapping[tuple[str, str], Mapping[str, Any]],
+        claims: Claims,
+        policy: client.PolicyV1Api,
     ) -> None:
         self.nodes = nodes
         self.claims = claims
-        self.by_node = drainplan.group_by_node(pods)
-        self.index = {drainplan.pod_key(p): p for p in pods}
+        self.by_node = by_node
+        self.index = index
         self._policy = policy
         self._budgets: dict[str, list[disruption.Budget]] = {}
         self.migrations: list[dict[str, Any]] = []  # every PodMigration (for everyone else's disruptions in flight)
 
-    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.index.get((namespace, name))
 
     async def budgets(self, namespace: str) -> list[disruption.Budget]:
@@ -262,9 +268,12 @@ class NodeDrainReconciler:
         """The nodes and pods (from the caches) and the claims of ``node``'s pods and of ``arrived`` (read now)."""
         # From the caches: a pass costs no list of the cluster's pods. What must be current (is the pod still
         # there, with its UID, before its migration starts?) is read directly, in ``_start``.
-        nodes, pods = await self.cluster.nodes(), await self.cluster.pods()
-        judged = [*await self.cluster.pods(node=node), *arrived]
-        world = World(nodes=nodes, pods=pods, claims=await claims.read_for_pods(self.core, judged), policy=self.policy)
+        # Grouped by node and indexed by name in the caches already: building a pass's view costs nothing per pod.
+        nodes, (by_node, index) = await self.cluster.nodes(), await self.cluster.pods_by_node()
+        judged = [*by_node.get(node, []), *arrived]
+        world = World(
+            nodes=nodes, by_node=by_node, index=index, claims=await claims.read_for_pods(self.core, judged), policy=self.policy
+        )
         listing = await self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
         world.migrations = list(listing.get("items") or [])
         return world

@@ -173,3 +173,49 @@ async def test_a_reader_gives_up_on_a_cache_that_never_lists(monkeypatch: pytest
             await informers.nodes()
     finally:
         task.cancel()
+
+
+async def test_pods_grouped_by_node_and_by_name_come_from_the_index_and_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain pass's view of every pod, without a pass over them; the cache frozen out of the cyclic GC's way."""
+    frozen: list[bool] = []
+    monkeypatch.setattr(informing.gc, "freeze", lambda: frozen.append(True))
+
+    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
+        if list_fn == "pods":
+            for p in (pod("a", "n1"), pod("b", "n1"), pod("c", "n2"), pod("d", None)):
+                yield Event(type="SYNC", object=p)
+        yield Event(type="SYNCED", object=None)
+        await asyncio.Event().wait()
+
+    class Core:
+        list_node = "nodes"
+        list_pod_for_all_namespaces = "pods"
+
+    monkeypatch.setattr(informing, "list_and_watch", fake)
+    informers = informing.Informers(Core())  # type: ignore[arg-type]
+    task = asyncio.create_task(informers.run())
+    try:
+        by_node, by_key = await informers.pods_by_node()
+        assert sorted(by_node) == ["n1", "n2"] and len(by_node) == 2
+        assert [p["metadata"]["name"] for p in by_node["n1"]] == ["a", "b"]
+        assert by_node.get("n3", []) == [] and "n3" not in by_node
+        assert by_key[("ns", "d")]["metadata"]["name"] == "d" and ("ns", "x") not in by_key
+        with pytest.raises(TypeError):
+            by_key[("ns", "e")] = pod("e", None)  # type: ignore[index]
+        assert frozen == [True, True], "frozen after each cache's first list"
+    finally:
+        task.cancel()
+
+
+async def test_listing_groups_pods_by_node_from_one_list() -> None:
+    class Listed:
+        def __init__(self, items: list[Any]) -> None:
+            self.items = items
+
+    class Core:
+        async def list_pod_for_all_namespaces(self, **_: Any) -> Listed:
+            return Listed([pod("a", "n1"), pod("b", None), pod("c", "n1")])
+
+    by_node, by_key = await informing.Listing(Core()).pods_by_node()  # type: ignore[arg-type]
+    assert {n: [p["metadata"]["name"] for p in ps] for n, ps in by_node.items()} == {"n1": ["a", "c"]}
+    assert sorted(by_key) == [("ns", "a"), ("ns", "b"), ("ns", "c")]
