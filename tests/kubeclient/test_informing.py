@@ -32,6 +32,37 @@ def feed(monkeypatch: pytest.MonkeyPatch, events: list[Event], selectors: list[d
     return drained
 
 
+class Core:
+    """What Informers reads from CoreV1Api: its two list methods, named so the fake list_and_watch tells them apart."""
+
+    list_node = "nodes"
+    list_pod_for_all_namespaces = "pods"
+
+
+def serve(
+    monkeypatch: pytest.MonkeyPatch,
+    listings: dict[str, list[dict[str, Any]]],
+    *,
+    gate: asyncio.Event | None = None,
+    lists: list[Any] | None = None,
+    sync_wait: float = 2.0,
+) -> informing.Informers:
+    """Informers over a fake list_and_watch: each kind's list (after ``gate``), then a watch with nothing new."""
+
+    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
+        if lists is not None:
+            lists.append(list_fn)
+        if gate is not None:
+            await gate.wait()
+        for obj in listings.get(list_fn, []):
+            yield Event(type="SYNC", object=obj)
+        yield Event(type="SYNCED", object=None)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(informing, "list_and_watch", fake)
+    return informing.Informers(Core(), sync_wait=sync_wait)  # type: ignore[arg-type]
+
+
 async def run_until(drained: asyncio.Event, informer: informing.Informer) -> asyncio.Task[None]:
     task = asyncio.create_task(informer.run())
     await asyncio.wait_for(drained.wait(), 5)
@@ -93,21 +124,7 @@ async def test_a_relist_replaces_the_store_whole_and_drops_what_it_did_not_conta
 async def test_readers_wait_for_the_first_list_and_then_ask_nothing_of_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
     gate = asyncio.Event()
     lists: list[Any] = []
-
-    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
-        lists.append(list_fn)
-        await gate.wait()
-        name = "n1" if list_fn == "nodes" else "p1"
-        yield Event(type="SYNC", object=pod(name, "n1", namespace="" if list_fn == "nodes" else "ns"))
-        yield Event(type="SYNCED", object=None)
-        await asyncio.Event().wait()
-
-    class Core:
-        list_node = "nodes"
-        list_pod_for_all_namespaces = "pods"
-
-    monkeypatch.setattr(informing, "list_and_watch", fake)
-    informers = informing.Informers(Core())  # type: ignore[arg-type]
+    informers = serve(monkeypatch, {"nodes": [pod("n1", "n1", namespace="")], "pods": [pod("p1", "n1")]}, gate=gate, lists=lists)
     task = asyncio.create_task(informers.run())
     try:
         reader = asyncio.create_task(informers.pods(node="n1"))
@@ -156,15 +173,7 @@ async def test_listing_reads_through_the_api_with_the_node_as_a_field_selector()
 async def test_a_reader_gives_up_on_a_cache_that_never_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     """The API server refusing the list: readers get NotSynced after sync_wait, never wait without end."""
 
-    async def never(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
-        await asyncio.Event().wait()
-        yield Event(type="SYNCED", object=None)  # pragma: no cover
-
-    class Core:
-        list_node = list_pod_for_all_namespaces = "list"
-
-    monkeypatch.setattr(informing, "list_and_watch", never)
-    informers = informing.Informers(Core(), sync_wait=0.01)  # type: ignore[arg-type]
+    informers = serve(monkeypatch, {}, gate=asyncio.Event(), sync_wait=0.01)  # the gate never opens
     task = asyncio.create_task(informers.run())
     try:
         with pytest.raises(informing.NotSynced, match="pods cache has not listed"):
@@ -180,19 +189,8 @@ async def test_pods_grouped_by_node_and_by_name_come_from_the_index_and_the_stor
     frozen: list[bool] = []
     monkeypatch.setattr(informing.gc, "freeze", lambda: frozen.append(True))
 
-    async def fake(list_fn: Any, /, **kwargs: Any) -> AsyncIterator[Event]:
-        if list_fn == "pods":
-            for p in (pod("a", "n1"), pod("b", "n1"), pod("c", "n2"), pod("d", None)):
-                yield Event(type="SYNC", object=p)
-        yield Event(type="SYNCED", object=None)
-        await asyncio.Event().wait()
-
-    class Core:
-        list_node = "nodes"
-        list_pod_for_all_namespaces = "pods"
-
-    monkeypatch.setattr(informing, "list_and_watch", fake)
-    informers = informing.Informers(Core())  # type: ignore[arg-type]
+    pods = [pod("a", "n1"), pod("b", "n1"), pod("c", "n2"), pod("d", None)]
+    informers = serve(monkeypatch, {"pods": pods})
     task = asyncio.create_task(informers.run())
     try:
         by_node, by_key = await informers.pods_by_node()
