@@ -29,7 +29,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kubernetes_asyncio import client
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace or "", name)
 Obj = dict[str, Any]
+P = TypeVar("P", bound=Mapping[str, Any])
 
 
 def _key(obj: Obj) -> Key:
@@ -53,9 +54,18 @@ def slim(obj: Obj) -> Obj:
     return obj
 
 
-def node_of(pod: Obj) -> str | None:
+def node_of(pod: Mapping[str, Any]) -> str | None:
     """The node a pod is bound to (the pods' index)."""
     return (pod.get("spec") or {}).get("nodeName") or None
+
+
+def group_by_node(pods: Iterable[P]) -> dict[str, list[P]]:
+    """Bound pods by their node, from a list (what the pods' cache keeps as its index)."""
+    by_node: dict[str, list[P]] = {}
+    for pod in pods:
+        if node := node_of(pod):
+            by_node.setdefault(node, []).append(pod)
+    return by_node
 
 
 class Informer:
@@ -140,9 +150,6 @@ class Informer:
             bucket.pop(key, None)
             if not bucket:
                 del self._index[value]  # type: ignore[arg-type]
-
-    def get(self, *, name: str, namespace: str = "") -> Obj | None:
-        return self._store.get((namespace, name))
 
     def items(self, *, namespace: str | None = None) -> list[Obj]:
         if namespace is None:
@@ -252,10 +259,5 @@ class Listing:
         return [plain(p) for p in listing.items]
 
     async def pods_by_node(self) -> tuple[Mapping[str, Sequence[Obj]], Mapping[Key, Obj]]:
-        by_node: dict[str, list[Obj]] = {}
-        by_key: dict[Key, Obj] = {}
-        for pod in await self.pods():
-            by_key[_key(pod)] = pod
-            if node := node_of(pod):
-                by_node.setdefault(node, []).append(pod)
-        return by_node, by_key
+        pods = await self.pods()
+        return group_by_node(pods), {_key(pod): pod for pod in pods}

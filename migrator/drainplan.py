@@ -399,12 +399,3 @@ def plan(
         p.target = target
         assigned.setdefault(target, []).append(pod)
     return Plan(pods=plans, blocked=blocked, unselected=len(every) - len(selected))
-
-
-def group_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    by_node: dict[str, list[Mapping[str, Any]]] = {}
-    for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            by_node.setdefault(node, []).append(pod)
-    return by_node

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
+from kubeclient.informing import group_by_node
 from migrator import api, drainplan
 from migrator.cli import drainprinting, following
 from migrator.cli.commands import WAIT_GRACE, Io, terminal_columns
@@ -74,7 +75,7 @@ async def dry_run(*, kube: Api, io: Io, spec: Mapping[str, Any]) -> int:
     """What a drain would do now, planned here; 0 if it would go ahead, 1 if it would stop Blocked."""
     nodes = await kube.list_nodes()
     pods = await kube.list_pods()
-    by_node = drainplan.group_by_node(pods)
+    by_node = group_by_node(pods)
     plan = drainplan.plan(
         spec=drainplan.DrainSpec.from_spec(spec), pods=by_node.get(spec["nodeName"], []), nodes=nodes, pods_by_node=by_node,
         claims=await kube.list_claims(),

@@ -266,9 +266,9 @@ class NodeDrainReconciler:
 
     async def _world(self, node: str, *, arrived: Sequence[Mapping[str, Any]] = ()) -> World:
         """The nodes and pods (from the caches) and the claims of ``node``'s pods and of ``arrived`` (read now)."""
-        # From the caches: a pass costs no list of the cluster's pods. What must be current (is the pod still
-        # there, with its UID, before its migration starts?) is read directly, in ``_start``.
-        # Grouped by node and indexed by name in the caches already: building a pass's view costs nothing per pod.
+        # From the caches, grouped by node and indexed by name there already: a pass costs no list of the
+        # cluster's pods and no pass over them. What must be current (is the pod still there, with its UID,
+        # before its migration starts?) is read directly, in ``_start``.
         nodes, (by_node, index) = await self.cluster.nodes(), await self.cluster.pods_by_node()
         judged = [*by_node.get(node, []), *arrived]
         world = World(

@@ -92,7 +92,7 @@ async def test_an_informer_follows_the_watch_and_indexes_pods_by_node(monkeypatc
         assert [p["metadata"]["name"] for p in informer.indexed("node-1")] == ["c"]
         assert [p["metadata"]["name"] for p in informer.indexed("node-2")] == ["b"]
         assert informer.indexed("node-3") == []
-        assert informer.get(name="b", namespace="ns")["metadata"]["resourceVersion"] == "2"
+        assert informer.by_key()[("ns", "b")]["metadata"]["resourceVersion"] == "2"
         assert [p["metadata"]["name"] for p in informer.items(namespace="other")] == ["c"]
         assert all("managedFields" not in p["metadata"] for p in informer.items()), "kept slim"
     finally:

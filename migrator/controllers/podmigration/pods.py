@@ -267,11 +267,8 @@ async def choose_node(
     """
     own_uid = (pod.get("metadata") or {}).get("uid")
     nodes = await ctx.cluster.nodes()
-    by_node: dict[str, list[Mapping[str, Any]]] = {}
-    for p in await ctx.cluster.pods():
-        node = p["spec"].get("nodeName")
-        if node and (own_uid is None or p["metadata"].get("uid") != own_uid):
-            by_node.setdefault(node, []).append(p)
+    grouped, _ = await ctx.cluster.pods_by_node()
+    by_node = {node: [p for p in there if p["metadata"].get("uid") != own_uid] for node, there in grouped.items()}
     if wanted:
         node = next((n for n in nodes if n["metadata"]["name"] == wanted), None)
         if node is None:

@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 
 from agentapi import contract
 from agentapi.client import AgentError
+from kubeclient.informing import group_by_node
 from migrator import api
 from migrator.controllers.podmigration import PodMigrationReconciler, Settings
 from migrator.units import status_time
@@ -973,6 +974,11 @@ async def test_with_the_services_caches_the_target_is_chosen_without_listing_the
             return [copy.deepcopy(p) for (ns, _), p in self.kube.pods.items() if namespace in (None, ns)
                     and node in (None, p["spec"].get("nodeName"))]  # fmt: skip
 
+        async def pods_by_node(self) -> tuple[dict[str, list[dict[str, Any]]], dict[tuple[str, str], dict[str, Any]]]:
+            self.asked.append("pods_by_node")
+            pods = {key: copy.deepcopy(p) for key, p in self.kube.pods.items()}
+            return group_by_node(pods.values()), pods
+
     world = World(monkeypatch)
     cached = Cached(world.kube)
     world.reconciler = PodMigrationReconciler(
@@ -989,4 +995,4 @@ async def test_with_the_services_caches_the_target_is_chosen_without_listing_the
     name = world.migrate()  # no targetNode: the best-fitting other node
     await world.reconcile(name)
     assert world.status(name)["targetNode"] == "node-2"
-    assert cached.asked == ["nodes", "pods"]
+    assert cached.asked == ["nodes", "pods_by_node"]
