@@ -32,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from bench import ceiling, drain, floor, history, migration, report, scale, stats, warmstart
-from bench.results import RUNTIME_CONTAINERD, DrainRun, ScaleResult, SizeResult, WarmStartResult
+from bench.results import RUNTIME_CONTAINERD, RUNTIME_STANDIN, DrainRun, ScaleResult, SizeResult, WarmStartResult
 from localcluster import cluster as lc
 from localcluster import podmigrate, registryauth
 
@@ -184,7 +184,7 @@ def _header(meta: dict[str, Any], cluster: lc.Cluster | None) -> list[str]:
         if reals:
             pair = " -> ".join(f"{n.name} ({n.address})" for n in reals)
             versions = meta.get("real_versions") or "versions unknown"
-            taint = f"{migration.REAL_NODE_TAINT}=true:NoSchedule"
+            taint = f"{lc.REAL_NODE_TAINT}=true:NoSchedule"
             lines.append(f"real nodes: {pair}, {versions}, runc; tainted {taint} (only the containerd rows' pods tolerate it)")
     sizes = ",".join(map(str, meta["sizes_mib"]))
     real_sizes = ",".join(map(str, meta.get("real_sizes_mib") or []))
@@ -202,14 +202,6 @@ def real_pair(cluster: lc.Cluster) -> tuple[str, str]:
     if len(names) < REAL_NODES:
         raise lc.ClusterError(f"the containerd rows need {REAL_NODES} real nodes, the cluster has {names or 'none'}")
     return names[0], names[1]
-
-
-def taint_real_nodes(cluster: lc.Cluster) -> None:
-    """Keep everything scheduled off the real nodes (the warm start's Deployments, ...), as tests/conftest.py does."""
-    for node in cluster.nodes:
-        if node.kind == "real":
-            taint = f"{migration.REAL_NODE_TAINT}=true:NoSchedule"
-            cluster.controlplane().kubectl("taint", "node", node.name, taint, "--overwrite")
 
 
 def real_versions(api: migration.Api, names: Sequence[str]) -> str:
@@ -287,7 +279,7 @@ def _history_run(args: argparse.Namespace, argv: list[str], meta: dict[str, Any]
 
 def _drain_reference(results: list[SizeResult], size_mib: int) -> tuple[float | None, float | None]:
     """The median single-pod total and machine CPU of the drain's pod size, if a stand-in --sizes row measured it."""
-    row = next((r for r in results if r.size_mib == size_mib and r.migrations and r.runtime == "standin"), None)
+    row = next((r for r in results if r.size_mib == size_mib and r.migrations and r.runtime == RUNTIME_STANDIN), None)
     if row is None:
         return None, None
     return stats.median(m.total_s for m in row.migrations), stats.median(m.machine_cpu_s for m in row.migrations)
@@ -321,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"bringing up local cluster instance {args.instance} in {state}")
         t0 = time.monotonic()
         cluster = lc.up(state_dir=state, nodes=2, instance=args.instance, real_nodes=REAL_NODES if args.real_sizes else 0)
-        taint_real_nodes(cluster)  # before anything is scheduled: podmigrate's own pods, then every row's
+        cluster.taint_real_nodes()  # before anything is scheduled: podmigrate's own pods, then every row's
         installation = podmigrate.install_pods(cluster)  # make image + kubectl apply -k: the user's install
         timings["up_s"] = time.monotonic() - t0
         _log(f"cluster and podmigrate up in {timings['up_s']:.1f}s")

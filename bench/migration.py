@@ -28,14 +28,13 @@ from agentapi import certificates
 from bench import stats
 from bench.floor import http_json
 from bench.results import MigrationRun
-from localcluster.cluster import Cluster
+from localcluster.cluster import REAL_NODE_TAINT, Cluster
 from localcluster.podmigrate import AGENT_PORT
 
 NAMESPACE: Final = "bench"
 APP_PORT: Final = 8080
 # The taint the bench puts on the local cluster's real nodes (as tests/conftest.py does), so that nothing scheduled
 # lands there; only the containerd rows' pods tolerate it. podmigrate's placement honours taints for the target.
-REAL_NODE_TAINT: Final = "podmigrate.io/real-node"
 PODMIGRATIONS: Final = "/apis/podmigrate.io/v1alpha1/namespaces/{ns}/podmigrations"
 PODS: Final = "/api/v1/namespaces/{ns}/pods"
 

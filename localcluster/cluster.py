@@ -46,6 +46,9 @@ REGISTRY_AUTH_DIR: Final = "registry-auth"
 
 
 REGISTRY: Final = "docker-registry"  # the registry's process name (pid file, logs)
+# Put on the real nodes by the test session and the benchmark (``Cluster.taint_real_nodes``), so that nothing
+# scheduled lands there; what a test or bench row puts on them tolerates it.
+REAL_NODE_TAINT: Final = "podmigrate.io/real-node"
 
 
 class ClusterError(processes.ProcessError):
@@ -98,6 +101,12 @@ class Cluster:
 
     def controlplane(self) -> controlplane.ControlPlane:
         return controlplane.ControlPlane.load(state_dir=Path(self.state_dir) / "controlplane")
+
+    def taint_real_nodes(self) -> None:
+        """Taint every real node ``REAL_NODE_TAINT=true:NoSchedule``: scheduled pods stay on the stand-ins."""
+        for node in self.nodes:
+            if node.kind == "real":
+                self.controlplane().kubectl("taint", "node", node.name, f"{REAL_NODE_TAINT}=true:NoSchedule", "--overwrite")
 
     # --- fault injection: the registry goes away and comes back ---------------------------
     def registry_pid(self) -> int | None:

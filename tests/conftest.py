@@ -36,7 +36,7 @@ from localcluster import processes, realnode
 # The session cluster has stand-in nodes (node-1..3) and real nodes (real-1, real-2: kubelet +
 # containerd). The real nodes carry this taint, so only tests that mean to run there do (their pods
 # tolerate it, ``tests/migrator/workloads.py``) and everything else keeps to the stand-ins.
-REAL_NODE_TAINT = "podmigrate.io/real-node"
+REAL_NODE_TAINT = lc.REAL_NODE_TAINT
 STANDIN_NODES = 3
 REAL_NODES = 2
 # The host's kernel settings the real nodes' kubelets would rewrite, read before the session
@@ -153,7 +153,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     existing = os.environ.get("PODMIGRATE_TEST_CLUSTER")
     if existing:
         c = lc.Cluster.load(Path(existing).resolve())
-        _taint_real_nodes(c)
+        c.taint_real_nodes()
         yield c
         return
     state = tmp_path_factory.mktemp("cluster")
@@ -165,7 +165,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     )
     print(f"\nlocal cluster up in {time.monotonic() - started:.1f}s")
     try:
-        _taint_real_nodes(c)
+        c.taint_real_nodes()
         # Into the test log even when everything passes: which nodes (and runtimes) this run had.
         _print_to_log(request, "\n$ kubectl get nodes -o wide\n" + c.controlplane().kubectl("get", "nodes", "-o", "wide").stdout)
         yield c
@@ -182,12 +182,6 @@ def _print_to_log(request: pytest.FixtureRequest, text: str) -> None:
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():
             reporter.write_line(text)
-
-
-def _taint_real_nodes(c: lc.Cluster) -> None:
-    for node in c.nodes:
-        if node.kind == "real":
-            c.controlplane().kubectl("taint", "node", node.name, f"{REAL_NODE_TAINT}=true:NoSchedule", "--overwrite")
 
 
 @pytest.fixture(scope="session")

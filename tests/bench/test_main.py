@@ -19,7 +19,6 @@ from bench.__main__ import (
     parse_real_sizes,
     real_pair,
     share_baselines,
-    taint_real_nodes,
 )
 from bench.results import CeilingRun, FloorRun, MigrationRun, SizeResult
 from localcluster import cluster as lc
@@ -158,14 +157,14 @@ def _cluster(*, real: bool = True) -> Any:
 
 def test_the_real_nodes_are_tainted_and_paired() -> None:
     cluster = _cluster()
-    taint_real_nodes(cluster)
+    lc.Cluster.taint_real_nodes(cluster)  # type: ignore[arg-type]
     assert cluster.control.calls == [
         ("taint", "node", "real-1", "podmigrate.io/real-node=true:NoSchedule", "--overwrite"),
         ("taint", "node", "real-2", "podmigrate.io/real-node=true:NoSchedule", "--overwrite"),
     ], "the real nodes only, as tests/conftest.py does"
     assert real_pair(cluster) == ("real-1", "real-2")
     standin = _cluster(real=False)
-    taint_real_nodes(standin)
+    lc.Cluster.taint_real_nodes(standin)  # type: ignore[arg-type]
     assert standin.control.calls == []
     with pytest.raises(lc.ClusterError, match="2 real nodes"):
         real_pair(standin)
