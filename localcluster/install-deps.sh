@@ -15,8 +15,13 @@
 #      Why not a distribution criu: bookworm's 3.17 fails `criu check` on current kernels,
 #      and trixie's 4.1.1 cannot dump a process with a TCP socket on kernels >= 6.16.
 #      `criu check` must say "Looks good".
-#   3. docker-registry (distribution 2.8): `apt-get download` + `dpkg-deb -x` into
+#   3. docker-registry (distribution 2.8) from Debian 13: `apt-get download` (host apt on
+#      Debian 13, the private trixie config on Debian 12) + `dpkg-deb -x` into
 #      $CACHE/docker-registry-<version>/ (its postinst would start a system service).
+#      Why Debian 13's (2.8.3, built with Go 1.24) and not bookworm's (2.8.2, Go 1.19): Go
+#      hashes sha256 with the CPU's SHA instructions since 1.21, and a blob is one stream that
+#      the registry hashes on one core, so bookworm's build took ~3x the CPU per byte and
+#      capped every upload at ~370 MB/s here (docs/facts.md, "Registry throughput").
 #   4. checkpointctl 1.3.x from Debian 13: `apt-get download` (host apt on Debian 13, the
 #      private trixie config on Debian 12) + `dpkg-deb -x` into $CACHE/checkpointctl-<version>/,
 #      plus a wrapper script there (Debian's binary has no --version flag, and on Debian 12
@@ -43,6 +48,7 @@ REFRESH="${PODMIGRATE_REFRESH:-0}"
 # ("sockets: Can't get 1:16 opt: Operation not supported"); 4.2 only asks AF_UNIX/netlink sockets.
 CRIU_VERSION=4.2.1
 CRIU_DIR="$CACHE/criu-$CRIU_VERSION"
+REGISTRY_MIN_VERSION=2.8.3        # Debian 13's docker-registry (step 3)
 BIN="$CACHE/bin"
 PRIV="$CACHE/apt-trixie"          # private apt configuration (Debian 12 only)
 DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -373,13 +379,26 @@ ln -sfn "$CRIU_BIN" /usr/local/sbin/criu
   || die "/usr/local/sbin/criu does not point to $CRIU_BIN"
 
 # ================================================================ 3. docker-registry
-step "3/4 docker-registry"
+step "3/4 docker-registry (Debian 13)"
 REG_DIR=$(cached_dir docker-registry)
+# A cached bookworm build (2.8.2) is not reused: see the header.
+if [[ -n $REG_DIR ]] && ! dpkg --compare-versions "${REG_DIR##*/docker-registry-}" ge "$REGISTRY_MIN_VERSION"; then
+  REG_DIR=
+fi
 if [[ -z $REG_DIR ]]; then
   dl="$CACHE/dl/docker-registry"; rm -rf "$dl"
-  apt_download_host docker-registry "$dl"
+  if [[ $OS_VER == 13 ]]; then
+    apt_download_host docker-registry "$dl"
+  else
+    priv_apt_setup
+    priv_apt_fetch "$dl" download docker-registry \
+      || die "apt-get download docker-registry failed (private trixie config)"
+  fi
   deb=$(compgen -G "$dl/docker-registry_*.deb" | head -n1 || true)
   [[ -n $deb ]] || die "apt-get download docker-registry produced no .deb"
+  reg_debver=$(dpkg-deb -f "$deb" Version)
+  dpkg --compare-versions "$reg_debver" ge "$REGISTRY_MIN_VERSION" \
+    || die "docker-registry $reg_debver is older than $REGISTRY_MIN_VERSION (Debian 13's)"
   extract_deb docker-registry "$deb"; REG_DIR=$EXTRACTED; touch "$REG_DIR/.complete"
   rm -rf "$dl"
 fi
