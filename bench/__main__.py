@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         for result in (r for r in measured if r.size_mib):  # 0 MiB: no blob to time
             for i in range(1, args.repeat + 1):
                 _between_runs(cluster)
-                c = ceiling.measure(registry=cluster.registry, credentials=credentials, size_mib=result.size_mib, workdir=base)
+                c = ceiling.measure(
+                    registry=cluster.registry, credentials=credentials, size_mib=result.size_mib, workdir=base,
+                    registry_pid=cluster.registry_pid(),
+                )  # fmt: skip
                 result.ceilings.append(c)
                 _log(
                     f"{result.size_mib}MiB registry ceiling run {i}: push 1 stream {stats.fmt_seconds(c.push_1_s)}s, "

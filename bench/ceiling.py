@@ -29,15 +29,18 @@ from typing import Final
 
 import aiohttp
 
+from bench.cpu import process_cpu_seconds
 from bench.results import CeilingRun
 from bench.stats import MIB
 from localcluster import registryauth
 from ocicheckpoint.credentials import Credentials
+from ocicheckpoint.encryption import LayerPass, PublicKey, new_keypair, parse_public_key
+from ocicheckpoint.image import CHUNK
+from ocicheckpoint.names import MEDIA_TYPE_OCI_LAYER_TAR
 from ocicheckpoint.registry import RegistryError, parse_challenge
 
 REPOSITORY: Final = f"{registryauth.CHECKPOINT_REPOSITORY}/bench-ceiling"
 STREAMS: Final = 4
-CHUNK: Final = 1 << 20  # what the agent's client reads and sends at a time (ocicheckpoint.image.CHUNK)
 
 
 def split_ranges(size: int, parts: int) -> list[tuple[int, int]]:
@@ -146,7 +149,14 @@ async def _delete(session: aiohttp.ClientSession, *, base: str, auth: dict[str, 
 
 
 async def _measure(
-    run: CeilingRun, *, registry: str, credentials: Credentials | None, path: Path, digest: str, parts: list[str]
+    run: CeilingRun,
+    *,
+    registry: str,
+    registry_pid: int | None,
+    credentials: Credentials | None,
+    path: Path,
+    digest: str,
+    parts: list[str],
 ) -> None:
     base = f"http://{registry}/v2"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
@@ -154,9 +164,12 @@ async def _measure(
     async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
         auth = await _authorization(session, base=base, credentials=credentials)
         try:
+            cpu0 = process_cpu_seconds(registry_pid) if registry_pid is not None else None
             t0 = time.monotonic()
             await _push(session, base=base, auth=auth, path=path, offset=0, length=run.blob_bytes, digest=digest)
             run.push_1_s = time.monotonic() - t0
+            cpu1 = process_cpu_seconds(registry_pid) if registry_pid is not None else None
+            run.push_1_registry_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
 
             ranges = split_ranges(run.blob_bytes, run.streams)
             t0 = time.monotonic()
@@ -178,15 +191,43 @@ async def _measure(
             await _delete(session, base=base, auth=auth, digests=[digest, *parts])
 
 
+def layer_pass_seconds(path: Path, *, recipient: PublicKey, parallel: bool) -> float:
+    """Hash and encrypt ``path`` as the agent's upload does (``LayerPass``, ``CHUNK`` at a time), the output thrown
+    away: how fast the agent's side of an upload can go on this machine, with no registry in the way."""
+    t0 = time.monotonic()
+    with LayerPass(media_type=MEDIA_TYPE_OCI_LAYER_TAR, recipients=[recipient], parallel=parallel) as layer:
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                layer.feed(chunk)
+        layer.finish()
+    return time.monotonic() - t0
+
+
 def measure(
-    *, registry: str, credentials: Credentials | None, size_mib: int, workdir: Path, streams: int = STREAMS
+    *,
+    registry: str,
+    credentials: Credentials | None,
+    size_mib: int,
+    workdir: Path,
+    streams: int = STREAMS,
+    registry_pid: int | None = None,
 ) -> CeilingRun:
-    """Push ``size_mib`` MiB of fresh random bytes in 1 and in ``streams`` streams, read them back; always clean up."""
+    """Hash and encrypt ``size_mib`` MiB of fresh random bytes as the agent does (1 thread, then lanes), push them in
+    1 and in ``streams`` streams, read them back; always clean up. With ``registry_pid``, also the registry
+    process's CPU seconds during the one-stream push."""
     run = CeilingRun(blob_bytes=size_mib * MIB, streams=streams)
     path = workdir / f"ceiling-{size_mib}mib.bin"
     try:
         digest, parts = write_random(path, size=run.blob_bytes, parts=streams)
-        asyncio.run(_measure(run, registry=registry, credentials=credentials, path=path, digest=digest, parts=parts))
+        recipient = parse_public_key(new_keypair()[1])
+        run.encrypt_1_s = layer_pass_seconds(path, recipient=recipient, parallel=False)
+        run.encrypt_lanes_s = layer_pass_seconds(path, recipient=recipient, parallel=True)
+        asyncio.run(
+            _measure(
+                run, registry=registry, registry_pid=registry_pid, credentials=credentials, path=path, digest=digest,
+                parts=parts,
+            )
+        )  # fmt: skip
     except (OSError, aiohttp.ClientError, RegistryError, TimeoutError, KeyError) as exc:
         run.error = f"{type(exc).__name__}: {exc}"
     finally:

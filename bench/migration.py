@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from agentapi import certificates
-from bench import stats
+from bench import cpu, stats
 from bench.floor import http_json
 from bench.results import MigrationRun
 from localcluster.cluster import REAL_NODE_TAINT, Cluster
@@ -313,14 +313,16 @@ def measure(
         watch = ServiceWatch(api=api, pod_path=f"{pods}/{name}", source_ip=ip, target_node=target)
         watch.start()
         busy = stats.machine_busy_seconds()
-        api.create(migrations, pod_migration(name=migration_name, pod=name, target=target))
-        _log(f"{size_mib}MiB run {run_index}: PodMigration {migration_name} created ({source} -> {target})")
+        sampler = cpu.CpuSampler(registry_pid=cluster.registry_pid())
+        sampler.start()
 
         def finished() -> dict[str, Any] | None:
             obj = api.get(f"{migrations}/{migration_name}") or {}
             return obj if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
 
         try:
+            api.create(migrations, pod_migration(name=migration_name, pod=name, target=target))
+            _log(f"{size_mib}MiB run {run_index}: PodMigration {migration_name} created ({source} -> {target})")
             status = wait_for(f"PodMigration {migration_name} to finish", finished, timeout=960)["status"]
             run.machine_cpu_s = stats.machine_busy_seconds() - busy
             if status.get("phase") == "Succeeded":
@@ -328,6 +330,7 @@ def measure(
         finally:
             watch.stop.set()
             watch.join(timeout=5)
+            samples = sampler.stop()
         metrics_after = agent_metrics(cluster, source)
         run.phase, run.reason = status.get("phase", ""), status.get("reason", "")
         run.total_s = stats.total_seconds(status)
@@ -338,7 +341,13 @@ def measure(
         run.image_bytes = stats.container_bytes(status, "imageBytes")
         run.volume_bytes = int((status.get("volumeData") or {}).get("dataBytes") or 0) or None
         run.agent = stats.agent_phase_seconds(metrics_before, metrics_after)
-        run.stages, run.stage_bytes = stats.stage_spans(status.get("stages"))  # absent before the streamed agent
+        windows, run.stage_bytes = stats.stage_windows(status.get("stages"))  # absent before the streamed agent
+        run.stages = {stage: end - start for stage, (start, end) in windows.items()}
+        for stage, (start, end) in windows.items():
+            if (spent := cpu.window(samples, start=start, end=end)) is not None:
+                run.stage_cores[stage] = spent.cores
+                if spent.registry_cpu_s is not None:
+                    run.stage_registry_cpu_s[stage] = spent.registry_cpu_s
         if watch.last_source_ok is not None and watch.first_target_ok is not None:
             run.client_gap_s = watch.first_target_ok - watch.last_source_ok
         if watch.first_target_ok is not None and status.get("readyAt"):

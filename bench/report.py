@@ -16,6 +16,7 @@ from bench.stats import (
     ceiling_seconds,
     drain_cpu_bound_seconds,
     drain_goal_seconds,
+    fmt_cores,
     fmt_mib,
     fmt_percent,
     fmt_rate,
@@ -110,6 +111,15 @@ def stage_numbers(result: SizeResult) -> dict[str, float | None]:
     out["ceiling:restore_s"] = median(f.restore_s for f in fs)
     for stage in CEILING_STAGES:
         out[f"ceil:{stage}"] = ceiling_ratio(ceiling_s=out[f"ceiling:{stage}_s"], stage_s=out[f"stage:{stage}"])
+    # Where the CPU went in each stage (bench.cpu): the machine's busy cores, and the registry's CPU seconds.
+    for name in dict.fromkeys([*STAGES, *(n for m in ms for n in m.stage_cores)]):
+        out[f"cores:{name}"] = median(m.stage_cores.get(name) for m in ms)
+        out[f"registry_cpu:{name}"] = median(m.stage_registry_cpu_s.get(name) for m in ms)
+    out["encrypt_1_Bps"] = median(throughput(c.blob_bytes, c.encrypt_1_s) for c in cs)
+    out["encrypt_lanes_Bps"] = median(throughput(c.blob_bytes, c.encrypt_lanes_s) for c in cs)
+    out["ingest_1_registry_cpu_s"] = median(c.push_1_registry_cpu_s for c in cs)
+    # The registry's cores while it took one stream alone: ~1.0 = one core saturated by its own work (hashing).
+    out["ingest_1_registry_cores"] = median(ratio(c.push_1_registry_cpu_s, c.push_1_s) for c in cs)
     return out
 
 
@@ -348,20 +358,31 @@ STAGE_LABELS = {
 }
 
 
+LEGEND_REGISTRY = (
+    "push_1x_registry_cores = the registry process's CPU seconds during the one-stream push / its time (1.00 = one\n"
+    "core busy all along: a blob is one stream, which the registry receives, hashes and writes on about one core).\n"
+    "encrypt_1x / encrypt_lanes = the same bytes hashed and encrypted as the agent does it (ocicrypt's AES-CTR +\n"
+    "HMAC, the plaintext's and the blob's sha256), by one thread / with the hashes in lanes of their own, no registry."
+)
+
+
 def ceiling_table(results: Sequence[SizeResult]) -> str:
-    """The registry with a raw client: a blob of the size's MiB in one stream, in N parallel streams, read back."""
+    """The registry with a raw client: a blob of the size's MiB in one stream, in N parallel streams, read back; and
+    the agent's side of an upload alone (hash and encrypt, 1 thread and lanes)."""
     streams = next((c.streams for r in results for c in r.ceilings), 4)
-    headers = ["registry ceiling (raw client)", "blob_MiB", "push_1x_s", "push_1x_MB/s", f"push_{streams}x_s",
-               f"push_{streams}x_MB/s", "get_s", "get_MB/s"]  # fmt: skip
+    headers = ["registry ceiling (raw client)", "blob_MiB", "push_1x_s", "push_1x_MB/s", "push_1x_registry_cores",
+               f"push_{streams}x_s", f"push_{streams}x_MB/s", "get_s", "get_MB/s", "encrypt_1x_MB/s",
+               "encrypt_lanes_MB/s"]  # fmt: skip
     rows = []
     for r in results:
         cs = r.ceilings
         n = row_numbers(r)
         rows.append([
             size_label(r.size_mib), fmt_mib(median(float(c.blob_bytes) for c in cs)),
-            fmt_seconds(median(c.push_1_s for c in cs)), fmt_rate(n["ingest_1_Bps"]),
+            fmt_seconds(median(c.push_1_s for c in cs)), fmt_rate(n["ingest_1_Bps"]), fmt_cores(n["ingest_1_registry_cores"]),
             fmt_seconds(median(c.push_n_s for c in cs)), fmt_rate(n["ingest_n_Bps"]),
-            fmt_seconds(median(c.get_s for c in cs)), fmt_rate(n["get_Bps"]),
+            fmt_seconds(median(c.get_s for c in cs)), fmt_rate(n["get_Bps"]), fmt_rate(n["encrypt_1_Bps"]),
+            fmt_rate(n["encrypt_lanes_Bps"]),
         ])  # fmt: skip
     return render_table(headers, rows)
 
@@ -375,7 +396,7 @@ def goal_cell(value: float | None, *, goal: float = CEILING_GOAL) -> str:
 def stage_ceiling_table(results: Sequence[SizeResult]) -> str:
     """Each stage against its own ceiling from the same run: ceiling_s / stage_s (1.0 = at the ceiling)."""
     headers = ["stage vs ceiling", "stage", "source", "stage_s", "stage_MB/s", "ceiling", "ceiling_s", "ceiling/stage",
-               f">={CEILING_GOAL:g}"]  # fmt: skip
+               f">={CEILING_GOAL:g}", "cores_busy", "registry_cpu_s"]  # fmt: skip
     streams = next((c.streams for r in results for c in r.ceilings), 4)
     rows = []
     for r in results:
@@ -387,6 +408,7 @@ def stage_ceiling_table(results: Sequence[SizeResult]) -> str:
             rows.append([
                 r.label if i == 0 else "", label, sources.get(stage, "-"), fmt_seconds(n[f"stage:{stage}"]),
                 fmt_rate(rate), ceiling, fmt_seconds(n[f"ceiling:{stage}_s"]), fmt_ratio(value), goal_cell(value),
+                fmt_cores(n.get(f"cores:{stage}")), fmt_seconds(n.get(f"registry_cpu:{stage}")),
             ])  # fmt: skip
     return render_table(headers, rows, left=(0, 1, 2, 5))
 
@@ -397,7 +419,10 @@ LEGEND_CEILINGS = (
     "upload = the stage's bytes at the registry's best push rate (a raw client, fresh random bytes, the better of 1\n"
     "stream and N parallel streams of 1/N each); fetch = the stage's bytes at the raw blob GET rate.\n"
     "source: status = status.stages; metrics = the source agent's metrics (upload = pack + push); phase = the restore\n"
-    "phase (target pod created -> Ready, with the image pull), which is all there is before status.stages."
+    "phase (target pod created -> Ready, with the image pull), which is all there is before status.stages.\n"
+    "cores_busy = how many of the machine's cores were busy on average during the stage (/proc/stat, sampled every\n"
+    "50 ms): at the machine's core count the stage is bound by the CPU, not by waiting; registry_cpu_s = the\n"
+    "registry process's CPU seconds in the stage (bench.cpu)."
 )
 
 
@@ -709,7 +734,7 @@ def render(
     sizes = {r.size_mib for r in results}
     registry = [*results, *(r for r in real if r.size_mib not in sizes)]
     if any(r.ceilings for r in registry):
-        blocks += ["", ceiling_table(registry)]
+        blocks += ["", ceiling_table(registry), LEGEND_REGISTRY]
     blocks += ["", stage_ceiling_table(rows), LEGEND_CEILINGS]
     if emptydir:
         blocks += ["", emptydir_table(results, emptydir), LEGEND_EMPTYDIR]

@@ -51,6 +51,8 @@ class MigrationRun:
     agent_peak_bytes: int | None = None  # the source node's agent VmHWM after this run (a high-water mark: never goes down)
     cold_start_s: float | None = None  # pod created -> Ready on the source node (image pull, warm-up, ballast)
     machine_cpu_s: float | None = None  # CPU seconds the whole machine was busy, PodMigration created -> finished seen
+    stage_cores: dict[str, float] = field(default_factory=dict)  # per stage: the machine's busy cores (bench.cpu)
+    stage_registry_cpu_s: dict[str, float] = field(default_factory=dict)  # per stage: the registry's CPU seconds
     state_ok: bool = False  # same boot_id and the key written before the move, read back on the new pod IP
     error: str | None = None
 
@@ -69,6 +71,11 @@ class CeilingRun:
     push_1_s: float | None = None  # POST + PUT of the whole blob, one stream
     push_n_s: float | None = None  # ``streams`` blobs of blob_bytes/streams, all at once, until the last is stored
     get_s: float | None = None  # GET of the whole blob, read to the end and discarded
+    push_1_registry_cpu_s: float | None = None  # the registry process's CPU seconds during the one-stream push
+    # The agent's own side of an upload, no registry: the blob hashed and encrypted as the agent does it (LayerPass,
+    # one recipient), by one thread and with its hashes in lanes of their own (ocicheckpoint.pipe.Lanes)
+    encrypt_1_s: float | None = None
+    encrypt_lanes_s: float | None = None
     error: str | None = None
 
     @property

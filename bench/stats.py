@@ -71,6 +71,11 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.0f}x"
 
 
+def fmt_cores(value: float | None) -> str:
+    """Cores kept busy on average (1.00 = one core all the time), or "-"."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def fmt_seconds(value: float | None) -> str:
     """Seconds with millisecond resolution (the PodMigration status's own), ``-`` when unknown."""
     return "-" if value is None else f"{value:.3f}"
@@ -179,11 +184,12 @@ def _instant(value: Any) -> float | None:
     return None
 
 
-def stage_spans(records: Any) -> tuple[dict[str, float], dict[str, int]]:
-    """Seconds and bytes per stage name from ``status.stages``; a record it cannot read is skipped, never an error.
+def stage_windows(records: Any) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
+    """Each stage's (start, end) in epoch seconds and its bytes, from ``status.stages``; a record it cannot read is
+    skipped, never an error.
 
-    Records of one name (one per container) make one span, the earliest start to the latest end, because the agent
-    may handle containers in parallel; their bytes add up. Names keep ``STAGES`` order, unknown names follow.
+    Records of one name (one per container) make one window, the earliest start to the latest end, because the
+    agent may handle containers in parallel; their bytes add up. Names keep ``STAGES`` order, unknown names follow.
     """
     if not isinstance(records, Sequence) or isinstance(records, str | bytes):
         return {}, {}
@@ -201,7 +207,7 @@ def stage_spans(records: Any) -> tuple[dict[str, float], dict[str, int]]:
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
             nbytes[name] = nbytes.get(name, 0) + size
     order = [n for n in STAGES if n in spans] + [n for n in spans if n not in STAGES]
-    return {n: spans[n][1] - spans[n][0] for n in order}, nbytes
+    return {n: spans[n] for n in order}, nbytes
 
 
 def resolve_stages(

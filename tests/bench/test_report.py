@@ -59,9 +59,14 @@ def test_stage_numbers_from_agent_metrics_against_the_ceilings() -> None:
 
 def test_stage_numbers_prefer_status_stages() -> None:
     run = _migration(
-        stages={"dump": 0.2, "upload": 0.3, "fetch": 0.2, "restore": 0.1}, stage_bytes={"upload": 120 * MB, "fetch": 120 * MB}
+        stages={"dump": 0.2, "upload": 0.3, "fetch": 0.2, "restore": 0.1},
+        stage_bytes={"upload": 120 * MB, "fetch": 120 * MB},
+        stage_cores={"upload": 1.9, "fetch": 1.5},
+        stage_registry_cpu_s={"upload": 0.28},
     )
     n = report.row_numbers(_size(migrations=[run]))
+    assert n["cores:upload"] == pytest.approx(1.9) and n["registry_cpu:upload"] == pytest.approx(0.28)
+    assert n["cores:dump"] is None, "a stage without samples has no figure"
     assert n["upload_bytes"] == 120 * MB, "the stage's own bytes, not the image's"
     assert n["ceil:upload"] == pytest.approx((120 / 400) / 0.3)
     assert n["ceil:fetch"] == pytest.approx((120 / 600) / 0.2)
@@ -69,10 +74,13 @@ def test_stage_numbers_prefer_status_stages() -> None:
     assert n["ceil:dump"] == pytest.approx(0.5)
     table = report.stage_ceiling_table([_size(migrations=[run])]).splitlines()
     assert table[0].split()[:4] == ["stage", "vs", "ceiling", "stage"]
+    assert table[0].split()[-2:] == ["cores_busy", "registry_cpu_s"]
     restore = next(line for line in table if "raw criu restore" in line).split()
-    assert restore[-3:] == ["0.080", "0.80x", "ok"] and "status" in restore
+    assert restore[-5:] == ["0.080", "0.80x", "ok", "-", "-"] and "status" in restore
     dump = next(line for line in table if "raw criu dump" in line).split()
-    assert dump[-2:] == ["0.50x", "below"]
+    assert dump[-4:] == ["0.50x", "below", "-", "-"]
+    upload = next(line for line in table if "registry push" in line).split()
+    assert upload[-2:] == ["1.90", "0.280"]
     assert table[1].startswith("64MiB") and table[2].startswith(" "), "the size labels its first row only"
 
 
@@ -101,11 +109,20 @@ def test_missing_data_renders_as_dashes_never_an_error() -> None:
 
 
 def test_registry_ceiling_table() -> None:
-    result = _size(migrations=[_migration()])
+    ceilings = [
+        CeilingRun(blob_bytes=300 * MB, push_1_s=1.0, push_n_s=0.75, get_s=0.5, push_1_registry_cpu_s=0.97,
+                   encrypt_1_s=0.5, encrypt_lanes_s=0.4)
+    ]  # fmt: skip
+    result = _size(migrations=[_migration()], ceilings=ceilings)
     table = report.ceiling_table([result]).splitlines()
-    assert table[0].split() == ["registry", "ceiling", "(raw", "client)", "blob_MiB", "push_1x_s", "push_1x_MB/s", "push_4x_s",
-                                "push_4x_MB/s", "get_s", "get_MB/s"]  # fmt: skip
-    assert table[1].split() == ["64MiB", "286.1", "1.000", "300", "0.750", "400", "0.500", "600"]
+    assert table[0].split() == ["registry", "ceiling", "(raw", "client)", "blob_MiB", "push_1x_s", "push_1x_MB/s",
+                                "push_1x_registry_cores", "push_4x_s", "push_4x_MB/s", "get_s", "get_MB/s",
+                                "encrypt_1x_MB/s", "encrypt_lanes_MB/s"]  # fmt: skip
+    assert table[1].split() == ["64MiB", "286.1", "1.000", "300", "0.97", "0.750", "400", "0.500", "600", "600", "750"]
+    assert report.row_numbers(result)["ingest_1_registry_cpu_s"] == pytest.approx(0.97)
+    unmeasured = report.ceiling_table([_size(migrations=[_migration()])]).splitlines()
+    assert unmeasured[1].split()[4] == "-", "no registry PID: no figure"
+    assert unmeasured[1].split()[-2:] == ["-", "-"], "no layer pass timed: no figure"
 
 
 def _drain(**overrides: object) -> DrainRun:
@@ -264,10 +281,10 @@ def test_a_containerd_row_next_to_the_stand_in_row() -> None:
     stages = report.stage_ceiling_table([standin, real]).splitlines()
     start = next(i for i, line in enumerate(stages) if line.startswith("64MiB containerd"))
     dump = stages[start].split()
-    assert dump[-3:] == ["0.100", "0.10x", "below"], "raw criu dump 0.1 s against containerd's 1.0 s checkpoint"
+    assert dump[-5:-2] == ["0.100", "0.10x", "below"], "raw criu dump 0.1 s against containerd's 1.0 s checkpoint"
     text = report.render([standin], real=[real])
     assert "containerd rows: the same app and PodMigration between the real nodes real-1 -> real-2" in text
-    registry = text[text.index("registry ceiling (raw client)") :].split("\n\n")[0].splitlines()
+    registry = text[text.index("registry ceiling (raw client)") :].split(report.LEGEND_REGISTRY)[0].splitlines()
     assert [line.split()[0] for line in registry[1:]] == ["64MiB"], "the registry's ceilings once per size"
     for title in ("phase (s)", "checkpoint (source agent metrics)", "floor and client view"):
         block = text[text.index(title) :].split("\n\n")[0]
@@ -284,7 +301,7 @@ def test_a_containerd_row_alone_at_its_size_and_failing() -> None:
     real = _containerd(phase="Failed", reason="RestoreFailed", error="Failed RestoreFailed: criu", state_ok=False)
     real.size_mib = 1024
     text = report.render([standin], real=[real])
-    registry = text[text.index("registry ceiling (raw client)") :].split("\n\n")[0].splitlines()
+    registry = text[text.index("registry ceiling (raw client)") :].split(report.LEGEND_REGISTRY)[0].splitlines()
     assert [line.split()[0] for line in registry[1:]] == ["64MiB", "1024MiB"], "its own ceilings, with no stand-in row"
     assert "  1024MiB containerd migration run 1 (app-64m-1-real): Failed RestoreFailed: criu" in text
     assert report.main_table([standin, real]).splitlines()[2].endswith("FAILED")

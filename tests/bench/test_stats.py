@@ -216,7 +216,7 @@ def test_emptydir_rows_cost_per_gib_against_the_same_pod_without_the_file() -> N
     assert report.to_json(results, meta={}, emptydir=emptydir)["emptydir"][0]["migrations"][0]["volume_bytes"] == 512 * stats.MIB
 
 
-def test_stage_spans_from_status_stages_tolerate_anything_odd() -> None:
+def test_stage_windows_from_status_stages_tolerate_anything_odd() -> None:
     stages = [
         {"name": "freeze", "start": "2026-11-30T14:00:00.000Z", "end": "2026-11-30T14:00:00.002Z"},
         {"name": "dump", "container": "a", "start": "2026-11-30T14:00:00.002Z", "end": "2026-11-30T14:00:00.502Z"},
@@ -243,15 +243,17 @@ def test_stage_spans_from_status_stages_tolerate_anything_odd() -> None:
         "not a record",
         {"name": "custom", "start": 1.0, "end": 1.5},
     ]
-    seconds, nbytes = stats.stage_spans(stages)
+    windows, nbytes = stats.stage_windows(stages)
+    seconds = {name: end - start for name, (start, end) in windows.items()}
     assert list(seconds) == ["freeze", "dump", "upload", "fetch", "custom"]
+    assert windows["fetch"] == (1764511203.0, 1764511203.25)
     assert seconds["dump"] == pytest.approx(0.5)
     assert seconds["upload"] == pytest.approx(1.5)
     assert seconds["fetch"] == pytest.approx(0.25)
     assert nbytes == {"upload": 400}
-    assert stats.stage_spans(None) == ({}, {})
-    assert stats.stage_spans("stages") == ({}, {})
-    assert stats.stage_spans({"name": "dump"}) == ({}, {})
+    assert stats.stage_windows(None) == ({}, {})
+    assert stats.stage_windows("stages") == ({}, {})
+    assert stats.stage_windows({"name": "dump"}) == ({}, {})
 
 
 def test_resolve_stages_prefers_status_and_falls_back_per_stage() -> None:
