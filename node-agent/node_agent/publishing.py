@@ -209,7 +209,9 @@ class Publisher:
                 await reg.push_blob_stream(repository=repository, chunks=pipe.chunks(), size=size, digest=digest)
             except BaseException as exc:
                 pipe.abandon()  # a producer waiting for room stops
-                if (own := await worker_error([producer], failure=exc)) is not None:
+                own = await worker_error([producer], failure=exc)
+                layer.close()  # after the producer stopped feeding it
+                if own is not None:
                     raise own from None  # the source's failure, not the upload's
                 raise
             return finished[0]

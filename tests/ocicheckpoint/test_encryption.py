@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -248,11 +249,14 @@ def test_volume_data_layers_are_encrypted_with_their_annotations(tmp_path: Path,
     assert out.digest == digest and out.media_type == names.MEDIA_TYPE_VOLUME_DATA_LAYER
 
 
-def test_a_layer_fed_in_pieces_decrypts_to_what_was_fed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [True, False], ids=["lanes", "one-thread"])
+def test_a_layer_fed_in_pieces_decrypts_to_what_was_fed(tmp_path: Path, parallel: bool) -> None:
     """``LayerPass`` (the streamed upload's encryption) writes what ``decrypt_layer`` reads back, digests included."""
     private, public = encryption.new_keypair(bits=2048)
     data = os.urandom(3 * 1024 * 1024 + 17)
-    layer = encryption.LayerPass(media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, recipients=[encryption.parse_public_key(public)])
+    layer = encryption.LayerPass(
+        media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, recipients=[encryption.parse_public_key(public)], parallel=parallel
+    )
     enc = tmp_path / "enc"
     with enc.open("wb") as out:
         for i in range(0, len(data), 700_001):  # pieces that are not a multiple of the AES block
@@ -265,6 +269,32 @@ def test_a_layer_fed_in_pieces_decrypts_to_what_was_fed(tmp_path: Path) -> None:
         descriptor=blob, src=enc, dst=tmp_path / "plain", private_keys=[encryption.parse_private_key(private)]
     )
     assert out.digest == diff_id and (tmp_path / "plain").read_bytes() == data
+
+
+def test_lanes_change_nothing_in_the_blob(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same key and nonce give the same blob, MAC and digests whether the hashes run in lanes or not."""
+    _, public = encryption.new_keypair(bits=2048)
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    monkeypatch.setattr(encryption.secrets, "token_bytes", lambda n: bytes(range(n)))
+    passes = []
+    for parallel in (True, False):
+        layer = encryption.LayerPass(
+            media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, recipients=[encryption.parse_public_key(public)], parallel=parallel
+        )
+        out = b"".join(layer.feed(data[i : i + 300_000]) for i in range(0, len(data), 300_000))
+        blob, diff_id = layer.finish()
+        passes.append((out, blob.digest, blob.annotations[names.ANNOTATION_ENC_PUBOPTS], diff_id))
+    assert passes[0] == passes[1]
+
+
+def test_a_layer_pass_given_up_on_ends_its_lanes() -> None:
+    _, public = encryption.new_keypair(bits=2048)
+    before = {t.name for t in threading.enumerate()}
+    with encryption.LayerPass(
+        media_type=names.MEDIA_TYPE_OCI_LAYER_TAR, recipients=[encryption.parse_public_key(public)]
+    ) as layer:
+        layer.feed(os.urandom(4096))
+    assert {t.name for t in threading.enumerate()} - before == set(), "no lane thread left behind"
 
 
 def test_a_layer_pass_without_recipients_is_the_plaintext() -> None:

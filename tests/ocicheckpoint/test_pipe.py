@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ocicheckpoint.pipe import Pipe, PipeAbandoned, ThreadReader, worker_error
+from ocicheckpoint.pipe import Lanes, Pipe, PipeAbandoned, ThreadReader, worker_error
 
 
 async def test_chunks_arrive_in_order_and_the_writer_waits_for_room() -> None:
@@ -123,3 +123,41 @@ async def test_a_workers_own_error_is_raised_instead_of_the_transfers_but_never_
     assert await worker_error(workers, failure=aborted) is None, "the failure passed on to a worker is the failure"
     workers = [asyncio.ensure_future(failing(refused))]
     assert await worker_error(workers, failure=asyncio.CancelledError()) is None, "a cancellation stays one"
+
+
+def test_lanes_run_each_lanes_calls_in_order_beside_the_caller() -> None:
+    seen: dict[int, list[bytes]] = {0: [], 1: []}
+    threads: set[str] = set()
+
+    def record(lane: int):
+        def call(chunk: bytes) -> None:
+            time.sleep(0.001 * (chunk[0] % 3))  # uneven work: order must not depend on timing
+            threads.add(threading.current_thread().name)
+            seen[lane].append(chunk)
+
+        return call
+
+    with Lanes(2) as lanes:
+        for i in range(30):
+            lanes.submit(0, record(0), bytes([i]))
+            lanes.submit(1, record(1), bytes([i]))
+        lanes.wait()
+    assert seen[0] == seen[1] == [bytes([i]) for i in range(30)]
+    assert threading.current_thread().name not in threads, "the calls ran in the lanes' threads"
+
+
+def test_a_lanes_error_comes_back_at_its_next_submit_or_at_wait() -> None:
+    def fail(chunk: bytes) -> None:
+        raise ValueError(f"refused {chunk!r}")
+
+    lanes = Lanes(2)
+    lanes.submit(0, fail, b"a")
+    with pytest.raises(ValueError, match="refused b'a'"):
+        lanes.submit(0, fail, b"b")
+    lanes.submit(1, fail, b"c")
+    with pytest.raises(ValueError, match="refused b'c'"):
+        lanes.wait()
+    lanes.wait()  # nothing pending any more
+    lanes.close()
+    with pytest.raises(RuntimeError):
+        lanes.submit(0, fail, b"d")  # closed: no new work
