@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localcluster import nodesetup
 from localcluster.node import checkpointfiles
 from localcluster.node.images import LocalImage
 from localcluster.node.runc import Runc, RuncError
@@ -80,14 +81,6 @@ MASKED_PATHS = [
 # runc reads CRIU options from the file this annotation names (default /etc/criu/runc.conf):
 # the knob a CRI-O node's operator has for checkpoint/restore behaviour.
 CRIU_CONFIG_ANNOTATION = "org.criu.config"
-# What this node's file says, and why:
-#  tcp-close: a connection open at the checkpoint is restored closed. Restoring it "established"
-#    cannot work on another node, where the pod has a new IP; the client sees a reset and retries.
-#    Nothing acknowledged is lost: the process was frozen before the dump, so every reply it sent
-#    was for a request it had already applied.
-#  skip-in-flight: connections still in a listening socket's accept queue (clients that
-#    connected while the pod was frozen) are dropped rather than failing the whole checkpoint.
-CRIU_OPTIONS = "tcp-close\nskip-in-flight\n"
 READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 # Linux capability names by number (linux/capability.h): the bits of /proc/self/status' CapBnd.
 CAPABILITY_NAMES = (
@@ -636,7 +629,8 @@ class ContainerRuntime:
         self.cgroup_parent = cgroup_parent
         state_dir.mkdir(parents=True, exist_ok=True)
         self.criu_config = state_dir / "criu-runc.conf"
-        self.criu_config.write_text(CRIU_OPTIONS + "".join(f"action-script {script}\n" for script in criu_action_scripts))
+        scripts = "".join(f"action-script {script}\n" for script in criu_action_scripts)
+        self.criu_config.write_text(nodesetup.CRIU_OPTIONS + scripts)
 
     def container_id(self, sandbox: Sandbox, request: ContainerRequest) -> str:
         return f"{sandbox.uid}-{request.name}-{request.attempt}"

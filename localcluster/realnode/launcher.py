@@ -421,7 +421,7 @@ def start(
     # The node's CRIU configuration, what an operator puts in /etc/criu/runc.conf: here a file of the
     # node's own, named by CRIU_CONFIG_FILE in containerd's environment (which its shims, runc and
     # CRIU inherit), so the host's /etc is never touched. Options as on the stand-in nodes
-    # (localcluster/node/containers.py says why), plus podmigrate's hook, which stops a container the
+    # (nodesetup.CRIU_OPTIONS says why), plus podmigrate's hook, which stops a container the
     # agent armed at the end of its dump (containerd pauses and resumes the container around its
     # checkpoint, so it cannot be frozen before: node_agent/dumphook.py) and moves a restored pod's
     # staged emptyDir files into it before its processes are restored (node_agent/volumedata.py).
@@ -430,7 +430,7 @@ def start(
     node.fault_dir.mkdir(mode=0o700, exist_ok=True)
     nodesetup.volume_dir(node.state).mkdir(mode=0o700, exist_ok=True)
     hook = nodesetup.CRIU_HOOK_SCRIPT
-    node.criu_config.write_text(f"tcp-close\nskip-in-flight\naction-script {hook}\naction-script {FAULT_SCRIPT}\n")
+    node.criu_config.write_text(f"{nodesetup.CRIU_OPTIONS}action-script {hook}\naction-script {FAULT_SCRIPT}\n")
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     launcher.launch(
         name=node.containerd_name,

@@ -164,7 +164,9 @@ def test_the_pieces_agree_on_versions_paths_and_the_registry() -> None:
     assert f"criu_{criu.group(1)}.orig.tar.xz" in dockerfile
     # The hook where runc.conf says it is.
     runc_conf = [line for line in (KIND / "node-image" / "runc.conf").read_text().splitlines() if not line.startswith("#")]
-    assert runc_conf == ["tcp-close", "skip-in-flight", "action-script /usr/local/libexec/podmigrate/criu_hook.sh"]
+    assert runc_conf == [
+        "tcp-close", "skip-in-flight", "network-lock skip", "action-script /usr/local/libexec/podmigrate/criu_hook.sh"
+    ]  # fmt: skip
     assert "COPY criu_hook.sh /usr/local/libexec/podmigrate/criu_hook.sh\n" in dockerfile
     assert "COPY runc.conf /etc/criu/runc.conf\n" in dockerfile
     # One registry name: the container kind-up.sh runs, containerd's hosts.toml, the overlay.
