@@ -164,11 +164,11 @@ async def _measure(
     async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
         auth = await _authorization(session, base=base, credentials=credentials)
         try:
-            cpu0 = process_cpu_seconds(registry_pid) if registry_pid is not None else None
+            cpu0 = process_cpu_seconds(registry_pid)
             t0 = time.monotonic()
             await _push(session, base=base, auth=auth, path=path, offset=0, length=run.blob_bytes, digest=digest)
             run.push_1_s = time.monotonic() - t0
-            cpu1 = process_cpu_seconds(registry_pid) if registry_pid is not None else None
+            cpu1 = process_cpu_seconds(registry_pid)
             run.push_1_registry_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
 
             ranges = split_ranges(run.blob_bytes, run.streams)

@@ -22,15 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.stats import machine_busy_seconds
-
 DEFAULT_INTERVAL_S: Final = 0.05
 # A window shorter than this says little with samples 50 ms apart (a freeze, a Ready): no figure for it.
 MIN_WINDOW_S: Final = 0.2
 
 
-def process_cpu_seconds(pid: int, *, proc: Path = Path("/proc")) -> float | None:
-    """utime + stime of ``pid``'s own threads (not its reaped children's), or None when it is gone."""
+def machine_busy_seconds(*, stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds every core of this machine has been busy since boot (``/proc/stat``: all but idle and iowait).
+
+    The bench's cluster (control plane, nodes, agents, registry, the control service) shares this machine, so
+    the difference across a migration is what that migration cost the machine as a whole: with ``cores`` it
+    bounds how fast several can run at once.
+    """
+    fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int | None, *, proc: Path = Path("/proc")) -> float | None:
+    """utime + stime of ``pid``'s own threads (not its reaped children's), or None when it is gone (or unknown)."""
+    if pid is None:
+        return None
     try:
         text = (proc / str(pid) / "stat").read_text()
     except OSError:
@@ -63,7 +76,7 @@ class CpuSampler(threading.Thread):
         self.samples: list[CpuSample] = []
 
     def _sample(self) -> None:
-        registry = process_cpu_seconds(self._registry_pid) if self._registry_pid is not None else None
+        registry = process_cpu_seconds(self._registry_pid)
         self.samples.append(CpuSample(at=time.time(), busy_s=machine_busy_seconds(), registry_s=registry))
 
     def run(self) -> None:

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Final
 
-from bench import stats
+from bench import cpu, stats
 from bench.floor import http_json
 from bench.migration import (
     APP_PORT,
@@ -85,7 +85,7 @@ def measure(*, api: Api, cluster: Cluster, pods: int, concurrency: int, size_mib
                 raise ApiError(f"GET /state of {name} answered {code} before the drain")
             before[name] = state.get("boot_id")
 
-        created, busy = time.monotonic(), stats.machine_busy_seconds()
+        created, busy = time.monotonic(), cpu.machine_busy_seconds()
         api.create(NODEDRAINS, node_drain(name=run.name, node=source, target=target, selector=f"{LABEL}={tag}",
                                           concurrency=concurrency))  # fmt: skip
         _log(f"{run.label}: NodeDrain {run.name} created ({source} -> {target})")
@@ -96,7 +96,7 @@ def measure(*, api: Api, cluster: Cluster, pods: int, concurrency: int, size_mib
 
         status = wait_for(f"NodeDrain {run.name} to finish", finished, timeout=960)["status"]
         run.observed_s = time.monotonic() - created
-        run.machine_cpu_s, run.cores = stats.machine_busy_seconds() - busy, os.cpu_count()
+        run.machine_cpu_s, run.cores = cpu.machine_busy_seconds() - busy, os.cpu_count()
         run.phase, run.message = str(status.get("phase", "")), str(status.get("message", ""))
         run.wall_s = stats.seconds_between(status.get("startTime"), status.get("completionTime"))
         run.migrated = int((status.get("counts") or {}).get("migrated") or 0)

@@ -312,7 +312,7 @@ def measure(
         metrics_before = agent_metrics(cluster, source)
         watch = ServiceWatch(api=api, pod_path=f"{pods}/{name}", source_ip=ip, target_node=target)
         watch.start()
-        busy = stats.machine_busy_seconds()
+        busy = cpu.machine_busy_seconds()
         sampler = cpu.CpuSampler(registry_pid=cluster.registry_pid())
         sampler.start()
 
@@ -324,7 +324,7 @@ def measure(
             api.create(migrations, pod_migration(name=migration_name, pod=name, target=target))
             _log(f"{size_mib}MiB run {run_index}: PodMigration {migration_name} created ({source} -> {target})")
             status = wait_for(f"PodMigration {migration_name} to finish", finished, timeout=960)["status"]
-            run.machine_cpu_s = stats.machine_busy_seconds() - busy
+            run.machine_cpu_s = cpu.machine_busy_seconds() - busy
             if status.get("phase") == "Succeeded":
                 watch.join(timeout=10)  # the target answers before Ready is recorded; give a late one a moment
         finally:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -257,19 +255,6 @@ def ceiling_ratio(*, ceiling_s: float | None, stage_s: float | None) -> float | 
 def ceiling_seconds(*, nbytes: float | None, bytes_per_s: float | None) -> float | None:
     """How long ``nbytes`` take at a ceiling's throughput: a throughput ceiling as a time for the stage's own bytes."""
     return ratio(nbytes, bytes_per_s)
-
-
-def machine_busy_seconds(*, stat: Path = Path("/proc/stat")) -> float:
-    """CPU seconds every core of this machine has been busy since boot (``/proc/stat``: all but idle and iowait).
-
-    The bench's cluster (control plane, nodes, agents, registry, the control service) shares this machine, so
-    the difference across a migration is what that migration cost the machine as a whole: with ``cores`` it
-    bounds how fast several can run at once.
-    """
-    fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def drain_cpu_bound_seconds(*, cpu_s: float | None, cores: int | None) -> float | None:

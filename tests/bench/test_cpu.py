@@ -51,6 +51,7 @@ def test_process_cpu_seconds_reads_its_own_threads_not_its_children(tmp_path: Pa
     (tmp_path / "42" / "stat").write_text(f"42 (docker registry) {' '.join(fields)}\n")
     assert cpu.process_cpu_seconds(42, proc=tmp_path) == pytest.approx(4.0)
     assert cpu.process_cpu_seconds(43, proc=tmp_path) is None, "gone"
+    assert cpu.process_cpu_seconds(None, proc=tmp_path) is None, "no PID known (no registry running)"
     own = cpu.process_cpu_seconds(os.getpid())
     assert own is not None and own > 0
 
@@ -67,3 +68,12 @@ def test_the_sampler_samples_until_stopped() -> None:
     missing = cpu.CpuSampler(registry_pid=None, interval=0.01)
     missing.start()
     assert all(s.registry_s is None for s in missing.stop())
+
+
+def test_machine_busy_seconds_count_every_cpu_state_but_idle_and_iowait(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    #                user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  1000 20 300 5000 400 10 5 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert cpu.machine_busy_seconds(stat=stat) == pytest.approx((1000 + 20 + 300 + 10 + 5 + 15) / ticks)
+    assert cpu.machine_busy_seconds() > 0

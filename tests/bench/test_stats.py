@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from bench import report, stats
@@ -293,12 +290,6 @@ def test_ceiling_ratio_math_and_drain_goal() -> None:
     assert stats.fmt_rate(None) == "-" and stats.fmt_rate(312.4e6) == "312"
 
 
-def test_machine_busy_seconds_count_every_cpu_state_but_idle_and_iowait(tmp_path: Path) -> None:
-    stat = tmp_path / "stat"
-    #                user nice system idle iowait irq softirq steal guest guest_nice
-    stat.write_text("cpu  1000 20 300 5000 400 10 5 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
-    ticks = os.sysconf("SC_CLK_TCK")
-    assert stats.machine_busy_seconds(stat=stat) == pytest.approx((1000 + 20 + 300 + 10 + 5 + 15) / ticks)
-    assert stats.machine_busy_seconds() > 0
+def test_a_drains_cpu_bound_is_its_cpu_seconds_over_the_cores() -> None:
     assert stats.drain_cpu_bound_seconds(cpu_s=6.0, cores=2) == 3.0
     assert stats.drain_cpu_bound_seconds(cpu_s=None, cores=2) is None
